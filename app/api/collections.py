@@ -1,0 +1,62 @@
+"""Collections: create (idempotent), list, describe, delete."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.engine.judgments import describe_adapter
+from app.schemas import (
+    COLLECTION_NAME_PATTERN,
+    CollectionInfo,
+    CollectionList,
+    CollectionRequest,
+    CollectionSummary,
+)
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN, description="collection name")]
+
+
+def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
+    collection = engine.collection(name)
+    adapter = engine.adapter_for(collection)
+    if adapter is None:
+        return {"status": "none", "threshold": None, "metrics": {}}
+    return {"status": "trained" if collection.adapter is not None else "default", **describe_adapter(adapter)}
+
+
+@router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo,
+            responses={200: {"model": CollectionInfo, "description": "exists with the same settings"},
+                       409: {"description": "exists with other settings"}},
+            dependencies=[AdminAccess])
+async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
+                            body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:
+    collection, created = await run_in_threadpool(engine.create_collection, name, body or CollectionRequest())
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return describe(engine, collection.name)
+
+
+@router.get("", response_model=CollectionList, dependencies=[ReadAccess])
+def list_collections(engine: EngineDep) -> CollectionList:
+    return CollectionList(collections=[CollectionSummary(name=name, count=len(c.lexical))
+                                       for name, c in sorted(engine.collections.items())])
+
+
+@router.get("/{name}", response_model=CollectionInfo, dependencies=[ReadAccess])
+def get_collection(name: CollectionName, engine: EngineDep) -> CollectionInfo:
+    return describe(engine, name)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess])
+def delete_collection(name: CollectionName, engine: EngineDep) -> Response:
+    engine.drop_collection(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def describe(engine: EngineDep, name: str) -> CollectionInfo:
+    collection = engine.collection(name)
+    return CollectionInfo(name=name, count=len(collection.lexical), settings=collection.settings,
+                          dimension=collection.record.dimension, relevance=relevance_status(engine, name))

@@ -1,0 +1,67 @@
+"""Dependencies shared by the routers: the engine, the settings and the API-key checks."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.engine.engine import SearchEngine
+from app.errors import Forbidden, NotReady, Unauthorized
+from app.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="API key (read or admin) when the service has keys configured")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> SearchEngine:
+    engine: SearchEngine | None = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise NotReady("the service is still loading its model and indexes")
+    return engine
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[SearchEngine, Depends(get_engine)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _matches(key: str, keys: list[str]) -> bool:
+    # Constant-time comparison against every key, so timing reveals neither which key nor how much matched.
+    found = False
+    for candidate in keys:
+        found |= hmac.compare_digest(key.encode(), candidate.encode())
+    return found
+
+
+def _key(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("this service needs an API key: send 'Authorization: Bearer <key>'")
+    return credentials.credentials
+
+
+def require_read(settings: SettingsDep, credentials: Credentials) -> None:
+    if not settings.api_keys and not settings.admin_keys:
+        return
+    key = _key(credentials)
+    if not (_matches(key, settings.api_keys) | _matches(key, settings.admin_keys)):
+        raise Unauthorized("the API key is not valid")
+
+
+def require_admin(settings: SettingsDep, credentials: Credentials) -> None:
+    if not settings.api_keys and not settings.admin_keys:
+        return
+    key = _key(credentials)
+    if _matches(key, settings.admin_keys):
+        return
+    if _matches(key, settings.api_keys):
+        raise Forbidden("this API key may read but not write; writes need an admin key")
+    raise Unauthorized("the API key is not valid")
+
+
+ReadAccess = Depends(require_read)
+AdminAccess = Depends(require_admin)

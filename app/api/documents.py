@@ -1,0 +1,84 @@
+"""Documents: bulk ingest (JSON or NDJSON, all-or-nothing), get and delete by id."""
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from app.api.collections import CollectionName
+from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.schemas import Document, DocumentBatch, DocumentId, StoredDocument, UpsertResult
+
+router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentBatch"}},
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one Document JSON object per line"}},
+        },
+    }
+}
+
+
+def _errors(exc: ValidationError, prefix: list[Any]) -> list[dict[str, Any]]:
+    return [{"loc": prefix + list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()[:50]]
+
+
+def parse_batch(body: bytes, content_type: str) -> list[Document]:
+    """Parses a JSON batch or NDJSON lines; any bad document rejects the whole batch."""
+    media = content_type.split(";")[0].strip().lower()
+    if media in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
+        docs = []
+        for number, line in enumerate(body.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(Document.model_validate_json(line))
+            except ValidationError as exc:
+                raise InvalidInput(f"NDJSON line {number} is not a valid document",
+                                   _errors(exc, ["body", f"line {number}"])) from None
+        if not docs:
+            raise InvalidInput("the NDJSON body holds no documents")
+        return docs
+    if media in ("application/json", ""):
+        try:
+            return DocumentBatch.model_validate_json(body).documents
+        except ValidationError as exc:
+            raise InvalidInput("the document batch failed validation", _errors(exc, ["body"])) from None
+    raise UnsupportedMediaType(f"content type {media!r} is not accepted: send application/json or "
+                               "application/x-ndjson")
+
+
+@router.post("", response_model=UpsertResult, openapi_extra=_BODY, dependencies=[AdminAccess],
+             responses={413: {"description": "body or batch over the limits"},
+                        415: {"description": "unsupported content type"}})
+async def upsert_documents(name: CollectionName, request: Request, engine: EngineDep,
+                           settings: SettingsDep) -> UpsertResult:
+    engine.collection(name)  # 404 before reading a large body for nothing
+    docs = parse_batch(await request.body(), request.headers.get("content-type", ""))
+    if len(docs) > settings.max_batch_documents:
+        raise PayloadTooLarge(f"{len(docs)} documents in one batch; the limit is {settings.max_batch_documents}")
+    start = time.perf_counter()
+    ids = await run_in_threadpool(engine.upsert, name, docs)
+    request.app.state.metrics.observe_ingest(name, len(ids), time.perf_counter() - start)
+    return UpsertResult(upserted=len(ids), ids=ids)
+
+
+@router.get("/{doc_id}", response_model=StoredDocument, dependencies=[ReadAccess])
+def get_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> StoredDocument:
+    row = engine.get(name, doc_id)
+    return StoredDocument(id=row.id, text=row.text, title=row.title, metadata=row.metadata)
+
+
+@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess])
+def delete_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> Response:
+    engine.delete(name, doc_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+

@@ -1,0 +1,24 @@
+"""The Cosine Adapter relevance filter of a collection: train it from judgments, inspect it."""
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.api.collections import CollectionName, relevance_status
+from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.engine.judgments import describe_adapter
+from app.schemas import TrainRequest
+
+router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"])
+
+
+@router.post("/train", dependencies=[AdminAccess],
+             summary="Fit the collection's adapter; report held-out metrics and the threshold chosen")
+def train(name: CollectionName, body: TrainRequest, engine: EngineDep) -> dict[str, Any]:
+    adapter = engine.train_relevance(name, body.examples, body.recall_target, body.family)
+    return {"status": "trained", **describe_adapter(adapter)}
+
+
+@router.get("", dependencies=[ReadAccess], summary="The adapter in use (default or trained)")
+def get_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
+    return relevance_status(engine, name)

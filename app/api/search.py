@@ -1,0 +1,23 @@
+"""Hybrid search."""
+
+import time
+
+from fastapi import APIRouter, Request
+
+from app.api.collections import CollectionName
+from app.api.deps import EngineDep, ReadAccess
+from app.schemas import Hit, SearchRequest, SearchResponse
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
+
+
+@router.post("/search", response_model=SearchResponse, dependencies=[ReadAccess])
+def search(name: CollectionName, body: SearchRequest, engine: EngineDep, request: Request) -> SearchResponse:
+    start = time.perf_counter()
+    outcome = engine.search(name, body)
+    hits = [Hit(id=h.row.id, score=h.score, relevance=h.relevance, title=h.row.title, text=h.row.text,
+                metadata=h.row.metadata, explain=h.explain) for h in outcome.hits]
+    request.app.state.metrics.observe_search(name, outcome.total + outcome.filtered_out, outcome.filtered_out,
+                                             len(hits))
+    return SearchResponse(hits=hits, total=outcome.total, filtered_out=outcome.filtered_out,
+                          took_ms=round((time.perf_counter() - start) * 1000, 3))

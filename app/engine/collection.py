@@ -1,0 +1,148 @@
+"""One collection's live state: its lexical and dense indexes, kept in step with the document store."""
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.engine.dense import DenseIndex
+from app.engine.embedder import document_text
+from app.engine.lexical import LexicalIndex
+from app.engine.relevance import CosineAdapter
+from app.engine.rwlock import ReadWriteLock
+from app.engine.tokenizer import Tokenizer
+from app.schemas import CollectionSettings
+from app.store.documents import CollectionRecord, DocumentStore, NewDocument, StoredRow
+from app.store.snapshots import SnapshotDir
+
+log = logging.getLogger("app.collection")
+_SNAPSHOT_FORMAT = 1
+
+
+@dataclass
+class Collection:
+    """Readers hold `lock.read()` for a whole search; writers hold `lock.write()` from the store
+    commit until both indexes have applied it, so no search sees half a batch."""
+
+    record: CollectionRecord
+    settings: CollectionSettings
+    store: DocumentStore
+    snapshots: SnapshotDir
+    tokenizer: Tokenizer
+    lexical: LexicalIndex
+    dense: DenseIndex
+    adapter: CosineAdapter | None = None
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+    snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
+    writes_since_snapshot: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @classmethod
+    def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int) -> "Collection":
+        """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed."""
+        settings = CollectionSettings.model_validate(record.settings)
+        snapshots = SnapshotDir(index_root / record.uid)
+        collection = cls(record, settings, store, snapshots, Tokenizer(),
+                         LexicalIndex(settings.bm25.k1, settings.bm25.b),
+                         DenseIndex(record.dimension, settings.hnsw, capacity=max(1024, store.count(record.name)),
+                                    threads=threads))
+        adapter_dir = SnapshotDir(snapshots.root / "adapter").current()
+        if adapter_dir is not None:
+            try:
+                collection.adapter = CosineAdapter.load(adapter_dir)
+            except ValueError as exc:
+                log.warning("collection %s: trained adapter unreadable (%s); using the default", record.name, exc)
+        after = collection._load_snapshot(threads)
+        collection._replay(after)
+        return collection
+
+    def _load_snapshot(self, threads: int) -> int:
+        path = self.snapshots.current()
+        if path is None:
+            return 0
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+            if manifest.get("format") != _SNAPSHOT_FORMAT or manifest.get("uid") != self.record.uid:
+                raise ValueError("snapshot belongs to another collection or format")
+            lexical = LexicalIndex.load(path / "lexical")
+            dense = DenseIndex.load(path / "dense", self.settings.hnsw, threads=threads)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("collection %s: snapshot unusable (%s); rebuilding from the store", self.name, exc)
+            return 0
+        self.lexical, self.dense = lexical, dense
+        return int(manifest["seq"])
+
+    def _replay(self, after_seq: int) -> None:
+        dead = self.store.tombstones_after(self.name, after_seq)
+        self.lexical.delete(dead)
+        self.dense.delete(dead)
+        replayed = 0
+        for rows, vectors in self.store.iter_rows(self.name, after_seq):
+            self._index_rows(rows, vectors)
+            replayed += len(rows)
+        self.writes_since_snapshot = replayed + len(dead)
+        log.info("collection %s: %d documents (snapshot seq %d, replayed %d writes)",
+                 self.name, len(self.lexical), after_seq, self.writes_since_snapshot)
+
+    def _index_rows(self, rows: list[StoredRow], vectors: np.ndarray) -> None:
+        labels = np.asarray([row.label for row in rows], dtype=np.int64)
+        self.lexical.upsert(labels.tolist(), [self.tokenizer(document_text(r.title, r.text)) for r in rows])
+        self.dense.upsert(labels, vectors)
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def upsert(self, docs: list[NewDocument]) -> None:
+        """Durably stores the batch, then applies it to both indexes, all under the write lock."""
+        tokens = [self.tokenizer(document_text(d.title, d.text)) for d in docs]
+        vectors = np.stack([d.vector for d in docs])
+        with self.lock.write():
+            result = self.store.upsert(self.name, docs)
+            # A batch naming one id twice keeps the last; the earlier copy is already a tombstone.
+            superseded = set(result.old_labels)
+            keep = [i for i, label in enumerate(result.new_labels) if label not in superseded]
+            self.lexical.delete(result.old_labels)
+            self.dense.delete(result.old_labels)
+            self.lexical.upsert([result.new_labels[i] for i in keep], [tokens[i] for i in keep])
+            self.dense.upsert(np.asarray([result.new_labels[i] for i in keep], dtype=np.int64), vectors[keep])
+            self.writes_since_snapshot += len(docs)
+
+    def delete(self, doc_id: str) -> bool:
+        with self.lock.write():
+            label = self.store.delete(self.name, doc_id)
+            if label is None:
+                return False
+            self.lexical.delete([label])
+            self.dense.delete([label])
+            self.writes_since_snapshot += 1
+        return True
+
+    def set_adapter(self, adapter: CosineAdapter) -> None:
+        """Persists a trained adapter beside the snapshots, then swaps it in for new searches."""
+        SnapshotDir(self.snapshots.root / "adapter").publish(adapter.save)
+        self.adapter = adapter
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Writes both indexes and the store sequence they cover; searches go on meanwhile."""
+        with self.snapshot_lock, self.lock.read():
+            seq = self.store.seq()
+            written = self.writes_since_snapshot
+
+            def write(directory: Path) -> None:
+                (directory / "lexical").mkdir()
+                (directory / "dense").mkdir()
+                self.lexical.save(directory / "lexical")
+                self.dense.save(directory / "dense")
+                (directory / "manifest.json").write_text(json.dumps(
+                    {"format": _SNAPSHOT_FORMAT, "uid": self.record.uid, "seq": seq, "count": len(self.lexical)}))
+
+            self.snapshots.publish(write)
+            self.writes_since_snapshot -= written
+        self.store.prune_tombstones(self.name, seq)

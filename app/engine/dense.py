@@ -1,0 +1,128 @@
+"""Dense index: hnswlib HNSW graph in cosine space, with exact search for small filtered subsets."""
+
+import json
+import threading
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from app.schemas import HnswSettings
+
+_FORMAT = 1
+# Below this many allowed documents a filtered query is answered exactly: scanning a few thousand
+# vectors costs less than an HNSW walk through a graph whose neighbours are mostly filtered out,
+# and it always finds k hits when k documents match.
+EXACT_SEARCH_LIMIT = 20_000
+
+
+class DenseIndex:
+    """Cosine-similarity HNSW index keyed by integer labels.
+
+    hnswlib's contract: `resize_index` is not safe alongside queries, so the caller holds a
+    readers-writer lock and calls `upsert`/`delete` only under its write side. `ef` is global state
+    on the graph, so queries serialise on a small mutex (a query takes well under a millisecond).
+    """
+
+    def __init__(self, dim: int, settings: HnswSettings, capacity: int = 1024, threads: int = 1) -> None:
+        self.dim = dim
+        self.settings = settings
+        self.threads = threads
+        self._query_lock = threading.Lock()
+        self._index = hnswlib.Index(space="cosine", dim=dim)
+        self._index.init_index(max_elements=capacity, ef_construction=settings.ef_construction,
+                               M=settings.m, allow_replace_deleted=True)
+        self._index.set_ef(settings.ef_search)
+        self._live = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Adds fresh labels (the store never reuses one); deleted slots are recycled."""
+        if len(labels) == 0:
+            return
+        needed = self._index.element_count + len(labels)
+        if needed > self._index.max_elements:
+            self._index.resize_index(max(needed, 2 * self._index.max_elements))
+        self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(labels, dtype=np.int64),
+                              num_threads=self.threads, replace_deleted=True)
+        self._live += len(labels)
+
+    def delete(self, labels: list[int]) -> None:
+        for label in labels:
+            try:
+                self._index.mark_deleted(int(label))
+            except RuntimeError:  # unknown or already deleted: nothing to do
+                continue
+            self._live -= 1
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (labels, cosine similarities), best first."""
+        if allowed is not None and len(allowed) <= EXACT_SEARCH_LIMIT:
+            return self._exact(query, k, allowed)
+        k = min(k, self._live if allowed is None else len(allowed))
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        allowed_set = None if allowed is None else set(allowed.tolist())
+        with self._query_lock:
+            self._index.set_ef(max(self.settings.ef_search, k))
+            try:
+                labels, distances = self._index.knn_query(
+                    query, k=k, num_threads=1,
+                    filter=None if allowed_set is None else allowed_set.__contains__)
+            except RuntimeError:
+                # hnswlib raises when the walk finds fewer than k; the exact scan always can.
+                labels = None
+        if labels is None:
+            candidates = np.asarray(sorted(allowed_set), dtype=np.int64) if allowed_set else self._live_labels()
+            return self._exact(query, k, candidates)
+        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+
+    def _exact(self, query: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among `labels`, which must all be live (the store's filter guarantees it)."""
+        if len(labels) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        sims = self.vectors(labels) @ query.astype(np.float32)
+        top = np.argsort(-sims, kind="stable")[:k]
+        return labels[top], sims[top]
+
+    def _live_labels(self) -> np.ndarray:
+        """All live labels. Slow (hnswlib lists deleted labels too): only for the rare fallback."""
+        live = []
+        for label in self._index.get_ids_list():
+            try:
+                self._index.get_items([label])
+            except RuntimeError:
+                continue
+            live.append(label)
+        return np.asarray(live, dtype=np.int64)
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Stored (unit) vectors of live labels."""
+        if len(labels) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.asarray(self._index.get_items(labels.tolist()), dtype=np.float32)
+
+    def save(self, directory: Path) -> None:
+        self._index.save_index(str(directory / "hnsw.bin"))
+        (directory / "dense.json").write_text(json.dumps(
+            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": self.settings.model_dump()}))
+
+    @classmethod
+    def load(cls, directory: Path, settings: HnswSettings, threads: int = 1) -> "DenseIndex":
+        try:
+            manifest = json.loads((directory / "dense.json").read_text())
+            if manifest["format"] != _FORMAT or manifest["settings"] != settings.model_dump():
+                raise ValueError("dense snapshot format or settings differ")
+            index = cls.__new__(cls)
+            index.dim, index.settings, index.threads = int(manifest["dim"]), settings, threads
+            index._query_lock = threading.Lock()
+            index._index = hnswlib.Index(space="cosine", dim=index.dim)
+            index._index.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
+            index._index.set_ef(settings.ef_search)
+            index._live = int(manifest["live"])
+        except (OSError, KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"damaged dense snapshot in {directory}: {exc}") from exc
+        return index

@@ -1,0 +1,59 @@
+"""Sentence embedding: a sentence-transformers model on the CPU, unit-normalised float32 vectors."""
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+log = logging.getLogger("app.embedder")
+
+
+class Embedder:
+    """Loads the model once (in the lifespan) and encodes documents in batches and queries one by one."""
+
+    def __init__(self, model: str, threads: int = 1, batch_size: int = 32) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        # Explicit, small pools: on a 2-core machine torch's defaults oversubscribe the cores.
+        torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # already set once in this process
+            torch.set_num_interop_threads(1)
+        self.model_name = model
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(model, device="cpu", local_files_only=True)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"model {model} does not declare its embedding dimension")
+        self.dim = int(dim)
+
+    def warm_up(self) -> None:
+        """The first calls pay for lazy initialisation; do it before /ready says yes."""
+        for _ in range(3):
+            self.encode_query("warm up the encoder")
+        self.encode_documents(["warm up the encoder"] * 4)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        vector = self._model.encode([text], batch_size=1, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vector[0], dtype=np.float32)
+
+
+def document_text(title: str | None, text: str) -> str:
+    """What gets encoded and indexed for a document: title and body, as in BEIR."""
+    return f"{title} {text}" if title else text
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)

@@ -1,0 +1,164 @@
+"""The search engine: the store, the encoder and every collection's indexes, composed."""
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from app.engine import hybrid
+from app.engine.collection import Collection
+from app.engine.embedder import Embedder, document_text, normalise
+from app.engine.judgments import build_training_set
+from app.engine.relevance import CosineAdapter, train_and_calibrate
+from app.errors import (
+    CollectionConflict,
+    CollectionNotFound,
+    DimensionMismatch,
+    DocumentNotFound,
+    InvalidInput,
+)
+from app.schemas import CollectionRequest, CollectionSettings, Document, SearchRequest, TrainingExample
+from app.settings import Settings
+from app.store.documents import DocumentStore, NewDocument, StoredRow
+
+log = logging.getLogger("app.engine")
+
+
+class SearchEngine:
+    """Works on a data directory whose DataDirLock the caller holds."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.settings = settings
+        data_dir = Path(settings.data_dir)
+        self.embedder = embedder
+        self.store = DocumentStore(data_dir / "documents.sqlite3")
+        self.index_root = data_dir / "indexes"
+        self.default_adapter = self._load_default_adapter()
+        self._collections_lock = threading.Lock()
+        self.collections: dict[str, Collection] = {}
+        for record in self.store.collections():
+            self.collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
+
+    def _load_default_adapter(self) -> CosineAdapter | None:
+        path = Path(self.settings.adapter_dir)
+        if not (path / "adapter.json").exists():
+            log.warning("no default relevance adapter at %s: results are not relevance-filtered", path)
+            return None
+        adapter = CosineAdapter.load(path)
+        if adapter.dim != self.embedder.dim:
+            log.warning("default adapter expects %d-d queries, the model gives %d-d: not used",
+                        adapter.dim, self.embedder.dim)
+            return None
+        return adapter
+
+    # --- collections ------------------------------------------------------------------------
+
+    def collection(self, name: str) -> Collection:
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise CollectionNotFound(f"collection {name!r} does not exist") from None
+
+    def create_collection(self, name: str, request: CollectionRequest) -> tuple[Collection, bool]:
+        """Returns (collection, created). Same settings again is a no-op; other settings conflict."""
+        defaults = self.settings.collection_defaults
+        settings = CollectionSettings(hnsw=request.hnsw or defaults.hnsw, bm25=request.bm25 or defaults.bm25)
+        with self._collections_lock:
+            existing = self.collections.get(name)
+            if existing is not None:
+                if existing.settings != settings:
+                    raise CollectionConflict(
+                        f"collection {name!r} exists with other settings",
+                        [{"existing": existing.settings.model_dump(), "requested": settings.model_dump()}])
+                return existing, False
+            record = self.store.create_collection(name, self.embedder.dim, settings.model_dump())
+            collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
+            self.collections[name] = collection
+            return collection, True
+
+    def drop_collection(self, name: str) -> None:
+        with self._collections_lock:
+            collection = self.collection(name)
+            with collection.lock.write():
+                self.store.drop_collection(name)
+                del self.collections[name]
+            collection.snapshots.remove()
+
+    def adapter_for(self, collection: Collection) -> CosineAdapter | None:
+        return collection.adapter or self.default_adapter
+
+    # --- documents --------------------------------------------------------------------------
+
+    def upsert(self, name: str, documents: Sequence[Document]) -> list[str]:
+        collection = self.collection(name)
+        dim = collection.record.dimension
+        for position, doc in enumerate(documents):
+            if doc.vector is not None and len(doc.vector) != dim:
+                raise DimensionMismatch(
+                    f"document {doc.id!r} has a {len(doc.vector)}-d vector; collection {name!r} takes {dim}-d",
+                    [{"loc": ["documents", position, "vector"], "expected": dim, "got": len(doc.vector)}])
+        vectors = np.zeros((len(documents), dim), dtype=np.float32)
+        to_encode = [i for i, d in enumerate(documents) if d.vector is None]
+        given = [i for i, d in enumerate(documents) if d.vector is not None]
+        if to_encode:
+            vectors[to_encode] = self.embedder.encode_documents(
+                [document_text(documents[i].title, documents[i].text) for i in to_encode])
+        if given:
+            vectors[given] = normalise(np.asarray([documents[i].vector for i in given], dtype=np.float32))
+        collection.upsert([NewDocument(d.id, d.text, d.title, dict(d.metadata), vectors[i])
+                           for i, d in enumerate(documents)])
+        return [d.id for d in documents]
+
+    def get(self, name: str, doc_id: str) -> StoredRow:
+        row = self.store.get(self.collection(name).name, doc_id)
+        if row is None:
+            raise DocumentNotFound(f"document {doc_id!r} not found in collection {name!r}")
+        return row
+
+    def delete(self, name: str, doc_id: str) -> None:
+        if not self.collection(name).delete(doc_id):
+            raise DocumentNotFound(f"document {doc_id!r} not found in collection {name!r}")
+
+    # --- search -----------------------------------------------------------------------------
+
+    def search(self, name: str, request: SearchRequest) -> hybrid.SearchOutcome:
+        collection = self.collection(name)
+        adapter = self.adapter_for(collection)
+        wants_vector = request.mode != "lexical" or (adapter is not None)
+        query = self.embedder.encode_query(request.query) if wants_vector else None
+        return hybrid.search(collection, request, query, adapter, self.settings.search_defaults)
+
+    # --- relevance --------------------------------------------------------------------------
+
+    def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
+                        family: str | None) -> CosineAdapter:
+        """Fits this collection's own adapter on its own candidates and swaps it in; searches go on."""
+        collection = self.collection(name)
+        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
+        try:
+            adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, recall_target=recall_target,
+                                          family=family or self.settings.adapter_family,
+                                          threads=self.settings.threads)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
+        collection.set_adapter(adapter)
+        return adapter
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def snapshot_due(self) -> None:
+        for collection in list(self.collections.values()):
+            if collection.writes_since_snapshot >= self.settings.snapshot_every_writes:
+                collection.snapshot()
+
+    def close(self) -> None:
+        """Snapshots every collection that changed and closes the store."""
+        for collection in list(self.collections.values()):
+            if collection.writes_since_snapshot:
+                collection.snapshot()
+        self.store.close()
+
+

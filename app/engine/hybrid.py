@@ -1,0 +1,114 @@
+"""Hybrid search over one collection: retrieve from both indexes, fuse, filter by relevance, page."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.engine.collection import Collection
+from app.engine.fusion import convex_fusion, rank_by, rrf_fusion
+from app.engine.relevance import CosineAdapter
+from app.schemas import SearchRequest
+from app.settings import SearchDefaults
+from app.store.documents import StoredRow
+
+_EMPTY_LABELS = np.empty(0, dtype=np.int64)
+_EMPTY_SCORES = np.empty(0, dtype=np.float64)
+
+
+@dataclass
+class ScoredHit:
+    row: StoredRow
+    score: float
+    relevance: float | None
+    explain: dict[str, Any] | None
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[ScoredHit]
+    total: int
+    filtered_out: int
+
+
+@dataclass
+class Candidates:
+    """Every candidate either retriever returned, with both raw scores and both ranks (0: not retrieved)."""
+
+    labels: np.ndarray
+    bm25: np.ndarray
+    cosine: np.ndarray | None
+    bm25_rank: np.ndarray
+    dense_rank: np.ndarray
+
+
+def _ranks(labels: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
+    position = {int(label): i + 1 for i, label in enumerate(retrieved)}
+    return np.fromiter((position.get(int(x), 0) for x in labels), dtype=np.int64, count=len(labels))
+
+
+def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], query: np.ndarray | None,
+             depth: int) -> Candidates:
+    """Runs under the caller's read lock."""
+    allowed = collection.store.filter_labels(collection.name, request.filter) if request.filter else None
+    lex_labels, dense_labels = _EMPTY_LABELS, _EMPTY_LABELS
+    if request.mode != "dense":
+        lex_labels, _ = collection.lexical.top_k(tokens, depth, allowed)
+    if request.mode != "lexical" and query is not None:
+        dense_labels, _ = collection.dense.search(query, depth, allowed)
+    labels = np.unique(np.concatenate([lex_labels, dense_labels]))
+    cosine = collection.dense.vectors(labels) @ query if query is not None else None
+    return Candidates(labels, collection.lexical.scores(tokens, labels), cosine,
+                      _ranks(labels, lex_labels), _ranks(labels, dense_labels))
+
+
+def fuse(candidates: Candidates, request: SearchRequest, defaults: SearchDefaults) -> np.ndarray:
+    if request.mode == "lexical" or candidates.cosine is None:
+        return candidates.bm25.astype(np.float64)
+    if request.mode == "dense":
+        return candidates.cosine.astype(np.float64)
+    fusion = request.fusion
+    if fusion.method == "rrf":
+        return rrf_fusion([candidates.bm25_rank, candidates.dense_rank], fusion.rrf_k or defaults.rrf_k)
+    alpha = defaults.alpha if fusion.alpha is None else fusion.alpha
+    return convex_fusion(candidates.bm25, candidates.cosine, alpha, fusion.normalization or defaults.normalization)
+
+
+def search(collection: Collection, request: SearchRequest, query: np.ndarray | None,
+           adapter: CosineAdapter | None, defaults: SearchDefaults) -> SearchOutcome:
+    depth = max(request.candidates or defaults.candidates, request.k + request.offset)
+    tokens = collection.tokenizer(request.query)
+    with collection.lock.read():
+        candidates = retrieve(collection, request, tokens, query, depth)
+        scores = fuse(candidates, request, defaults)
+        order = rank_by(scores, candidates.labels)
+        probabilities, threshold = None, None
+        if adapter is not None and query is not None and candidates.cosine is not None:
+            probabilities = adapter.probabilities(query, candidates.cosine)
+            if request.relevance.enabled:
+                threshold = request.relevance.threshold
+                if threshold is None:
+                    threshold = adapter.threshold_for(request.relevance.recall_target)
+                order = order[probabilities[order] >= threshold]
+        page = order[request.offset:request.offset + request.k]
+        rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())
+    adapter_params = adapter.map_params(query) if request.explain and adapter and query is not None else None
+    hits = []
+    for i in page:
+        label = int(candidates.labels[i])
+        explain = None
+        if request.explain:
+            explain = {
+                "bm25": float(candidates.bm25[i]),
+                "bm25_rank": int(candidates.bm25_rank[i]) or None,
+                "cosine": None if candidates.cosine is None else float(candidates.cosine[i]),
+                "dense_rank": int(candidates.dense_rank[i]) or None,
+                "fused": float(scores[i]),
+                "adapter": None if adapter_params is None else {"family": adapter.family, "params": adapter_params},
+                "threshold": threshold,
+                "margin": None if threshold is None or probabilities is None
+                else float(probabilities[i] - threshold),
+            }
+        relevance = None if probabilities is None else float(probabilities[i])
+        hits.append(ScoredHit(rows[label], float(scores[i]), relevance, explain))
+    return SearchOutcome(hits, total=len(order), filtered_out=len(candidates.labels) - len(order))

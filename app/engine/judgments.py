@@ -1,0 +1,70 @@
+"""Turns relevance judgments into adapter training data: the service's own candidates, labelled."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.engine import hybrid
+from app.engine.collection import Collection
+from app.engine.embedder import Embedder
+from app.engine.relevance import CosineAdapter
+from app.errors import InvalidInput
+from app.schemas import RelevanceOptions, SearchRequest, TrainingExample
+from app.settings import SearchDefaults
+
+# The filter is measured on, and so trained on, the top-100 candidates of each retriever.
+TRAINING_DEPTH = 100
+
+
+@dataclass
+class TrainingSet:
+    query_embs: np.ndarray
+    cosines: list[np.ndarray]
+    labels: list[np.ndarray]
+
+
+def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
+    """Labels of every judged id; unknown ids are a 422 that names them."""
+    wanted = sorted({i for ex in examples for i in (*ex.relevant_ids, *ex.irrelevant_ids)})
+    found = collection.store.labels_for_ids(collection.name, wanted)
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise InvalidInput(f"{len(missing)} judged ids are not in collection {collection.name!r}",
+                           [{"unknown_ids": missing[:100]}])
+    return found
+
+
+def build_training_set(collection: Collection, embedder: Embedder, examples: Sequence[TrainingExample],
+                       defaults: SearchDefaults, depth: int = TRAINING_DEPTH) -> TrainingSet:
+    """For each query: its hybrid top-`depth` candidates plus every judged document, with raw cosines;
+    label 1 for relevant ids, 0 for the rest (listed irrelevant or unjudged candidates)."""
+    labels_of = resolve_ids(collection, examples)
+    query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
+    cosines, labels = [], []
+    for ex, query in zip(examples, query_embs, strict=True):
+        request = SearchRequest(query=ex.query, k=1, candidates=depth, relevance=RelevanceOptions(enabled=False))
+        tokens = collection.tokenizer(ex.query)
+        with collection.lock.read():
+            candidates = hybrid.retrieve(collection, request, tokens, query, depth)
+            judged = np.asarray([labels_of[i] for i in (*ex.relevant_ids, *ex.irrelevant_ids)], dtype=np.int64)
+            pool = np.union1d(candidates.labels, judged)
+            pool_cosines = collection.dense.vectors(pool) @ query
+        relevant = {labels_of[i] for i in ex.relevant_ids}
+        cosines.append(pool_cosines.astype(np.float64))
+        labels.append(np.fromiter((int(x) in relevant for x in pool), dtype=np.float64, count=len(pool)))
+    return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels)
+
+
+def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:
+    calibration = adapter.calibration
+    return {
+        "family": adapter.family,
+        "dimension": adapter.dim,
+        "threshold": None if calibration is None else calibration.threshold,
+        "recall_target": None if calibration is None else calibration.recall_target,
+        "thresholds": {} if calibration is None else {str(k): v for k, v in calibration.thresholds.items()},
+        "metrics": {} if calibration is None else dict(calibration.metrics),
+        "info": dict(adapter.info),
+    }

@@ -1,0 +1,112 @@
+"""The FastAPI application: create_app(settings) wires settings, engine, routers and handlers."""
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api import collections, documents, relevance, search, system
+from app.api.limits import BodyLimitMiddleware
+from app.engine.embedder import Embedder
+from app.engine.engine import SearchEngine
+from app.errors import DataDirLocked, install_handlers
+from app.metrics import Metrics, MetricsMiddleware
+from app.schemas import DocumentBatch
+from app.settings import Settings
+from app.store.lock import DataDirLock
+
+log = logging.getLogger("app")
+
+
+def _load_engine(app: FastAPI, settings: Settings, embedder: Embedder | None) -> None:
+    """Loads model and indexes off the event loop, so /health answers while /ready says 503."""
+    try:
+        if embedder is None:
+            embedder = Embedder(settings.model_path(), settings.threads, settings.encode_batch_size)
+            embedder.warm_up()
+        app.state.engine = SearchEngine(settings, embedder)
+        log.info("ready: %d collections in %s", len(app.state.engine.collections), settings.data_dir)
+    except Exception:
+        # A server that can never become ready should exit and let its supervisor see that.
+        log.exception("start-up failed; shutting down")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _snapshot_loop(app: FastAPI, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.snapshot_check_seconds)
+        engine: SearchEngine | None = getattr(app.state, "engine", None)
+        if engine is not None:
+            try:
+                await asyncio.to_thread(engine.snapshot_due)
+            except Exception:
+                log.exception("periodic snapshot failed; the store still holds every write")
+
+
+def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
+    """`embedder` lets tests share one loaded model across apps; by default the lifespan loads it."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_keys and not settings.admin_keys:
+            log.warning("no API keys configured: the service is open to anyone who can reach it")
+        # Take the data-dir lock before answering anything, so that a second process fails at once.
+        lock = DataDirLock(settings.data_dir)
+        try:
+            lock.acquire()
+        except DataDirLocked as exc:
+            log.error("%s", exc.message)
+            raise
+        loader = threading.Thread(target=_load_engine, args=(app, settings, embedder), daemon=True)
+        loader.start()
+        snapshots = asyncio.create_task(_snapshot_loop(app, settings))
+        try:
+            yield
+        finally:
+            snapshots.cancel()
+            with suppress(asyncio.CancelledError):
+                await snapshots
+            await asyncio.to_thread(loader.join)
+            engine: SearchEngine | None = getattr(app.state, "engine", None)
+            if engine is not None:
+                app.state.engine = None
+                await asyncio.to_thread(engine.close)
+            lock.release()
+
+    app = FastAPI(title="Hybrid search", version="1.0.0", lifespan=lifespan,
+                  description="Hybrid (BM25 + HNSW) search with Cosine Adapter relevance filtering.")
+    app.state.settings = settings
+    app.state.engine = None
+    app.state.metrics = Metrics()
+    app.state.metrics.watch_collections(
+        lambda: {n: len(c.lexical) for n, c in (app.state.engine.collections.items() if app.state.engine else [])})
+    install_handlers(app)
+    for module in (system, collections, documents, search, relevance):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document, plus the ingest body schema (the route parses JSON or NDJSON itself)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        batch = DocumentBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(batch.pop("$defs", {}))
+        components["DocumentBatch"] = batch
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app = create_app()

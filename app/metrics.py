@@ -1,0 +1,84 @@
+"""Prometheus metrics of one app instance (own registry: no process-global state)."""
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class _CollectionSizes(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("search_collection_documents", "Documents per collection", labels=["collection"])
+        for name, count in self._counts().items():
+            family.add_metric([name], count)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("search_http_requests", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("search_http_request_seconds", "HTTP request latency", ["method", "route"],
+                                 registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.ingested = Counter("search_ingested_documents", "Documents acknowledged by ingest", ["collection"],
+                                registry=self.registry)
+        self.ingest_seconds = Counter("search_ingest_seconds", "Time spent in acknowledged ingest batches",
+                                      ["collection"], registry=self.registry)
+        self.candidates = Counter("search_relevance_candidates", "Candidates seen by the relevance filter",
+                                  ["collection"], registry=self.registry)
+        self.filtered = Counter("search_relevance_filtered", "Candidates dropped by the relevance filter",
+                                ["collection"], registry=self.registry)
+        self.queries = Counter("search_queries", "Searches answered", ["collection"], registry=self.registry)
+        self.empty = Counter("search_queries_empty", "Searches answered with no hits", ["collection"],
+                             registry=self.registry)
+
+    def watch_collections(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_CollectionSizes(counts))
+
+    def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
+        self.queries.labels(collection).inc()
+        self.candidates.labels(collection).inc(candidates)
+        self.filtered.labels(collection).inc(filtered)
+        if hits == 0:
+            self.empty.labels(collection).inc()
+
+    def observe_ingest(self, collection: str, documents: int, seconds: float) -> None:
+        self.ingested.labels(collection).inc(documents)
+        self.ingest_seconds.labels(collection).inc(seconds)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (not its raw path, to bound cardinality)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()
+            self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)

