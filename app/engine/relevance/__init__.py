@@ -1,0 +1,26 @@
+"""Cosine Adapter relevance filtering: query-conditioned calibration of raw cosine into P(relevant)."""
+
+from app.engine.relevance.adapter import CosineAdapter
+from app.engine.relevance.calibration import (
+    DEFAULT_RECALL_TARGETS,
+    Calibration,
+    average_precision,
+    choose_threshold,
+    filter_metrics,
+    fit_logistic_1d,
+    precision_at_recall,
+)
+from app.engine.relevance.training import fit_adapter, train_and_calibrate
+
+__all__ = [
+    "DEFAULT_RECALL_TARGETS",
+    "Calibration",
+    "CosineAdapter",
+    "average_precision",
+    "choose_threshold",
+    "filter_metrics",
+    "fit_adapter",
+    "fit_logistic_1d",
+    "precision_at_recall",
+    "train_and_calibrate",
+]

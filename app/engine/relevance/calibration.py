@@ -1,0 +1,165 @@
+"""Global threshold choice, filtering metrics and the pooled logistic fit of raw cosine (pure numpy)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_RECALL_TARGETS: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 0.99)
+
+
+@dataclass
+class Calibration:
+    """Global probability thresholds chosen on held-out judgments, plus the metrics measured there."""
+
+    threshold: float
+    recall_target: float
+    thresholds: dict[float, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        # JSON object keys must be strings; repr keeps the float exact on the way back.
+        return {
+            "threshold": float(self.threshold),
+            "recall_target": float(self.recall_target),
+            "thresholds": {repr(float(k)): float(v) for k, v in sorted(self.thresholds.items())},
+            "metrics": {str(k): float(v) for k, v in self.metrics.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Calibration:
+        if not isinstance(data, Mapping):
+            raise ValueError("calibration must be a JSON object")
+        try:
+            thresholds = {float(k): float(v) for k, v in dict(data["thresholds"]).items()}
+            metrics = {str(k): float(v) for k, v in dict(data["metrics"]).items()}
+            return cls(
+                threshold=float(data["threshold"]),
+                recall_target=float(data["recall_target"]),
+                thresholds=thresholds,
+                metrics=metrics,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed calibration: {exc!r}") from exc
+
+
+def _check_target(recall_target: float) -> None:
+    if not (0.0 < recall_target <= 1.0) or math.isnan(recall_target):
+        raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
+
+
+def _pooled(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in size: {s.shape} vs {y.shape}")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be 0/1")
+    return s, y.astype(bool)
+
+
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, recall_target: float) -> float:
+    """Highest t such that keeping ``probs >= t`` keeps at least ``recall_target`` of the positives."""
+    _check_target(recall_target)
+    s, y = _pooled(probs, labels)
+    positives = np.sort(s[y])[::-1]
+    if positives.size == 0:
+        raise ValueError("cannot choose a threshold: no positive labels")
+    # The epsilon keeps e.g. 0.7 * 10 = 7.000000000000001 from demanding an 8th positive.
+    needed = max(1, math.ceil(recall_target * positives.size - 1e-9))
+    return float(positives[needed - 1])
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the step-wise precision-recall curve, ties scored as one threshold (0.0 if no positives)."""
+    s, y = _pooled(scores, labels)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return 0.0
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    # Only the last index of each run of tied scores is a real operating point.
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    recall_gain = np.diff(np.r_[0, tps]) / n_pos
+    return float(np.sum(recall_gain * precision))
+
+
+def precision_at_recall(scores_pooled: np.ndarray, labels_pooled: np.ndarray, recall_target: float) -> float:
+    """Precision of the set kept by the threshold that ``choose_threshold`` picks for this target."""
+    s, y = _pooled(scores_pooled, labels_pooled)
+    t = choose_threshold(s, y, recall_target)
+    return float(y[s >= t].mean())
+
+
+def filter_metrics(
+    scores: list[np.ndarray],
+    labels: list[np.ndarray],
+    threshold: float,
+    n_relevant: list[int] | None = None,
+) -> dict[str, float]:
+    """Metrics of keeping ``score >= threshold`` per query; precision of an empty kept set counts as 1."""
+    if len(scores) != len(labels) or not scores:
+        raise ValueError("scores and labels must be non-empty lists of the same length")
+    if n_relevant is not None and len(n_relevant) != len(scores):
+        raise ValueError("n_relevant must have one entry per query")
+    pairs = [_pooled(s, y) for s, y in zip(scores, labels, strict=True)]
+    kept_counts = np.array([int((s >= threshold).sum()) for s, _ in pairs])
+    kept_pos = sum(int(y[s >= threshold].sum()) for s, y in pairs)
+    cand_pos = sum(int(y.sum()) for _, y in pairs)
+    n_cand = sum(s.size for s, _ in pairs)
+    n_kept = int(kept_counts.sum())
+    recall_kept = kept_pos / cand_pos if cand_pos else 1.0
+    if n_relevant is None:
+        recall = recall_kept
+    else:
+        total_rel = sum(n_relevant)
+        # Judged-relevant documents the retriever never returned cost recall too.
+        recall = kept_pos / total_rel if total_rel else 1.0
+    return {
+        "pr_auc": average_precision(np.concatenate([s for s, _ in pairs]), np.concatenate([y for _, y in pairs])),
+        "precision": kept_pos / n_kept if n_kept else 1.0,
+        "recall": recall,
+        "recall_kept": recall_kept,
+        "kept_per_query": float(kept_counts.mean()),
+        "fraction_filtered": 1.0 - n_kept / n_cand if n_cand else 0.0,
+        "empty_query_rate": float(np.mean(kept_counts == 0)),
+        "threshold": float(threshold),
+        "n_queries": float(len(pairs)),
+    }
+
+
+def fit_logistic_1d(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, max_iter: int = 100) -> tuple[float, float]:
+    """(slope, intercept) of a logistic regression of labels on one feature, by damped Newton steps."""
+    xs, yb = _pooled(x, y)
+    if yb.all() or not yb.any():
+        raise ValueError("logistic fit needs both positive and negative labels")
+    target = yb.astype(np.float64)
+    design = np.column_stack([xs, np.ones_like(xs)])
+    # The ridge on the slope keeps separable data from running off to infinity.
+    ridge = np.diag([l2, 1e-12])
+    prior = float(target.mean())
+    w = np.array([0.0, math.log(prior / (1.0 - prior))])
+
+    def loss(v: np.ndarray) -> float:
+        z = design @ v
+        return float(np.mean(np.logaddexp(0.0, z) - target * z) + 0.5 * l2 * v[0] ** 2)
+
+    current = loss(w)
+    for _ in range(max_iter):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (design @ w)))
+        grad = design.T @ (p - target) / xs.size + ridge @ w
+        hess = (design.T * (p * (1.0 - p))) @ design / xs.size + ridge
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while scale > 1e-6 and loss(w - scale * step) > current + 1e-15:
+            scale *= 0.5
+        w = w - scale * step
+        current = loss(w)
+        if float(np.max(np.abs(scale * step))) < 1e-10:
+            break
+    return float(w[0]), float(w[1])

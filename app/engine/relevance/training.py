@@ -1,0 +1,273 @@
+"""Training of the Cosine Adapter (torch, imported lazily) and its held-out calibration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.engine.relevance.adapter import (
+    ABS_FLOOR,
+    FAMILIES,
+    POWER_MAX_EXPONENT,
+    CosineAdapter,
+    softplus_inverse,
+)
+from app.engine.relevance.calibration import (
+    DEFAULT_RECALL_TARGETS,
+    Calibration,
+    choose_threshold,
+    filter_metrics,
+    fit_logistic_1d,
+)
+
+MIN_POSITIVE_QUERIES = 5
+_MIN_SLOPE = 1e-3  # a raw cosine that does not predict relevance still needs a > 0 to start from
+
+
+def _check_data(
+    query_embs: np.ndarray, cosines: list[np.ndarray], labels: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    q = np.asarray(query_embs, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] == 0:
+        raise ValueError(f"query_embs must be a non-empty (n_queries, dim) array, got shape {q.shape}")
+    if len(cosines) != q.shape[0] or len(labels) != q.shape[0]:
+        raise ValueError(
+            f"need one cosine array and one label array per query: {q.shape[0]} queries, "
+            f"{len(cosines)} cosine arrays, {len(labels)} label arrays"
+        )
+    xs = [np.asarray(c, dtype=np.float64).ravel() for c in cosines]
+    ys = [np.asarray(y).ravel() for y in labels]
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if x.shape != y.shape:
+            raise ValueError(f"query {i}: {x.size} cosines but {y.size} labels")
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError(f"query {i}: labels must be 0/1")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"query {i}: non-finite cosine")
+    if not np.all(np.isfinite(q)):
+        raise ValueError("query_embs contains non-finite values")
+    return q, xs, [y.astype(np.float64) for y in ys]
+
+
+def fit_adapter(
+    query_embs: np.ndarray,
+    cosines: list[np.ndarray],
+    labels: list[np.ndarray],
+    *,
+    family: str = "linear",
+    hidden: int = 64,
+    steps: int = 600,
+    lr: float = 1e-2,
+    weight_decay: float = 0.1,
+    seed: int = 0,
+    threads: int = 1,
+    progress: bool = False,
+    pos_weight: float | None = None,
+    val_fraction: float = 0.2,
+    patience: int = 100,
+) -> CosineAdapter:
+    """Full-batch AdamW on pair-level BCE, starting exactly at the pooled logistic fit of raw cosine.
+
+    ``val_fraction`` of the queries (stratified on having a positive) are kept out of the gradient and
+    the weights with the lowest validation loss are returned, stopping after ``patience`` steps without
+    improvement; with too few queries for that, all are trained on for ``steps`` steps.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
+    if hidden < 1 or steps < 0 or threads < 1:
+        raise ValueError("hidden and threads must be >= 1 and steps >= 0")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    q_all, xs_all, ys_all = _check_data(query_embs, cosines, labels)
+    rng = np.random.default_rng(seed)
+    n_pos_queries = sum(bool(y.any()) for y in ys_all)
+    if val_fraction > 0.0 and n_pos_queries >= 2 * MIN_POSITIVE_QUERIES:
+        train_idx, val_idx = _stratified_split(ys_all, val_fraction, rng)
+    else:
+        train_idx, val_idx = np.arange(len(xs_all)), np.arange(0)
+    q, xs, ys = q_all[train_idx], [xs_all[i] for i in train_idx], [ys_all[i] for i in train_idx]
+    x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+    slope, intercept = fit_logistic_1d(x_all, y_all)
+    slope = max(slope, _MIN_SLOPE)
+
+    # Data-dependent init: hidden units see centred, unit-variance pre-activations over the training
+    # queries, because sentence embeddings share a large common direction that would otherwise saturate tanh.
+    w1 = rng.standard_normal((q.shape[1], hidden))
+    mean_q = q.mean(axis=0)
+    spread = ((q - mean_q) @ w1).std(axis=0) if q.shape[0] > 1 else np.ones(hidden)
+    w1 = w1 / np.maximum(spread, 1e-6)
+    b1 = -mean_q @ w1
+    # A zero output layer makes step 0 exactly the global fit, so training can only refine it per query.
+    b2 = np.array([softplus_inverse(slope), intercept, 0.0][: FAMILIES[family]])
+    w2 = np.zeros((hidden, FAMILIES[family]))
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dt = torch.float64
+        params = [torch.tensor(a, dtype=dt, requires_grad=True) for a in (w1, b1, w2, b2)]
+        weight_pos = None if pos_weight is None else torch.tensor(float(pos_weight), dtype=dt)
+
+        def batch(idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+            bx = [xs_all[i] for i in idx]
+            return (
+                torch.tensor(q_all[idx], dtype=dt),
+                torch.tensor(np.concatenate(bx), dtype=dt),
+                torch.tensor(np.concatenate([ys_all[i] for i in idx]), dtype=dt),
+                torch.tensor(np.repeat(np.arange(len(bx)), [x.size for x in bx]), dtype=torch.long),
+            )
+
+        def loss_fn(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            q_t, x_t, y_t, qidx = data
+            tw1, tb1, tw2, tb2 = params
+            raw = torch.tanh(q_t @ tw1 + tb1) @ tw2 + tb2
+            a = torch.nn.functional.softplus(raw[:, 0])[qidx]
+            b = raw[:, 1][qidx]
+            if family == "linear":
+                z = a * x_t + b
+            else:
+                k = POWER_MAX_EXPONENT * torch.sigmoid(raw[:, 2])[qidx]
+                z = torch.sign(x_t) * a * x_t.abs().clamp_min(ABS_FLOOR).pow(k) + b
+            return torch.nn.functional.binary_cross_entropy_with_logits(z, y_t, pos_weight=weight_pos)
+
+        train_data = batch(train_idx)
+        val_data = batch(val_idx) if val_idx.size else None
+        # Biases carry the global fit; decaying them would drag the map back toward slope 0.7 / intercept 0.
+        opt = torch.optim.AdamW(
+            [
+                {"params": [params[0], params[2]], "weight_decay": weight_decay},
+                {"params": [params[1], params[3]], "weight_decay": 0.0},
+            ],
+            lr=lr,
+        )
+
+        def snapshot() -> list[np.ndarray]:
+            return [p.detach().cpu().numpy().astype(np.float64, copy=True) for p in params]
+
+        with torch.no_grad():
+            initial_loss = float(loss_fn(train_data))
+            best_val = float(loss_fn(val_data)) if val_data is not None else float("nan")
+        best, best_step, steps_run = snapshot(), 0, 0
+        bar = tqdm(range(1, steps + 1), disable=not progress, desc=f"adapter ({family})")
+        for step in bar:
+            opt.zero_grad()
+            loss = loss_fn(train_data)
+            loss.backward()
+            opt.step()
+            steps_run = step
+            if val_data is None:
+                best_step = step
+                continue
+            with torch.no_grad():
+                val_loss = float(loss_fn(val_data))
+            if val_loss < best_val:
+                best, best_val, best_step = snapshot(), val_loss, step
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}", val=f"{val_loss:.4f}", best=best_step)
+            if step - best_step >= patience:
+                break
+        if val_data is None:
+            best = snapshot()
+        with torch.no_grad():
+            for p, value in zip(params, best, strict=True):
+                p.copy_(torch.from_numpy(value))
+            final_loss = float(loss_fn(train_data))
+    finally:
+        torch.set_num_threads(previous_threads)
+    weights = dict(zip(("w1", "b1", "w2", "b2"), best, strict=True))
+
+    info: dict[str, object] = {
+        "family": family,
+        "hidden": hidden,
+        "steps": steps,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "pos_weight": pos_weight,
+        "init_slope": slope,
+        "init_intercept": intercept,
+        "initial_loss": initial_loss,
+        "final_loss": final_loss,
+        "best_val_loss": best_val if val_data is not None else None,
+        "best_step": best_step,
+        "steps_run": steps_run,
+        "val_queries": int(val_idx.size),
+        "n_queries": len(xs),
+        "n_pairs": int(x_all.size),
+        "n_positive_pairs": int(y_all.sum()),
+    }
+    return CosineAdapter(family, weights, info=info)
+
+
+def _stratified_split(ys: list[np.ndarray], fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held) query indices; stratified on "has a positive" so both sides keep at least one."""
+    has_pos = np.array([bool(y.any()) for y in ys])
+    kept: list[np.ndarray] = []
+    held: list[np.ndarray] = []
+    for group, minimum in ((np.flatnonzero(has_pos), 1), (np.flatnonzero(~has_pos), 0)):
+        perm = rng.permutation(group)
+        n_held = min(max(round(fraction * perm.size), minimum), perm.size - minimum)
+        held.append(perm[:n_held])
+        kept.append(perm[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def train_and_calibrate(
+    query_embs: np.ndarray,
+    cosines: list[np.ndarray],
+    labels: list[np.ndarray],
+    *,
+    holdout: float = 0.2,
+    recall_target: float = 0.95,
+    family: str = "linear",
+    seed: int = 0,
+    **fit_kwargs: Any,
+) -> CosineAdapter:
+    """Fit on a query split, then pick global thresholds and measure adapter vs raw cosine on the rest."""
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout!r}")
+    if not 0.0 < recall_target <= 1.0:
+        raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
+    q, xs, ys = _check_data(query_embs, cosines, labels)
+    n_pos = sum(bool(y.any()) for y in ys)
+    if n_pos < MIN_POSITIVE_QUERIES:
+        raise ValueError(
+            f"need at least {MIN_POSITIVE_QUERIES} queries with a relevant candidate to train and calibrate "
+            f"an adapter, got {n_pos}"
+        )
+    fit_idx, held_idx = _stratified_split(ys, holdout, np.random.default_rng(seed))
+    adapter = fit_adapter(
+        q[fit_idx], [xs[i] for i in fit_idx], [ys[i] for i in fit_idx], family=family, seed=seed, **fit_kwargs
+    )
+
+    held_probs = [adapter.probabilities(q[i], xs[i]) for i in held_idx]
+    held_raw = [xs[i] for i in held_idx]
+    held_labels = [ys[i] for i in held_idx]
+    pooled_probs, pooled_raw = np.concatenate(held_probs), np.concatenate(held_raw)
+    pooled_labels = np.concatenate(held_labels)
+
+    targets = sorted({*DEFAULT_RECALL_TARGETS, float(recall_target)})
+    thresholds = {t: choose_threshold(pooled_probs, pooled_labels, t) for t in targets}
+    raw_threshold = choose_threshold(pooled_raw, pooled_labels, recall_target)
+
+    metrics = filter_metrics(held_probs, held_labels, thresholds[recall_target])
+    raw_metrics = filter_metrics(held_raw, held_labels, raw_threshold)
+    metrics.update({f"raw_cosine_{k}": v for k, v in raw_metrics.items()})
+    metrics.update(
+        {
+            "fit_queries": float(fit_idx.size),
+            "holdout_queries": float(held_idx.size),
+            "holdout_positive_pairs": float(pooled_labels.sum()),
+        }
+    )
+    adapter.calibration = Calibration(
+        threshold=thresholds[recall_target],
+        recall_target=float(recall_target),
+        thresholds=thresholds,
+        metrics=metrics,
+    )
+    return adapter
