@@ -17,6 +17,7 @@ from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
 from app.errors import DataDirLocked, install_handlers
+from app.logs import RequestIdMiddleware
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
 from app.settings import Settings
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

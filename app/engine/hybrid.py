@@ -92,7 +92,9 @@ def search(collection: Collection, request: SearchRequest, query: np.ndarray | N
                 order = order[probabilities[order] >= threshold]
         page = order[request.offset:request.offset + request.k]
         rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())
-    adapter_params = adapter.map_params(query) if request.explain and adapter and query is not None else None
+    adapter_explain = None
+    if request.explain and adapter is not None and query is not None:
+        adapter_explain = {"family": adapter.family, "params": adapter.map_params(query)}
     hits = []
     for i in page:
         label = int(candidates.labels[i])
@@ -104,7 +106,7 @@ def search(collection: Collection, request: SearchRequest, query: np.ndarray | N
                 "cosine": None if candidates.cosine is None else float(candidates.cosine[i]),
                 "dense_rank": int(candidates.dense_rank[i]) or None,
                 "fused": float(scores[i]),
-                "adapter": None if adapter_params is None else {"family": adapter.family, "params": adapter_params},
+                "adapter": adapter_explain,
                 "threshold": threshold,
                 "margin": None if threshold is None or probabilities is None
                 else float(probabilities[i] - threshold),

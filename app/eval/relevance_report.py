@@ -1,0 +1,130 @@
+"""Calibration report of the relevance filter: raw cosine vs the Cosine Adapter over top-100 candidates."""
+
+import random
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.engine.relevance import choose_threshold, filter_metrics, precision_at_recall
+from app.eval.beir import BeirDataset
+from app.eval.runner import HttpClient, check, run_queries
+
+DEPTH = 100
+NONWORD_QUERIES = 50
+
+
+@dataclass
+class Judged:
+    """Per query: the candidates' adapter probabilities, raw cosines and 0/1 relevance."""
+
+    probabilities: list[np.ndarray]
+    cosines: list[np.ndarray]
+    labels: list[np.ndarray]
+    responses: dict[str, dict[str, Any]]
+
+
+def judged_candidates(client: HttpClient, collection: str, dataset: BeirDataset) -> Judged:
+    body = {"k": DEPTH, "candidates": DEPTH, "mode": "hybrid", "relevance": {"enabled": False}, "explain": True}
+    _, result = run_queries(client, collection, dataset.queries, body, "unfiltered", keep_responses=True)
+    judged = Judged([], [], [], result.responses)
+    for qid, answer in result.responses.items():
+        relevant = {d for d, grade in dataset.qrels[qid].items() if grade > 0}
+        hits = answer["hits"]
+        judged.probabilities.append(np.asarray([h["relevance"] for h in hits], dtype=np.float64))
+        judged.cosines.append(np.asarray([h["explain"]["cosine"] for h in hits], dtype=np.float64))
+        judged.labels.append(np.asarray([h["id"] in relevant for h in hits], dtype=np.float64))
+    return judged
+
+
+def nonword_hits(client: HttpClient, collection: str, n: int = NONWORD_QUERIES, seed: int = 0) -> float:
+    """Mean hits for queries of random non-words, through the real (filtered) search."""
+    rng = random.Random(seed)
+    total = 0
+    for _ in range(n):
+        words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(5, 10))) for _ in range(rng.randint(1, 4))]
+        answer = check(client.post(f"/v1/collections/{collection}/search",
+                                   json={"query": " ".join(words), "k": DEPTH, "candidates": DEPTH}))
+        total += len(answer["hits"])
+    return total / n
+
+
+def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
+                     plot: Path | None = None) -> dict[str, Any]:
+    adapter = check(client.get(f"/v1/collections/{collection}/relevance"))
+    if adapter.get("status") == "none":
+        return {"status": "no adapter"}
+    threshold = float(adapter["threshold"])
+    target = float(adapter["recall_target"] or 0.95)
+    judged = judged_candidates(client, collection, dataset)
+    pooled_labels = np.concatenate(judged.labels)
+    # The raw-cosine baseline gets the same treatment as the adapter: one global threshold chosen on the
+    # adapter's training split (stored with it), not on these judgments.
+    raw_threshold = adapter["info"].get("raw_cosine_threshold")
+    if raw_threshold is None:
+        raw_threshold = choose_threshold(np.concatenate(judged.cosines), pooled_labels, target)
+    adapter_metrics = filter_metrics(judged.probabilities, judged.labels, threshold)
+    raw_metrics = filter_metrics(judged.cosines, judged.labels, float(raw_threshold))
+    # The real filtered search: what users get by default.
+    _, filtered = run_queries(client, collection, dataset.queries, {"k": DEPTH, "candidates": DEPTH}, "filtered",
+                              keep_responses=True)
+    kept = [len(a["hits"]) for a in filtered.responses.values()]
+    found = kept_relevant = 0
+    for qid, answer in filtered.responses.items():
+        relevant = {d for d, grade in dataset.qrels[qid].items() if grade > 0}
+        found += len(relevant & {h["id"] for h in judged.responses[qid]["hits"]})
+        kept_relevant += len(relevant & {h["id"] for h in answer["hits"]})
+    report = {
+        "adapter": {"family": adapter["family"], "status": adapter["status"], "threshold": threshold,
+                    "recall_target": target},
+        "adapter_metrics": adapter_metrics,
+        "raw_cosine_metrics": raw_metrics,
+        "pr_auc_ratio": adapter_metrics["pr_auc"] / max(raw_metrics["pr_auc"], 1e-12),
+        "precision_at_target": {
+            "adapter": precision_at_recall(np.concatenate(judged.probabilities), pooled_labels, target),
+            "raw_cosine": precision_at_recall(np.concatenate(judged.cosines), pooled_labels, target),
+        },
+        "served_kept_per_query": float(np.mean(kept)),
+        "served_recall_kept": kept_relevant / max(found, 1),
+        "served_empty_query_rate": float(np.mean(np.asarray(kept) == 0)),
+        "nonword_hits_per_query": nonword_hits(client, collection),
+    }
+    if plot is not None:
+        plot_curves(judged, pooled_labels, threshold, float(raw_threshold), plot)
+        report["plot"] = str(plot)
+    return report
+
+
+def _pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(labels[order])
+    precision = hits / np.arange(1, len(order) + 1)
+    recall = hits / max(labels.sum(), 1)
+    return recall, precision, scores[order]
+
+
+def plot_curves(judged: Judged, labels: np.ndarray, threshold: float, raw_threshold: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for name, scores, cut in (("raw cosine", np.concatenate(judged.cosines), raw_threshold),
+                              ("Cosine Adapter", np.concatenate(judged.probabilities), threshold)):
+        recall, precision, ordered = _pr_curve(scores, labels)
+        (line,) = ax.plot(recall, precision, label=name)
+        at = min(int(np.searchsorted(-ordered, -cut, side="right")), len(ordered)) - 1
+        if at >= 0:
+            ax.plot(recall[at], precision[at], "o", color=line.get_color(),
+                    label=f"{name} threshold {cut:.3f}: R={recall[at]:.2f} P={precision[at]:.2f}")
+    ax.set_xlabel("recall (of relevant among the top-100 hybrid candidates)")
+    ax.set_ylabel("precision")
+    ax.set_title("Relevance filter: precision-recall over candidates")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,43 @@
+"""API keys: read keys read, admin keys write, everything else is refused; health stays open."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import AppFactory
+
+READ, ADMIN = "read-key-123", "admin-key-456"
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_keys_are_enforced_on_every_route(make_client: AppFactory) -> None:
+    with make_client(api_keys=[READ], admin_keys=[ADMIN]) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
+        writes = [("PUT", "/v1/collections/k", None),
+                  ("POST", "/v1/collections/k/documents", {"documents": [{"id": "1", "text": "hello"}]}),
+                  ("DELETE", "/v1/collections/k/documents/1", None),
+                  ("POST", "/v1/collections/k/relevance/train", {"examples": [{"query": "q", "relevant_ids": ["1"]}]}),
+                  ("DELETE", "/v1/collections/k", None)]
+        reads = [("GET", "/v1/collections", None), ("GET", "/v1/collections/k", None),
+                 ("GET", "/v1/collections/k/documents/1", None), ("POST", "/v1/collections/k/search", {"query": "q"}),
+                 ("GET", "/v1/collections/k/relevance", None)]
+        for method, path, body in writes + reads:
+            for headers in ({}, _auth("wrong"), {"Authorization": "Basic abc"}):
+                response = client.request(method, path, json=body, headers=headers)
+                assert response.status_code == 401, (method, path, headers)
+                assert response.json()["error"]["code"] == "unauthorized"
+        for method, path, body in writes:
+            response = client.request(method, path, json=body, headers=_auth(READ))
+            assert response.status_code == 403, (method, path)
+        assert client.put("/v1/collections/k", headers=_auth(ADMIN)).status_code == 201
+        assert client.post("/v1/collections/k/documents", json={"documents": [{"id": "1", "text": "hello"}]},
+                           headers=_auth(ADMIN)).status_code == 200
+        for method, path, body in reads:
+            assert client.request(method, path, json=body, headers=_auth(READ)).status_code == 200, path
+            assert client.request(method, path, json=body, headers=_auth(ADMIN)).status_code == 200, path
+
+
+def test_open_service_needs_no_key(client: TestClient) -> None:
+    assert client.put("/v1/collections/open").status_code == 201

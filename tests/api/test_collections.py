@@ -1,0 +1,55 @@
+"""Collections: idempotent create, conflicts, listing, describing, deleting."""
+
+from fastapi.testclient import TestClient
+
+
+def test_create_is_idempotent_and_conflicts_on_other_settings(client: TestClient) -> None:
+    assert client.put("/v1/collections/books").status_code == 201
+    assert client.put("/v1/collections/books").status_code == 200
+    same = client.put("/v1/collections/books", json={"hnsw": {"m": 16, "ef_construction": 200, "ef_search": 128}})
+    assert same.status_code == 200
+    other = client.put("/v1/collections/books", json={"bm25": {"k1": 1.2, "b": 0.75}})
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "collection_conflict"
+
+
+def test_list_describe_and_delete(client: TestClient) -> None:
+    client.put("/v1/collections/a", json={"hnsw": {"m": 8, "ef_construction": 64, "ef_search": 32}})
+    client.put("/v1/collections/b")
+    client.post("/v1/collections/b/documents", json={"documents": [{"id": "1", "text": "hello world"}]})
+    assert client.get("/v1/collections").json() == {
+        "collections": [{"name": "a", "count": 0}, {"name": "b", "count": 1}]}
+    info = client.get("/v1/collections/a").json()
+    assert info["settings"]["hnsw"] == {"m": 8, "ef_construction": 64, "ef_search": 32}
+    assert info["dimension"] == 384
+    assert "relevance" in info
+    assert client.delete("/v1/collections/a").status_code == 204
+    assert client.get("/v1/collections/a").status_code == 404
+    assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["b"]
+
+
+def test_deleted_collection_can_be_recreated_empty(client: TestClient) -> None:
+    client.put("/v1/collections/c")
+    client.post("/v1/collections/c/documents", json={"documents": [{"id": "1", "text": "hello world"}]})
+    client.delete("/v1/collections/c")
+    assert client.put("/v1/collections/c").status_code == 201
+    assert client.get("/v1/collections/c").json()["count"] == 0
+    assert client.get("/v1/collections/c/documents/1").status_code == 404
+
+
+def test_unknown_collection_and_bad_names(client: TestClient) -> None:
+    for method, path in (("GET", "/v1/collections/nope"), ("DELETE", "/v1/collections/nope"),
+                         ("POST", "/v1/collections/nope/search"), ("GET", "/v1/collections/nope/documents/x")):
+        response = client.request(method, path, json={"query": "x"} if method == "POST" else None)
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"]["code"] == "collection_not_found"
+    bad = client.put("/v1/collections/-bad name")
+    assert bad.status_code == 422
+    assert set(bad.json()["error"]) == {"code", "message", "details"}
+
+
+def test_invalid_settings_are_rejected(client: TestClient) -> None:
+    for body in ({"hnsw": {"m": 0}}, {"bm25": {"b": 2}}, {"hnsw": {"unknown": 1}}, {"other": 1}):
+        response = client.put("/v1/collections/x", json=body)
+        assert response.status_code == 422, body
+    assert client.get("/v1/collections/x").status_code == 404

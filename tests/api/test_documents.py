@@ -1,0 +1,106 @@
+"""Ingest (JSON, NDJSON, own vectors), get, delete, upsert; bad batches change nothing."""
+
+import json
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tests.helpers import ANIMALS, ids, search
+
+
+def test_ingest_get_and_delete(animals: TestClient) -> None:
+    doc = animals.get("/v1/collections/animals/documents/cat").json()
+    assert doc == {k: ANIMALS[0][k] for k in ("id", "title", "text", "metadata")}
+    assert animals.delete("/v1/collections/animals/documents/cat").status_code == 204
+    assert animals.get("/v1/collections/animals/documents/cat").status_code == 404
+    assert animals.delete("/v1/collections/animals/documents/cat").status_code == 404
+    assert "cat" not in ids(search(animals, "cats purr", k=10))
+    assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS) - 1
+
+
+def test_ndjson_ingest(client: TestClient) -> None:
+    client.put("/v1/collections/n")
+    lines = "\n".join(json.dumps(d) for d in ANIMALS[:3]) + "\n"
+    response = client.post("/v1/collections/n/documents", content=lines,
+                           headers={"content-type": "application/x-ndjson"})
+    assert response.status_code == 200
+    assert response.json() == {"upserted": 3, "ids": ["cat", "dog", "eagle"]}
+    assert ids(search(client, "birds of prey", "n", mode="lexical"))[0] == "eagle"
+
+
+def test_upsert_replaces_the_document_in_every_index(animals: TestClient) -> None:
+    new = {"id": "cat", "text": "Volcanoes erupt molten lava and ash.", "metadata": {"kind": "geology"}}
+    assert animals.post("/v1/collections/animals/documents", json={"documents": [new]}).status_code == 200
+    assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS)
+    assert "cat" not in ids(search(animals, "felines purr mice", mode="lexical"))
+    assert ids(search(animals, "volcano lava", mode="lexical")) == ["cat"]
+    assert ids(search(animals, "volcanic eruption", mode="dense", k=1)) == ["cat"]
+    assert ids(search(animals, "anything", filter={"kind": "geology"})) == ["cat"]
+
+
+def test_duplicate_ids_in_one_batch_keep_the_last(client: TestClient) -> None:
+    client.put("/v1/collections/d")
+    docs = [{"id": "x", "text": "first version about apples"}, {"id": "x", "text": "second version about pears"}]
+    assert client.post("/v1/collections/d/documents", json={"documents": docs}).status_code == 200
+    assert client.get("/v1/collections/d/documents/x").json()["text"] == "second version about pears"
+    assert client.get("/v1/collections/d").json()["count"] == 1
+    assert ids(search(client, "apples", "d", mode="lexical")) == []
+
+
+def test_own_vectors_are_normalised_and_searchable(client: TestClient) -> None:
+    client.put("/v1/collections/v")
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3, 384))
+    docs = [{"id": f"v{i}", "text": f"vector document {i}", "vector": (vec * 7).tolist()}
+            for i, vec in enumerate(vectors)]
+    assert client.post("/v1/collections/v/documents", json={"documents": docs}).status_code == 200
+    hit = search(client, "vector document", "v", explain=True, mode="dense")["hits"][0]
+    assert -1.0 <= hit["explain"]["cosine"] <= 1.0
+
+
+def test_bad_batches_change_nothing(animals: TestClient) -> None:
+    url = "/v1/collections/animals/documents"
+    good = {"id": "new", "text": "a new document"}
+    bad_batches = [
+        {"documents": [good, {"id": "x", "text": "t", "vector": [0.1] * 3}]},  # wrong dimension
+        {"documents": [good, {"id": "", "text": "t"}]},  # empty id
+        {"documents": [good, {"id": "x"}]},  # no text
+        {"documents": [good, {"id": "x", "text": "t", "metadata": {"nested": {"a": 1}}}]},
+        {"documents": [good, {"id": "x", "text": "t", "vector": [float("nan")] * 384}]},
+        {"documents": []},
+        {"docs": [good]},
+    ]
+    for batch in bad_batches:
+        response = animals.post(url, content=json.dumps(batch, allow_nan=True),
+                                headers={"content-type": "application/json"})
+        assert response.status_code == 422, (batch, response.text)
+        assert set(response.json()["error"]) == {"code", "message", "details"}
+    ndjson = json.dumps(good) + "\n{not json\n"
+    response = animals.post(url, content=ndjson, headers={"content-type": "application/x-ndjson"})
+    assert response.status_code == 422
+    assert "line 2" in response.json()["error"]["message"]
+    response = animals.post(url, content="id,text\n1,x", headers={"content-type": "text/csv"})
+    assert response.status_code == 415
+    assert animals.get(f"{url}/new").status_code == 404
+    assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS)
+
+
+def test_limits_give_413_and_write_nothing(make_client: object) -> None:
+    with make_client(max_body_bytes=4096, max_batch_documents=3) as client:  # type: ignore[operator]
+        client.put("/v1/collections/l")
+        big = {"documents": [{"id": "big", "text": "word " * 2000}]}
+        response = client.post("/v1/collections/l/documents", json=big)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"
+        many = {"documents": [{"id": str(i), "text": "t"} for i in range(4)]}
+        assert client.post("/v1/collections/l/documents", json=many).status_code == 413
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"documents": [{"id": "c", "text": "'
+            for _ in range(10):
+                yield b"x" * 1000
+            yield b'"}]}'
+
+        assert client.post("/v1/collections/l/documents", content=chunks(),
+                           headers={"content-type": "application/json"}).status_code == 413
+        assert client.get("/v1/collections/l").json()["count"] == 0

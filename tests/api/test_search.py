@@ -1,0 +1,88 @@
+"""Search: modes, fusion, filters, paging, explain, and bad requests."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers import ANIMALS, ids, search
+
+OFF = {"enabled": False}
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical", "dense"])
+def test_each_mode_finds_the_obvious_document(animals: TestClient, mode: str) -> None:
+    assert ids(search(animals, "rocket engine thrust", mode=mode, relevance=OFF))[0] == "rocket"
+
+
+def test_dense_finds_paraphrases_lexical_cannot(animals: TestClient) -> None:
+    assert ids(search(animals, "kitten", mode="dense", k=1, relevance=OFF)) == ["cat"]
+    assert ids(search(animals, "kitten", mode="lexical", relevance=OFF)) == []
+
+
+@pytest.mark.parametrize("fusion", [{"method": "convex", "alpha": 0.3, "normalization": "minmax"},
+                                    {"method": "convex", "normalization": "zscore"},
+                                    {"method": "convex", "normalization": "tm2c2", "alpha": 1.0},
+                                    {"method": "rrf", "rrf_k": 10}])
+def test_fusion_variants(animals: TestClient, fusion: dict[str, object]) -> None:
+    result = search(animals, "bread yeast baking", fusion=fusion, relevance=OFF)
+    assert ids(result)[0] == "bread"
+    scores = [h["score"] for h in result["hits"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_filters_exact_in_range_and_bool(animals: TestClient) -> None:
+    def found(flt: dict[str, object]) -> set[str]:
+        return set(ids(search(animals, "animal", filter=flt, k=10, relevance=OFF)))
+
+    assert found({"kind": "mammal"}) == {"cat", "dog"}
+    assert found({"tags": "wild"}) == {"eagle", "salmon"}
+    assert found({"tags": {"in": ["space", "baking"]}}) == {"rocket", "bread"}
+    assert found({"year": {"gte": 2021}}) == {"dog", "rocket", "bread"}
+    assert found({"year": {"gt": 2018, "lt": 2021}}) == {"cat", "salmon"}
+    assert found({"edible": True}) == {"salmon", "bread"}
+    assert found({"legs": 4, "year": {"lte": 2020}}) == {"cat"}
+    assert found({"kind": "unicorn"}) == set()
+
+
+def test_selective_filter_still_returns_k_hits(client: TestClient) -> None:
+    client.put("/v1/collections/many")
+    docs = [{"id": f"d{i}", "text": f"note number {i} about gardening and tomatoes",
+             "metadata": {"bucket": i % 50}} for i in range(400)]
+    client.post("/v1/collections/many/documents", json={"documents": docs})
+    for mode in ("hybrid", "lexical", "dense"):
+        result = search(client, "gardening tomatoes", "many", k=5, mode=mode, filter={"bucket": 7}, relevance=OFF,
+                        candidates=5)
+        assert len(result["hits"]) == 5, mode
+        assert all(h["metadata"]["bucket"] == 7 for h in result["hits"])
+
+
+def test_pages_are_stable_slices(animals: TestClient) -> None:
+    everything = ids(search(animals, "animals that live in the wild", k=6, relevance=OFF))
+    assert len(everything) == len(ANIMALS)
+    pages = [ids(search(animals, "animals that live in the wild", k=2, offset=o, relevance=OFF)) for o in (0, 2, 4)]
+    assert [doc for page in pages for doc in page] == everything
+    assert search(animals, "animals that live in the wild", k=2, offset=4, relevance=OFF)["total"] == len(ANIMALS)
+
+
+def test_explain_reports_both_retrievers(animals: TestClient) -> None:
+    hit = search(animals, "salmon rivers", explain=True, relevance=OFF)["hits"][0]
+    assert hit["id"] == "salmon"
+    explain = hit["explain"]
+    assert explain["bm25"] > 0 and explain["bm25_rank"] == 1
+    assert 0 < explain["cosine"] <= 1 and explain["dense_rank"] == 1
+    assert "explain" not in search(animals, "salmon")["hits"][0] or \
+        search(animals, "salmon")["hits"][0]["explain"] is None
+
+
+@pytest.mark.parametrize("body", [
+    {"query": ""}, {"query": "x" * 5000}, {"query": "x", "k": 0}, {"query": "x", "k": 100000},
+    {"query": "x", "mode": "sparse"}, {"query": "x", "fusion": {"method": "max"}},
+    {"query": "x", "fusion": {"alpha": 1.5}}, {"query": "x", "offset": -1},
+    {"query": "x", "relevance": {"threshold": 0.5, "recall_target": 0.9}},
+    {"query": "x", "relevance": {"threshold": 2}}, {"query": "x", "filter": {"year": {"between": [1, 2]}}},
+    {"query": "x", "filter": {"year": {}}}, {"query": "x", "unknown": True}, {"k": 3},
+])
+def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object]) -> None:
+    response = animals.post("/v1/collections/animals/search", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["message"] and isinstance(error["details"], list)

@@ -1,0 +1,64 @@
+"""Shared fixtures: one loaded encoder for the session, apps on fresh data dirs, a small real corpus."""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.engine.embedder import Embedder
+from app.main import create_app
+from app.settings import Settings
+from tests.helpers import ANIMALS
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    settings = Settings()
+    model = Embedder(settings.model_path(), threads=1)
+    model.warm_up()
+    return model
+
+
+def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/ready").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise TimeoutError("app did not become ready")
+
+
+AppFactory = Callable[..., AbstractContextManager[TestClient]]
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, embedder: Embedder) -> AppFactory:
+    """make_client(**settings) -> context manager of a ready TestClient on tmp_path/data (reused across calls)."""
+
+    @contextmanager
+    def factory(**overrides: Any) -> Iterator[TestClient]:
+        settings = Settings(**{"data_dir": tmp_path / "data", **overrides})
+        with TestClient(create_app(settings, embedder)) as client:
+            wait_ready(client)
+            yield client
+
+    return factory
+
+
+@pytest.fixture
+def client(make_client: AppFactory) -> Iterator[TestClient]:
+    with make_client() as c:
+        yield c
+
+
+@pytest.fixture
+def animals(client: TestClient) -> TestClient:
+    """A client with collection "animals" holding ANIMALS."""
+    assert client.put("/v1/collections/animals").status_code == 201
+    response = client.post("/v1/collections/animals/documents", json={"documents": ANIMALS})
+    assert response.status_code == 200, response.text
+    return client

@@ -1,0 +1,32 @@
+"""Test data and small helpers shared by the suites."""
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+ANIMALS = [
+    {"id": "cat", "title": "Cats", "text": "Cats are small domesticated felines that purr and hunt mice.",
+     "metadata": {"kind": "mammal", "year": 2020, "tags": ["pet", "fur"], "legs": 4}},
+    {"id": "dog", "title": "Dogs", "text": "Dogs are loyal companions that bark at strangers and fetch sticks.",
+     "metadata": {"kind": "mammal", "year": 2022, "tags": ["pet", "fur"], "legs": 4}},
+    {"id": "eagle", "title": "Eagles", "text": "Eagles are birds of prey with sharp talons and keen eyesight.",
+     "metadata": {"kind": "bird", "year": 2018, "tags": ["wild", "feathers"], "legs": 2}},
+    {"id": "salmon", "title": "Salmon", "text": "Salmon swim upstream from the ocean to spawn in rivers.",
+     "metadata": {"kind": "fish", "year": 2019, "tags": ["wild"], "legs": 0, "edible": True}},
+    {"id": "rocket", "title": "Rocket engines", "text": "A rocket engine burns propellant to produce thrust in space.",
+     "metadata": {"kind": "machine", "year": 2021, "tags": ["space"], "edible": False}},
+    {"id": "bread", "title": "Sourdough", "text": "Sourdough bread rises with wild yeast and lactic acid bacteria.",
+     "metadata": {"kind": "food", "year": 2023, "tags": ["baking"], "edible": True}},
+]
+
+
+
+def search(client: TestClient, query: str, collection: str = "animals", **body: Any) -> dict[str, Any]:
+    response = client.post(f"/v1/collections/{collection}/search", json={"query": query, **body})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def ids(result: dict[str, Any]) -> list[str]:
+    return [hit["id"] for hit in result["hits"]]

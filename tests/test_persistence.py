@@ -1,0 +1,119 @@
+"""Restarts keep everything: same results after a clean restart, acknowledged writes survive kill -9."""
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.engine.embedder import Embedder
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import AppFactory, wait_ready
+from tests.helpers import ANIMALS, ids
+from tests.server import Server
+
+QUERIES = ["cats purr", "birds with talons", "space thrust", "wild yeast bread", "fish swimming upstream"]
+OFF = {"enabled": False}
+
+
+class CountingEmbedder:
+    """Delegates to the real encoder and counts document encodes (a restart must need none)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.documents_encoded = 0
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        self.documents_encoded += len(texts)
+        return self.inner.encode_documents(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _results(client: Any) -> list[list[tuple[str, float]]]:
+    out = []
+    for query in QUERIES:
+        for mode in ("hybrid", "lexical", "dense"):
+            body = {"query": query, "mode": mode, "k": 10, "relevance": OFF}
+            hits = client.post("/v1/collections/animals/search", json=body).json()["hits"]
+            out.append([(h["id"], round(h["score"], 5)) for h in hits])
+    return out
+
+
+@pytest.mark.parametrize("snapshot_every_writes", [1, 1_000_000])
+def test_restart_gives_identical_results_without_reencoding(
+        make_client: AppFactory, embedder: Embedder, snapshot_every_writes: int) -> None:
+    """With a snapshot after every write, and with none (only the shutdown one, then replay)."""
+    with make_client(snapshot_every_writes=snapshot_every_writes, snapshot_check_seconds=0.05) as client:
+        client.put("/v1/collections/animals")
+        client.post("/v1/collections/animals/documents", json={"documents": ANIMALS})
+        client.delete("/v1/collections/animals/documents/dog")
+        client.post("/v1/collections/animals/documents", json={"documents": [
+            {"id": "eagle", "text": "Eagles soar over mountains hunting rabbits.", "metadata": {"kind": "bird"}}]})
+        before = _results(client)
+    counting = CountingEmbedder(embedder)
+    data_dir = Path(client.app.state.settings.data_dir)  # type: ignore[attr-defined]
+    with TestClient(create_app(Settings(data_dir=data_dir), counting)) as again:  # type: ignore[arg-type]
+        wait_ready(again)
+        assert _results(again) == before
+        assert again.get("/v1/collections/animals").json()["count"] == len(ANIMALS) - 1
+        assert again.get("/v1/collections/animals/documents/dog").status_code == 404
+    assert counting.documents_encoded == 0
+
+
+def test_damaged_snapshot_is_rebuilt_from_the_store(make_client: AppFactory) -> None:
+    with make_client() as client:
+        client.put("/v1/collections/animals")
+        client.post("/v1/collections/animals/documents", json={"documents": ANIMALS})
+        before = _results(client)
+        data_dir = Path(client.app.state.settings.data_dir)  # type: ignore[attr-defined]
+    for index_file in data_dir.glob("indexes/*/snap-*/dense/hnsw.bin"):
+        index_file.write_bytes(b"garbage")
+    with make_client() as client:
+        assert _results(client) == before
+
+
+def test_second_process_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    first = Server(tmp_path / "data").start()
+    try:
+        second = Server(tmp_path / "data")
+        with pytest.raises(RuntimeError, match="exited"):
+            second.start(timeout=60)
+        log = (tmp_path / f"server-{second.port}.log").read_text()
+        assert "in use by another process" in log
+    finally:
+        assert first.stop()
+
+
+def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data").start()
+    acknowledged: list[str] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            http.put("/v1/collections/animals")
+            for batch in range(3):
+                docs = [{"id": f"{d['id']}-{batch}", "text": d["text"], "metadata": d["metadata"]} for d in ANIMALS]
+                response = http.post("/v1/collections/animals/documents", json={"documents": docs})
+                assert response.status_code == 200
+                acknowledged += response.json()["ids"]
+            assert http.delete("/v1/collections/animals/documents/cat-0").status_code == 204
+            acknowledged.remove("cat-0")
+    finally:
+        server.kill()
+    server = Server(tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            assert http.get("/v1/collections/animals").json()["count"] == len(acknowledged)
+            for doc_id in acknowledged:
+                assert http.get(f"/v1/collections/animals/documents/{doc_id}").status_code == 200
+            assert http.get("/v1/collections/animals/documents/cat-0").status_code == 404
+            body = {"query": "rocket engine thrust", "k": 10, "relevance": OFF}
+            for mode in ("lexical", "dense"):
+                found = ids(http.post("/v1/collections/animals/search", json={**body, "mode": mode}).json())
+                assert {"rocket-0", "rocket-1", "rocket-2"} <= set(found[:3]), mode
+    finally:
+        assert server.stop()
