@@ -1,0 +1,434 @@
+"""Incremental inverted index scoring Okapi BM25 exactly as rank_bm25.BM25Okapi does."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import operator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple, SupportsIndex
+
+import numpy as np
+
+FORMAT, FORMAT_VERSION = "lexical-bm25", 1
+_MAX_SLOTS = 2**31 - 1  # slots are stored as int32
+_MIN_GARBAGE = 4096  # dead postings or slots below which a full compaction is not worth it
+_MAX_MERGE = 1 << 22  # postings; merges never build a bigger segment
+_FILES = {"labels": np.int64, "doc_lens": np.int64, "term_bytes": np.uint8, "term_offsets": np.int64}
+_FILES |= {"post_terms": np.int32, "post_indptr": np.int64, "post_slots": np.int32, "post_tfs": np.int32}
+
+# Storage: postings live in immutable CSR segments (sorted term ids; each term's run holds slots
+# ascending and tfs). An upsert adds one segment; neighbours of similar size merge, log-structured, up
+# to _MAX_MERGE postings, so segments stay few, a posting is rewritten O(log N) times and no single
+# upsert does unbounded merge work. That is ~8 bytes a posting with no Python object per posting or per
+# term (per-term arrays would add ~100 bytes of object overhead to every rare term). Each upsert gives a
+# document a fresh dense slot (labels map to slots through a dict); a delete clears an alive flag, its
+# postings drop out when their segment is next merged, or all at once (slots and term ids renumbered)
+# once garbage outweighs live data. A forward index of each slot's term ids (4 bytes a posting) keeps
+# document frequencies exact on delete without a scan.
+
+
+class _Segment(NamedTuple):
+    terms: np.ndarray  # int32, sorted unique term ids
+    indptr: np.ndarray  # int64, len(terms) + 1
+    slots: np.ndarray  # int32, ascending within each term's run
+    tfs: np.ndarray  # int32
+
+
+class _Run(NamedTuple):
+    seg: _Segment
+    weight: float  # idf * multiplicity in the query * (k1 + 1)
+    lo: int
+    hi: int
+
+
+def _starts(ordered: np.ndarray) -> np.ndarray:
+    """Indices where a new value begins in a sorted array."""
+    change = np.ones(len(ordered), bool)
+    change[1:] = ordered[1:] != ordered[:-1]
+    return np.flatnonzero(change)
+
+
+def _from_sorted(terms: np.ndarray, slots: np.ndarray, tfs: np.ndarray) -> _Segment:
+    starts = _starts(terms)
+    indptr = np.append(starts, len(terms)).astype(np.int64)
+    return _Segment(
+        terms[starts].astype(np.int32), indptr, slots.astype(np.int32, copy=False), tfs.astype(np.int32, copy=False)
+    )
+
+
+def _expand(seg: _Segment) -> np.ndarray:
+    return np.repeat(seg.terms, np.diff(seg.indptr))
+
+
+def _merge(segs: Sequence[_Segment], alive: np.ndarray) -> _Segment:
+    """One segment with the live postings of `segs`, which must be in slot order."""
+    empty = np.zeros(0, np.int32)
+    terms = np.concatenate([empty, *(_expand(s) for s in segs)])
+    slots = np.concatenate([empty, *(s.slots for s in segs)])
+    tfs = np.concatenate([empty, *(s.tfs for s in segs)])
+    keep = alive[slots]
+    terms, slots, tfs = terms[keep], slots[keep], tfs[keep]
+    if len(segs) > 1:
+        order = np.argsort(terms, kind="stable")  # timsort: near linear on a few pre-sorted runs
+        terms, slots, tfs = terms[order], slots[order], tfs[order]
+    return _from_sorted(terms, slots, tfs)
+
+
+def _label(x: SupportsIndex) -> int:
+    value = operator.index(x)  # TypeError for anything but an integer
+    if not 0 <= value < 2**63:
+        raise ValueError(f"label {value} is outside the non-negative int64 range")
+    return value
+
+
+class LexicalIndex:
+    """BM25 (Okapi, rank_bm25 flavour) over token lists keyed by caller-chosen int64 labels."""
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
+        if not (k1 >= 0 and 0 <= b <= 1 and math.isfinite(epsilon)):
+            raise ValueError(f"invalid BM25 parameters k1={k1}, b={b}, epsilon={epsilon}")
+        self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
+        self._avg_idf: tuple[int, float] = (-1, 0.0)  # (version it was computed for, value)
+        self._version = 0
+        empty = np.zeros(0, np.int32)
+        self._install(empty, empty, [], _from_sorted(empty, empty, empty))
+
+    def _install(self, labels: np.ndarray, lens: np.ndarray, terms: list[str], seg: _Segment) -> None:
+        """Replace the whole state by a compact one: slots 0..n-1, every term live."""
+        n, n_terms = len(labels), len(terms)
+        self._vocab: defaultdict[str, int] = defaultdict(None, zip(terms, range(n_terms), strict=True))
+        self._df = np.zeros(n_terms, np.int64)
+        self._df[seg.terms] = np.diff(seg.indptr)
+        self._slot_of: dict[int, int] = dict(zip(labels.tolist(), range(n), strict=True))
+        self._labels, self._lens = labels.astype(np.int64), lens.astype(np.float64)
+        self._alive, self._n_slots = np.ones(n, bool), n
+        # Sorting packed (slot, term) keys is several times faster than an argsort by slot.
+        keys = np.sort(seg.slots.astype(np.int64) * max(n_terms, 1) + _expand(seg))
+        self._fwd = (keys % max(n_terms, 1)).astype(np.int32)
+        self._fwd_start = np.append(0, np.cumsum(np.bincount(seg.slots, minlength=n)))
+        self._segments = [seg] if len(seg.slots) else []
+        self._total_tokens, self._live_postings = int(lens.sum()), len(seg.slots)
+        self._version += 1
+
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, list[str], _Segment]:
+        """The live state in compact form, computed without touching `self`."""
+        alive = self._alive[: self._n_slots]
+        seg = _merge(self._segments, alive)
+        new_slot = np.cumsum(alive) - 1
+        live_terms = self._df[: len(self._vocab)] > 0
+        new_term = np.cumsum(live_terms) - 1
+        terms = [t for t, keep in zip(self._vocab, live_terms.tolist(), strict=True) if keep]
+        seg = seg._replace(terms=new_term[seg.terms].astype(np.int32), slots=new_slot[seg.slots].astype(np.int32))
+        return self._labels[: self._n_slots][alive], self._lens[: self._n_slots][alive], terms, seg
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, label: object) -> bool:
+        return isinstance(label, int | np.integer) and label in self._slot_of
+
+    def upsert(self, labels: Sequence[int], docs: Sequence[Sequence[str]]) -> None:
+        """Index token lists under `labels`; an existing label is replaced, the last duplicate wins."""
+        if len(labels) != len(docs):
+            raise ValueError(f"{len(labels)} labels but {len(docs)} documents")
+        if any(isinstance(doc, str) for doc in docs):
+            raise TypeError("documents must be token sequences, not str")
+        latest = dict(zip(map(_label, labels), docs, strict=True))
+        if not latest:
+            return
+        self._collect_garbage(reserve=len(latest))  # it renumbers terms, so not after _term_ids
+        texts, first = list(latest.values()), self._n_slots
+        n_new, stop = len(texts), first + len(texts)
+        lens = np.fromiter(map(len, texts), np.int64, n_new)
+        tokens = self._term_ids(texts, int(lens.sum()))
+        self._remove(latest)
+        # One sort of packed (term, doc) keys gives term frequencies and the segment's order at once.
+        keys = np.sort(tokens * max(n_new, 1) + np.repeat(np.arange(n_new), lens))
+        starts = _starts(keys)
+        terms, docs_at = np.divmod(keys[starts], max(n_new, 1))
+        seg = _from_sorted(terms, docs_at + first, np.diff(np.append(starts, len(keys))))
+        n_terms = len(self._vocab)
+        self._df = _reserve(self._df, n_terms)
+        self._df[seg.terms] += np.diff(seg.indptr)
+        self._labels = _reserve(self._labels, stop)
+        self._labels[first:stop] = list(latest)
+        self._lens = _reserve(self._lens, stop)
+        self._lens[first:stop] = lens
+        self._alive = _reserve(self._alive, stop)
+        self._alive[first:stop] = True
+        self._fwd_start = _reserve(self._fwd_start, stop + 1)
+        fwd_from = int(self._fwd_start[first])
+        self._fwd_start[first + 1 : stop + 1] = fwd_from + np.cumsum(np.bincount(docs_at, minlength=n_new))
+        self._fwd = _reserve(self._fwd, fwd_from + len(terms))
+        self._fwd[fwd_from : fwd_from + len(terms)] = np.sort(docs_at * n_terms + terms) % n_terms
+        self._slot_of.update(zip(latest, range(first, stop), strict=True))
+        self._n_slots, self._total_tokens = stop, self._total_tokens + int(lens.sum())
+        self._live_postings += len(terms)
+        self._version += 1
+        segs = self._segments
+        segs += [seg] if len(terms) else []
+        # Merge while the older neighbour is not much bigger, so sizes stay geometric; the size cap bounds
+        # the merge work (latency) one upsert can trigger, at the price of a few more segments.
+        while len(segs) >= 2:
+            older, newer = len(segs[-2].slots), len(segs[-1].slots)
+            if older > 2 * newer or older + newer > _MAX_MERGE:
+                break
+            merged = _merge(segs[-2:], self._alive)
+            segs[-2:] = [merged] if len(merged.slots) else []
+
+    def _term_ids(self, texts: list[Sequence[str]], total: int) -> np.ndarray:
+        """Every token's term id, documents concatenated; new terms get the next ids. Done by a C-level
+        map over a defaultdict: a Python loop per token used to dominate indexing time."""
+        vocab, known = self._vocab, len(self._vocab)
+        vocab.default_factory = itertools.count(known).__next__
+        try:
+            ids = np.fromiter(map(vocab.__getitem__, itertools.chain.from_iterable(texts)), np.int64, total)
+            if not all(isinstance(t, str) for t in itertools.islice(reversed(vocab), len(vocab) - known)):
+                raise TypeError("tokens must be str")
+        except BaseException:
+            for term in list(itertools.islice(reversed(vocab), len(vocab) - known)):
+                del vocab[term]
+            raise
+        finally:
+            vocab.default_factory = None
+        return ids
+
+    def delete(self, labels: Iterable[int]) -> None:
+        """Remove documents; unknown labels are ignored."""
+        self._remove(labels)
+        self._collect_garbage()
+
+    def _remove(self, labels: Iterable[int]) -> None:
+        pop = self._slot_of.pop
+        found = [slot for slot in (pop(label, None) for label in labels) if slot is not None]
+        if not found:
+            return
+        slots = np.array(found, np.int64)
+        self._alive[slots] = False
+        starts, ends = self._fwd_start[slots], self._fwd_start[slots + 1]
+        # Gather every removed document's term ids at once: concatenated aranges of [start, end).
+        lens = ends - starts
+        terms = self._fwd[np.arange(int(lens.sum())) + np.repeat(starts - np.cumsum(lens) + lens, lens)]
+        np.subtract.at(self._df, terms, 1)
+        self._total_tokens -= int(self._lens[slots].sum())
+        self._live_postings -= len(terms)
+        self._version += 1
+
+    def _collect_garbage(self, reserve: int = 0) -> None:
+        """Compact everything once dead data outweighs live data, so the cost amortises over deletes."""
+        dead_postings = sum(len(s.slots) for s in self._segments) - self._live_postings
+        dead_slots = self._n_slots - len(self._slot_of)
+        garbage = max(dead_postings - self._live_postings, dead_slots - len(self._slot_of))
+        if garbage > _MIN_GARBAGE or self._n_slots + reserve > _MAX_SLOTS:
+            self._install(*self._snapshot())
+
+    # -- querying: only the runs of the query's terms are read ---------------------------------------
+
+    def _average_idf(self, n: int) -> float:
+        version, value = self._avg_idf
+        if version != self._version:
+            # idf depends on df alone, so take logs once per distinct df value, not once per term.
+            counts = np.bincount(self._df)
+            df = np.flatnonzero(counts[1:]) + 1
+            terms = int(counts[df].sum())
+            value = float(counts[df] @ (np.log(n - df + 0.5) - np.log(df + 0.5))) / terms if terms else 0.0
+            self._avg_idf = (self._version, value)  # one assignment: concurrent readers stay consistent
+        return value
+
+    def _runs(self, query: Sequence[str]) -> list[_Run]:
+        """Posting runs of the query's indexed terms, by segment, then in query order."""
+        if isinstance(query, str):
+            raise TypeError("query must be a token sequence, not str")
+        n, tids, weights = len(self._slot_of), list[int](), list[float]()
+        for term, count in Counter(query).items():
+            tid = self._vocab.get(term)
+            df = 0 if tid is None else int(self._df[tid])
+            if tid is not None and df:
+                idf = math.log(n - df + 0.5) - math.log(df + 0.5)
+                if idf < 0:  # rank_bm25 floors terms in over half the documents at a share of the mean
+                    idf = self.epsilon * self._average_idf(n)
+                tids.append(tid)
+                weights.append(idf * count * (self.k1 + 1))
+        runs = []
+        for seg in self._segments if tids else []:
+            pos = np.minimum(np.searchsorted(seg.terms, tids), len(seg.terms) - 1)
+            for i in np.flatnonzero(seg.terms[pos] == tids).tolist():
+                runs.append(_Run(seg, weights[i], int(seg.indptr[pos[i]]), int(seg.indptr[pos[i] + 1])))
+        return runs
+
+    def _saturate(self, num: np.ndarray, tfs: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """num / (tf + k1 * (1 - b + b * dl / avgdl)) in place (lens too); shared by both scoring paths
+        so they agree to the bit."""
+        lens *= self.k1 * self.b / (self._total_tokens / len(self._slot_of))
+        lens += self.k1 * (1 - self.b)
+        lens += tfs
+        num /= lens
+        return num
+
+    def _accumulate(self, runs: list[_Run]) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted slots of the live documents holding a query term, and their scores."""
+        if not runs:
+            return np.zeros(0, np.int64), np.zeros(0)
+        slots = np.concatenate([r.seg.slots[r.lo : r.hi] for r in runs], dtype=np.intp)  # index once
+        tfs = np.concatenate([r.seg.tfs[r.lo : r.hi] for r in runs])
+        num, at = np.empty(len(tfs)), 0
+        for run in runs:
+            np.multiply(tfs[at : at + run.hi - run.lo], run.weight, out=num[at : at + run.hi - run.lo])
+            at += run.hi - run.lo
+        if self._n_slots > len(self._slot_of):
+            keep = self._alive[slots]
+            slots, tfs, num = slots[keep], tfs[keep], num[keep]
+        num = self._saturate(num, tfs, self._lens[slots])
+        if len(slots) * 8 >= self._n_slots:  # reading much of the corpus anyway: dense beats sorting
+            total = np.bincount(slots, weights=num, minlength=self._n_slots)
+            if all(run.weight > 0 for run in runs):
+                hits = np.flatnonzero(total)
+            else:  # a match can score 0 or less; find matches by presence instead
+                seen = np.zeros(self._n_slots, bool)
+                seen[slots] = True
+                hits = np.flatnonzero(seen)
+            return hits, total[hits]
+        hits, inverse = np.unique(slots, return_inverse=True)
+        return hits, np.bincount(inverse, weights=num, minlength=len(hits))
+
+    def _score_slots(self, runs: list[_Run], slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and match flags of a few sorted live slots, by binary search in each run."""
+        scores, matched = np.zeros(len(slots)), np.zeros(len(slots), bool)
+        for seg, weight, lo, hi in runs:
+            run = seg.slots[lo:hi]
+            pos = np.minimum(np.searchsorted(run, slots), hi - lo - 1)
+            ok = run[pos] == slots
+            if ok.any():
+                tfs = seg.tfs[lo + pos[ok]]
+                scores[ok] += self._saturate(tfs * weight, tfs, self._lens[slots[ok]])
+                matched |= ok
+        return scores, matched
+
+    def _best(self, slots: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(scores) > k:
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            keep = scores >= kth  # every tie at the cut stays, so the smaller labels can win it
+            slots, scores = slots[keep], scores[keep]
+        labels = self._labels[slots]
+        order = np.lexsort((labels, -scores))[:k]
+        return labels[order], scores[order]
+
+    def top_k(self, query: Sequence[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best k (labels, scores) among documents holding a query term, only `allowed` ones (sorted
+        int64 labels) if given; ties go to the smaller label."""
+        runs = self._runs(query)
+        if k <= 0 or not runs or (allowed is not None and not len(allowed)):
+            return np.zeros(0, np.int64), np.zeros(0)
+        if allowed is None:
+            return self._best(*self._accumulate(runs), k)
+        allowed = np.asarray(allowed, np.int64)
+        if (allowed[1:] < allowed[:-1]).any():  # cheap next to the query; wrong answers are not
+            allowed = np.sort(allowed)
+        if len(allowed) * 16 < sum(r.hi - r.lo for r in runs):  # narrow filter: look its docs up
+            wanted = {self._slot_of.get(label, -1) for label in allowed.tolist()} - {-1}
+            slots = np.array(sorted(wanted), np.int64)
+            scores, matched = self._score_slots(runs, slots)
+            return self._best(slots[matched], scores[matched], k)
+        slots, scores = self._accumulate(runs)
+        labels = self._labels[slots]
+        keep = allowed[np.minimum(np.searchsorted(allowed, labels), len(allowed) - 1)] == labels
+        return self._best(slots[keep], scores[keep], k)
+
+    def scores(self, query: Sequence[str], labels: np.ndarray) -> np.ndarray:
+        """BM25 score of each label (0 for unknown or deleted labels)."""
+        labels = np.asarray(labels, np.int64)
+        out, runs = np.zeros(len(labels)), self._runs(query)
+        slots = np.array([self._slot_of.get(label, -1) for label in labels.tolist()], np.int64)
+        uniq, inverse = np.unique(slots[slots >= 0], return_inverse=True)
+        if not runs or not len(uniq):
+            return out
+        if len(uniq) * 16 < sum(r.hi - r.lo for r in runs):
+            found = self._score_slots(runs, uniq)[0]
+        else:
+            hits, hit_scores = self._accumulate(runs)
+            pos = np.minimum(np.searchsorted(hits, uniq), max(len(hits) - 1, 0))
+            found = np.where(hits[pos] == uniq, hit_scores[pos], 0.0) if len(hits) else np.zeros(len(uniq))
+        out[slots >= 0] = found[inverse]
+        return out
+
+    # -- persistence ---------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write a compact snapshot into the existing `directory`; the manifest goes last."""
+        labels, lens, terms, seg = self._snapshot()
+        encoded = [t.encode("utf-8", "surrogatepass") for t in terms]
+        offsets = np.append(0, np.cumsum([len(e) for e in encoded], dtype=np.int64))
+        arrays = [labels, lens.astype(np.int64), np.frombuffer(b"".join(encoded), np.uint8), offsets, *seg]
+        digests = {}
+        for name, array in zip(_FILES, arrays, strict=True):
+            np.save(directory / f"{name}.npy", array.astype(_FILES[name]), allow_pickle=False)
+            digests[name] = _sha256(directory / f"{name}.npy")
+        counts = {"documents": len(labels), "terms": len(terms), "postings": len(seg.slots)}
+        params = {"k1": self.k1, "b": self.b, "epsilon": self.epsilon}
+        manifest = {"format": FORMAT, "version": FORMAT_VERSION, **params, **counts, "sha256": digests}
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> LexicalIndex:
+        """Read a snapshot written by `save`; ValueError if it is missing, damaged or incompatible."""
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                raise ValueError("not a lexical index snapshot")
+            if manifest.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unsupported snapshot version {manifest.get('version')!r}")
+            a = {}
+            for name, dtype in _FILES.items():
+                if _sha256(directory / f"{name}.npy") != manifest["sha256"][name]:
+                    raise ValueError(f"{name}.npy is damaged (checksum mismatch)")
+                a[name] = np.load(directory / f"{name}.npy", allow_pickle=False)
+                if a[name].dtype != dtype or a[name].ndim != 1:
+                    raise ValueError(f"{name}.npy has dtype {a[name].dtype}, ndim {a[name].ndim}")
+            blob, offs = a["term_bytes"].tobytes(), a["term_offsets"].tolist()
+            terms = [blob[lo:hi].decode("utf-8", "surrogatepass") for lo, hi in itertools.pairwise(offs)]
+            seg = _Segment(a["post_terms"], a["post_indptr"], a["post_slots"], a["post_tfs"])
+            _validate(a["labels"], a["doc_lens"], terms, seg, manifest)
+            index = cls(manifest["k1"], manifest["b"], manifest["epsilon"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+            raise ValueError(f"cannot load lexical index from {directory}: {exc}") from exc
+        index._install(a["labels"], a["doc_lens"], terms, seg)
+        return index
+
+
+def _validate(labels: np.ndarray, lens: np.ndarray, terms: list[str], seg: _Segment, manifest: dict) -> None:
+    """Refuse a snapshot that decodes but is inconsistent, rather than serve wrong scores from it."""
+    n, nnz = len(labels), len(seg.slots)
+    checks = {
+        "counts": [n, len(terms), nnz] == [manifest["documents"], manifest["terms"], manifest["postings"]],
+        "documents": len(lens) == n and len(set(labels.tolist())) == n and bool((labels >= 0).all()),
+        "terms": len(set(terms)) == len(terms) == len(seg.terms),
+        "term ids": bool((seg.terms == np.arange(len(terms))).all()),
+        "indptr": len(seg.indptr) == len(terms) + 1 and seg.indptr[0] == 0 and seg.indptr[-1] == nnz,
+        "runs": bool((np.diff(seg.indptr) > 0).all()) and len(seg.tfs) == nnz,
+        "postings": bool(((seg.slots >= 0) & (seg.slots < n) & (seg.tfs > 0)).all()),
+    }
+    if all(checks.values()):
+        same_term = np.diff(_expand(seg)) == 0
+        checks["order"] = bool((np.diff(seg.slots)[same_term] > 0).all())
+        checks["lengths"] = bool((np.bincount(seg.slots, weights=seg.tfs, minlength=n) == lens).all())
+    if bad := [name for name, ok in checks.items() if not ok]:
+        raise ValueError(f"inconsistent snapshot ({', '.join(bad)})")
+
+
+def _reserve(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` with room for `size` items, grown geometrically so appends stay amortised O(1)."""
+    if size <= len(array):
+        return array
+    grown = np.zeros(max(size, 2 * len(array)), array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

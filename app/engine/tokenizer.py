@@ -1,0 +1,70 @@
+"""Text-to-token analyser shared by indexing and querying so both see the same terms."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import Stemmer
+
+# NLTK's English list (179 words), verbatim so it can be compared with other tools. Entries with an
+# apostrophe never match a \w+ token; they are kept only so the list stays the recognisable one.
+_NLTK_ENGLISH = """
+    i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves
+    he him his himself she she's her hers herself it it's its itself they them their theirs themselves
+    what which who whom this that that'll these those am is are was were be been being have has had
+    having do does did doing a an the and but if or because as until while of at by for with about
+    against between into through during before after above below to from up down in out on off over
+    under again further then once here there when where why how all any both each few more most other
+    some such no nor not only own same so than too very s t can will just don don't should should've
+    now d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn
+    hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn
+    shouldn't wasn wasn't weren weren't won won't wouldn wouldn't"""
+ENGLISH_STOPWORDS: frozenset[str] = frozenset(_NLTK_ENGLISH.split())
+
+_WORD = re.compile(r"\w+")
+# Snowball has two English stemmers; the stop word list applies to both.
+_ENGLISH = frozenset({"english", "porter"})
+
+
+class Tokenizer:
+    """Lower-case Unicode words, English stop words removed, Snowball-stemmed."""
+
+    def __init__(self, language: str = "english", stem: bool = True, stopwords: bool = True) -> None:
+        if language not in Stemmer.algorithms():
+            known = ", ".join(sorted(Stemmer.algorithms()))
+            raise ValueError(f"unknown tokenizer language {language!r}; known languages: {known}")
+        if stopwords and language not in _ENGLISH:
+            raise ValueError(f"no stop word list for language {language!r} (only English); pass stopwords=False")
+        self.language = language
+        self.stem = stem
+        self.stopwords = stopwords
+        # A PyStemmer object is not thread-safe (it keeps a word cache), and requests tokenise
+        # concurrently, so each thread gets its own stemmer.
+        self._local = threading.local()
+
+    def _stemmer(self) -> Stemmer.Stemmer:
+        stemmer: Stemmer.Stemmer | None = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            stemmer = Stemmer.Stemmer(self.language)
+            self._local.stemmer = stemmer
+        return stemmer
+
+    def __call__(self, text: str) -> list[str]:
+        words = _WORD.findall(text.lower())
+        if self.stopwords:
+            words = [w for w in words if w not in ENGLISH_STOPWORDS]
+        if self.stem and words:
+            words = list(self._stemmer().stemWords(words))
+        return words
+
+    def config(self) -> dict[str, object]:
+        """JSON-able description; an index must be queried with the tokenizer it was built with."""
+        return {
+            "kind": "snowball",
+            "language": self.language,
+            "stem": self.stem,
+            "stopwords": self.stopwords,
+            "pattern": _WORD.pattern,
+            "lowercase": True,
+        }

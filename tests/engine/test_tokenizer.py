@@ -1,0 +1,68 @@
+"""Behaviour of the query/document tokenizer."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.engine.tokenizer import ENGLISH_STOPWORDS, Tokenizer
+
+
+def test_lower_cases_and_splits_on_non_word_characters() -> None:
+    tok = Tokenizer(stem=False, stopwords=False)
+    assert tok("Hello, WORLD! e-mail foo_bar 42") == ["hello", "world", "e", "mail", "foo_bar", "42"]
+    assert tok("") == []
+    assert tok("  ...  ") == []
+
+
+def test_unicode_words_are_kept_whole() -> None:
+    assert Tokenizer(stem=False)("Café naïve Ångström 東京") == ["café", "naïve", "ångström", "東京"]
+    assert Tokenizer()("Café naïve") == ["café", "naïv"]
+
+
+def test_stop_words_are_dropped() -> None:
+    assert Tokenizer(stem=False)("The cat and THE hat, don't you think?") == ["cat", "hat", "think"]
+    assert Tokenizer(stem=False, stopwords=False)("the cat") == ["the", "cat"]
+    assert len(ENGLISH_STOPWORDS) == 179
+    assert {"the", "a", "wouldn", "should've"} <= ENGLISH_STOPWORDS
+
+
+def test_stemming_after_stop_word_removal() -> None:
+    tok = Tokenizer()
+    assert tok("running runs ran") == ["run", "run", "ran"]
+    # "doings" is not a stop word, so it survives and only then stems to "do" (which is one).
+    assert tok("doings doing") == ["do"]
+    assert Tokenizer(stem=False)("running") == ["running"]
+
+
+def test_query_and_document_forms_meet() -> None:
+    tok = Tokenizer()
+    assert set(tok("Cycling cyclists cycled")) & set(tok("cycles"))
+
+
+def test_config_is_json_and_describes_the_analysis() -> None:
+    config = Tokenizer("porter", stem=False).config()
+    assert json.loads(json.dumps(config)) == config
+    assert config["language"] == "porter"
+    assert config["stem"] is False
+    assert config["stopwords"] is True
+    assert Tokenizer().config() != Tokenizer(stem=False).config()
+
+
+def test_unknown_language_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown tokenizer language 'klingon'"):
+        Tokenizer("klingon")
+
+
+def test_other_languages_need_stopwords_off() -> None:
+    with pytest.raises(ValueError, match="stopwords=False"):
+        Tokenizer("french")
+    assert Tokenizer("french", stopwords=False)("Les CHANTAIENT") == ["le", "chant"]
+
+
+def test_safe_to_share_between_threads() -> None:
+    tok = Tokenizer()
+    texts = [f"Running searches over indexed documents number {i}" for i in range(400)]
+    expected = [tok(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(tok, texts)) == expected
