@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--split", default="train")
     train.add_argument("--out", default="config/adapter", help="folder to write the adapter to")
     train.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
-    train.add_argument("--family", default="linear", choices=["linear", "power"])
+    train.add_argument("--family", default="hybrid", choices=["hybrid", "linear", "power"],
+                       help="hybrid (default) also reads BM25 evidence; linear and power are the paper's maps")
     train.add_argument("--recall-target", type=float, default=0.95)
     train.set_defaults(func=_train_adapter)
 

@@ -186,7 +186,7 @@ class TrainingExample(Strict):
 class TrainRequest(Strict):
     examples: Annotated[list[TrainingExample], Field(min_length=1, max_length=MAX_TRAIN_EXAMPLES)]
     recall_target: float = Field(0.95, gt=0.0, le=1.0)
-    family: Literal["linear", "power"] | None = None
+    family: Literal["hybrid", "linear", "power"] | None = None
 
 
 class ErrorDetail(BaseModel):

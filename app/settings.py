@@ -23,7 +23,7 @@ DEFAULT_ADAPTER_DIR = PROJECT_ROOT / "config" / "adapter"
 class SearchDefaults(BaseModel):
     """Fusion defaults applied when a search request leaves them out (chosen on SciFact train)."""
 
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    alpha: float = Field(0.7, ge=0.0, le=1.0)
     normalization: Literal["tm2c2", "minmax", "zscore"] = "tm2c2"
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(100, ge=1, le=2000)
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
-    adapter_family: Literal["linear", "power"] = "linear"
+    adapter_family: Literal["hybrid", "linear", "power"] = "hybrid"
     collection_defaults: CollectionSettings = CollectionSettings()
     search_defaults: SearchDefaults = SearchDefaults()
 

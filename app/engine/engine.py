@@ -138,8 +138,8 @@ class SearchEngine:
         collection = self.collection(name)
         data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
         try:
-            adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, recall_target=recall_target,
-                                          family=family or self.settings.adapter_family,
+            adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
+                                          recall_target=recall_target, family=family or self.settings.adapter_family,
                                           threads=self.settings.threads)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None

@@ -47,6 +47,12 @@ def _ranks(labels: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
     return np.fromiter((position.get(int(x), 0) for x in labels), dtype=np.int64, count=len(labels))
 
 
+def lexical_evidence(bm25: np.ndarray) -> np.ndarray:
+    """Each candidate's BM25 over the best candidate's (tm2c2 with floor 0): what the hybrid adapter reads."""
+    top = float(bm25.max()) if bm25.size else 0.0
+    return bm25 / top if top > 0 else np.zeros_like(bm25, dtype=np.float64)
+
+
 def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], query: np.ndarray | None,
              depth: int) -> Candidates:
     """Runs under the caller's read lock."""
@@ -84,7 +90,7 @@ def search(collection: Collection, request: SearchRequest, query: np.ndarray | N
         order = rank_by(scores, candidates.labels)
         probabilities, threshold = None, None
         if adapter is not None and query is not None and candidates.cosine is not None:
-            probabilities = adapter.probabilities(query, candidates.cosine)
+            probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25))
             if request.relevance.enabled:
                 threshold = request.relevance.threshold
                 if threshold is None:

@@ -23,6 +23,7 @@ class TrainingSet:
     query_embs: np.ndarray
     cosines: list[np.ndarray]
     labels: list[np.ndarray]
+    lexical: list[np.ndarray]  # lexical evidence of each candidate (see hybrid.lexical_evidence)
 
 
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
@@ -38,23 +39,29 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
 
 def build_training_set(collection: Collection, embedder: Embedder, examples: Sequence[TrainingExample],
                        defaults: SearchDefaults, depth: int = TRAINING_DEPTH) -> TrainingSet:
-    """For each query: its hybrid top-`depth` candidates plus every judged document, with raw cosines;
-    label 1 for relevant ids, 0 for the rest (listed irrelevant or unjudged candidates)."""
+    """For each query: its hybrid top-`depth` candidates plus the documents judged irrelevant, with raw
+    cosines and lexical evidence; label 1 for relevant ids, 0 for the rest.
+
+    A relevant document the retrievers did not bring up is left out: the filter never sees it, and counting
+    it would push the threshold for a recall target down to where no real candidate list reaches.
+    """
     labels_of = resolve_ids(collection, examples)
     query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
-    cosines, labels = [], []
+    cosines, labels, lexical = [], [], []
     for ex, query in zip(examples, query_embs, strict=True):
         request = SearchRequest(query=ex.query, k=1, candidates=depth, relevance=RelevanceOptions(enabled=False))
         tokens = collection.tokenizer(ex.query)
         with collection.lock.read():
             candidates = hybrid.retrieve(collection, request, tokens, query, depth)
-            judged = np.asarray([labels_of[i] for i in (*ex.relevant_ids, *ex.irrelevant_ids)], dtype=np.int64)
+            judged = np.asarray([labels_of[i] for i in ex.irrelevant_ids], dtype=np.int64)
             pool = np.union1d(candidates.labels, judged)
             pool_cosines = collection.dense.vectors(pool) @ query
+            pool_bm25 = collection.lexical.scores(tokens, pool)
         relevant = {labels_of[i] for i in ex.relevant_ids}
         cosines.append(pool_cosines.astype(np.float64))
+        lexical.append(hybrid.lexical_evidence(pool_bm25))
         labels.append(np.fromiter((int(x) in relevant for x in pool), dtype=np.float64, count=len(pool)))
-    return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels)
+    return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels, lexical)
 
 
 def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:

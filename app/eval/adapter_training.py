@@ -5,17 +5,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from app.engine.judgments import build_training_set, describe_adapter
-from app.engine.relevance import choose_threshold, train_and_calibrate
+from app.engine.relevance import train_and_calibrate
 from app.eval.beir import load_beir
 from app.eval.runner import ensure_corpus, in_process_client
 from app.schemas import TrainingExample
 
 
 def train_default_adapter(dataset_dir: Path, split: str, out: Path, data_dir: Path | None, *,
-                          family: str = "linear", recall_target: float = 0.95, threads: int = 2) -> dict[str, Any]:
+                          family: str = "hybrid", recall_target: float = 0.95, threads: int = 2) -> dict[str, Any]:
     """Ingests the corpus, collects each judged query's hybrid top-100 candidates, fits and calibrates
     an adapter on them (thresholds on held-out queries), and writes it to `out`."""
     dataset = load_beir(dataset_dir, split)
@@ -31,15 +29,10 @@ def train_default_adapter(dataset_dir: Path, split: str, out: Path, data_dir: Pa
                     for qid, judged in dataset.qrels.items()
                     if qid in dataset.queries and any(grade > 0 for grade in judged.values())]
         data = build_training_set(collection, engine.embedder, examples, engine.settings.search_defaults)
-    adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, family=family,
+    adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical, family=family,
                                   recall_target=recall_target, threads=threads, progress=True)
-    adapter.info.update({
-        "trained_on": f"{dataset.name} {split} split: {len(examples)} judged queries, hybrid top-100 candidates",
-        # The baseline the evaluation compares against: one global raw-cosine threshold for the same
-        # recall target, chosen on the same training split.
-        "raw_cosine_threshold": choose_threshold(np.concatenate(data.cosines), np.concatenate(data.labels),
-                                                 recall_target),
-    })
+    adapter.info["trained_on"] = f"{dataset.name} {split} split: {len(examples)} judged queries, " \
+                                 "hybrid top-100 candidates"
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -61,8 +61,8 @@ def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
     judged = judged_candidates(client, collection, dataset)
     pooled_labels = np.concatenate(judged.labels)
     # The raw-cosine baseline gets the same treatment as the adapter: one global threshold chosen on the
-    # adapter's training split (stored with it), not on these judgments.
-    raw_threshold = adapter["info"].get("raw_cosine_threshold")
+    # adapter's training judgments (stored with it), not on these.
+    raw_threshold = adapter["metrics"].get("raw_cosine_threshold")
     if raw_threshold is None:
         raw_threshold = choose_threshold(np.concatenate(judged.cosines), pooled_labels, target)
     adapter_metrics = filter_metrics(judged.probabilities, judged.labels, threshold)

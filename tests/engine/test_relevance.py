@@ -24,7 +24,7 @@ from app.engine.relevance import (
 
 
 def _random_adapter(family: str, dim: int, hidden: int, rng: np.random.Generator) -> CosineAdapter:
-    n_out = 2 if family == "linear" else 3
+    n_out = {"linear": 2, "power": 3, "hybrid": 3}[family]
     scale = rng.choice([0.1, 1.0, 5.0])
     weights = {
         "w1": rng.normal(0.0, scale, (dim, hidden)),
@@ -71,6 +71,39 @@ def test_probabilities_are_monotone_in_cosine(family: str) -> None:
         assert params["a"] > 0.0
         if family == "power":
             assert 0.0 < params["k"] <= 2.0
+
+
+def test_hybrid_map_is_monotone_in_cosine_and_lexical_evidence() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        adapter = _random_adapter("hybrid", dim=12, hidden=6, rng=rng)
+        query = _unit(rng.standard_normal(12))
+        cosines = np.sort(rng.uniform(-1.0, 1.0, 200))
+        lexical = rng.uniform(0.0, 1.0, 200)
+        # Within one candidate list: a higher cosine at equal lexical evidence never scores lower ...
+        same_lexical = adapter.logits(query, cosines, np.full(200, 0.3))
+        assert np.all(np.diff(same_lexical) >= 0.0)
+        # ... and more lexical evidence at equal cosine never scores lower.
+        more = adapter.logits(query, cosines, np.minimum(lexical + 0.2, 1.0))
+        assert np.all(more >= adapter.logits(query, cosines, lexical))
+        params = adapter.map_params(query)
+        assert params["a"] > 0 and params["c"] > 0
+    with pytest.raises(ValueError, match="lexical"):
+        adapter.probabilities(query, cosines)
+
+
+def test_hybrid_adapter_learns_from_lexical_evidence() -> None:
+    queries, cosines, labels = _clustered(150, seed=11, dependent=False)
+    rng = np.random.default_rng(11)
+    # Relevant candidates also tend to match the query's words: evidence raw cosine cannot see.
+    lexical = [np.clip(0.5 * y + 0.5 * rng.uniform(0, 1, y.size), 0, 1) for y in labels]
+    adapter = train_and_calibrate(queries, cosines, labels, family="hybrid", lexical=lexical, hidden=8, steps=300)
+    assert adapter.calibration is not None
+    m = adapter.calibration.metrics
+    assert m["pr_auc"] > m["raw_cosine_pr_auc"] + 0.1
+    assert m["recall"] >= 0.95
+    with pytest.raises(ValueError, match="lexical"):
+        train_and_calibrate(queries, cosines, labels, family="hybrid", steps=5)
 
 
 def test_power_map_matches_its_formula() -> None:
@@ -274,7 +307,7 @@ def test_numpy_inference_matches_torch_training_loss(family: str) -> None:
 @pytest.mark.parametrize("family", ["linear", "power"])
 def test_training_learns_query_dependent_relevance(family: str) -> None:
     queries, cosines, labels = _clustered(150, seed=8, dependent=True)
-    adapter = train_and_calibrate(queries, cosines, labels, family=family, holdout=0.3, hidden=8, steps=300, threads=1)
+    adapter = train_and_calibrate(queries, cosines, labels, family=family, hidden=8, steps=300, threads=1)
     assert adapter.calibration is not None
     m = adapter.calibration.metrics
     assert m["pr_auc"] > m["raw_cosine_pr_auc"] + 0.1
@@ -288,7 +321,7 @@ def test_training_learns_query_dependent_relevance(family: str) -> None:
 
 def test_training_matches_raw_cosine_on_query_independent_signal() -> None:
     queries, cosines, labels = _clustered(150, seed=9, dependent=False)
-    adapter = train_and_calibrate(queries, cosines, labels, holdout=0.3, hidden=8, steps=300)
+    adapter = train_and_calibrate(queries, cosines, labels, hidden=8, steps=300)
     assert adapter.calibration is not None
     m = adapter.calibration.metrics
     assert m["pr_auc"] >= m["raw_cosine_pr_auc"] - 0.01

@@ -136,24 +136,33 @@ def filter_metrics(
 def fit_logistic_1d(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, max_iter: int = 100) -> tuple[float, float]:
     """(slope, intercept) of a logistic regression of labels on one feature, by damped Newton steps."""
     xs, yb = _pooled(x, y)
+    weights, intercept = fit_logistic(xs[:, None], yb, l2=l2, max_iter=max_iter)
+    return float(weights[0]), intercept
+
+
+def fit_logistic(features: np.ndarray, y: np.ndarray, l2: float = 1e-6, max_iter: int = 100
+                 ) -> tuple[np.ndarray, float]:
+    """(weights, intercept) of a logistic regression of 0/1 labels on the columns of `features`."""
+    yb = np.asarray(y).ravel()
     if yb.all() or not yb.any():
         raise ValueError("logistic fit needs both positive and negative labels")
     target = yb.astype(np.float64)
-    design = np.column_stack([xs, np.ones_like(xs)])
-    # The ridge on the slope keeps separable data from running off to infinity.
-    ridge = np.diag([l2, 1e-12])
+    n_features = features.shape[1]
+    design = np.column_stack([np.asarray(features, dtype=np.float64), np.ones(len(target))])
+    # The ridge on the weights keeps separable data from running off to infinity.
+    ridge = np.diag([l2] * n_features + [1e-12])
     prior = float(target.mean())
-    w = np.array([0.0, math.log(prior / (1.0 - prior))])
+    w = np.array([0.0] * n_features + [math.log(prior / (1.0 - prior))])
 
     def loss(v: np.ndarray) -> float:
         z = design @ v
-        return float(np.mean(np.logaddexp(0.0, z) - target * z) + 0.5 * l2 * v[0] ** 2)
+        return float(np.mean(np.logaddexp(0.0, z) - target * z) + 0.5 * l2 * float(v[:-1] @ v[:-1]))
 
     current = loss(w)
     for _ in range(max_iter):
         p = 0.5 * (1.0 + np.tanh(0.5 * (design @ w)))
-        grad = design.T @ (p - target) / xs.size + ridge @ w
-        hess = (design.T * (p * (1.0 - p))) @ design / xs.size + ridge
+        grad = design.T @ (p - target) / len(target) + ridge @ w
+        hess = (design.T * (p * (1.0 - p))) @ design / len(target) + ridge
         step = np.linalg.solve(hess, grad)
         scale = 1.0
         while scale > 1e-6 and loss(w - scale * step) > current + 1e-15:
@@ -162,4 +171,4 @@ def fit_logistic_1d(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, max_iter: in
         current = loss(w)
         if float(np.max(np.abs(scale * step))) < 1e-10:
             break
-    return float(w[0]), float(w[1])
+    return w[:-1], float(w[-1])

@@ -18,7 +18,7 @@ from app.engine.relevance.calibration import (
     Calibration,
     choose_threshold,
     filter_metrics,
-    fit_logistic_1d,
+    fit_logistic,
 )
 
 MIN_POSITIVE_QUERIES = 5
@@ -50,6 +50,17 @@ def _check_data(
     return q, xs, [y.astype(np.float64) for y in ys]
 
 
+def _check_lexical(family: str, lexical: list[np.ndarray] | None, xs: list[np.ndarray]) -> list[np.ndarray] | None:
+    if family != "hybrid":
+        return None
+    if lexical is None or len(lexical) != len(xs):
+        raise ValueError("the hybrid family needs one lexical-evidence array per query")
+    lex = [np.asarray(v, dtype=np.float64).ravel() for v in lexical]
+    if any(v.shape != x.shape or not np.all(np.isfinite(v)) for v, x in zip(lex, xs, strict=True)):
+        raise ValueError("lexical evidence must be finite and aligned with the cosines")
+    return lex
+
+
 def fit_adapter(
     query_embs: np.ndarray,
     cosines: list[np.ndarray],
@@ -66,6 +77,7 @@ def fit_adapter(
     pos_weight: float | None = None,
     val_fraction: float = 0.2,
     patience: int = 100,
+    lexical: list[np.ndarray] | None = None,
 ) -> CosineAdapter:
     """Full-batch AdamW on pair-level BCE, starting exactly at the pooled logistic fit of raw cosine.
 
@@ -83,6 +95,7 @@ def fit_adapter(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     q_all, xs_all, ys_all = _check_data(query_embs, cosines, labels)
+    lex_all = _check_lexical(family, lexical, xs_all)
     rng = np.random.default_rng(seed)
     n_pos_queries = sum(bool(y.any()) for y in ys_all)
     if val_fraction > 0.0 and n_pos_queries >= 2 * MIN_POSITIVE_QUERIES:
@@ -91,8 +104,10 @@ def fit_adapter(
         train_idx, val_idx = np.arange(len(xs_all)), np.arange(0)
     q, xs, ys = q_all[train_idx], [xs_all[i] for i in train_idx], [ys_all[i] for i in train_idx]
     x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-    slope, intercept = fit_logistic_1d(x_all, y_all)
-    slope = max(slope, _MIN_SLOPE)
+    features = x_all[:, None] if lex_all is None else np.column_stack([
+        x_all, np.concatenate([lex_all[i] for i in train_idx])])
+    coefs, intercept = fit_logistic(features, y_all)
+    slope = max(float(coefs[0]), _MIN_SLOPE)
 
     # Data-dependent init: hidden units see centred, unit-variance pre-activations over the training
     # queries, because sentence embeddings share a large common direction that would otherwise saturate tanh.
@@ -102,7 +117,8 @@ def fit_adapter(
     w1 = w1 / np.maximum(spread, 1e-6)
     b1 = -mean_q @ w1
     # A zero output layer makes step 0 exactly the global fit, so training can only refine it per query.
-    b2 = np.array([softplus_inverse(slope), intercept, 0.0][: FAMILIES[family]])
+    extra = [softplus_inverse(max(float(c), _MIN_SLOPE)) for c in coefs[1:]] if family == "hybrid" else [0.0]
+    b2 = np.array([softplus_inverse(slope), intercept, *extra][: FAMILIES[family]])
     w2 = np.zeros((hidden, FAMILIES[family]))
 
     previous_threads = torch.get_num_threads()
@@ -119,16 +135,21 @@ def fit_adapter(
                 torch.tensor(np.concatenate(bx), dtype=dt),
                 torch.tensor(np.concatenate([ys_all[i] for i in idx]), dtype=dt),
                 torch.tensor(np.repeat(np.arange(len(bx)), [x.size for x in bx]), dtype=torch.long),
+                torch.tensor(np.concatenate([lex_all[i] for i in idx]) if lex_all is not None else np.zeros(1),
+                             dtype=dt),
             )
 
         def loss_fn(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            q_t, x_t, y_t, qidx = data
+            q_t, x_t, y_t, qidx, lex_t = data
             tw1, tb1, tw2, tb2 = params
             raw = torch.tanh(q_t @ tw1 + tb1) @ tw2 + tb2
             a = torch.nn.functional.softplus(raw[:, 0])[qidx]
             b = raw[:, 1][qidx]
             if family == "linear":
                 z = a * x_t + b
+            elif family == "hybrid":
+                c = torch.nn.functional.softplus(raw[:, 2])[qidx]
+                z = a * x_t + c * lex_t + b
             else:
                 k = POWER_MAX_EXPONENT * torch.sigmoid(raw[:, 2])[qidx]
                 z = torch.sign(x_t) * a * x_t.abs().clamp_min(ABS_FLOOR).pow(k) + b
@@ -216,54 +237,66 @@ def _stratified_split(ys: list[np.ndarray], fraction: float, rng: np.random.Gene
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
+def _folds(ys: list[np.ndarray], n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold of each query; queries with a positive are spread evenly so every fold has some."""
+    fold = np.empty(len(ys), dtype=np.int64)
+    for group in (np.flatnonzero([y.any() for y in ys]), np.flatnonzero([not y.any() for y in ys])):
+        fold[rng.permutation(group)] = np.arange(group.size) % n_folds
+    return fold
+
+
 def train_and_calibrate(
     query_embs: np.ndarray,
     cosines: list[np.ndarray],
     labels: list[np.ndarray],
     *,
-    holdout: float = 0.2,
+    folds: int = 5,
     recall_target: float = 0.95,
     family: str = "linear",
     seed: int = 0,
+    lexical: list[np.ndarray] | None = None,
     **fit_kwargs: Any,
 ) -> CosineAdapter:
-    """Fit on a query split, then pick global thresholds and measure adapter vs raw cosine on the rest."""
-    if not 0.0 < holdout < 1.0:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout!r}")
+    """Fits the adapter on every query, with global thresholds chosen on cross-fitted probabilities.
+
+    Each query's probabilities come from an adapter fitted on the other folds, so the thresholds (and the
+    metrics reported beside them) are measured out of sample on all the judgments, not on a small holdout
+    whose few positives would make a 95%-recall threshold noisy. Raw cosine gets its own global threshold
+    for the same target on the same queries, as the baseline.
+    """
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
     q, xs, ys = _check_data(query_embs, cosines, labels)
+    lex = _check_lexical(family, lexical, xs)
     n_pos = sum(bool(y.any()) for y in ys)
     if n_pos < MIN_POSITIVE_QUERIES:
         raise ValueError(
             f"need at least {MIN_POSITIVE_QUERIES} queries with a relevant candidate to train and calibrate "
             f"an adapter, got {n_pos}"
         )
-    fit_idx, held_idx = _stratified_split(ys, holdout, np.random.default_rng(seed))
-    adapter = fit_adapter(
-        q[fit_idx], [xs[i] for i in fit_idx], [ys[i] for i in fit_idx], family=family, seed=seed, **fit_kwargs
-    )
+    n_folds = max(2, min(folds, n_pos // 2))
+    fold = _folds(ys, n_folds, np.random.default_rng(seed))
 
-    held_probs = [adapter.probabilities(q[i], xs[i]) for i in held_idx]
-    held_raw = [xs[i] for i in held_idx]
-    held_labels = [ys[i] for i in held_idx]
-    pooled_probs, pooled_raw = np.concatenate(held_probs), np.concatenate(held_raw)
-    pooled_labels = np.concatenate(held_labels)
+    def subset(idx: np.ndarray) -> dict[str, Any]:
+        return {"lexical": None if lex is None else [lex[i] for i in idx]}
 
+    out_of_fold: list[np.ndarray] = [np.empty(0)] * len(xs)
+    for f in range(n_folds):
+        fit_idx, held_idx = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        part = fit_adapter(q[fit_idx], [xs[i] for i in fit_idx], [ys[i] for i in fit_idx], family=family,
+                           seed=seed + f, **subset(fit_idx), **fit_kwargs)
+        for i in held_idx:
+            out_of_fold[i] = part.probabilities(q[i], xs[i], None if lex is None else lex[i])
+    adapter = fit_adapter(q, xs, ys, family=family, seed=seed, **subset(np.arange(len(xs))), **fit_kwargs)
+
+    pooled_probs, pooled_labels = np.concatenate(out_of_fold), np.concatenate(ys)
     targets = sorted({*DEFAULT_RECALL_TARGETS, float(recall_target)})
     thresholds = {t: choose_threshold(pooled_probs, pooled_labels, t) for t in targets}
-    raw_threshold = choose_threshold(pooled_raw, pooled_labels, recall_target)
-
-    metrics = filter_metrics(held_probs, held_labels, thresholds[recall_target])
-    raw_metrics = filter_metrics(held_raw, held_labels, raw_threshold)
+    raw_threshold = choose_threshold(np.concatenate(xs), pooled_labels, recall_target)
+    metrics = filter_metrics(out_of_fold, ys, thresholds[recall_target])
+    raw_metrics = filter_metrics(xs, ys, raw_threshold)
     metrics.update({f"raw_cosine_{k}": v for k, v in raw_metrics.items()})
-    metrics.update(
-        {
-            "fit_queries": float(fit_idx.size),
-            "holdout_queries": float(held_idx.size),
-            "holdout_positive_pairs": float(pooled_labels.sum()),
-        }
-    )
+    metrics.update({"folds": float(n_folds), "queries": float(len(xs)), "positive_pairs": float(pooled_labels.sum())})
     adapter.calibration = Calibration(
         threshold=thresholds[recall_target],
         recall_target=float(recall_target),

@@ -1,0 +1,129 @@
+"""The relevance filter through the API: probabilities on hits, per-request control, training a collection's own."""
+
+import threading
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import AppFactory
+from tests.helpers import ids, search
+
+TOPICS = {
+    "cooking": ["Knead the dough and let the bread rise overnight.", "Simmer the tomato sauce with garlic and basil.",
+                "Sear the steak in a hot cast iron pan.", "Whisk eggs and sugar for a sponge cake."],
+    "astronomy": ["The telescope observed a distant spiral galaxy.", "Jupiter has dozens of moons and a great red spot.",
+                  "A supernova outshines its whole galaxy for weeks.", "Comets grow tails as they near the sun."],
+    "finance": ["The central bank raised interest rates to curb inflation.", "Index funds spread risk across many stocks.",
+                "Bond yields fall when prices rise.", "A mortgage is a loan secured by property."],
+    "sports": ["The striker scored twice in the second half.", "Marathon runners train for months of long runs.",
+               "The tennis final went to a fifth-set tiebreak.", "Swimmers taper before a championship meet."],
+}
+QUERIES = {
+    "cooking": ["how to bake bread at home", "recipe for pasta sauce", "cooking meat in a pan"],
+    "astronomy": ["planets and their moons", "exploding stars", "looking at galaxies through telescopes"],
+    "finance": ["why do banks change interest rates", "investing in stocks", "home loans"],
+    "sports": ["football goals", "training for long distance running", "tennis match"],
+}
+
+
+def _load(client: TestClient) -> dict[str, list[str]]:
+    client.put("/v1/collections/topics")
+    docs, by_topic = [], {}
+    for topic, texts in TOPICS.items():
+        by_topic[topic] = [f"{topic}-{i}" for i in range(len(texts))]
+        docs += [{"id": f"{topic}-{i}", "text": t, "metadata": {"topic": topic}} for i, t in enumerate(texts)]
+    assert client.post("/v1/collections/topics/documents", json={"documents": docs}).status_code == 200
+    return by_topic
+
+
+def _examples(by_topic: dict[str, list[str]]) -> list[dict[str, object]]:
+    return [{"query": q, "relevant_ids": by_topic[topic],
+             "irrelevant_ids": [d for t, ds in by_topic.items() if t != topic for d in ds][:3]}
+            for topic, queries in QUERIES.items() for q in queries]
+
+
+def test_hits_carry_probabilities_and_the_default_adapter_filters(client: TestClient) -> None:
+    _load(client)
+    relevance = client.get("/v1/collections/topics/relevance").json()
+    assert relevance["status"] == "default" and 0 < relevance["threshold"] < 1
+    unfiltered = search(client, "galaxies and supernovae", "topics", k=16, relevance={"enabled": False}, explain=True)
+    assert len(unfiltered["hits"]) == 16 and unfiltered["filtered_out"] == 0
+    for hit in unfiltered["hits"]:
+        assert 0.0 <= hit["relevance"] <= 1.0
+        assert set(hit["explain"]["adapter"]["params"]) >= {"a", "b"}
+    filtered = search(client, "galaxies and supernovae", "topics", k=16)
+    assert 0 < len(filtered["hits"]) < 16
+    assert filtered["total"] + filtered["filtered_out"] == unfiltered["total"]
+    assert all(h["relevance"] >= relevance["threshold"] for h in filtered["hits"])
+    # The filter keeps the on-topic documents, which rank first anyway.
+    assert set(ids(filtered)) >= {"astronomy-0", "astronomy-2"}
+
+
+def test_per_request_threshold_and_recall_target(client: TestClient) -> None:
+    _load(client)
+    everything = search(client, "interest rates", "topics", k=16, relevance={"threshold": 0.0})
+    assert len(everything["hits"]) == 16 and everything["filtered_out"] == 0
+    assert search(client, "interest rates", "topics", k=16, relevance={"threshold": 1.0})["hits"] == []
+    strict = search(client, "interest rates", "topics", k=16, relevance={"recall_target": 0.8})
+    safe = search(client, "interest rates", "topics", k=16, relevance={"recall_target": 0.99})
+    assert len(strict["hits"]) <= len(safe["hits"])
+    hit = search(client, "interest rates", "topics", explain=True)["hits"][0]
+    assert hit["explain"]["margin"] == hit["relevance"] - hit["explain"]["threshold"]
+
+
+def test_nonsense_queries_come_back_empty(client: TestClient) -> None:
+    _load(client)
+    for query in ("qwzxv plorth", "zzkrb vvnqe ttupx", "xqjw"):
+        assert search(client, query, "topics")["hits"] == []
+
+
+def test_train_a_collections_own_adapter_and_keep_it_across_restarts(make_client: AppFactory, tmp_path: Path) -> None:
+    with make_client() as client:
+        by_topic = _load(client)
+        response = client.post("/v1/collections/topics/relevance/train",
+                               json={"examples": _examples(by_topic), "recall_target": 0.9})
+        assert response.status_code == 200, response.text
+        trained = response.json()
+        assert trained["status"] == "trained" and trained["recall_target"] == 0.9
+        metrics = trained["metrics"]
+        assert metrics["recall"] >= 0.9 and {"pr_auc", "raw_cosine_pr_auc", "kept_per_query",
+                                             "empty_query_rate", "precision"} <= set(metrics)
+        assert client.get("/v1/collections/topics/relevance").json()["threshold"] == trained["threshold"]
+        assert client.get("/v1/collections/topics").json()["relevance"]["status"] == "trained"
+    with make_client() as client:
+        again = client.get("/v1/collections/topics/relevance").json()
+        assert again["status"] == "trained" and again["threshold"] == trained["threshold"]
+
+
+def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) -> None:
+    _load(client)
+    before = client.get("/v1/collections/topics/relevance").json()
+    bad = {"examples": [{"query": "bread", "relevant_ids": ["cooking-0", "no-such-doc"]}]}
+    response = client.post("/v1/collections/topics/relevance/train", json=bad)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [{"unknown_ids": ["no-such-doc"]}]
+    too_few = {"examples": [{"query": "bread", "relevant_ids": ["cooking-0"]}]}
+    assert client.post("/v1/collections/topics/relevance/train", json=too_few).status_code == 422
+    assert client.get("/v1/collections/topics/relevance").json() == before
+
+
+def test_searches_during_training_never_fail(client: TestClient) -> None:
+    by_topic = _load(client)
+    failures: list[int] = []
+    done = threading.Event()
+
+    def searcher() -> None:
+        while not done.is_set():
+            response = client.post("/v1/collections/topics/search", json={"query": "stock market", "k": 5})
+            if response.status_code != 200:
+                failures.append(response.status_code)
+
+    thread = threading.Thread(target=searcher)
+    thread.start()
+    try:
+        response = client.post("/v1/collections/topics/relevance/train", json={"examples": _examples(by_topic)})
+    finally:
+        done.set()
+        thread.join()
+    assert response.status_code == 200
+    assert failures == []
