@@ -11,10 +11,12 @@ from tests.helpers import ids, search
 TOPICS = {
     "cooking": ["Knead the dough and let the bread rise overnight.", "Simmer the tomato sauce with garlic and basil.",
                 "Sear the steak in a hot cast iron pan.", "Whisk eggs and sugar for a sponge cake."],
-    "astronomy": ["The telescope observed a distant spiral galaxy.", "Jupiter has dozens of moons and a great red spot.",
+    "astronomy": ["The telescope observed a distant spiral galaxy.",
+                  "Jupiter has dozens of moons and a great red spot.",
                   "A supernova outshines its whole galaxy for weeks.", "Comets grow tails as they near the sun."],
-    "finance": ["The central bank raised interest rates to curb inflation.", "Index funds spread risk across many stocks.",
-                "Bond yields fall when prices rise.", "A mortgage is a loan secured by property."],
+    "finance": ["The central bank raised interest rates to curb inflation.",
+                "Index funds spread risk across many stocks.", "Bond yields fall when prices rise.",
+                "A mortgage is a loan secured by property."],
     "sports": ["The striker scored twice in the second half.", "Marathon runners train for months of long runs.",
                "The tennis final went to a fifth-set tiebreak.", "Swimmers taper before a championship meet."],
 }
