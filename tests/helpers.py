@@ -1,5 +1,11 @@
 """Test data and small helpers shared by the suites."""
 
+import contextlib
+import importlib
+import inspect
+import io
+import sys
+import warnings
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -30,3 +36,26 @@ def search(client: TestClient, query: str, collection: str = "animals", **body: 
 
 def ids(result: dict[str, Any]) -> list[str]:
     return [hit["id"] for hit in result["hits"]]
+
+
+# Importing these opens a browser, prints, or drags in a GUI toolkit.
+_SKIP_MODULES = {"antigravity", "this", "idlelib", "turtle", "turtledemo", "tkinter"}
+
+
+def stdlib_docstrings() -> list[str]:
+    """Docstrings of standard-library modules and a couple of their members: real, offline prose."""
+    docs: list[str] = []
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for name in sorted(sys.stdlib_module_names - _SKIP_MODULES):
+            try:
+                module = None if name.startswith("_") else importlib.import_module(name)
+            except Exception:
+                continue
+            if module is None or not inspect.getdoc(module):
+                continue
+            docs.append(inspect.getdoc(module) or "")
+            members = [getattr(module, m, None) for m in sorted(vars(module)) if not m.startswith("_")]
+            owned = [m for m in members if getattr(m, "__module__", None) == name and inspect.getdoc(m)]
+            docs.extend(inspect.getdoc(m) or "" for m in owned[:2])
+    return docs

@@ -1,13 +1,7 @@
 """LexicalIndex: BM25 identical to rank_bm25, incremental updates, filtered top-k and snapshots."""
 
-import contextlib
-import importlib
-import inspect
-import io
 import json
 import random
-import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,28 +12,12 @@ from rank_bm25 import BM25Okapi
 from app.engine import lexical
 from app.engine.lexical import LexicalIndex
 from app.engine.tokenizer import Tokenizer
-
-# Importing these opens a browser, prints, or drags in a GUI toolkit.
-_SKIP_MODULES = {"antigravity", "this", "idlelib", "turtle", "turtledemo", "tkinter"}
+from tests.helpers import stdlib_docstrings
 
 
 @pytest.fixture(scope="module")
 def stdlib_docs() -> list[str]:
-    """Docstrings of standard-library modules and a couple of their members: real, offline prose."""
-    docs: list[str] = []
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        for name in sorted(sys.stdlib_module_names - _SKIP_MODULES):
-            try:
-                module = None if name.startswith("_") else importlib.import_module(name)
-            except Exception:
-                continue
-            if module is None or not inspect.getdoc(module):
-                continue
-            docs.append(inspect.getdoc(module) or "")
-            members = [getattr(module, m, None) for m in sorted(vars(module)) if not m.startswith("_")]
-            owned = [m for m in members if getattr(m, "__module__", None) == name and inspect.getdoc(m)]
-            docs.extend(inspect.getdoc(m) or "" for m in owned[:2])
+    docs = stdlib_docstrings()
     assert len(docs) >= 300
     return docs
 
