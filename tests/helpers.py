@@ -28,6 +28,8 @@ ANIMALS = [
 
 
 def search(client: TestClient, query: str, collection: str = "animals", **body: Any) -> dict[str, Any]:
+    """A search that must succeed; unfiltered unless the test asks for the relevance filter."""
+    body.setdefault("relevance", {"enabled": False})
     response = client.post(f"/v1/collections/{collection}/search", json={"query": query, **body})
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()

@@ -53,7 +53,7 @@ def test_hits_carry_probabilities_and_the_default_adapter_filters(client: TestCl
     for hit in unfiltered["hits"]:
         assert 0.0 <= hit["relevance"] <= 1.0
         assert set(hit["explain"]["adapter"]["params"]) >= {"a", "b"}
-    filtered = search(client, "galaxies and supernovae", "topics", k=16)
+    filtered = search(client, "galaxies and supernovae", "topics", k=16, relevance={})
     assert 0 < len(filtered["hits"]) < 16
     assert filtered["total"] + filtered["filtered_out"] == unfiltered["total"]
     assert all(h["relevance"] >= relevance["threshold"] for h in filtered["hits"])
@@ -69,14 +69,14 @@ def test_per_request_threshold_and_recall_target(client: TestClient) -> None:
     strict = search(client, "interest rates", "topics", k=16, relevance={"recall_target": 0.8})
     safe = search(client, "interest rates", "topics", k=16, relevance={"recall_target": 0.99})
     assert len(strict["hits"]) <= len(safe["hits"])
-    hit = search(client, "interest rates", "topics", explain=True)["hits"][0]
+    hit = search(client, "interest rates", "topics", explain=True, relevance={})["hits"][0]
     assert hit["explain"]["margin"] == hit["relevance"] - hit["explain"]["threshold"]
 
 
 def test_nonsense_queries_come_back_empty(client: TestClient) -> None:
     _load(client)
     for query in ("qwzxv plorth", "zzkrb vvnqe ttupx", "xqjw"):
-        assert search(client, query, "topics")["hits"] == []
+        assert search(client, query, "topics", relevance={})["hits"] == []
 
 
 def test_train_a_collections_own_adapter_and_keep_it_across_restarts(make_client: AppFactory, tmp_path: Path) -> None:
