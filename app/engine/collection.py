@@ -14,6 +14,7 @@ from app.engine.lexical import LexicalIndex
 from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
+from app.errors import CollectionNotFound
 from app.schemas import CollectionSettings
 from app.store.documents import CollectionRecord, DocumentStore, NewDocument, StoredRow
 from app.store.snapshots import SnapshotDir
@@ -38,6 +39,7 @@ class Collection:
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     writes_since_snapshot: int = 0
+    dropped: bool = False  # set under the write lock when the collection is deleted
 
     @property
     def name(self) -> str:
@@ -102,6 +104,7 @@ class Collection:
         tokens = [self.tokenizer(document_text(d.title, d.text)) for d in docs]
         vectors = np.stack([d.vector for d in docs])
         with self.lock.write():
+            self._check_live()
             result = self.store.upsert(self.name, docs)
             # A batch naming one id twice keeps the last; the earlier copy is already a tombstone.
             superseded = set(result.old_labels)
@@ -114,6 +117,7 @@ class Collection:
 
     def delete(self, doc_id: str) -> bool:
         with self.lock.write():
+            self._check_live()
             label = self.store.delete(self.name, doc_id)
             if label is None:
                 return False
@@ -121,6 +125,11 @@ class Collection:
             self.dense.delete([label])
             self.writes_since_snapshot += 1
         return True
+
+    def _check_live(self) -> None:
+        """A write that waited on the lock while the collection was deleted must not resurrect it."""
+        if self.dropped:
+            raise CollectionNotFound(f"collection {self.name!r} was deleted")
 
     def set_adapter(self, adapter: CosineAdapter) -> None:
         """Persists a trained adapter beside the snapshots, then swaps it in for new searches."""
@@ -132,6 +141,8 @@ class Collection:
     def snapshot(self) -> None:
         """Writes both indexes and the store sequence they cover; searches go on meanwhile."""
         with self.snapshot_lock, self.lock.read():
+            if self.dropped:
+                return
             seq = self.store.seq()
             written = self.writes_since_snapshot
 

@@ -83,6 +83,7 @@ class SearchEngine:
             collection = self.collection(name)
             with collection.lock.write():
                 self.store.drop_collection(name)
+                collection.dropped = True
                 del self.collections[name]
             collection.snapshots.remove()
 
