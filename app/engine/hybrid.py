@@ -8,6 +8,7 @@ import numpy as np
 from app.engine.collection import Collection
 from app.engine.fusion import convex_fusion, rank_by, rrf_fusion
 from app.engine.relevance import CosineAdapter
+from app.errors import InvalidInput
 from app.schemas import SearchRequest
 from app.settings import SearchDefaults
 from app.store.documents import StoredRow
@@ -80,6 +81,13 @@ def fuse(candidates: Candidates, request: SearchRequest, defaults: SearchDefault
     return convex_fusion(candidates.bm25, candidates.cosine, alpha, fusion.normalization or defaults.normalization)
 
 
+def _threshold(adapter: CosineAdapter, recall_target: float | None) -> float:
+    try:
+        return adapter.threshold_for(recall_target)
+    except ValueError as exc:  # a recall target above every calibrated one
+        raise InvalidInput(str(exc), [{"loc": ["body", "relevance", "recall_target"]}]) from None
+
+
 def search(collection: Collection, request: SearchRequest, query: np.ndarray | None,
            adapter: CosineAdapter | None, defaults: SearchDefaults) -> SearchOutcome:
     depth = max(request.candidates or defaults.candidates, request.k + request.offset)
@@ -94,7 +102,7 @@ def search(collection: Collection, request: SearchRequest, query: np.ndarray | N
             if request.relevance.enabled:
                 threshold = request.relevance.threshold
                 if threshold is None:
-                    threshold = adapter.threshold_for(request.relevance.recall_target)
+                    threshold = _threshold(adapter, request.relevance.recall_target)
                 order = order[probabilities[order] >= threshold]
         page = order[request.offset:request.offset + request.k]
         rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())

@@ -106,6 +106,23 @@ def test_hybrid_adapter_learns_from_lexical_evidence() -> None:
         train_and_calibrate(queries, cosines, labels, family="hybrid", steps=5)
 
 
+@pytest.mark.parametrize("family", ["linear", "power", "hybrid"])
+def test_an_ensemble_averages_its_members_logits(family: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    members = [_random_adapter(family, dim=8, hidden=4, rng=rng) for _ in range(3)]
+    ensemble = CosineAdapter.ensemble(members)
+    query, x, y = _unit(rng.standard_normal(8)), np.linspace(-1.0, 1.0, 101), rng.uniform(0, 1, 101)
+    lexical = y if family == "hybrid" else None
+    expected = np.mean([m.logits(query, x, lexical) for m in members], axis=0)
+    assert np.allclose(ensemble.logits(query, x, lexical), expected)
+    assert np.all(np.diff(ensemble.logits(query, x, None if lexical is None else np.full(101, 0.5))) >= 0)
+    if family != "power":  # the averaged map is a map of the same family with the averaged parameters
+        params = ensemble.map_params(query)
+        assert params["a"] == pytest.approx(np.mean([m.map_params(query)["a"] for m in members]))
+    ensemble.save(tmp_path)
+    assert np.array_equal(CosineAdapter.load(tmp_path).logits(query, x, lexical), ensemble.logits(query, x, lexical))
+
+
 def test_power_map_matches_its_formula() -> None:
     adapter = _random_adapter("power", dim=4, hidden=3, rng=np.random.default_rng(1))
     query = _unit(np.ones(4))
@@ -236,7 +253,7 @@ def test_save_load_round_trip(tmp_path: Path, family: str) -> None:
     for query in _unit(rng.standard_normal((5, 8))):
         assert np.array_equal(loaded.probabilities(query, x), adapter.probabilities(query, x))
     meta = json.loads((tmp_path / "adapter" / "adapter.json").read_text())
-    assert meta["format_version"] == 1 and meta["dim"] == 8 and meta["family"] == family
+    assert meta["format_version"] == 2 and meta["dim"] == 8 and meta["family"] == family and meta["members"] == 1
 
 
 def _damage(directory: Path, how: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from app.engine.relevance.calibration import Calibration
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: weights carry a leading axis of ensemble members
 # family -> number of raw map parameters. "hybrid" goes beyond the paper: the map also reads the candidate's
 # lexical evidence y in [0, 1] (its BM25 score over the best candidate's): logit = a*x + c*y + b, a, c > 0.
 # (A cosine-gap-to-the-best feature measured better on SciFact but kept the head of every list, nonsense
@@ -55,9 +55,12 @@ class CosineAdapter:
         if missing:
             raise ValueError(f"missing weight arrays: {missing}")
         arrays = {n: np.asarray(weights[n], dtype=np.float64) for n in WEIGHT_NAMES}
+        if arrays["w1"].ndim == 2:  # one network: a one-member ensemble
+            arrays = {n: a[None] for n, a in arrays.items()}
         w1, b1, w2, b2 = (arrays[n] for n in WEIGHT_NAMES)
         n_out = FAMILIES[family]
-        if w1.ndim != 2 or b1.shape != (w1.shape[1],) or w2.shape != (w1.shape[1], n_out) or b2.shape != (n_out,):
+        m, _, h = w1.shape if w1.ndim == 3 else (0, 0, 0)
+        if w1.ndim != 3 or b1.shape != (m, h) or w2.shape != (m, h, n_out) or b2.shape != (m, n_out):
             raise ValueError(
                 f"inconsistent weight shapes for family {family!r}: "
                 + ", ".join(f"{n}={arrays[n].shape}" for n in WEIGHT_NAMES)
@@ -71,44 +74,64 @@ class CosineAdapter:
 
     @property
     def dim(self) -> int:
-        return int(self.weights["w1"].shape[0])
+        return int(self.weights["w1"].shape[1])
 
     @property
     def hidden(self) -> int:
-        return int(self.weights["w1"].shape[1])
+        return int(self.weights["w1"].shape[2])
+
+    @property
+    def members(self) -> int:
+        return int(self.weights["w1"].shape[0])
+
+    @classmethod
+    def ensemble(cls, parts: list[CosineAdapter], info: dict[str, object] | None = None) -> CosineAdapter:
+        """Averages the members' logits. For the linear and hybrid maps that is one map of the same
+        family whose parameters are the members' averages, so monotonicity and `explain` carry over."""
+        if not parts or len({(p.family, p.dim, p.hidden) for p in parts}) != 1:
+            raise ValueError("an ensemble needs adapters of one family and shape")
+        stacked = {n: np.concatenate([p.weights[n] for p in parts]) for n in WEIGHT_NAMES}
+        return cls(parts[0].family, stacked, info=info)
 
     def _raw_params(self, query_emb: np.ndarray) -> np.ndarray:
+        """(members, n_params) raw outputs for one query."""
         q = np.asarray(query_emb, dtype=np.float64)
         if q.shape != (self.dim,):
             raise ValueError(f"query embedding must have shape ({self.dim},), got {q.shape}")
-        h = np.tanh(q @ self.weights["w1"] + self.weights["b1"])
-        out: np.ndarray = h @ self.weights["w2"] + self.weights["b2"]
+        h = np.tanh(np.einsum("d,mdh->mh", q, self.weights["w1"]) + self.weights["b1"])
+        out: np.ndarray = np.einsum("mh,mhp->mp", h, self.weights["w2"]) + self.weights["b2"]
         return out
 
     @property
     def uses_lexical(self) -> bool:
         return self.family == "hybrid"
 
-    def map_params(self, query_emb: np.ndarray) -> dict[str, float]:
+    def _member_params(self, query_emb: np.ndarray) -> dict[str, np.ndarray]:
         raw = self._raw_params(query_emb)
-        params = {"a": float(softplus(raw[0])), "b": float(raw[1])}
+        params = {"a": softplus(raw[:, 0]), "b": raw[:, 1]}
         if self.family == "power":
-            params["k"] = float(POWER_MAX_EXPONENT * sigmoid(raw[2]))
+            params["k"] = POWER_MAX_EXPONENT * sigmoid(raw[:, 2])
         elif self.family == "hybrid":
-            params["c"] = float(softplus(raw[2]))
+            params["c"] = softplus(raw[:, 2])
         return params
 
+    def map_params(self, query_emb: np.ndarray) -> dict[str, float]:
+        """The map's parameters for this query (the members' means)."""
+        return {name: float(values.mean()) for name, values in self._member_params(query_emb).items()}
+
     def logits(self, query_emb: np.ndarray, cosines: np.ndarray, lexical: np.ndarray | None = None) -> np.ndarray:
-        p = self.map_params(query_emb)
+        p = self._member_params(query_emb)
         x = np.asarray(cosines, dtype=np.float64)
         if self.family == "linear":
-            return p["a"] * x + p["b"]
+            return np.asarray(p["a"].mean() * x + p["b"].mean())
         if self.family == "hybrid":
             if lexical is None:
                 raise ValueError("the hybrid adapter needs each candidate's lexical evidence")
-            return p["a"] * x + p["c"] * np.asarray(lexical, dtype=np.float64) + p["b"]
-        magnitude = np.power(np.maximum(np.abs(x), ABS_FLOOR), p["k"])
-        return np.sign(x) * (p["a"] * magnitude) + p["b"]
+            return np.asarray(p["a"].mean() * x + p["c"].mean() * np.asarray(lexical, dtype=np.float64)
+                              + p["b"].mean())
+        magnitude = np.power(np.maximum(np.abs(x), ABS_FLOOR)[None, :], p["k"][:, None])
+        member_logits = np.sign(x)[None, :] * (p["a"][:, None] * magnitude) + p["b"][:, None]
+        return np.asarray(member_logits.mean(axis=0))
 
     def probabilities(self, query_emb: np.ndarray, cosines: np.ndarray,
                       lexical: np.ndarray | None = None) -> np.ndarray:
@@ -139,6 +162,7 @@ class CosineAdapter:
             "family": self.family,
             "dim": self.dim,
             "hidden": self.hidden,
+            "members": self.members,
             "activation": "tanh",
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "info": self.info,
@@ -174,9 +198,10 @@ class CosineAdapter:
         if not isinstance(info, dict):
             raise ValueError("adapter info must be a JSON object")
         adapter = cls(str(meta.get("family")), weights, calibration=calibration, info=info)
-        if (adapter.dim, adapter.hidden) != (meta.get("dim"), meta.get("hidden")):
+        if (adapter.dim, adapter.hidden, adapter.members) != (meta.get("dim"), meta.get("hidden"), meta.get("members")):
             raise ValueError(
-                f"weights are {adapter.dim}x{adapter.hidden} but metadata says {meta.get('dim')}x{meta.get('hidden')}"
+                f"weights are {adapter.members}x{adapter.dim}x{adapter.hidden} but metadata says "
+                f"{meta.get('members')}x{meta.get('dim')}x{meta.get('hidden')}"
             )
         return adapter
 
