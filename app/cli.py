@@ -35,7 +35,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-eval-"))
     failures = evaluate_dataset(Path(args.dataset), args.split, data_dir, floors=_parse_floors(args.check),
-                                relevance_checks=args.check_relevance, plot=Path(args.plot) if args.plot else None,
+                                relevance_checks=None if args.check_relevance is None
+                                else [c for c in args.check_relevance.split(",") if c],
+                                plot=Path(args.plot) if args.plot else None,
                                 out=Path(args.json) if args.json else None)
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
@@ -64,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
     evaluate.add_argument("--check", help="nDCG@10 floors, e.g. lexical=0.66,dense=0.64,hybrid-convex=0.71")
-    evaluate.add_argument("--check-relevance", action="store_true",
-                          help="fail unless the relevance filter meets its targets (PR-AUC, recall, kept, non-words)")
+    evaluate.add_argument("--check-relevance", nargs="?", const="", default=None,
+                          help="fail unless the relevance filter meets its targets: all, or a comma-separated subset "
+                               "of pr_auc_ratio, served_recall_kept, served_kept_per_query, nonword_hits_per_query")
     evaluate.add_argument("--plot", help="write the precision-recall curves (PNG) here")
     evaluate.add_argument("--json", help="write every figure (JSON) here")
     evaluate.set_defaults(func=_evaluate)
