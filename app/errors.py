@@ -27,6 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.schemas import ErrorBody
+
 log = logging.getLogger("app.errors")
 
 
@@ -106,6 +108,23 @@ _HTTP_CODES = {
 }
 
 
+_WHEN = {
+    401: "no API key, or not a valid one (only when the service has keys)",
+    403: "a read key on a route that writes",
+    404: "unknown collection or document",
+    409: "the collection exists with other settings",
+    413: "body or batch over the limits",
+    415: "unsupported content type",
+    422: "the request failed validation",
+    503: "the service is still loading its model and indexes",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these error statuses, all with the ErrorBody schema."""
+    return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
+
+
 def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or [])}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -131,6 +150,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's answer to a body that is not UTF-8: bad input like any other
+            return error_response(422, "invalid_input", "the request body could not be parsed: "
+                                  "send UTF-8 JSON", [{"loc": ["body"], "msg": str(exc.detail), "type": "body_parse"}])
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 MAX_ID_CHARS = 512
 MAX_TITLE_CHARS = 2_000
@@ -23,12 +23,26 @@ COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 MetadataString = Annotated[str, StringConstraints(max_length=MAX_METADATA_STRING)]
-Number = Annotated[float, Field(allow_inf_nan=False)]
-# bool before int/float: otherwise pydantic would coerce true to 1.
-MetadataValue = bool | int | Number | MetadataString | Annotated[
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: lax pydantic would also read true as 1 and "7" as 7; strict would refuse 7.0,
+    # which JSON Schema counts as an integer. So: only JSON numbers, then pydantic's lax conversion.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInteger = BeforeValidator(_json_integer)
+# In an optional field, write the bounds before JsonInteger: after it they are lost from the JSON schema.
+Int = Annotated[int, JsonInteger]
+# Strict floats take ints and refuse true and "7" (and validate a vector 6x faster than a validator would).
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+# bool first in the unions, so that true stays a boolean and never becomes 1.
+MetadataValue = bool | Int | Number | MetadataString | Annotated[
     list[MetadataString], Field(max_length=MAX_METADATA_LIST)
 ]
-Scalar = bool | int | Number | MetadataString
+Scalar = bool | Int | Number | MetadataString
 
 
 class Strict(BaseModel):
@@ -39,14 +53,14 @@ class Strict(BaseModel):
 
 
 class HnswSettings(Strict):
-    m: int = Field(16, ge=2, le=128)
-    ef_construction: int = Field(200, ge=8, le=2_000)
-    ef_search: int = Field(128, ge=8, le=4_000)
+    m: Int = Field(16, ge=2, le=128)
+    ef_construction: Int = Field(200, ge=8, le=2_000)
+    ef_search: Int = Field(128, ge=8, le=4_000)
 
 
 class Bm25Settings(Strict):
-    k1: float = Field(0.9, ge=0.0, le=10.0)
-    b: float = Field(0.4, ge=0.0, le=1.0)
+    k1: Number = Field(0.9, ge=0.0, le=10.0)
+    b: Number = Field(0.4, ge=0.0, le=1.0)
 
 
 class CollectionSettings(Strict):
@@ -108,9 +122,9 @@ class StoredDocument(BaseModel):
 
 class Fusion(Strict):
     method: Literal["convex", "rrf"] = "convex"
-    alpha: float | None = Field(None, ge=0.0, le=1.0, description="dense weight; default from settings")
+    alpha: Number | None = Field(None, ge=0.0, le=1.0, description="dense weight; default from settings")
     normalization: Literal["tm2c2", "minmax", "zscore"] | None = None
-    rrf_k: int | None = Field(None, ge=1, le=100_000)
+    rrf_k: Annotated[int, Field(ge=1, le=100_000), JsonInteger] | None = None
 
 
 class RangeFilter(Strict):
@@ -135,23 +149,19 @@ FilterCondition = Scalar | InFilter | RangeFilter
 
 class RelevanceOptions(Strict):
     enabled: bool = True
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
-    recall_target: float | None = Field(None, gt=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _one_choice(self) -> "RelevanceOptions":
-        if self.threshold is not None and self.recall_target is not None:
-            raise ValueError("give either threshold or recall_target, not both")
-        return self
+    threshold: Number | None = Field(None, ge=0.0, le=1.0,
+                                     description="probability threshold; overrides recall_target when both are given")
+    recall_target: Number | None = Field(None, gt=0.0, le=1.0,
+                                         description="use the threshold calibrated for this recall instead")
 
 
 class SearchRequest(Strict):
     query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
-    k: int = Field(10, ge=1, le=MAX_K)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    k: Int = Field(10, ge=1, le=MAX_K)
+    offset: Int = Field(0, ge=0, le=MAX_OFFSET)
     mode: Literal["hybrid", "lexical", "dense"] = "hybrid"
     fusion: Fusion = Fusion()
-    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+    candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES), JsonInteger] | None = None
     filter: Annotated[dict[MetadataKey, FilterCondition], Field(max_length=MAX_METADATA_KEYS)] | None = None
     relevance: RelevanceOptions = RelevanceOptions()
     explain: bool = False
@@ -185,7 +195,7 @@ class TrainingExample(Strict):
 
 class TrainRequest(Strict):
     examples: Annotated[list[TrainingExample], Field(min_length=1, max_length=MAX_TRAIN_EXAMPLES)]
-    recall_target: float = Field(0.95, gt=0.0, le=1.0)
+    recall_target: Number = Field(0.95, gt=0.0, le=1.0)
     family: Literal["hybrid", "linear", "power"] | None = None
 
 

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
 from app.engine.judgments import describe_adapter
+from app.errors import error_responses
 from app.schemas import (
     COLLECTION_NAME_PATTERN,
     CollectionInfo,
@@ -15,7 +16,7 @@ from app.schemas import (
     CollectionSummary,
 )
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses(401, 422, 503))
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN, description="collection name")]
 
 
@@ -29,7 +30,7 @@ def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
 
 @router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo,
             responses={200: {"model": CollectionInfo, "description": "exists with the same settings"},
-                       409: {"description": "exists with other settings"}},
+                       **error_responses(403, 409)},
             dependencies=[AdminAccess])
 async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
                             body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:
@@ -45,12 +46,13 @@ def list_collections(engine: EngineDep) -> CollectionList:
                                        for name, c in sorted(engine.collections.items())])
 
 
-@router.get("/{name}", response_model=CollectionInfo, dependencies=[ReadAccess])
+@router.get("/{name}", response_model=CollectionInfo, dependencies=[ReadAccess], responses=error_responses(404))
 def get_collection(name: CollectionName, engine: EngineDep) -> CollectionInfo:
     return describe(engine, name)
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess])
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
+               responses=error_responses(403, 404))
 def delete_collection(name: CollectionName, engine: EngineDep) -> Response:
     engine.drop_collection(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

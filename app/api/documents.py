@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from app.api.collections import CollectionName
 from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, error_responses
 from app.schemas import Document, DocumentBatch, DocumentId, StoredDocument, UpsertResult
 
-router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
+router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"],
+                   responses=error_responses(401, 404, 422, 503))
 
 _BODY = {
     "requestBody": {
@@ -56,8 +57,7 @@ def parse_batch(body: bytes, content_type: str) -> list[Document]:
 
 
 @router.post("", response_model=UpsertResult, openapi_extra=_BODY, dependencies=[AdminAccess],
-             responses={413: {"description": "body or batch over the limits"},
-                        415: {"description": "unsupported content type"}})
+             responses=error_responses(403, 413, 415))
 async def upsert_documents(name: CollectionName, request: Request, engine: EngineDep,
                            settings: SettingsDep) -> UpsertResult:
     engine.collection(name)  # 404 before reading a large body for nothing
@@ -76,7 +76,8 @@ def get_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) ->
     return StoredDocument(id=row.id, text=row.text, title=row.title, metadata=row.metadata)
 
 
-@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess])
+@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
+               responses=error_responses(403))
 def delete_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> Response:
     engine.delete(name, doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

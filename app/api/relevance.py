@@ -7,12 +7,14 @@ from fastapi import APIRouter
 from app.api.collections import CollectionName, relevance_status
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
 from app.engine.judgments import describe_adapter
+from app.errors import error_responses
 from app.schemas import TrainRequest
 
-router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"])
+router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"],
+                   responses=error_responses(401, 404, 422, 503))
 
 
-@router.post("/train", dependencies=[AdminAccess],
+@router.post("/train", dependencies=[AdminAccess], responses=error_responses(403),
              summary="Fit the collection's adapter; report held-out metrics and the threshold chosen")
 def train(name: CollectionName, body: TrainRequest, engine: EngineDep) -> dict[str, Any]:
     adapter = engine.train_relevance(name, body.examples, body.recall_target, body.family)

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 
 from app.api.collections import CollectionName
 from app.api.deps import EngineDep, ReadAccess
+from app.errors import error_responses
 from app.schemas import Hit, SearchRequest, SearchResponse
 
-router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
+router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
 
 
 @router.post("/search", response_model=SearchResponse, dependencies=[ReadAccess])

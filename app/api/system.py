@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import NotReady
+from app.errors import NotReady, error_responses
 
 router = APIRouter(tags=["system"])
 
@@ -14,7 +14,7 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready", summary="200 once the model and indexes are loaded, else 503",
-            responses={503: {"description": "still loading"}})
+            responses=error_responses(503))
 def ready(request: Request) -> dict[str, str]:
     if getattr(request.app.state, "engine", None) is None:
         raise NotReady("the service is still loading its model and indexes")

@@ -67,6 +67,7 @@ def test_bad_batches_change_nothing(animals: TestClient) -> None:
         {"documents": [good, {"id": "x"}]},  # no text
         {"documents": [good, {"id": "x", "text": "t", "metadata": {"nested": {"a": 1}}}]},
         {"documents": [good, {"id": "x", "text": "t", "vector": [float("nan")] * 384}]},
+        {"documents": [good, {"id": "x", "text": "t", "vector": [True] * 384}]},
         {"documents": []},
         {"docs": [good]},
     ]

@@ -77,7 +77,8 @@ def test_explain_reports_both_retrievers(animals: TestClient) -> None:
     {"query": ""}, {"query": "x" * 5000}, {"query": "x", "k": 0}, {"query": "x", "k": 100000},
     {"query": "x", "mode": "sparse"}, {"query": "x", "fusion": {"method": "max"}},
     {"query": "x", "fusion": {"alpha": 1.5}}, {"query": "x", "offset": -1},
-    {"query": "x", "relevance": {"threshold": 0.5, "recall_target": 0.9}},
+    {"query": "x", "k": True}, {"query": "x", "k": "5"}, {"query": "x", "k": 2.5},
+    {"query": "x", "fusion": {"alpha": False}}, {"query": "x", "candidates": "100"},
     {"query": "x", "relevance": {"threshold": 2}}, {"query": "x", "filter": {"year": {"between": [1, 2]}}},
     {"query": "x", "filter": {"year": {}}}, {"query": "x", "unknown": True}, {"k": 3},
 ])
@@ -86,3 +87,19 @@ def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_input" and error["message"] and isinstance(error["details"], list)
+
+
+def test_a_body_that_is_not_utf8_is_422(animals: TestClient) -> None:
+    response = animals.post("/v1/collections/animals/search", content=b'{"query": "\xff\xfe"}',
+                            headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_input"
+
+
+def test_integral_floats_are_integers_and_threshold_beats_recall_target(animals: TestClient) -> None:
+    body = {"query": "salmon", "k": 3.0, "relevance": {"threshold": 1.0, "recall_target": 0.5}}
+    response = animals.post("/v1/collections/animals/search", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["hits"] == []  # threshold 1.0 keeps nothing; the recall target alone would keep some
+    body["relevance"] = {"recall_target": 0.5}
+    assert animals.post("/v1/collections/animals/search", json=body).json()["hits"]
