@@ -1,5 +1,8 @@
 """API keys: read keys read, admin keys write, everything else is refused; health stays open."""
 
+import logging
+
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import AppFactory
@@ -11,7 +14,8 @@ def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_keys_are_enforced_on_every_route(make_client: AppFactory) -> None:
+def test_keys_are_enforced_on_every_route(make_client: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     with make_client(api_keys=[READ], admin_keys=[ADMIN]) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/ready").status_code == 200
@@ -37,6 +41,7 @@ def test_keys_are_enforced_on_every_route(make_client: AppFactory) -> None:
         for method, path, body in reads:
             assert client.request(method, path, json=body, headers=_auth(READ)).status_code == 200, path
             assert client.request(method, path, json=body, headers=_auth(ADMIN)).status_code == 200, path
+    assert caplog.records and READ not in caplog.text and ADMIN not in caplog.text  # keys are never logged
 
 
 def test_open_service_needs_no_key(client: TestClient) -> None:

@@ -1,0 +1,56 @@
+"""Probes, Prometheus metrics and request ids."""
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ANIMALS
+
+SEARCH = "/v1/collections/animals/search"
+
+
+def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_metrics_count_routes_documents_and_the_filter(animals: TestClient) -> None:
+    before = samples(animals)
+    animals.post(SEARCH, json={"query": "salmon", "relevance": {"threshold": 0.0}})  # keeps every candidate
+    animals.post(SEARCH, json={"query": "salmon", "relevance": {"threshold": 1.0}})  # keeps none: empty
+    animals.get("/v1/collections/animals/documents/nope")
+    after = samples(animals)
+
+    route = {"method": "POST", "route": "/v1/collections/{name}/search"}
+    assert value(after, "search_http_requests_total", **route, status="200") - \
+        value(before, "search_http_requests_total", **route, status="200") == 2
+    missing = {"method": "GET", "route": "/v1/collections/{name}/documents/{doc_id}", "status": "404"}
+    assert value(after, "search_http_requests_total", **missing) == value(before, "search_http_requests_total",
+                                                                          **missing) + 1
+    assert value(after, "search_http_request_seconds_count", **route) == 2
+    assert value(after, "search_collection_documents", collection="animals") == len(ANIMALS)
+    assert value(after, "search_ingested_documents_total", collection="animals") == len(ANIMALS)
+    assert value(after, "search_ingest_seconds_total", collection="animals") > 0
+
+    def delta(name: str) -> float:
+        return value(after, name, collection="animals") - value(before, name, collection="animals")
+
+    assert delta("search_queries_total") == 2 and delta("search_queries_empty_total") == 1
+    # Both searches saw the same candidates; the second dropped all of them, the first none.
+    assert delta("search_relevance_candidates_total") == 2 * delta("search_relevance_filtered_total") > 0
+
+
+def test_request_ids_are_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = {client.get("/health").headers["x-request-id"] for _ in range(3)}
+    assert len(made) == 3 and all(len(rid) == 32 for rid in made)
