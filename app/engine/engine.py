@@ -127,7 +127,8 @@ class SearchEngine:
     def search(self, name: str, request: SearchRequest) -> hybrid.SearchOutcome:
         collection = self.collection(name)
         adapter = self.adapter_for(collection)
-        wants_vector = request.mode != "lexical" or (adapter is not None)
+        # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
+        wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance.enabled)
         query = self.embedder.encode_query(request.query) if wants_vector else None
         return hybrid.search(collection, request, query, adapter, self.settings.search_defaults)
 
