@@ -54,6 +54,17 @@ def _train_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench.run import BenchConfig, run
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()] if args.sizes else None
+    config = BenchConfig.quick(sizes) if args.quick else BenchConfig(sizes=sizes) if sizes else BenchConfig()
+    config.rounds = args.rounds or config.rounds
+    config.keep = Path(args.keep) if args.keep else None
+    print(run(config))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="hybrid (default) also reads BM25 evidence; linear and power are the paper's maps")
     train.add_argument("--recall-target", type=float, default=0.95)
     train.set_defaults(func=_train_adapter)
+
+    bench = commands.add_parser("bench", help="benchmark a real server over HTTP and the indexes against peers")
+    bench.add_argument("--sizes", help="corpus sizes, e.g. 10000,100000,1000000 (default 10000,100000)")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes and few requests: a smoke test")
+    bench.add_argument("--rounds", type=int, help="repetitions each figure is the median of (default 3)")
+    bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
+    bench.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

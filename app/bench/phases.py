@@ -1,0 +1,146 @@
+"""The phases against a real server: encoder against ingest, then each corpus size loaded, queried and restarted."""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from app.bench.corpus import Corpus
+from app.bench.measures import (
+    BareEncoder,
+    LoadResult,
+    check,
+    create_collection,
+    ingest_texts,
+    load_corpus,
+    median,
+    query_load,
+)
+from app.bench.server import BenchServer
+
+MODES = ("hybrid", "lexical", "dense")
+CLIENTS = (1, 4)
+COLLECTION = "bench"
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class IngestFigures:
+    encode_rates: list[float] = field(default_factory=list)  # bare encoder, docs/s, one per pair
+    ingest_rates: list[float] = field(default_factory=list)  # POST /documents, same texts, same pair
+    query_p50s: list[float] = field(default_factory=list)  # bare single-query encode, ms
+
+    @property
+    def ratio(self) -> float:
+        return median([i / e for i, e in zip(self.ingest_rates, self.encode_rates, strict=True)])
+
+
+def encoder_and_ingest(encoder: BareEncoder, real: Corpus, queries: list[str], per_pair: int, pairs: int,
+                       sample: int, work: Path) -> tuple[IngestFigures, list[np.ndarray]]:
+    """Each pair encodes its own texts bare, then posts the same texts to the server, side by side.
+    Returns the figures and the bare vectors of every text encoded (they become the real vectors)."""
+    figures, vectors = IngestFigures(), list[np.ndarray]()
+    with BenchServer(work / "ingest", work, encoder.threads) as server:
+        server.start()
+        create_collection(server.url, "ingest")
+        for r in range(pairs):
+            first, stop = r * per_pair, (r + 1) * per_pair
+            texts = real.texts(first, stop)
+            rate, encoded = encoder.docs_per_second(texts)
+            vectors.append(encoded)
+            figures.encode_rates.append(rate)
+            figures.query_p50s.append(median(encoder.query_latencies_ms(_rotate(queries, r * sample, sample))))
+            ids = [f"r{i}" for i in range(first, stop)]
+            figures.ingest_rates.append(ingest_texts(server.url, "ingest", ids, texts))
+            progress(f"pair {r + 1}/{pairs}: bare encode {rate:.1f} docs/s, "
+                     f"ingest {figures.ingest_rates[-1]:.1f} docs/s")
+    return figures, vectors
+
+
+@dataclass
+class RestartFigures:
+    ready_s: list[float]  # process start to /ready on the loaded data dir, one per restart
+    empty_s: list[float]  # the same on an empty data dir, alternating with those
+    rss: int  # after the first restart and one search
+
+
+@dataclass
+class SizeFigures:
+    size: int
+    load_rate: float
+    rss_empty: int
+    rss_loaded: int
+    batch: int  # documents a bulk-load request
+    encode_p50s: list[float] = field(default_factory=list)  # bare query encode per round, ms
+    runs: dict[tuple[str, int], list[LoadResult]] = field(default_factory=dict)  # one per round
+    shutdown_s: float = 0.0  # SIGTERM to exit, with the snapshot of every index
+    restart: RestartFigures | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for runs in self.runs.values() for run in runs)
+
+
+@dataclass
+class LoadPlan:
+    rounds: int
+    requests: int  # per run, at most
+    seconds: float  # per run, at most
+    sample: int  # bare query encodes per round
+    batch: int  # documents per bulk-load request
+
+
+def _rotate(items: list[str], start: int, count: int) -> list[str]:
+    return [items[(start + i) % len(items)] for i in range(count)]
+
+
+def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[str], plan: LoadPlan,
+               work: Path) -> SizeFigures:
+    """A fresh server: RSS empty, bulk load with vectors, RSS loaded, then rounds of every mode at every
+    concurrency, each round beside a bare query-encode sample; then a clean stop (SIGTERM)."""
+    with BenchServer(work / f"size-{size}", work, encoder.threads) as server:
+        server.start()
+        create_collection(server.url, COLLECTION)
+        check(httpx.post(f"{server.url}/v1/collections/{COLLECTION}/search", json={"query": queries[0]}, timeout=60))
+        rss_empty = server.rss_bytes()
+        progress(f"{size} docs: loading with vectors, {plan.batch} a request")
+        load_rate = load_corpus(server.url, COLLECTION, corpus, size, plan.batch)
+        count = check(httpx.get(f"{server.url}/v1/collections/{COLLECTION}", timeout=60))["count"]
+        if count != size:
+            raise RuntimeError(f"the collection holds {count} documents, not {size}")
+        figures = SizeFigures(size, load_rate, rss_empty, server.rss_bytes(), plan.batch)
+        progress(f"{size} docs: loaded at {load_rate:.0f} docs/s; querying")
+        for r in range(plan.rounds):
+            figures.encode_p50s.append(median(encoder.query_latencies_ms(_rotate(queries, r * 7, plan.sample))))
+            for mode in MODES:
+                for clients in CLIENTS:
+                    # relevance left out: the default (enabled) path, what users get
+                    run = query_load(server.url, COLLECTION, queries, {"mode": mode, "k": 10}, clients,
+                                     plan.requests, plan.seconds, offset=r * plan.requests)
+                    figures.runs.setdefault((mode, clients), []).append(run)
+            progress(f"{size} docs: round {r + 1}/{plan.rounds} done")
+        figures.shutdown_s = server.stop()
+    return figures
+
+
+def restart_phase(figures: SizeFigures, queries: list[str], restarts: int, threads: int, work: Path) -> None:
+    """Restarts on the data dir `size_phase` left, alternating with starts on an empty data dir."""
+    ready, empty, rss = [], [], 0
+    for r in range(restarts):
+        with BenchServer(work / f"empty-{r}", work, threads) as server:
+            empty.append(server.start())
+        with BenchServer(work / f"size-{figures.size}", work, threads) as server:
+            ready.append(server.start())
+            count = check(httpx.get(f"{server.url}/v1/collections/{COLLECTION}", timeout=60))["count"]
+            if count != figures.size:
+                raise RuntimeError(f"after a restart the collection holds {count} documents, not {figures.size}")
+            check(httpx.post(f"{server.url}/v1/collections/{COLLECTION}/search", json={"query": queries[r]},
+                             timeout=60))
+            rss = rss or server.rss_bytes()
+        progress(f"restart {r + 1}/{restarts}: {ready[-1]:.1f} s to ready (empty data dir: {empty[-1]:.1f} s)")
+    figures.restart = RestartFigures(ready, empty, rss)

@@ -1,0 +1,39 @@
+"""`python -m app bench --quick` end to end: a real server, every row of the table, no error."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.store.lock import DataDirLock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = [
+    "bare SentenceTransformer.encode", "bare single-query encode p50", "POST /documents, text only",
+    "bulk load @2K", *(f"{mode} @2K, {n} client" for mode in ("hybrid", "lexical", "dense") for n in (1, 4)),
+    "HTTP errors in every query run", "LexicalIndex top-10 p50 @2K", "rank_bm25.BM25Okapi top-10 p50",
+    "top-10 scores, LexicalIndex vs BM25Okapi", "bm25s", "add 1,000 docs to the 2K index",
+    "HNSW recall@10 vs exact @2K", "server RSS per doc @2K after load", "server RSS per doc @2K after restart",
+    "process start → /ready, empty data dir", "process start → /ready @2K",
+]
+
+
+@pytest.mark.slow  # two to three minutes: four server starts and the encoder on a small machine
+def test_quick_bench_prints_every_row(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "app", "bench", "--quick", "--keep", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    lines = {line.split(" | ")[1].strip(): line for line in table.splitlines() if line.count(" | ") >= 3}
+    for row in ROWS:
+        assert any(measure.startswith(row) for measure in lines), f"no row {row!r} in\n{table}"
+    errors = next(line for measure, line in lines.items() if measure.startswith("HTTP errors"))
+    assert errors.split(" | ")[2].strip() == "0", errors
+    assert "nan" not in table and "Traceback" not in table
+    assert "identical to 1e-6" in table and "≤ 1e-6 met" in table  # our BM25 scores equal rank_bm25's
+    for lock_file in tmp_path.glob("*/*/LOCK"):  # a server still running would hold its data dir's lock
+        lock = DataDirLock(lock_file.parent)
+        lock.acquire()
+        lock.release()
