@@ -53,9 +53,9 @@ class Strict(BaseModel):
 
 
 class HnswSettings(Strict):
-    m: Int = Field(16, ge=2, le=128)
+    m: Int = Field(32, ge=2, le=128)
     ef_construction: Int = Field(200, ge=8, le=2_000)
-    ef_search: Int = Field(128, ge=8, le=4_000)
+    ef_search: Int = Field(512, ge=8, le=4_000)
 
 
 class Bm25Settings(Strict):

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 def test_create_is_idempotent_and_conflicts_on_other_settings(client: TestClient) -> None:
     assert client.put("/v1/collections/books").status_code == 201
     assert client.put("/v1/collections/books").status_code == 200
-    same = client.put("/v1/collections/books", json={"hnsw": {"m": 16, "ef_construction": 200, "ef_search": 128}})
+    same = client.put("/v1/collections/books", json={"hnsw": {"m": 32, "ef_construction": 200, "ef_search": 512}})
     assert same.status_code == 200
     other = client.put("/v1/collections/books", json={"bm25": {"k1": 1.2, "b": 0.75}})
     assert other.status_code == 409
