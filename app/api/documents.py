@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from app.api.collections import CollectionName
 from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, error_responses
+from app.memory import release_free_heap
 from app.schemas import Document, DocumentBatch, DocumentId, StoredDocument, UpsertResult
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"],
@@ -67,6 +68,8 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     start = time.perf_counter()
     ids = await run_in_threadpool(engine.upsert, name, docs)
     request.app.state.metrics.observe_ingest(name, len(ids), time.perf_counter() - start)
+    del docs
+    await run_in_threadpool(release_free_heap)
     return UpsertResult(upserted=len(ids), ids=ids)
 
 
