@@ -103,3 +103,11 @@ def test_integral_floats_are_integers_and_threshold_beats_recall_target(animals:
     assert response.json()["hits"] == []  # threshold 1.0 keeps nothing; the recall target alone would keep some
     body["relevance"] = {"recall_target": 0.5}
     assert animals.post("/v1/collections/animals/search", json=body).json()["hits"]
+
+
+def test_unfiltered_lexical_search_skips_the_encoder(animals: TestClient) -> None:
+    off = {"enabled": False}
+    lexical = search(animals, "salmon", mode="lexical", relevance=off, explain=True)["hits"]
+    assert lexical and all(hit["relevance"] is None and hit["explain"]["cosine"] is None for hit in lexical)
+    hybrid = search(animals, "salmon", relevance=off)["hits"]
+    assert hybrid and all(isinstance(hit["relevance"], float) for hit in hybrid)  # still reported, not applied
