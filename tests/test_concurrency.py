@@ -129,6 +129,8 @@ def test_mixed_concurrent_load_equals_sequential_replay(tmp_path: Path) -> None:
         assert sum(client.done for client in clients) == THREADS * OPERATIONS
         assert all(outcomes[kind] > 0 for kind in ("insert", "replace", "delete", "delete-absent", "get", "search"))
 
+        print(f"\nconcurrency: {THREADS} clients, {sum(client.done for client in clients)} operations "
+              f"({dict(outcomes)}), 0 errors")
         expected = {doc_id: text(doc_id, version) for client in clients for doc_id, version in client.state.items()}
         with httpx.Client(base_url=server.url, timeout=60) as http:
             assert http.get(f"/v1/collections/{COLLECTION}").json()["count"] == len(expected)
