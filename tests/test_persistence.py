@@ -1,5 +1,9 @@
 """Restarts keep everything: same results after a clean restart, acknowledged writes survive kill -9."""
 
+import json
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,5 +119,38 @@ def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
             for mode in ("lexical", "dense"):
                 found = ids(http.post("/v1/collections/animals/search", json={**body, "mode": mode}).json())
                 assert {"rocket-0", "rocket-1", "rocket-2"} <= set(found[:3]), mode
+    finally:
+        assert server.stop()
+
+
+def test_sigterm_finishes_the_request_in_flight_snapshots_and_releases_the_lock(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data").start()
+    docs = [{"id": f"slow-{i}-{d['id']}", "text": " ".join([d["text"]] * 4) + f" Copy {i}."}
+            for i in range(600 // len(ANIMALS)) for d in ANIMALS]
+    answers: list[httpx.Response] = []
+
+    def ingest() -> None:  # a few seconds of encoding: long enough to be in flight at the SIGTERM
+        answers.append(httpx.post(f"{server.url}/v1/collections/animals/documents", json={"documents": docs},
+                                  timeout=120))
+
+    try:
+        assert httpx.put(f"{server.url}/v1/collections/animals", timeout=60).status_code == 201
+        writer = threading.Thread(target=ingest)
+        writer.start()
+        time.sleep(0.5)
+        assert writer.is_alive() and server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        writer.join(timeout=120)
+        assert [a.status_code for a in answers] == [200]  # finished, not cut off
+    finally:
+        assert server.stop()  # the SIGTERM above: a clean exit
+    # The shutdown snapshot covers the batch, so a restart replays nothing; the lock was released.
+    (collection_dir,) = (tmp_path / "data" / "indexes").iterdir()
+    current = json.loads((collection_dir / "CURRENT").read_text())["snapshot"]
+    manifest = json.loads((collection_dir / current / "manifest.json").read_text())
+    server = Server(tmp_path / "data").start()
+    try:
+        info = httpx.get(f"{server.url}/v1/collections/animals", timeout=60).json()
+        assert info["count"] == len(docs) and manifest["seq"] >= len(docs)
     finally:
         assert server.stop()
