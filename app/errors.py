@@ -95,7 +95,6 @@ class DataDirLocked(SearchServiceError):
 
 
 _HTTP_CODES = {
-    400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",

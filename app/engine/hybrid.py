@@ -59,8 +59,10 @@ def _cosines(collection: Collection, query: np.ndarray, labels: np.ndarray, dens
     """Cosine of every candidate: the dense search's own for its hits; from the stored vectors for the rest
     (hnswlib's get_items costs ~15 us a vector, the largest part of a search after the encoder)."""
     cosine = np.empty(len(labels), dtype=np.float32)
-    from_dense = np.isin(labels, dense_labels)
-    cosine[np.searchsorted(labels, dense_labels)] = dense_sims
+    at = np.searchsorted(labels, dense_labels)  # labels is sorted and holds every dense label
+    cosine[at] = dense_sims
+    from_dense = np.zeros(len(labels), dtype=bool)
+    from_dense[at] = True
     rest = labels[~from_dense]
     cosine[~from_dense] = collection.dense.vectors(rest) @ query if len(rest) else _EMPTY_SCORES
     return cosine
