@@ -30,13 +30,26 @@ def _parse_floors(text: str | None) -> dict[str, float]:
     return floors
 
 
+def _relevance_checks(text: str) -> list[str]:
+    """`all` (or nothing) checks every target; otherwise the named ones, each of which must exist."""
+    from app.eval.report import RELEVANCE_TARGETS
+
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names or names == ["all"]:
+        return list(RELEVANCE_TARGETS)
+    unknown = sorted(set(names) - set(RELEVANCE_TARGETS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown relevance targets {unknown}; expected all or some of "
+                                         f"{', '.join(RELEVANCE_TARGETS)}")
+    return names
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from app.eval.report import evaluate_dataset
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-eval-"))
     failures = evaluate_dataset(Path(args.dataset), args.split, data_dir, floors=_parse_floors(args.check),
-                                relevance_checks=None if args.check_relevance is None
-                                else [c for c in args.check_relevance.split(",") if c],
+                                relevance_checks=args.check_relevance,
                                 plot=Path(args.plot) if args.plot else None,
                                 out=Path(args.json) if args.json else None)
     for failure in failures:
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
     evaluate.add_argument("--check", help="nDCG@10 floors, e.g. lexical=0.66,dense=0.64,hybrid-convex=0.71")
-    evaluate.add_argument("--check-relevance", nargs="?", const="", default=None,
+    evaluate.add_argument("--check-relevance", nargs="?", const="all", default=None, type=_relevance_checks,
                           help="fail unless the relevance filter meets its targets: all, or a comma-separated subset "
                                "of pr_auc_ratio, served_recall_kept, served_kept_per_query, nonword_hits_per_query")
     evaluate.add_argument("--plot", help="write the precision-recall curves (PNG) here")
