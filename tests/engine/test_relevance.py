@@ -344,6 +344,16 @@ def test_training_matches_raw_cosine_on_query_independent_signal() -> None:
     assert m["pr_auc"] >= m["raw_cosine_pr_auc"] - 0.01
 
 
+def test_each_fold_fits_several_seeds_and_all_are_served() -> None:
+    queries, cosines, labels = _clustered(60, seed=11, dependent=True)
+    adapter = train_and_calibrate(queries, cosines, labels, folds=3, repeats=2, hidden=4, steps=20)
+    assert adapter.members == 6 and adapter.info["folds"] == 3 and adapter.info["repeats"] == 2
+    single = train_and_calibrate(queries, cosines, labels, folds=3, repeats=1, hidden=4, steps=20)
+    assert single.members == 3
+    with pytest.raises(ValueError, match="repeats"):
+        train_and_calibrate(queries, cosines, labels, repeats=0, steps=5)
+
+
 def test_train_and_calibrate_needs_five_positive_queries() -> None:
     queries, cosines, labels = _clustered(10, seed=10, dependent=True)
     labels = [np.zeros_like(y) if i >= 4 else y for i, y in enumerate(labels)]

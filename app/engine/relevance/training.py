@@ -251,18 +251,22 @@ def train_and_calibrate(
     labels: list[np.ndarray],
     *,
     folds: int = 5,
+    repeats: int = 3,
     recall_target: float = 0.95,
     family: str = "linear",
     seed: int = 0,
     lexical: list[np.ndarray] | None = None,
     **fit_kwargs: Any,
 ) -> CosineAdapter:
-    """Fits one adapter per fold and serves their ensemble, with global thresholds chosen out of fold.
+    """Fits ``repeats`` adapters (seeds) per fold and serves their ensemble, with global thresholds chosen
+    out of fold.
 
-    Each query's probabilities come from the member fitted without it, so the thresholds (and the metrics
+    Each query's probabilities come from the members fitted without it, so the thresholds (and the metrics
     reported beside them) are measured out of sample on all the judgments, not on a small holdout whose
     few positives would make a 95%-recall threshold noisy; averaging the members then cuts the variance of
-    any single one. Raw cosine gets its own global threshold for the same target, as the baseline.
+    any single one (on SciFact train, out of fold: 3 seeds a fold raised PR-AUC from 0.52-0.53 to
+    0.56-0.58 and cut kept-per-query at 95% recall from 24-28 to 22-25, over 3 seeds of the whole run).
+    Raw cosine gets its own global threshold for the same target, as the baseline.
     """
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
@@ -280,17 +284,22 @@ def train_and_calibrate(
     def subset(idx: np.ndarray) -> dict[str, Any]:  # the folds' share of the lexical evidence
         return {"lexical": None if lex is None else [lex[i] for i in idx]}
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
     out_of_fold: list[np.ndarray] = [np.empty(0)] * len(xs)
     parts = []
     for f in range(n_folds):
         fit_idx, held_idx = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        part = fit_adapter(q[fit_idx], [xs[i] for i in fit_idx], [ys[i] for i in fit_idx], family=family,
-                           seed=seed + f, **subset(fit_idx), **fit_kwargs)
-        parts.append(part)
+        fold_parts = [fit_adapter(q[fit_idx], [xs[i] for i in fit_idx], [ys[i] for i in fit_idx], family=family,
+                                  seed=seed + f + n_folds * r, **subset(fit_idx), **fit_kwargs)
+                      for r in range(repeats)]
+        parts.extend(fold_parts)
+        fold_adapter = CosineAdapter.ensemble(fold_parts)
         for i in held_idx:
-            out_of_fold[i] = part.probabilities(q[i], xs[i], None if lex is None else lex[i])
+            out_of_fold[i] = fold_adapter.probabilities(q[i], xs[i], None if lex is None else lex[i])
     info = {k: v for k, v in parts[0].info.items() if k not in ("seed", "n_queries", "n_pairs", "n_positive_pairs")}
-    info.update({"members": n_folds, "member_best_steps": [p.info["best_step"] for p in parts],
+    info.update({"members": len(parts), "folds": n_folds, "repeats": repeats,
+                 "member_best_steps": [p.info["best_step"] for p in parts],
                  "n_queries": len(xs), "n_pairs": int(sum(x.size for x in xs))})
     adapter = CosineAdapter.ensemble(parts, info=info)
 
