@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.store.lock import DataDirLock
@@ -37,3 +38,18 @@ def test_quick_bench_prints_every_row(tmp_path: Path) -> None:
         lock = DataDirLock(lock_file.parent)
         lock.acquire()
         lock.release()
+
+
+def test_derived_vectors_noise_follows_the_real_vectors_spread() -> None:
+    from app.bench.corpus import shaped_noise
+
+    rng = np.random.default_rng(3)
+    spread = np.array([1.0, 0.5, 0.1, 0.0])  # a corpus that varies along few directions, not at all along one
+    vectors = rng.standard_normal((4000, 4)) * spread
+    noise = shaped_noise(vectors, 20_000, sigma=0.05, seed=1)
+    assert noise.shape == (20_000, 4) and noise.dtype == np.float32
+    assert np.mean(noise.astype(np.float64) ** 2) == pytest.approx(0.05**2, rel=0.05)  # rms 0.05 a dimension
+    stds = noise.std(axis=0)
+    assert stds[3] < 1e-6  # none where the real vectors never vary
+    assert stds[0] / stds[1] == pytest.approx(2.0, rel=0.1) and stds[1] / stds[2] == pytest.approx(5.0, rel=0.1)
+    assert np.array_equal(noise, shaped_noise(vectors, 20_000, sigma=0.05, seed=1))  # seeded

@@ -115,7 +115,8 @@ def _run(config: BenchConfig) -> str:
              f"{', '.join(size_label(s) for s in sizes)}; each figure the median of {config.rounds} rounds "
              f"({config.pairs} pairs for encoder against ingest, {config.restarts} for restarts).\n"
              f"Corpus: {len(sentences)} standard-library docstring sentences recombined into 100-200-word "
-             f"documents; {config.real_docs} real MiniLM vectors, the rest those + N(0, {NOISE_SIGMA}²) noise, "
-             f"re-normalised. Queries: {config.queries} phrases of 2-6 words of those sentences; k=10, "
+             f"documents; {config.real_docs} real MiniLM vectors, the rest those + Gaussian noise with the real "
+             f"vectors' covariance ({NOISE_SIGMA} rms a dimension), re-normalised. "
+             f"Queries: {config.queries} phrases of 2-6 words of those sentences; k=10, "
              f"relevance filter on (the default).")
     return render(rows, title)
