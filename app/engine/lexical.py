@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import operator
 from collections import Counter, defaultdict
@@ -14,69 +12,28 @@ from typing import NamedTuple, SupportsIndex
 
 import numpy as np
 
-FORMAT, FORMAT_VERSION = "lexical-bm25", 1
+from app.engine.postings import (
+    Segment,
+    expand,
+    from_sorted,
+    merge,
+    read_snapshot,
+    reserve,
+    run_starts,
+    write_snapshot,
+)
+
 _MAX_SLOTS = 2**31 - 1  # slots are stored as int32
 _MIN_GARBAGE = 4096  # dead postings or slots below which a full compaction is not worth it
 _MAX_MERGE = 1 << 22  # postings; merges never build a bigger segment
-_FILES = {"labels": np.int64, "doc_lens": np.int64, "term_bytes": np.uint8, "term_offsets": np.int64}
-_FILES |= {"post_terms": np.int32, "post_indptr": np.int64, "post_slots": np.int32, "post_tfs": np.int32}
-
-# Storage: postings live in immutable CSR segments (sorted term ids; each term's run holds slots
-# ascending and tfs). An upsert adds one segment; neighbours of similar size merge, log-structured, up
-# to _MAX_MERGE postings, so segments stay few, a posting is rewritten O(log N) times and no single
-# upsert does unbounded merge work. That is ~8 bytes a posting with no Python object per posting or per
-# term (per-term arrays would add ~100 bytes of object overhead to every rare term). Each upsert gives a
-# document a fresh dense slot (labels map to slots through a dict); a delete clears an alive flag, its
-# postings drop out when their segment is next merged, or all at once (slots and term ids renumbered)
-# once garbage outweighs live data. A forward index of each slot's term ids (4 bytes a posting) keeps
-# document frequencies exact on delete without a scan.
-
-
-class _Segment(NamedTuple):
-    terms: np.ndarray  # int32, sorted unique term ids
-    indptr: np.ndarray  # int64, len(terms) + 1
-    slots: np.ndarray  # int32, ascending within each term's run
-    tfs: np.ndarray  # int32
+# How postings are stored (segments, merges, the forward index, deletes): see app/engine/postings.py.
 
 
 class _Run(NamedTuple):
-    seg: _Segment
+    seg: Segment
     weight: float  # idf * multiplicity in the query * (k1 + 1)
     lo: int
     hi: int
-
-
-def _starts(ordered: np.ndarray) -> np.ndarray:
-    """Indices where a new value begins in a sorted array."""
-    change = np.ones(len(ordered), bool)
-    change[1:] = ordered[1:] != ordered[:-1]
-    return np.flatnonzero(change)
-
-
-def _from_sorted(terms: np.ndarray, slots: np.ndarray, tfs: np.ndarray) -> _Segment:
-    starts = _starts(terms)
-    indptr = np.append(starts, len(terms)).astype(np.int64)
-    return _Segment(
-        terms[starts].astype(np.int32), indptr, slots.astype(np.int32, copy=False), tfs.astype(np.int32, copy=False)
-    )
-
-
-def _expand(seg: _Segment) -> np.ndarray:
-    return np.repeat(seg.terms, np.diff(seg.indptr))
-
-
-def _merge(segs: Sequence[_Segment], alive: np.ndarray) -> _Segment:
-    """One segment with the live postings of `segs`, which must be in slot order."""
-    empty = np.zeros(0, np.int32)
-    terms = np.concatenate([empty, *(_expand(s) for s in segs)])
-    slots = np.concatenate([empty, *(s.slots for s in segs)])
-    tfs = np.concatenate([empty, *(s.tfs for s in segs)])
-    keep = alive[slots]
-    terms, slots, tfs = terms[keep], slots[keep], tfs[keep]
-    if len(segs) > 1:
-        order = np.argsort(terms, kind="stable")  # timsort: near linear on a few pre-sorted runs
-        terms, slots, tfs = terms[order], slots[order], tfs[order]
-    return _from_sorted(terms, slots, tfs)
 
 
 def _label(x: SupportsIndex) -> int:
@@ -96,9 +53,9 @@ class LexicalIndex:
         self._avg_idf: tuple[int, float] = (-1, 0.0)  # (version it was computed for, value)
         self._version = 0
         empty = np.zeros(0, np.int32)
-        self._install(empty, empty, [], _from_sorted(empty, empty, empty))
+        self._install(empty, empty, [], from_sorted(empty, empty, empty))
 
-    def _install(self, labels: np.ndarray, lens: np.ndarray, terms: list[str], seg: _Segment) -> None:
+    def _install(self, labels: np.ndarray, lens: np.ndarray, terms: list[str], seg: Segment) -> None:
         """Replace the whole state by a compact one: slots 0..n-1, every term live."""
         n, n_terms = len(labels), len(terms)
         self._vocab: defaultdict[str, int] = defaultdict(None, zip(terms, range(n_terms), strict=True))
@@ -108,17 +65,17 @@ class LexicalIndex:
         self._labels, self._lens = labels.astype(np.int64), lens.astype(np.float64)
         self._alive, self._n_slots = np.ones(n, bool), n
         # Sorting packed (slot, term) keys is several times faster than an argsort by slot.
-        keys = np.sort(seg.slots.astype(np.int64) * max(n_terms, 1) + _expand(seg))
+        keys = np.sort(seg.slots.astype(np.int64) * max(n_terms, 1) + expand(seg))
         self._fwd = (keys % max(n_terms, 1)).astype(np.int32)
         self._fwd_start = np.append(0, np.cumsum(np.bincount(seg.slots, minlength=n)))
         self._segments = [seg] if len(seg.slots) else []
         self._total_tokens, self._live_postings = int(lens.sum()), len(seg.slots)
         self._version += 1
 
-    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, list[str], _Segment]:
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, list[str], Segment]:
         """The live state in compact form, computed without touching `self`."""
         alive = self._alive[: self._n_slots]
-        seg = _merge(self._segments, alive)
+        seg = merge(self._segments, alive)
         new_slot = np.cumsum(alive) - 1
         live_terms = self._df[: len(self._vocab)] > 0
         new_term = np.cumsum(live_terms) - 1
@@ -149,22 +106,22 @@ class LexicalIndex:
         self._remove(latest)
         # One sort of packed (term, doc) keys gives term frequencies and the segment's order at once.
         keys = np.sort(tokens * max(n_new, 1) + np.repeat(np.arange(n_new), lens))
-        starts = _starts(keys)
+        starts = run_starts(keys)
         terms, docs_at = np.divmod(keys[starts], max(n_new, 1))
-        seg = _from_sorted(terms, docs_at + first, np.diff(np.append(starts, len(keys))))
+        seg = from_sorted(terms, docs_at + first, np.diff(np.append(starts, len(keys))))
         n_terms = len(self._vocab)
-        self._df = _reserve(self._df, n_terms)
+        self._df = reserve(self._df, n_terms)
         self._df[seg.terms] += np.diff(seg.indptr)
-        self._labels = _reserve(self._labels, stop)
+        self._labels = reserve(self._labels, stop)
         self._labels[first:stop] = list(latest)
-        self._lens = _reserve(self._lens, stop)
+        self._lens = reserve(self._lens, stop)
         self._lens[first:stop] = lens
-        self._alive = _reserve(self._alive, stop)
+        self._alive = reserve(self._alive, stop)
         self._alive[first:stop] = True
-        self._fwd_start = _reserve(self._fwd_start, stop + 1)
+        self._fwd_start = reserve(self._fwd_start, stop + 1)
         fwd_from = int(self._fwd_start[first])
         self._fwd_start[first + 1 : stop + 1] = fwd_from + np.cumsum(np.bincount(docs_at, minlength=n_new))
-        self._fwd = _reserve(self._fwd, fwd_from + len(terms))
+        self._fwd = reserve(self._fwd, fwd_from + len(terms))
         self._fwd[fwd_from : fwd_from + len(terms)] = np.sort(docs_at * n_terms + terms) % n_terms
         self._slot_of.update(zip(latest, range(first, stop), strict=True))
         self._n_slots, self._total_tokens = stop, self._total_tokens + int(lens.sum())
@@ -178,7 +135,7 @@ class LexicalIndex:
             older, newer = len(segs[-2].slots), len(segs[-1].slots)
             if older > 2 * newer or older + newer > _MAX_MERGE:
                 break
-            merged = _merge(segs[-2:], self._alive)
+            merged = merge(segs[-2:], self._alive)
             segs[-2:] = [merged] if len(merged.slots) else []
 
     def _term_ids(self, texts: list[Sequence[str]], total: int) -> np.ndarray:
@@ -361,74 +318,15 @@ class LexicalIndex:
     def save(self, directory: Path) -> None:
         """Write a compact snapshot into the existing `directory`; the manifest goes last."""
         labels, lens, terms, seg = self._snapshot()
-        encoded = [t.encode("utf-8", "surrogatepass") for t in terms]
-        offsets = np.append(0, np.cumsum([len(e) for e in encoded], dtype=np.int64))
-        arrays = [labels, lens.astype(np.int64), np.frombuffer(b"".join(encoded), np.uint8), offsets, *seg]
-        digests = {}
-        for name, array in zip(_FILES, arrays, strict=True):
-            np.save(directory / f"{name}.npy", array.astype(_FILES[name]), allow_pickle=False)
-            digests[name] = _sha256(directory / f"{name}.npy")
-        counts = {"documents": len(labels), "terms": len(terms), "postings": len(seg.slots)}
-        params = {"k1": self.k1, "b": self.b, "epsilon": self.epsilon}
-        manifest = {"format": FORMAT, "version": FORMAT_VERSION, **params, **counts, "sha256": digests}
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_snapshot(directory, labels, lens, terms, seg, {"k1": self.k1, "b": self.b, "epsilon": self.epsilon})
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex:
         """Read a snapshot written by `save`; ValueError if it is missing, damaged or incompatible."""
+        manifest, labels, lens, terms, seg = read_snapshot(directory)
         try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-                raise ValueError("not a lexical index snapshot")
-            if manifest.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unsupported snapshot version {manifest.get('version')!r}")
-            a = {}
-            for name, dtype in _FILES.items():
-                if _sha256(directory / f"{name}.npy") != manifest["sha256"][name]:
-                    raise ValueError(f"{name}.npy is damaged (checksum mismatch)")
-                a[name] = np.load(directory / f"{name}.npy", allow_pickle=False)
-                if a[name].dtype != dtype or a[name].ndim != 1:
-                    raise ValueError(f"{name}.npy has dtype {a[name].dtype}, ndim {a[name].ndim}")
-            blob, offs = a["term_bytes"].tobytes(), a["term_offsets"].tolist()
-            terms = [blob[lo:hi].decode("utf-8", "surrogatepass") for lo, hi in itertools.pairwise(offs)]
-            seg = _Segment(a["post_terms"], a["post_indptr"], a["post_slots"], a["post_tfs"])
-            _validate(a["labels"], a["doc_lens"], terms, seg, manifest)
             index = cls(manifest["k1"], manifest["b"], manifest["epsilon"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"cannot load lexical index from {directory}: {exc}") from exc
-        index._install(a["labels"], a["doc_lens"], terms, seg)
+        index._install(labels, lens, terms, seg)
         return index
-
-
-def _validate(labels: np.ndarray, lens: np.ndarray, terms: list[str], seg: _Segment, manifest: dict) -> None:
-    """Refuse a snapshot that decodes but is inconsistent, rather than serve wrong scores from it."""
-    n, nnz = len(labels), len(seg.slots)
-    checks = {
-        "counts": [n, len(terms), nnz] == [manifest["documents"], manifest["terms"], manifest["postings"]],
-        "documents": len(lens) == n and len(set(labels.tolist())) == n and bool((labels >= 0).all()),
-        "terms": len(set(terms)) == len(terms) == len(seg.terms),
-        "term ids": bool((seg.terms == np.arange(len(terms))).all()),
-        "indptr": len(seg.indptr) == len(terms) + 1 and seg.indptr[0] == 0 and seg.indptr[-1] == nnz,
-        "runs": bool((np.diff(seg.indptr) > 0).all()) and len(seg.tfs) == nnz,
-        "postings": bool(((seg.slots >= 0) & (seg.slots < n) & (seg.tfs > 0)).all()),
-    }
-    if all(checks.values()):
-        same_term = np.diff(_expand(seg)) == 0
-        checks["order"] = bool((np.diff(seg.slots)[same_term] > 0).all())
-        checks["lengths"] = bool((np.bincount(seg.slots, weights=seg.tfs, minlength=n) == lens).all())
-    if bad := [name for name, ok in checks.items() if not ok]:
-        raise ValueError(f"inconsistent snapshot ({', '.join(bad)})")
-
-
-def _reserve(array: np.ndarray, size: int) -> np.ndarray:
-    """`array` with room for `size` items, grown geometrically so appends stay amortised O(1)."""
-    if size <= len(array):
-        return array
-    grown = np.zeros(max(size, 2 * len(array)), array.dtype)
-    grown[: len(array)] = array
-    return grown
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
