@@ -97,7 +97,8 @@ def shaped_noise(vectors: np.ndarray, count: int, sigma: float, seed: int) -> np
     """
     covariance = np.cov(np.asarray(vectors, np.float64), rowvar=False)
     values, axes = np.linalg.eigh(covariance)
-    scale = np.sqrt(np.clip(values, 0.0, None) * vectors.shape[1] * sigma**2 / values.clip(0.0).sum())
+    variances = values.clip(0.0)  # eigh of a covariance can return tiny negative eigenvalues
+    scale = np.sqrt(variances * vectors.shape[1] * sigma**2 / variances.sum())
     rng = np.random.default_rng(seed)
     return ((rng.standard_normal((count, len(values))) * scale) @ axes.T).astype(np.float32)
 

@@ -270,6 +270,8 @@ def train_and_calibrate(
     """
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
     q, xs, ys = _check_data(query_embs, cosines, labels)
     lex = _check_lexical(family, lexical, xs)
     n_pos = sum(bool(y.any()) for y in ys)
@@ -284,8 +286,6 @@ def train_and_calibrate(
     def subset(idx: np.ndarray) -> dict[str, Any]:  # the folds' share of the lexical evidence
         return {"lexical": None if lex is None else [lex[i] for i in idx]}
 
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
     out_of_fold: list[np.ndarray] = [np.empty(0)] * len(xs)
     parts = []
     for f in range(n_folds):
