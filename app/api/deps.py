@@ -10,15 +10,17 @@ from app.engine.engine import SearchEngine
 from app.errors import Forbidden, NotReady, Unauthorized
 from app.settings import Settings
 
+# Every dependency here is async: FastAPI runs a plain `def` dependency in its thread pool, a hop (and an
+# event-loop wake-up) per dependency per request for work that takes microseconds.
 _bearer = HTTPBearer(auto_error=False, description="API key (read or admin) when the service has keys configured")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> SearchEngine:
+async def get_engine(request: Request) -> SearchEngine:
     engine: SearchEngine | None = getattr(request.app.state, "engine", None)
     if engine is None:
         raise NotReady("the service is still loading its model and indexes")
@@ -44,7 +46,7 @@ def _key(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
-def require_read(settings: SettingsDep, credentials: Credentials) -> None:
+async def require_read(settings: SettingsDep, credentials: Credentials) -> None:
     if not settings.api_keys and not settings.admin_keys:
         return
     key = _key(credentials)
@@ -52,7 +54,7 @@ def require_read(settings: SettingsDep, credentials: Credentials) -> None:
         raise Unauthorized("the API key is not valid")
 
 
-def require_admin(settings: SettingsDep, credentials: Credentials) -> None:
+async def require_admin(settings: SettingsDep, credentials: Credentials) -> None:
     if not settings.api_keys and not settings.admin_keys:
         return
     key = _key(credentials)

@@ -9,13 +9,13 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/health", summary="200 while the process lives")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/ready", summary="200 once the model and indexes are loaded, else 503",
             responses=error_responses(503))
-def ready(request: Request) -> dict[str, str]:
+async def ready(request: Request) -> dict[str, str]:
     if getattr(request.app.state, "engine", None) is None:
         raise NotReady("the service is still loading its model and indexes")
     return {"status": "ready"}
