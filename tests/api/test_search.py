@@ -1,8 +1,10 @@
 """Search: modes, fusion, filters, paging, explain, and bad requests."""
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.engine.embedder import Embedder
 from tests.helpers import ANIMALS, ids, search
 
 OFF = {"enabled": False}
@@ -61,6 +63,25 @@ def test_pages_are_stable_slices(animals: TestClient) -> None:
     pages = [ids(search(animals, "animals that live in the wild", k=2, offset=o, relevance=OFF)) for o in (0, 2, 4)]
     assert [doc for page in pages for doc in page] == everything
     assert search(animals, "animals that live in the wild", k=2, offset=4, relevance=OFF)["total"] == len(ANIMALS)
+
+
+def test_every_hit_carries_its_cosine(client: TestClient, embedder: Embedder) -> None:
+    """Dense hits carry the graph's exact cosine; lexical-only candidates the int8 copy's, within ~1e-3."""
+    client.put("/v1/collections/cos")
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, embedder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [{"id": f"d{i}", "text": f"garden note {i} " + ("tomatoes " * (i % 5)), "vector": v.tolist()}
+            for i, v in enumerate(vectors)]
+    client.post("/v1/collections/cos/documents", json={"documents": docs})
+    query = embedder.encode_query("garden tomatoes")
+    hits = search(client, "garden tomatoes", "cos", k=150, candidates=100, explain=True, relevance=OFF)["hits"]
+    dense = [h for h in hits if h["explain"]["dense_rank"]]
+    lexical_only = [h for h in hits if not h["explain"]["dense_rank"]]
+    assert dense and lexical_only
+    for hit in hits:
+        exact = float(vectors[int(hit["id"][1:])] @ query)
+        assert hit["explain"]["cosine"] == pytest.approx(exact, abs=1e-5 if hit in dense else 3e-3), hit["id"]
 
 
 def test_explain_reports_both_retrievers(animals: TestClient) -> None:

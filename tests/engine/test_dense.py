@@ -1,5 +1,6 @@
 """DenseIndex against exact search on real MiniLM embeddings: recall, filters, deletes, snapshots."""
 
+import json
 import re
 from pathlib import Path
 
@@ -64,3 +65,34 @@ def test_deleted_labels_never_come_back_and_slots_are_reused(vectors: np.ndarray
     assert np.array_equal(loaded.search(data[3], 10)[0], index.search(data[3], 10)[0])
     with pytest.raises(ValueError):
         DenseIndex.load(tmp_path, HnswSettings(m=8))  # snapshot built with other settings
+
+
+
+def test_exact_scan_and_cosines_come_from_the_int8_copy(vectors: np.ndarray, tmp_path: Path) -> None:
+    labels = np.arange(len(vectors), dtype=np.int64) + 10
+    index = DenseIndex(vectors.shape[1], HnswSettings())
+    index.upsert(labels, vectors)
+    allowed = labels[::4]
+    got, sims = index.search(vectors[40], 20, allowed=allowed)  # the exact scan
+    assert set(got.tolist()) == _exact(vectors[::4], allowed, vectors[40], 20)
+    assert np.allclose(sims, vectors[got - 10] @ vectors[40], atol=1e-6)  # re-scored: exact
+    assert np.allclose(index.cosines(labels, vectors[7]), vectors @ vectors[7], atol=3e-3)
+    index.save(tmp_path)
+    loaded = DenseIndex.load(tmp_path, HnswSettings())
+    assert np.array_equal(loaded.cosines(labels, vectors[7]), index.cosines(labels, vectors[7]))
+
+
+def test_a_format_1_snapshot_loads_and_rebuilds_the_int8_copy(vectors: np.ndarray, tmp_path: Path) -> None:
+    data = vectors[:300]
+    index = DenseIndex(data.shape[1], HnswSettings())
+    index.upsert(np.arange(300, dtype=np.int64), data)
+    index.delete(list(range(0, 300, 3)))
+    index.save(tmp_path)
+    manifest = json.loads((tmp_path / "dense.json").read_text())
+    (tmp_path / "dense.json").write_text(json.dumps({**manifest, "format": 1}))
+    for old in tmp_path.glob("int8-*.npy"):  # what a format-1 snapshot lacks
+        old.unlink()
+    loaded = DenseIndex.load(tmp_path, HnswSettings())
+    live = np.arange(300)[np.arange(300) % 3 != 0]
+    assert len(loaded) == 200
+    assert np.allclose(loaded.cosines(live, data[1]), data[live] @ data[1], atol=3e-3)
