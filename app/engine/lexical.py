@@ -34,6 +34,7 @@ class _Run(NamedTuple):
     weight: float  # idf * multiplicity in the query * (k1 + 1)
     lo: int
     hi: int
+    term: int  # the term's id: a term has a run in each segment that holds it
 
 
 def _label(x: SupportsIndex) -> int:
@@ -51,6 +52,7 @@ class LexicalIndex:
             raise ValueError(f"invalid BM25 parameters k1={k1}, b={b}, epsilon={epsilon}")
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
         self._avg_idf: tuple[int, float] = (-1, 0.0)  # (version it was computed for, value)
+        self._min_len: tuple[int, float] = (-1, 0.0)  # the same for the shortest document's length
         self._version = 0
         empty = np.zeros(0, np.int32)
         self._install(empty, empty, [], from_sorted(empty, empty, empty))
@@ -215,7 +217,7 @@ class LexicalIndex:
         for seg in self._segments if tids else []:
             pos = np.minimum(np.searchsorted(seg.terms, tids), len(seg.terms) - 1)
             for i in np.flatnonzero(seg.terms[pos] == tids).tolist():
-                runs.append(_Run(seg, weights[i], int(seg.indptr[pos[i]]), int(seg.indptr[pos[i] + 1])))
+                runs.append(_Run(seg, weights[i], int(seg.indptr[pos[i]]), int(seg.indptr[pos[i] + 1]), tids[i]))
         return runs
 
     def _saturate(self, num: np.ndarray, tfs: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -256,7 +258,7 @@ class LexicalIndex:
     def _score_slots(self, runs: list[_Run], slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and match flags of a few sorted live slots, by binary search in each run."""
         scores, matched = np.zeros(len(slots)), np.zeros(len(slots), bool)
-        for seg, weight, lo, hi in runs:
+        for seg, weight, lo, hi, _ in runs:
             run = seg.slots[lo:hi]
             pos = np.minimum(np.searchsorted(run, slots), hi - lo - 1)
             ok = run[pos] == slots
@@ -265,6 +267,62 @@ class LexicalIndex:
                 scores[ok] += self._saturate(tfs * weight, tfs, self._lens[slots[ok]])
                 matched |= ok
         return scores, matched
+
+    def _shortest(self) -> float:
+        """Length of the shortest document indexed (deleted ones included: still a lower bound)."""
+        version, value = self._min_len
+        if version != self._version:
+            value = float(self._lens[: self._n_slots].min()) if self._n_slots else 0.0
+            self._min_len = (self._version, value)  # one assignment: concurrent readers stay consistent
+        return value
+
+    def _pruned(self, runs: list[_Run], k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The exact top k from the rarest terms' postings when they settle it (MaxScore, Turtle and Flood
+        1995), else None. A document holding none of those terms scores at most the other terms' summed upper
+        bounds; once k documents holding one score more than that, only candidates that can still make the
+        cut are scored for the other terms, and the long postings lists of common terms, which make
+        exhaustive scoring grow with the corpus, are only scanned for those candidates' flags."""
+        if any(run.weight <= 0 for run in runs):
+            return None
+        by_term: dict[int, list[_Run]] = defaultdict(list)
+        for run in runs:
+            by_term[run.term].append(run)
+        groups = sorted(by_term.values(), key=lambda g: sum(r.hi - r.lo for r in g))
+        sizes = [sum(r.hi - r.lo for r in g) for g in groups]
+        # tf / (tf + k1 (1 - b + b dl / avgdl)) grows with tf and shrinks with dl: bound it at the term's
+        # largest tf and the shortest document, with a margin for rounding.
+        floor = self.k1 * (1 - self.b + self.b * self._shortest() / (self._total_tokens / len(self._slot_of)))
+        bounds = []
+        for group in groups:
+            top_tf = max(int(r.seg.tfs[r.lo : r.hi].max()) for r in group)
+            bounds.append(group[0].weight * top_tf / (top_tf + floor) * (1 + 1e-9))
+        for split in range(1, len(groups)):
+            if 4 * sum(sizes[:split]) > sum(sizes):  # not rare enough to be worth a try
+                break
+            rest = sum(bounds[split:])
+            slots, partial = self._accumulate([r for g in groups[:split] for r in g])
+            if len(slots) < k:
+                continue
+            cut = np.partition(partial, len(partial) - k)[len(partial) - k]  # <= the k-th full score
+            if rest >= cut:
+                continue
+            keep = partial + rest >= cut
+            slots, partial = slots[keep], partial[keep]
+            return self._best(slots, partial + self._score_among(slots, [r for g in groups[split:] for r in g]), k)
+        return None
+
+    def _score_among(self, slots: np.ndarray, runs: list[_Run]) -> np.ndarray:
+        """Scores of sorted live `slots` from `runs`: a flag lookup per posting (~1 ns, the runs' slots
+        ascend) finds the few postings that count; a binary search per run would cost ~50 ns per slot and
+        run, and a long term has a run in every segment."""
+        wanted = np.zeros(self._n_slots, bool)
+        wanted[slots] = True
+        scores = np.zeros(len(slots))
+        for seg, weight, lo, hi, _ in runs:
+            at = lo + np.flatnonzero(wanted[seg.slots[lo:hi]])
+            found, tfs = seg.slots[at], seg.tfs[at]
+            scores[np.searchsorted(slots, found)] += self._saturate(tfs * weight, tfs, self._lens[found])
+        return scores
 
     def _best(self, slots: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if len(scores) > k:
@@ -282,7 +340,8 @@ class LexicalIndex:
         if k <= 0 or not runs or (allowed is not None and not len(allowed)):
             return np.zeros(0, np.int64), np.zeros(0)
         if allowed is None:
-            return self._best(*self._accumulate(runs), k)
+            pruned = self._pruned(runs, k)
+            return pruned if pruned is not None else self._best(*self._accumulate(runs), k)
         allowed = np.asarray(allowed, np.int64)
         if (allowed[1:] < allowed[:-1]).any():  # cheap next to the query; wrong answers are not
             allowed = np.sort(allowed)

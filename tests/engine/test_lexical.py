@@ -55,10 +55,21 @@ def _check_equal(index: LexicalIndex, corpus: dict[int, list[str]], queries: lis
         assert sorted(got_labels.tolist()) == labels[matching].tolist()
         np.testing.assert_allclose(got_scores, expected[np.searchsorted(labels, got_labels)], atol=1e-6)
         assert (np.diff(got_scores) <= 1e-9).all()
+        # A short top k (where the rarest terms may settle it without scoring the common ones) is the
+        # head of the same ranking, up to the order of near-ties.
+        best = np.sort(expected[matching])[::-1]
+        for k in (1, 10):
+            short_labels, short_scores = index.top_k(query, k)
+            np.testing.assert_allclose(short_scores, best[:k], atol=1e-6)
+            if len(best):
+                assert (expected[np.searchsorted(labels, short_labels)] >= best[:k][-1] - 1e-6).all()
+            else:
+                assert len(short_labels) == 0
 
 
 @pytest.mark.parametrize("stopwords", [True, False])
-def test_scores_equal_rank_bm25(stdlib_docs: list[str], stopwords: bool) -> None:
+def test_scores_equal_rank_bm25(stdlib_docs: list[str], stopwords: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    pruned = _count_pruned(monkeypatch)
     tokenize = Tokenizer(stopwords=stopwords)
     corpus = {i: tokenize(text) for i, text in enumerate(stdlib_docs)}
     corpus[len(corpus)] = []  # an empty document still counts in N and the average length
@@ -69,6 +80,20 @@ def test_scores_equal_rank_bm25(stdlib_docs: list[str], stopwords: bool) -> None
         assert sum("the" in doc for doc in corpus.values()) > len(corpus) / 2
         queries += [["the"], ["the", "of", "module"], ["the", "the", "zzz"]]
     _check_equal(index, corpus, queries)
+    assert pruned and pruned[-1] > 10  # the short top-k checks went through the pruned path
+
+
+def _count_pruned(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the top-k searches that pruning answered (the last item is the running count)."""
+    counts, original = [0], LexicalIndex._pruned
+
+    def counting(self: LexicalIndex, *args: object) -> object:
+        answer = original(self, *args)  # type: ignore[arg-type]
+        counts.append(counts[-1] + (answer is not None))
+        return answer
+
+    monkeypatch.setattr(LexicalIndex, "_pruned", counting)
+    return counts
 
 
 # Defaults, then frequent full compactions, then a merge cap small enough to keep many segments.
@@ -107,7 +132,9 @@ def test_incremental_changes_match_a_rebuild(
     corpus[replaced[0]] = ["lastwins"]
     assert len(index) == len(corpus)
     assert all(label in index for label in corpus) and 12345 not in index
+    pruned = _count_pruned(monkeypatch)
     _check_equal(index, corpus, [*_queries(list(corpus.values()), seed=2), ["replacedmarker", "the"]])
+    assert pruned[-1] > 10
 
 
 def _small() -> LexicalIndex:
