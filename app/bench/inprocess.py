@@ -112,7 +112,7 @@ def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[set[int
     return top
 
 
-def dense_recall(vectors: np.ndarray, queries: np.ndarray, hnsw: HnswSettings, efs: tuple[int, ...] = (256, 512),
+def dense_recall(vectors: np.ndarray, queries: np.ndarray, hnsw: HnswSettings, efs: tuple[int, ...] = (256, 512, 2048),
                  k: int = 10) -> DenseFigures:
     """Recall@k of the HNSW index against exact search on the same vectors and its query p50, at the
     configured ef; then the recall at each of `efs` on the same graph."""
