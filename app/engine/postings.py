@@ -67,10 +67,11 @@ def merge(segs: Sequence[Segment], alive: np.ndarray) -> Segment:
 
 
 def reserve(array: np.ndarray, size: int) -> np.ndarray:
-    """`array` with room for `size` items, grown geometrically so appends stay amortised O(1)."""
+    """`array` with room for `size` items (rows, for a 2-d array), grown geometrically so appends stay
+    amortised O(1)."""
     if size <= len(array):
         return array
-    grown = np.zeros(max(size, 2 * len(array)), array.dtype)
+    grown = np.zeros((max(size, 2 * len(array)), *array.shape[1:]), array.dtype)
     grown[: len(array)] = array
     return grown
 

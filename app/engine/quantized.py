@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.engine.embedder import normalise
 from app.engine.postings import reserve
 
 _LEVELS = 127
@@ -18,9 +19,7 @@ _LEVELS = 127
 
 def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 codes, float32 scales) of the unit-normalised rows of `vectors`; code * scale ~ unit vector."""
-    vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.where(norms == 0, 1.0, norms)
+    unit = normalise(np.asarray(vectors, np.float32))
     peak = np.abs(unit).max(axis=1, initial=0.0)
     scales = (peak / _LEVELS).astype(np.float32)
     codes = np.rint(unit / np.where(scales == 0, 1.0, scales)[:, None]).astype(np.int8)
@@ -52,12 +51,8 @@ class Int8Vectors:
         codes, scales = quantize(vectors)
         order = np.argsort(labels, kind="stable")
         start, stop = self._rows, self._rows + len(labels)
-        if stop > len(self._labels):
-            capacity = max(stop, 2 * len(self._labels))
-            grown = np.zeros((capacity, self.dim), np.int8)
-            grown[:start] = self._codes[:start]
-            self._codes = grown
-        self._scales, self._labels = reserve(self._scales, stop), reserve(self._labels, stop)
+        self._codes, self._scales = reserve(self._codes, stop), reserve(self._scales, stop)
+        self._labels = reserve(self._labels, stop)
         self._alive = reserve(self._alive, stop)
         self._codes[start:stop], self._scales[start:stop] = codes[order], scales[order]
         self._labels[start:stop], self._alive[start:stop] = labels[order], True
