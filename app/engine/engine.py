@@ -3,6 +3,7 @@
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ class SearchEngine:
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
         self._collections_lock = threading.Lock()
+        # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
+        self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self.collections: dict[str, Collection] = {}
         for record in self.store.collections():
             self.collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
@@ -130,7 +133,7 @@ class SearchEngine:
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
         wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance.enabled)
         query = self.embedder.encode_query(request.query) if wants_vector else None
-        return hybrid.search(collection, request, query, adapter, self.settings.search_defaults)
+        return hybrid.search(collection, request, query, adapter, self.settings.search_defaults, self._beside)
 
     # --- relevance --------------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class SearchEngine:
         for collection in list(self.collections.values()):
             if collection.writes_since_snapshot:
                 collection.snapshot()
+        self._beside.shutdown()
         self.store.close()
 
 

@@ -1,5 +1,6 @@
 """Hybrid search over one collection: retrieve from both indexes, fuse, filter by relevance, page."""
 
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,14 +70,26 @@ def _cosines(collection: Collection, query: np.ndarray, labels: np.ndarray, dens
 
 
 def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], query: np.ndarray | None,
-             depth: int) -> Candidates:
-    """Runs under the caller's read lock."""
+             depth: int, beside: Executor | None = None) -> Candidates:
+    """Runs under the caller's read lock. With `beside`, a hybrid search's BM25 top-k runs there while this
+    thread walks the graph: hnswlib walks without the GIL and numpy scores without it much of the time, so
+    the two overlap (in-process at 100K documents, p50 5.0 ms one after the other, 3.8 ms side by side)."""
     allowed = collection.store.filter_labels(collection.name, request.filter) if request.filter else None
     lex_labels, dense_labels, dense_sims = _EMPTY_LABELS, _EMPTY_LABELS, _EMPTY_SCORES
+    lexical = None
     if request.mode != "dense":
-        lex_labels, _ = collection.lexical.top_k(tokens, depth, allowed)
-    if request.mode != "lexical" and query is not None:
-        dense_labels, dense_sims = collection.dense.search(query, depth, allowed)
+        if beside is not None and request.mode == "hybrid" and query is not None:
+            lexical = beside.submit(collection.lexical.top_k, tokens, depth, allowed)
+        else:
+            lex_labels, _ = collection.lexical.top_k(tokens, depth, allowed)
+    try:
+        if request.mode != "lexical" and query is not None:
+            dense_labels, dense_sims = collection.dense.search(query, depth, allowed)
+    finally:
+        if lexical is not None:  # it reads the index under this thread's read lock: never leave it running
+            wait([lexical])
+    if lexical is not None:
+        lex_labels, _ = lexical.result()
     labels = np.unique(np.concatenate([lex_labels, dense_labels]))
     cosine = None if query is None else _cosines(collection, query, labels, dense_labels, dense_sims)
     return Candidates(labels, collection.lexical.scores(tokens, labels), cosine,
@@ -103,11 +116,11 @@ def _threshold(adapter: CosineAdapter, recall_target: float | None) -> float:
 
 
 def search(collection: Collection, request: SearchRequest, query: np.ndarray | None,
-           adapter: CosineAdapter | None, defaults: SearchDefaults) -> SearchOutcome:
+           adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
     depth = max(request.candidates or defaults.candidates, request.k + request.offset)
     tokens = collection.tokenizer(request.query)
     with collection.lock.read():
-        candidates = retrieve(collection, request, tokens, query, depth)
+        candidates = retrieve(collection, request, tokens, query, depth, beside)
         scores = fuse(candidates, request, defaults)
         order = rank_by(scores, candidates.labels)
         probabilities, threshold = None, None

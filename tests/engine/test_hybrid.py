@@ -1,0 +1,57 @@
+"""Hybrid retrieval: BM25 run beside the graph walk finds exactly what it finds run first."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.engine import hybrid
+from app.schemas import SearchRequest
+
+
+@pytest.mark.parametrize("body", [{"query": "animal that hunts"},
+                                  {"query": "animal", "filter": {"kind": "mammal"}},
+                                  {"query": "rocket engine thrust", "mode": "lexical"},
+                                  {"query": "kitten", "mode": "dense"}])
+def test_bm25_beside_the_walk_finds_the_same_candidates(animals: TestClient, body: dict[str, object]) -> None:
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    collection = engine.collection("animals")
+    request = SearchRequest.model_validate(body)
+    tokens, query = collection.tokenizer(request.query), engine.embedder.encode_query(request.query)
+    with collection.lock.read():
+        serial = hybrid.retrieve(collection, request, tokens, query, 100)
+        with ThreadPoolExecutor(1) as beside:
+            side = hybrid.retrieve(collection, request, tokens, query, 100, beside)
+    assert len(serial.labels) > 0
+    for field in ("labels", "bm25", "cosine", "bm25_rank", "dense_rank"):
+        assert np.array_equal(getattr(serial, field), getattr(side, field)), field
+
+
+def test_a_failed_walk_still_waits_for_bm25(animals: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BM25 reads the index under the caller's read lock, so the caller must not leave before it ends."""
+    collection = animals.app.state.engine.collection("animals")  # type: ignore[attr-defined]
+    top_k, submitted = collection.lexical.top_k, []
+
+    def slow_top_k(*args: object) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(0.3)
+        return top_k(*args)
+
+    def failed_walk(*args: object) -> None:
+        raise RuntimeError("walk failed")
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            submitted.append(super().submit(fn, *args, **kwargs))
+            return submitted[-1]
+
+    monkeypatch.setattr(collection.lexical, "top_k", slow_top_k)
+    monkeypatch.setattr(collection.dense, "search", failed_walk)
+    request = SearchRequest(query="animal")
+    beside = Recording(1)
+    with pytest.raises(RuntimeError, match="walk failed"):
+        hybrid.retrieve(collection, request, ["animal"], np.ones(384, np.float32) / np.sqrt(384), 10, beside)
+    done = [f.done() for f in submitted]  # before shutdown(), which would wait for it anyway
+    beside.shutdown()
+    assert done == [True]
