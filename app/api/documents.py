@@ -62,7 +62,9 @@ def parse_batch(body: bytes, content_type: str) -> list[Document]:
 async def upsert_documents(name: CollectionName, request: Request, engine: EngineDep,
                            settings: SettingsDep) -> UpsertResult:
     engine.collection(name)  # 404 before reading a large body for nothing
-    docs = parse_batch(await request.body(), request.headers.get("content-type", ""))
+    # In the thread pool: validating 1,000 documents with vectors takes ~30 ms, which would hold up every
+    # search waiting on the event loop; off it, the interpreter switches threads every 5 ms.
+    docs = await run_in_threadpool(parse_batch, await request.body(), request.headers.get("content-type", ""))
     if len(docs) > settings.max_batch_documents:
         raise PayloadTooLarge(f"{len(docs)} documents in one batch; the limit is {settings.max_batch_documents}")
     start = time.perf_counter()
