@@ -17,14 +17,17 @@ _FORMAT = 2  # 2 adds the int8 copy; a format-1 snapshot loads and rebuilds the 
 EXACT_SEARCH_LIMIT = 20_000
 # The exact scan ranks by the int8 cosines, then re-scores this many more than k from the float32 vectors.
 _RESCORE_MARGIN = 16
+_EMPTY_LABELS = np.empty(0, dtype=np.int64)
 
 
 class DenseIndex:
     """Cosine-similarity HNSW index keyed by integer labels.
 
-    hnswlib's contract: `resize_index` is not safe alongside queries, so the caller holds a
-    readers-writer lock and calls `upsert`/`delete` only under its write side. `ef` is global state
-    on the graph, so queries serialise on a small mutex (a query takes well under a millisecond).
+    hnswlib's contract: `add_items` and `resize_index` are not safe alongside queries, so the caller holds
+    a readers-writer lock and calls `upsert`, `settle` and `delete` only under its write side. Inserting
+    into the graph is slow (~2-4 ms a vector at 100K-1M), so `upsert` only stages vectors, which searches
+    scan exactly, and `settle` moves them into the graph a few at a time, letting searches in between.
+    `ef` is global state on the graph, so queries serialise on a small mutex.
     """
 
     def __init__(self, dim: int, settings: HnswSettings, capacity: int = 1024, threads: int = 1) -> None:
@@ -38,28 +41,54 @@ class DenseIndex:
         self._index.set_ef(settings.ef_search)
         self._int8 = Int8Vectors(dim, capacity)
         self._live = 0
+        self._staged = _EMPTY_LABELS
+        self._staged_vectors = np.empty((0, dim), np.float32)
 
     def __len__(self) -> int:
         return self._live
 
+    @property
+    def staged(self) -> int:
+        """Vectors upserted but not yet in the graph."""
+        return len(self._staged)
+
     def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Adds fresh labels (the store never reuses one); deleted slots are recycled."""
+        """Adds fresh labels (the store never reuses one) to the graph at once."""
+        self.stage(labels, vectors)
+        self.settle()
+
+    def stage(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Stages fresh labels: searchable at once, in the graph after `settle`."""
         if len(labels) == 0:
             return
-        needed = self._index.element_count + len(labels)
-        if needed > self._index.max_elements:
-            self._index.resize_index(max(needed, 2 * self._index.max_elements))
-        self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(labels, dtype=np.int64),
-                              num_threads=self.threads, replace_deleted=True)
+        vectors = np.asarray(vectors, dtype=np.float32)
         self._int8.add(labels, vectors)
+        self._staged = np.concatenate([self._staged, np.asarray(labels, dtype=np.int64)])
+        self._staged_vectors = np.concatenate([self._staged_vectors, vectors])
         self._live += len(labels)
 
+    def settle(self, limit: int | None = None) -> int:
+        """Moves up to `limit` staged vectors (all by default) into the graph; returns how many stay staged."""
+        count = len(self._staged) if limit is None else min(limit, len(self._staged))
+        if count:
+            needed = self._index.element_count + count
+            if needed > self._index.max_elements:
+                self._index.resize_index(max(needed, 2 * self._index.max_elements))
+            # Deleted slots are recycled.
+            self._index.add_items(self._staged_vectors[:count], self._staged[:count], num_threads=self.threads,
+                                  replace_deleted=True)
+            self._staged, self._staged_vectors = self._staged[count:], self._staged_vectors[count:]
+        return len(self._staged)
+
     def delete(self, labels: list[int]) -> None:
-        deleted = []
+        deleted, staged = [], np.isin(self._staged, np.asarray(labels, dtype=np.int64))
+        if staged.any():
+            deleted = self._staged[staged].tolist()
+            self._staged, self._staged_vectors = self._staged[~staged], self._staged_vectors[~staged]
         for label in labels:
             try:
                 self._index.mark_deleted(int(label))
-            except RuntimeError:  # unknown or already deleted: nothing to do
+            except RuntimeError:  # unknown, staged or already deleted: nothing to do
                 continue
             deleted.append(int(label))
         self._int8.delete(np.asarray(deleted, dtype=np.int64))
@@ -73,20 +102,31 @@ class DenseIndex:
         k = min(k, self._live if allowed is None else len(allowed))
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        staged = self._staged if allowed is None else self._staged[np.isin(self._staged, allowed)]
+        walk = min(k, self._live - len(self._staged))
         allowed_set = None if allowed is None else set(allowed.tolist())
-        with self._query_lock:
-            self._index.set_ef(max(self.settings.ef_search, k))
-            try:
-                labels, distances = self._index.knn_query(
-                    query, k=k, num_threads=1,
-                    filter=None if allowed_set is None else allowed_set.__contains__)
-            except RuntimeError:
-                # hnswlib raises when the walk finds fewer than k; the exact scan always can.
-                labels = None
+        labels: np.ndarray | None = np.empty((1, 0), dtype=np.int64)
+        distances = np.empty((1, 0), dtype=np.float32)
+        if walk > 0:
+            with self._query_lock:
+                self._index.set_ef(max(self.settings.ef_search, walk))
+                try:
+                    labels, distances = self._index.knn_query(
+                        query, k=walk, num_threads=1,
+                        filter=None if allowed_set is None else allowed_set.__contains__)
+                except RuntimeError:
+                    # hnswlib raises when the walk finds fewer than k; the exact scan always can.
+                    labels = None
         if labels is None:
             candidates = np.asarray(sorted(allowed_set), dtype=np.int64) if allowed_set else self._live_labels()
             return self._exact(query, k, candidates)
-        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+        found, sims = labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+        if len(staged):
+            found = np.concatenate([found, staged])
+            sims = np.concatenate([sims, self._staged_vectors[np.isin(self._staged, staged)] @ query])
+            top = np.lexsort((found, -sims))[:k]
+            found, sims = found[top], sims[top]
+        return found, sims
 
     def _exact(self, query: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among `labels`, which must all be live (the store's filter guarantees it): ranked by
@@ -114,17 +154,25 @@ class DenseIndex:
             except RuntimeError:
                 continue
             live.append(label)
-        return np.asarray(live, dtype=np.int64)
+        return np.sort(np.concatenate([np.asarray(live, dtype=np.int64), self._staged]))
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """Stored (unit) vectors of live labels."""
-        if len(labels) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.asarray(self._index.get_items(labels.tolist()), dtype=np.float32)
+        out = np.empty((len(labels), self.dim), dtype=np.float32)
+        staged = np.isin(labels, self._staged)
+        if staged.any():
+            order = np.argsort(self._staged)
+            at = order[np.searchsorted(self._staged, labels[staged], sorter=order)]
+            out[staged] = self._staged_vectors[at]
+        if not staged.all():
+            out[~staged] = self._index.get_items(labels[~staged].tolist())
+        return out
 
     def save(self, directory: Path) -> None:
         self._index.save_index(str(directory / "hnsw.bin"))
         self._int8.save(directory)
+        np.save(directory / "staged-labels.npy", self._staged, allow_pickle=False)
+        np.save(directory / "staged-vectors.npy", self._staged_vectors, allow_pickle=False)
         (directory / "dense.json").write_text(json.dumps(
             {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": self.settings.model_dump()}))
 
@@ -141,6 +189,7 @@ class DenseIndex:
             index._index.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
             index._index.set_ef(settings.ef_search)
             index._live = int(manifest["live"])
+            index._staged, index._staged_vectors = _EMPTY_LABELS, np.empty((0, index.dim), np.float32)
             if manifest["format"] == 1:
                 index._int8 = Int8Vectors(index.dim)
                 live = index._live_labels()
@@ -150,6 +199,13 @@ class DenseIndex:
                 index._int8 = Int8Vectors.load(directory, index.dim)
             if len(index._int8) != index._live:
                 raise ValueError(f"the int8 copy holds {len(index._int8)} vectors, the graph {index._live}")
+            if (directory / "staged-labels.npy").exists():  # staged when the snapshot was taken: into the graph
+                staged = np.load(directory / "staged-labels.npy", allow_pickle=False)
+                vectors = np.load(directory / "staged-vectors.npy", allow_pickle=False)
+                if staged.dtype != np.int64 or vectors.dtype != np.float32 or vectors.shape != (len(staged), index.dim):
+                    raise ValueError("staged vectors are inconsistent")
+                index._staged, index._staged_vectors = staged, vectors
+                index.settle()
         except (OSError, KeyError, TypeError, RuntimeError) as exc:
             raise ValueError(f"damaged dense snapshot in {directory}: {exc}") from exc
         return index

@@ -1,7 +1,10 @@
-"""A writer-preferring readers-writer lock.
+"""A phase-fair readers-writer lock.
 
-Hand-written because the standard library has none and the one job here (many concurrent searches,
-an occasional batch write that must be seen whole) needs only these twenty lines.
+Hand-written because the standard library has none and the one job here needs only these lines: many
+concurrent searches, and writers that take the lock again and again in short turns (a bulk ingest settles
+its vectors into the graph a few dozen at a time). New readers wait behind a waiting writer, so writers are
+not starved; and the readers that were already waiting when a writer leaves go in before the next writer,
+so a writer that comes straight back does not starve searches either.
 """
 
 import threading
@@ -15,12 +18,20 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._waiting_writers = 0
+        self._waiting_readers = 0
+        self._writes_done = 0  # write sections finished so far
+        self._admitted = 0  # readers that were waiting when the last writer left and are yet to go in
 
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writer or self._waiting_writers:
+            since = self._writes_done
+            self._waiting_readers += 1
+            while self._writer or (self._waiting_writers and self._writes_done == since):
                 self._cond.wait()
+            self._waiting_readers -= 1
+            if self._writes_done != since and self._admitted:
+                self._admitted -= 1
             self._readers += 1
         try:
             yield
@@ -34,7 +45,7 @@ class ReadWriteLock:
     def write(self) -> Iterator[None]:
         with self._cond:
             self._waiting_writers += 1
-            while self._writer or self._readers:
+            while self._writer or self._readers or self._admitted:
                 self._cond.wait()
             self._waiting_writers -= 1
             self._writer = True
@@ -43,4 +54,6 @@ class ReadWriteLock:
         finally:
             with self._cond:
                 self._writer = False
+                self._writes_done += 1
+                self._admitted = self._waiting_readers
                 self._cond.notify_all()

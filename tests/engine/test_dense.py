@@ -96,3 +96,28 @@ def test_a_format_1_snapshot_loads_and_rebuilds_the_int8_copy(vectors: np.ndarra
     live = np.arange(300)[np.arange(300) % 3 != 0]
     assert len(loaded) == 200
     assert np.allclose(loaded.cosines(live, data[1]), data[live] @ data[1], atol=3e-3)
+
+
+def test_staged_vectors_are_searchable_before_they_settle(vectors: np.ndarray, tmp_path: Path) -> None:
+    data, labels = vectors[:600], np.arange(600, dtype=np.int64)
+    index = DenseIndex(data.shape[1], HnswSettings())
+    index.upsert(labels[:400], data[:400])
+    index.stage(labels[400:], data[400:])
+    assert index.staged == 200 and len(index) == 600
+    query = data[450]
+    top, sims = index.search(query, 10)
+    assert top[0] == 450 and set(top.tolist()) == _exact(data, labels, query, 10)
+    assert np.allclose(sims, data[top] @ query, atol=1e-5)
+    wide = np.arange(0, 600, 2, dtype=np.int64)  # a filter, answered by the exact scan
+    assert set(index.search(query, 5, wide)[0].tolist()) == _exact(data[wide], wide, query, 5)
+    assert np.allclose(index.vectors(np.array([3, 450, 7])), data[[3, 450, 7]], atol=1e-6)  # graph: re-normalised
+    index.delete([450, 3])
+    assert 450 not in index.search(query, 10)[0] and index.staged == 199 and len(index) == 598
+    (tmp_path / "staged").mkdir()
+    index.save(tmp_path / "staged")  # a snapshot taken mid-settle keeps the staged ones
+    loaded = DenseIndex.load(tmp_path / "staged", HnswSettings())
+    assert loaded.staged == 0 and len(loaded) == 598
+    assert index.settle(150) == 49 and index.settle() == 0 and index.staged == 0
+    for settled in (index, loaded):
+        assert np.array_equal(settled.search(query, 10)[0], index.search(query, 10)[0])
+        assert 450 not in settled.search(query, 10)[0]
