@@ -1,6 +1,7 @@
 """The phases against a real server: encoder against ingest, then each corpus size loaded, queried and restarted."""
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +79,15 @@ class SizeFigures:
     batch: int  # documents a bulk-load request
     encode_p50s: list[float] = field(default_factory=list)  # bare query encode per round, ms
     runs: dict[tuple[str, int], list[LoadResult]] = field(default_factory=dict)  # one per round
+    during_load: LoadResult | None = None  # hybrid, 1 client, while a loader re-posts documents
+    reposted: int = 0  # documents re-posted meanwhile
     shutdown_s: float = 0.0  # SIGTERM to exit, with the snapshot of every index
     restart: RestartFigures | None = None
 
     @property
     def errors(self) -> int:
-        return sum(run.errors for runs in self.runs.values() for run in runs)
+        during = self.during_load.errors if self.during_load else 0
+        return during + sum(run.errors for runs in self.runs.values() for run in runs)
 
 
 @dataclass
@@ -124,8 +128,24 @@ def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[st
                                      plan.requests, plan.seconds, offset=r * plan.requests)
                     figures.runs.setdefault((mode, clients), []).append(run)
             progress(f"{size} docs: round {r + 1}/{plan.rounds} done")
+        searches_during_load(server.url, corpus, queries, plan, figures)
         figures.shutdown_s = server.stop()
     return figures
+
+
+def searches_during_load(url: str, corpus: Corpus, queries: list[str], plan: LoadPlan, figures: SizeFigures) -> None:
+    """Hybrid searches from one client while a loader re-posts (replaces) the first documents, 2 requests in
+    flight: what a frontend sees during a bulk load."""
+    figures.reposted = min(figures.size, 8 * plan.batch)
+    progress(f"{figures.size} docs: hybrid searches while {figures.reposted} documents are re-posted")
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load_corpus, url, COLLECTION, corpus, figures.reposted, plan.batch)
+        figures.during_load = query_load(url, COLLECTION, queries, {"mode": "hybrid", "k": 10}, 1, plan.requests,
+                                         plan.seconds)
+        loading.result()
+    count = check(httpx.get(f"{url}/v1/collections/{COLLECTION}", timeout=60))["count"]
+    if count != figures.size:
+        raise RuntimeError(f"after re-posting, the collection holds {count} documents, not {figures.size}")
 
 
 def restart_phase(figures: SizeFigures, queries: list[str], restarts: int, threads: int, work: Path) -> None:

@@ -87,6 +87,11 @@ def _query_rows(sizes: list[SizeFigures]) -> list[Row]:
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, {qps:.1f} QPS",
                     f"p50 {vs_encode:.2f}x, QPS {qps_encode:.2f}x bare encode; p50 {p50 / base_p50:.2f}x, "
                     f"QPS {qps / base_qps:.2f}x @{size_label(base.size)}"))
+        if fig.during_load is not None:
+            run, idle = fig.during_load, median([r.p50 for r in fig.runs[("hybrid", 1)]])
+            rows.append(Row("query", f"hybrid @{label}, 1 client, while {fig.reposted} docs are re-posted",
+                            f"p50 {run.p50:.1f} ms, p99 {run.p99:.1f} ms, {run.qps:.1f} QPS",
+                            f"p50 {run.p50 / idle:.2f}x the idle hybrid p50"))
     errors = sum(fig.errors for fig in sizes)
     rows.append(Row("query", "HTTP errors in every query run", str(errors), "", "= 0", errors == 0))
     return rows
