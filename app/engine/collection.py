@@ -120,7 +120,7 @@ class Collection:
         self._settle()
 
     def _settle(self) -> None:
-        """Staged vectors into the graph, SETTLE_TURN at a time (one turn: ~30-130 ms at 100K-1M documents);
+        """Staged vectors into the graph, SETTLE_TURN at a time (a turn: ~15-35 ms at 100K-1M documents);
         the readers that queued during a turn go before the next one."""
         while True:
             with self.lock.write():

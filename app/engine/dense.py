@@ -24,9 +24,9 @@ class DenseIndex:
     """Cosine-similarity HNSW index keyed by integer labels.
 
     hnswlib's contract: `add_items` and `resize_index` are not safe alongside queries, so the caller holds
-    a readers-writer lock and calls `upsert`, `settle` and `delete` only under its write side. Inserting
-    into the graph is slow (~2-4 ms a vector at 100K-1M), so `upsert` only stages vectors, which searches
-    scan exactly, and `settle` moves them into the graph a few at a time, letting searches in between.
+    a readers-writer lock and calls `upsert`, `stage`, `settle` and `delete` only under its write side. Inserting
+    into the graph is slow (~2-4 ms a vector at 100K-1M), so a collection `stage`s a batch, which searches
+    scan exactly, and `settle`s it into the graph a few vectors at a time, letting searches in between.
     `ef` is global state on the graph, so queries serialise on a small mutex.
     """
 
