@@ -152,7 +152,7 @@ class Collection:
 
     def snapshot(self) -> None:
         """Writes both indexes and the store sequence they cover; searches go on meanwhile."""
-        with self.snapshot_lock, self.lock.read():
+        with self.snapshot_lock, self.lock.read(long=True):
             if self.dropped:
                 return
             seq = self.store.seq()

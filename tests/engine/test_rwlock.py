@@ -66,3 +66,41 @@ def test_a_waiting_writer_goes_before_readers_that_arrive_after_it() -> None:
     for thread in threads:
         thread.join()
     assert events == ["first read", "write", "late read"]
+
+
+def test_readers_pass_a_writer_that_waits_on_a_long_reader() -> None:
+    """A snapshot holds the read side for seconds at scale; searches must not queue behind the writer
+    that waits on it, then wait for both."""
+    lock, events = ReadWriteLock(), list[str]()
+    snapshot_in, snapshot_done = threading.Event(), threading.Event()
+
+    def snapshot() -> None:
+        with lock.read(long=True):
+            snapshot_in.set()
+            snapshot_done.wait()
+        events.append("snapshot done")
+
+    def writer() -> None:
+        with lock.write():
+            events.append("write")
+
+    threads = [threading.Thread(target=snapshot), threading.Thread(target=writer)]
+    threads[0].start()
+    snapshot_in.wait()
+    threads[1].start()
+    while not lock._waiting_writers:
+        time.sleep(0.001)
+    searched = threading.Event()
+
+    def search() -> None:
+        with lock.read():
+            events.append("search")
+            searched.set()
+
+    threads.append(threading.Thread(target=search))
+    threads[2].start()
+    passed = searched.wait(timeout=10)  # while the snapshot still holds the lock
+    snapshot_done.set()
+    for thread in threads:
+        thread.join()
+    assert passed and events[0] == "search" and events.count("write") == 1
