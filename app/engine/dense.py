@@ -102,7 +102,8 @@ class DenseIndex:
         k = min(k, self._live if allowed is None else len(allowed))
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        staged = self._staged if allowed is None else self._staged[np.isin(self._staged, allowed)]
+        in_filter = slice(None) if allowed is None else np.isin(self._staged, allowed)
+        staged, staged_vectors = self._staged[in_filter], self._staged_vectors[in_filter]
         walk = min(k, self._live - len(self._staged))
         allowed_set = None if allowed is None else set(allowed.tolist())
         labels: np.ndarray | None = np.empty((1, 0), dtype=np.int64)
@@ -123,7 +124,7 @@ class DenseIndex:
         found, sims = labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
         if len(staged):
             found = np.concatenate([found, staged])
-            sims = np.concatenate([sims, self._staged_vectors[np.isin(self._staged, staged)] @ query])
+            sims = np.concatenate([sims, staged_vectors @ query])
             top = np.lexsort((found, -sims))[:k]
             found, sims = found[top], sims[top]
         return found, sims
