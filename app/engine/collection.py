@@ -3,6 +3,7 @@
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,20 @@ from app.store.snapshots import SnapshotDir
 
 log = logging.getLogger("app.collection")
 _SNAPSHOT_FORMAT = 1
-SETTLE_TURN = 8  # vectors moved into the graph under one hold of the write lock
+# A turn of the write lock moves staged vectors into the graph for about this long, so a search waits at
+# most about this for a bulk load. Measured at 30K documents with a loader re-posting 1,000-document batches:
+# turns of 8 vectors (~36 ms) gave hybrid search p50 46 ms, p99 65-110 ms; of 2 (~9 ms), 31 ms and 46-55 ms.
+SETTLE_TURN_SECONDS = 0.010
+_MAX_TURN = 256
+
+
+def next_turn(count: int, seconds: float, budget: float = SETTLE_TURN_SECONDS) -> int:
+    """Vectors for the next settle turn, scaled from the pace of the last (`count` in `seconds`) to take about
+    `budget`: inserting costs from well under a millisecond a vector in a small graph to ~5 ms at 1M
+    documents. At most twice the last turn, so one fast turn does not make the next one long."""
+    if seconds <= 0:
+        return min(2 * count, _MAX_TURN)
+    return max(1, min(2 * count, _MAX_TURN, int(count * budget / seconds)))
 
 
 @dataclass
@@ -120,12 +134,19 @@ class Collection:
         self._settle()
 
     def _settle(self) -> None:
-        """Staged vectors into the graph, SETTLE_TURN at a time (a turn: ~15-35 ms at 100K-1M documents);
-        the readers that queued during a turn go before the next one."""
+        """Staged vectors into the graph in turns of the write lock of about SETTLE_TURN_SECONDS each; the
+        readers that queued during a turn go before the next one."""
+        count = 1
         while True:
             with self.lock.write():
-                if self.dropped or not self.dense.settle(SETTLE_TURN):
+                if self.dropped:
                     return
+                start = time.perf_counter()
+                left = self.dense.settle(count)
+                seconds = time.perf_counter() - start
+            if not left:
+                return
+            count = next_turn(count, seconds)
 
     def delete(self, doc_id: str) -> bool:
         with self.lock.write():

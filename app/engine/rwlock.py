@@ -2,7 +2,7 @@
 
 Hand-written because the standard library has none and the one job here needs only these lines: many
 concurrent searches, and writers that take the lock again and again in short turns (a bulk ingest settles
-its vectors into the graph a few dozen at a time). New readers wait behind a waiting writer, so writers are
+its vectors into the graph in ~10 ms turns). New readers wait behind a waiting writer, so writers are
 not starved; and the readers that were already waiting when a writer leaves go in before the next writer,
 so a writer that comes straight back does not starve searches either. A long reader (an index snapshot,
 seconds at scale) lets other readers pass the writers waiting on it: they would wait for it anyway.
