@@ -24,7 +24,8 @@ log = logging.getLogger("app.collection")
 _SNAPSHOT_FORMAT = 1
 # A turn of the write lock moves staged vectors into the graph for about this long, so a search waits at
 # most about this for a bulk load. Measured at 30K documents with a loader re-posting 1,000-document batches:
-# turns of 8 vectors (~36 ms) gave hybrid search p50 46 ms, p99 65-110 ms; of 2 (~9 ms), 31 ms and 46-55 ms.
+# turns of 8 vectors (~36 ms a turn there) gave hybrid search p50 45-48 ms, p99 65-150 ms; ~10 ms turns 29-32 ms,
+# 48-65 ms.
 SETTLE_TURN_SECONDS = 0.010
 _MAX_TURN = 256
 

@@ -37,15 +37,15 @@ def test_next_turn_aims_at_the_budget_and_at_most_doubles() -> None:
     assert next_turn(200, 0.001, budget=0.010) == 256  # capped
 
 
-def test_an_upsert_settles_its_batch_in_growing_turns_before_it_returns(client: TestClient,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_upsert_settles_its_batch_before_it_returns_in_turns_that_at_most_double(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     client.put("/v1/collections/turns")
     collection = client.app.state.engine.collection("turns")  # type: ignore[attr-defined]
     turns: list[int] = []
     settle = collection.dense.settle
 
     def recording_settle(limit: int | None = None) -> int:
-        turns.append(len(collection.dense._staged) if limit is None else limit)
+        turns.append(collection.dense.staged if limit is None else limit)
         return settle(limit)
 
     monkeypatch.setattr(collection.dense, "settle", recording_settle)
