@@ -32,8 +32,9 @@ _MAX_TURN = 256
 
 def next_turn(count: int, seconds: float, budget: float = SETTLE_TURN_SECONDS) -> int:
     """Vectors for the next settle turn, scaled from the pace of the last (`count` in `seconds`) to take about
-    `budget`: inserting costs from well under a millisecond a vector in a small graph to ~5 ms at 1M
-    documents. At most twice the last turn, so one fast turn does not make the next one long."""
+    `budget`: inserting costs from well under a millisecond a vector in a small graph to ~4.5 ms at 30K
+    documents with searches running. At most twice the last turn, so one fast turn does not make the next
+    one long."""
     if seconds <= 0:
         return min(2 * count, _MAX_TURN)
     return max(1, min(2 * count, _MAX_TURN, int(count * budget / seconds)))
