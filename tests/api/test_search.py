@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.embedder import Embedder
+from app.engine.embedder import Embedder, normalise
 from tests.helpers import ANIMALS, ids, search
 
 OFF = {"enabled": False}
@@ -69,8 +69,7 @@ def test_every_hit_carries_its_cosine(client: TestClient, embedder: Embedder) ->
     """Dense hits carry the graph's exact cosine; lexical-only candidates the int8 copy's, within ~1e-3."""
     client.put("/v1/collections/cos")
     rng = np.random.default_rng(3)
-    vectors = rng.standard_normal((300, embedder.dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = normalise(rng.standard_normal((300, embedder.dim)).astype(np.float32))
     docs = [{"id": f"d{i}", "text": f"garden note {i} " + ("tomatoes " * (i % 5)), "vector": v.tolist()}
             for i, v in enumerate(vectors)]
     client.post("/v1/collections/cos/documents", json={"documents": docs})

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.engine.collection import next_turn
+from app.engine.embedder import normalise
 from app.errors import CollectionNotFound
 from app.store.documents import NewDocument
 
@@ -50,8 +51,7 @@ def test_an_upsert_settles_its_batch_before_it_returns_in_turns_that_at_most_dou
 
     monkeypatch.setattr(collection.dense, "settle", recording_settle)
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((300, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = normalise(rng.standard_normal((300, 384)).astype(np.float32))
     collection.upsert([NewDocument(f"d{i}", f"document {i}", None, {}, v) for i, v in enumerate(vectors)])
     assert collection.dense.staged == 0 and len(collection.dense) == 300
     assert sum(turns) >= 300 and turns[0] == 1 and len(turns) > 1
