@@ -304,7 +304,7 @@ def test_load_of_damaged_dir_raises_value_error(tmp_path: Path, how: str) -> Non
 
 def test_training_starts_at_global_logistic_fit() -> None:
     queries, cosines, labels = _clustered(40, seed=6, dependent=True)
-    adapter = fit_adapter(queries, cosines, labels, steps=0, hidden=4, val_fraction=0.0)
+    adapter = fit_adapter(queries, cosines, labels, family="linear", steps=0, hidden=4, val_fraction=0.0)
     slope, intercept = fit_logistic_1d(np.concatenate(cosines), np.concatenate(labels))
     for query in queries[:5]:
         assert adapter.map_params(query) == pytest.approx({"a": slope, "b": intercept}, rel=1e-9)
@@ -338,7 +338,7 @@ def test_training_learns_query_dependent_relevance(family: str) -> None:
 
 def test_training_matches_raw_cosine_on_query_independent_signal() -> None:
     queries, cosines, labels = _clustered(150, seed=9, dependent=False)
-    adapter = train_and_calibrate(queries, cosines, labels, hidden=8, steps=300)
+    adapter = train_and_calibrate(queries, cosines, labels, family="linear", hidden=8, steps=300)
     assert adapter.calibration is not None
     m = adapter.calibration.metrics
     assert m["pr_auc"] >= m["raw_cosine_pr_auc"] - 0.01
@@ -346,19 +346,19 @@ def test_training_matches_raw_cosine_on_query_independent_signal() -> None:
 
 def test_each_fold_fits_several_seeds_and_all_are_served() -> None:
     queries, cosines, labels = _clustered(60, seed=11, dependent=True)
-    adapter = train_and_calibrate(queries, cosines, labels, folds=3, repeats=2, hidden=4, steps=20)
+    adapter = train_and_calibrate(queries, cosines, labels, family="linear", folds=3, repeats=2, hidden=4, steps=20)
     assert adapter.members == 6 and adapter.info["folds"] == 3 and adapter.info["repeats"] == 2
-    single = train_and_calibrate(queries, cosines, labels, folds=3, repeats=1, hidden=4, steps=20)
+    single = train_and_calibrate(queries, cosines, labels, family="linear", folds=3, repeats=1, hidden=4, steps=20)
     assert single.members == 3
     with pytest.raises(ValueError, match="repeats"):
-        train_and_calibrate(queries, cosines, labels, repeats=0, steps=5)
+        train_and_calibrate(queries, cosines, labels, family="linear", repeats=0, steps=5)
 
 
 def test_train_and_calibrate_needs_five_positive_queries() -> None:
     queries, cosines, labels = _clustered(10, seed=10, dependent=True)
     labels = [np.zeros_like(y) if i >= 4 else y for i, y in enumerate(labels)]
     with pytest.raises(ValueError, match="at least 5 queries"):
-        train_and_calibrate(queries, cosines, labels, steps=5)
+        train_and_calibrate(queries, cosines, labels, family="linear", steps=5)
 
 
 def test_inference_path_does_not_import_torch() -> None:

@@ -1,7 +1,8 @@
 """Cosine Adapter relevance filtering: query-conditioned calibration of raw cosine into P(relevant)."""
 
-from app.engine.relevance.adapter import CosineAdapter
+from app.engine.relevance.adapter import DEFAULT_FAMILY, CosineAdapter, Family
 from app.engine.relevance.calibration import (
+    DEFAULT_RECALL_TARGET,
     DEFAULT_RECALL_TARGETS,
     Calibration,
     average_precision,
@@ -13,9 +14,12 @@ from app.engine.relevance.calibration import (
 from app.engine.relevance.training import fit_adapter, train_and_calibrate
 
 __all__ = [
+    "DEFAULT_FAMILY",
+    "DEFAULT_RECALL_TARGET",
     "DEFAULT_RECALL_TARGETS",
     "Calibration",
     "CosineAdapter",
+    "Family",
     "average_precision",
     "choose_threshold",
     "filter_metrics",

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_RECALL_TARGETS: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 0.99)
+# The recall the default threshold is chosen for, everywhere a caller does not name one.
+DEFAULT_RECALL_TARGET = 0.95
 
 
 @dataclass

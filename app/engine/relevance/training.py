@@ -8,12 +8,14 @@ import numpy as np
 
 from app.engine.relevance.adapter import (
     ABS_FLOOR,
+    DEFAULT_FAMILY,
     FAMILIES,
     POWER_MAX_EXPONENT,
     CosineAdapter,
     softplus_inverse,
 )
 from app.engine.relevance.calibration import (
+    DEFAULT_RECALL_TARGET,
     DEFAULT_RECALL_TARGETS,
     Calibration,
     choose_threshold,
@@ -66,7 +68,7 @@ def fit_adapter(
     cosines: list[np.ndarray],
     labels: list[np.ndarray],
     *,
-    family: str = "linear",
+    family: str = DEFAULT_FAMILY,
     hidden: int = 64,
     steps: int = 600,
     lr: float = 1e-2,
@@ -252,8 +254,8 @@ def train_and_calibrate(
     *,
     folds: int = 5,
     repeats: int = 3,
-    recall_target: float = 0.95,
-    family: str = "linear",
+    recall_target: float = DEFAULT_RECALL_TARGET,
+    family: str = DEFAULT_FAMILY,
     seed: int = 0,
     lexical: list[np.ndarray] | None = None,
     **fit_kwargs: Any,
