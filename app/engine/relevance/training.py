@@ -1,16 +1,15 @@
-"""Training of the Cosine Adapter (torch, imported lazily) and its held-out calibration."""
+"""Training of the Cosine Adapter (its torch loop in descent.py, imported only to train) and its calibration."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from app.engine.relevance.adapter import (
-    ABS_FLOOR,
     DEFAULT_FAMILY,
     FAMILIES,
-    POWER_MAX_EXPONENT,
+    WEIGHT_NAMES,
     CosineAdapter,
     softplus_inverse,
 )
@@ -22,6 +21,9 @@ from app.engine.relevance.calibration import (
     filter_metrics,
     fit_logistic,
 )
+
+if TYPE_CHECKING:
+    from app.engine.relevance.descent import Descent
 
 MIN_POSITIVE_QUERIES = 5
 _MIN_SLOPE = 1e-3  # a raw cosine that does not predict relevance still needs a > 0 to start from
@@ -63,6 +65,34 @@ def _check_lexical(family: str, lexical: list[np.ndarray] | None, xs: list[np.nd
     return lex
 
 
+class _Data(NamedTuple):
+    """Checked training data: one row of `queries` and one array of the rest per query."""
+
+    queries: np.ndarray
+    cosines: list[np.ndarray]
+    labels: list[np.ndarray]
+    lexical: list[np.ndarray] | None  # only for the hybrid family
+
+    def subset(self, idx: np.ndarray) -> _Data:
+        return _Data(self.queries[idx], [self.cosines[i] for i in idx], [self.labels[i] for i in idx],
+                     None if self.lexical is None else [self.lexical[i] for i in idx])
+
+
+def _checked(query_embs: np.ndarray, cosines: list[np.ndarray], labels: list[np.ndarray], family: str,
+             lexical: list[np.ndarray] | None) -> _Data:
+    q, xs, ys = _check_data(query_embs, cosines, labels)
+    return _Data(q, xs, ys, _check_lexical(family, lexical, xs))
+
+
+class _Start(NamedTuple):
+    """Where training starts: weights that map every query by the pooled logistic fit (held in the output
+    biases, with a zero output layer)."""
+
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # w1, b1, w2, b2
+    slope: float
+    intercept: float
+
+
 def fit_adapter(
     query_embs: np.ndarray,
     cosines: list[np.ndarray],
@@ -87,32 +117,53 @@ def fit_adapter(
     the weights with the lowest validation loss are returned, stopping after ``patience`` steps without
     improvement; with too few queries for that, all are trained on for ``steps`` steps.
     """
-    import torch
-    from tqdm import tqdm
-
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
     if hidden < 1 or steps < 0 or threads < 1:
         raise ValueError("hidden and threads must be >= 1 and steps >= 0")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    q_all, xs_all, ys_all = _check_data(query_embs, cosines, labels)
-    lex_all = _check_lexical(family, lexical, xs_all)
-    rng = np.random.default_rng(seed)
-    n_pos_queries = sum(bool(y.any()) for y in ys_all)
+    data = _checked(query_embs, cosines, labels, family, lexical)
+    rng = np.random.default_rng(seed)  # the split draws from it first, then the initialisation
+    train_idx, val_idx = _train_validation_split(data.labels, val_fraction, rng)
+    train = data.subset(train_idx)
+    start = _initialise(train, family, hidden, rng)
+    from app.engine.relevance import descent  # torch: only when training
+
+    run = descent.descend(
+        family,
+        start.weights,
+        descent.batch(*data, train_idx),
+        descent.batch(*data, val_idx) if val_idx.size else None,
+        steps=steps, lr=lr, weight_decay=weight_decay, pos_weight=pos_weight, patience=patience,
+        threads=threads, progress=progress,
+    )
+    settings: dict[str, object] = {"family": family, "hidden": hidden, "steps": steps, "lr": lr,
+                                   "weight_decay": weight_decay, "seed": seed, "pos_weight": pos_weight}
+    info = _report(settings, start, run, train, n_val=int(val_idx.size))
+    return CosineAdapter(family, dict(zip(WEIGHT_NAMES, run.weights, strict=True)), info=info)
+
+
+def _train_validation_split(
+    ys: list[np.ndarray], val_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) query indices; no validation unless there are enough queries with a positive."""
+    n_pos_queries = sum(bool(y.any()) for y in ys)
     if val_fraction > 0.0 and n_pos_queries >= 2 * MIN_POSITIVE_QUERIES:
-        train_idx, val_idx = _stratified_split(ys_all, val_fraction, rng)
-    else:
-        train_idx, val_idx = np.arange(len(xs_all)), np.arange(0)
-    q, xs, ys = q_all[train_idx], [xs_all[i] for i in train_idx], [ys_all[i] for i in train_idx]
-    x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-    features = x_all[:, None] if lex_all is None else np.column_stack([
-        x_all, np.concatenate([lex_all[i] for i in train_idx])])
+        return _stratified_split(ys, val_fraction, rng)
+    return np.arange(len(ys)), np.arange(0)
+
+
+def _initialise(train: _Data, family: str, hidden: int, rng: np.random.Generator) -> _Start:
+    """Weights at which the network's map is exactly the pooled logistic fit over the training queries."""
+    x_all, y_all = np.concatenate(train.cosines), np.concatenate(train.labels)
+    features = x_all[:, None] if train.lexical is None else np.column_stack([x_all, np.concatenate(train.lexical)])
     coefs, intercept = fit_logistic(features, y_all)
     slope = max(float(coefs[0]), _MIN_SLOPE)
 
     # Data-dependent init: hidden units see centred, unit-variance pre-activations over the training
     # queries, because sentence embeddings share a large common direction that would otherwise saturate tanh.
+    q = train.queries
     w1 = rng.standard_normal((q.shape[1], hidden))
     mean_q = q.mean(axis=0)
     spread = ((q - mean_q) @ w1).std(axis=0) if q.shape[0] > 1 else np.ones(hidden)
@@ -122,108 +173,25 @@ def fit_adapter(
     extra = [softplus_inverse(max(float(c), _MIN_SLOPE)) for c in coefs[1:]] if family == "hybrid" else [0.0]
     b2 = np.array([softplus_inverse(slope), intercept, *extra][: FAMILIES[family]])
     w2 = np.zeros((hidden, FAMILIES[family]))
+    return _Start((w1, b1, w2, b2), slope, intercept)
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        dt = torch.float64
-        params = [torch.tensor(a, dtype=dt, requires_grad=True) for a in (w1, b1, w2, b2)]
-        weight_pos = None if pos_weight is None else torch.tensor(float(pos_weight), dtype=dt)
 
-        def batch(idx: np.ndarray) -> tuple[torch.Tensor, ...]:
-            bx = [xs_all[i] for i in idx]
-            return (
-                torch.tensor(q_all[idx], dtype=dt),
-                torch.tensor(np.concatenate(bx), dtype=dt),
-                torch.tensor(np.concatenate([ys_all[i] for i in idx]), dtype=dt),
-                torch.tensor(np.repeat(np.arange(len(bx)), [x.size for x in bx]), dtype=torch.long),
-                torch.tensor(np.concatenate([lex_all[i] for i in idx]) if lex_all is not None else np.zeros(1),
-                             dtype=dt),
-            )
-
-        def loss_fn(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            q_t, x_t, y_t, qidx, lex_t = data
-            tw1, tb1, tw2, tb2 = params
-            raw = torch.tanh(q_t @ tw1 + tb1) @ tw2 + tb2
-            a = torch.nn.functional.softplus(raw[:, 0])[qidx]
-            b = raw[:, 1][qidx]
-            if family == "linear":
-                z = a * x_t + b
-            elif family == "hybrid":
-                c = torch.nn.functional.softplus(raw[:, 2])[qidx]
-                z = a * x_t + c * lex_t + b
-            else:
-                k = POWER_MAX_EXPONENT * torch.sigmoid(raw[:, 2])[qidx]
-                z = torch.sign(x_t) * a * x_t.abs().clamp_min(ABS_FLOOR).pow(k) + b
-            return torch.nn.functional.binary_cross_entropy_with_logits(z, y_t, pos_weight=weight_pos)
-
-        train_data = batch(train_idx)
-        val_data = batch(val_idx) if val_idx.size else None
-        # Biases carry the global fit; decaying them would drag the map back toward slope 0.7 / intercept 0.
-        opt = torch.optim.AdamW(
-            [
-                {"params": [params[0], params[2]], "weight_decay": weight_decay},
-                {"params": [params[1], params[3]], "weight_decay": 0.0},
-            ],
-            lr=lr,
-        )
-
-        def snapshot() -> list[np.ndarray]:
-            return [p.detach().cpu().numpy().astype(np.float64, copy=True) for p in params]
-
-        with torch.no_grad():
-            initial_loss = float(loss_fn(train_data))
-            best_val = float(loss_fn(val_data)) if val_data is not None else float("nan")
-        best, best_step, steps_run = snapshot(), 0, 0
-        bar = tqdm(range(1, steps + 1), disable=not progress, desc=f"adapter ({family})")
-        for step in bar:
-            opt.zero_grad()
-            loss = loss_fn(train_data)
-            loss.backward()
-            opt.step()
-            steps_run = step
-            if val_data is None:
-                best_step = step
-                continue
-            with torch.no_grad():
-                val_loss = float(loss_fn(val_data))
-            if val_loss < best_val:
-                best, best_val, best_step = snapshot(), val_loss, step
-            if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}", val=f"{val_loss:.4f}", best=best_step)
-            if step - best_step >= patience:
-                break
-        if val_data is None:
-            best = snapshot()
-        with torch.no_grad():
-            for p, value in zip(params, best, strict=True):
-                p.copy_(torch.from_numpy(value))
-            final_loss = float(loss_fn(train_data))
-    finally:
-        torch.set_num_threads(previous_threads)
-    weights = dict(zip(("w1", "b1", "w2", "b2"), best, strict=True))
-
-    info: dict[str, object] = {
-        "family": family,
-        "hidden": hidden,
-        "steps": steps,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "seed": seed,
-        "pos_weight": pos_weight,
-        "init_slope": slope,
-        "init_intercept": intercept,
-        "initial_loss": initial_loss,
-        "final_loss": final_loss,
-        "best_val_loss": best_val if val_data is not None else None,
-        "best_step": best_step,
-        "steps_run": steps_run,
-        "val_queries": int(val_idx.size),
-        "n_queries": len(xs),
-        "n_pairs": int(x_all.size),
-        "n_positive_pairs": int(y_all.sum()),
+def _report(settings: dict[str, object], start: _Start, run: Descent, train: _Data, n_val: int) -> dict[str, object]:
+    """The adapter's `info`: how it was trained and on how much."""
+    return {
+        **settings,
+        "init_slope": start.slope,
+        "init_intercept": start.intercept,
+        "initial_loss": run.initial_loss,
+        "final_loss": run.final_loss,
+        "best_val_loss": run.best_val_loss,
+        "best_step": run.best_step,
+        "steps_run": run.steps_run,
+        "val_queries": n_val,
+        "n_queries": len(train.cosines),
+        "n_pairs": int(sum(x.size for x in train.cosines)),
+        "n_positive_pairs": int(np.concatenate(train.labels).sum()),
     }
-    return CosineAdapter(family, weights, info=info)
 
 
 def _stratified_split(ys: list[np.ndarray], fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -274,37 +242,50 @@ def train_and_calibrate(
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    q, xs, ys = _check_data(query_embs, cosines, labels)
-    lex = _check_lexical(family, lexical, xs)
-    n_pos = sum(bool(y.any()) for y in ys)
+    data = _checked(query_embs, cosines, labels, family, lexical)
+    n_pos = sum(bool(y.any()) for y in data.labels)
     if n_pos < MIN_POSITIVE_QUERIES:
         raise ValueError(
             f"need at least {MIN_POSITIVE_QUERIES} queries with a relevant candidate to train and calibrate "
             f"an adapter, got {n_pos}"
         )
     n_folds = max(2, min(folds, n_pos // 2))
-    fold = _folds(ys, n_folds, np.random.default_rng(seed))
+    fold = _folds(data.labels, n_folds, np.random.default_rng(seed))
+    parts, out_of_fold = _cross_fit(data, fold, n_folds, repeats, family=family, seed=seed, fit_kwargs=fit_kwargs)
+    info = {k: v for k, v in parts[0].info.items() if k not in ("seed", "n_queries", "n_pairs", "n_positive_pairs")}
+    info.update({"members": len(parts), "folds": n_folds, "repeats": repeats,
+                 "member_best_steps": [p.info["best_step"] for p in parts],
+                 "n_queries": len(data.cosines), "n_pairs": int(sum(x.size for x in data.cosines))})
+    adapter = CosineAdapter.ensemble(parts, info=info)
+    adapter.calibration = _calibrate(out_of_fold, data, recall_target, n_folds)
+    return adapter
 
-    def subset(idx: np.ndarray) -> dict[str, Any]:  # the folds' share of the lexical evidence
-        return {"lexical": None if lex is None else [lex[i] for i in idx]}
 
-    out_of_fold: list[np.ndarray] = [np.empty(0)] * len(xs)
+def _cross_fit(
+    data: _Data, fold: np.ndarray, n_folds: int, repeats: int, *, family: str, seed: int, fit_kwargs: dict[str, Any]
+) -> tuple[list[CosineAdapter], list[np.ndarray]]:
+    """(members, out-of-fold probabilities): `repeats` adapters (seeds) fitted without each fold, and each
+    query's probabilities from the ensemble of the members fitted without it."""
+    out_of_fold: list[np.ndarray] = [np.empty(0)] * len(data.cosines)
     parts = []
     for f in range(n_folds):
         fit_idx, held_idx = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        fold_parts = [fit_adapter(q[fit_idx], [xs[i] for i in fit_idx], [ys[i] for i in fit_idx], family=family,
-                                  seed=seed + f + n_folds * r, **subset(fit_idx), **fit_kwargs)
+        fit = data.subset(fit_idx)
+        fold_parts = [fit_adapter(fit.queries, fit.cosines, fit.labels, family=family, seed=seed + f + n_folds * r,
+                                  lexical=fit.lexical, **fit_kwargs)
                       for r in range(repeats)]
         parts.extend(fold_parts)
         fold_adapter = CosineAdapter.ensemble(fold_parts)
         for i in held_idx:
-            out_of_fold[i] = fold_adapter.probabilities(q[i], xs[i], None if lex is None else lex[i])
-    info = {k: v for k, v in parts[0].info.items() if k not in ("seed", "n_queries", "n_pairs", "n_positive_pairs")}
-    info.update({"members": len(parts), "folds": n_folds, "repeats": repeats,
-                 "member_best_steps": [p.info["best_step"] for p in parts],
-                 "n_queries": len(xs), "n_pairs": int(sum(x.size for x in xs))})
-    adapter = CosineAdapter.ensemble(parts, info=info)
+            out_of_fold[i] = fold_adapter.probabilities(data.queries[i], data.cosines[i],
+                                                        None if data.lexical is None else data.lexical[i])
+    return parts, out_of_fold
 
+
+def _calibrate(out_of_fold: list[np.ndarray], data: _Data, recall_target: float, n_folds: int) -> Calibration:
+    """Thresholds on the out-of-fold probabilities for every recall target, and the metrics at the chosen
+    one beside those of raw cosine at its own threshold for the same target."""
+    xs, ys = data.cosines, data.labels
     pooled_probs, pooled_labels = np.concatenate(out_of_fold), np.concatenate(ys)
     targets = sorted({*DEFAULT_RECALL_TARGETS, float(recall_target)})
     thresholds = {t: choose_threshold(pooled_probs, pooled_labels, t) for t in targets}
@@ -313,10 +294,9 @@ def train_and_calibrate(
     raw_metrics = filter_metrics(xs, ys, raw_threshold)
     metrics.update({f"raw_cosine_{k}": v for k, v in raw_metrics.items()})
     metrics.update({"folds": float(n_folds), "queries": float(len(xs)), "positive_pairs": float(pooled_labels.sum())})
-    adapter.calibration = Calibration(
+    return Calibration(
         threshold=thresholds[recall_target],
         recall_target=float(recall_target),
         thresholds=thresholds,
         metrics=metrics,
     )
-    return adapter
