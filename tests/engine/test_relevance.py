@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from app.engine.relevance import (
     Calibration,
@@ -21,6 +22,8 @@ from app.engine.relevance import (
     precision_at_recall,
     train_and_calibrate,
 )
+from app.engine.relevance.adapter import WEIGHT_NAMES
+from app.engine.relevance.descent import logits as torch_logits
 
 
 def _random_adapter(family: str, dim: int, hidden: int, rng: np.random.Generator) -> CosineAdapter:
@@ -131,6 +134,32 @@ def test_power_map_matches_its_formula() -> None:
     expected = np.sign(x) * p["a"] * np.abs(x) ** p["k"] + p["b"]
     np.testing.assert_allclose(adapter.logits(query, x), expected, atol=1e-12)
     np.testing.assert_allclose(adapter.probabilities(query, x), 1.0 / (1.0 + np.exp(-expected)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["linear", "power", "hybrid"])
+def test_torch_training_maps_match_numpy_serving_maps(family: str) -> None:
+    # Each map is written twice, in torch to train it and in numpy to serve it: they must not drift apart.
+    rng = np.random.default_rng(21)
+    for _ in range(20):
+        adapter = _random_adapter(family, dim=8, hidden=5, rng=rng)
+        queries = _unit(rng.standard_normal((4, 8)))
+        sizes = rng.integers(1, 30, 4)
+        cosines = [rng.uniform(-1.0, 1.0, n) for n in sizes]
+        cosines[0][0] = 0.0  # where the power map floors |x| and takes its sign
+        lexical = [rng.uniform(0.0, 1.0, n) for n in sizes]
+        expected = np.concatenate([
+            adapter.logits(q, x, lex if family == "hybrid" else None)
+            for q, x, lex in zip(queries, cosines, lexical, strict=True)
+        ])
+        trained = torch_logits(
+            family,
+            [torch.from_numpy(adapter.weights[name][0]) for name in WEIGHT_NAMES],
+            torch.from_numpy(queries),
+            torch.from_numpy(np.concatenate(cosines)),
+            torch.from_numpy(np.repeat(np.arange(4), sizes)),
+            torch.from_numpy(np.concatenate(lexical)),
+        )
+        np.testing.assert_allclose(trained.numpy(), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_choose_threshold_hand_example() -> None:
