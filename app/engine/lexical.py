@@ -17,6 +17,7 @@ from app.engine.postings import (
     expand,
     from_sorted,
     merge,
+    merge_tail,
     read_snapshot,
     reserve,
     run_starts,
@@ -129,16 +130,8 @@ class LexicalIndex:
         self._n_slots, self._total_tokens = stop, self._total_tokens + int(lens.sum())
         self._live_postings += len(terms)
         self._version += 1
-        segs = self._segments
-        segs += [seg] if len(terms) else []
-        # Merge while the older neighbour is not much bigger, so sizes stay geometric; the size cap bounds
-        # the merge work (latency) one upsert can trigger, at the price of a few more segments.
-        while len(segs) >= 2:
-            older, newer = len(segs[-2].slots), len(segs[-1].slots)
-            if older > 2 * newer or older + newer > _MAX_MERGE:
-                break
-            merged = merge(segs[-2:], self._alive)
-            segs[-2:] = [merged] if len(merged.slots) else []
+        self._segments += [seg] if len(terms) else []
+        merge_tail(self._segments, self._alive, _MAX_MERGE)
 
     def _term_ids(self, texts: list[Sequence[str]], total: int) -> np.ndarray:
         """Every token's term id, documents concatenated; new terms get the next ids. Done by a C-level

@@ -66,6 +66,18 @@ def merge(segs: Sequence[Segment], alive: np.ndarray) -> Segment:
     return from_sorted(terms, slots, tfs)
 
 
+def merge_tail(segments: list[Segment], alive: np.ndarray, max_postings: int) -> None:
+    """Merge the newest segments in place while the older neighbour is not much bigger, so sizes stay
+    geometric; `max_postings` caps the size of a merged segment, so the merge work (latency) one upsert
+    can trigger is bounded, at the price of a few more segments."""
+    while len(segments) >= 2:
+        older, newer = len(segments[-2].slots), len(segments[-1].slots)
+        if older > 2 * newer or older + newer > max_postings:
+            break
+        merged = merge(segments[-2:], alive)
+        segments[-2:] = [merged] if len(merged.slots) else []
+
+
 def reserve(array: np.ndarray, size: int) -> np.ndarray:
     """`array` with room for `size` items (rows, for a 2-d array), grown geometrically so appends stay
     amortised O(1)."""
