@@ -16,7 +16,7 @@ from app.engine.embedder import Embedder
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import AppFactory, wait_ready
-from tests.helpers import ANIMALS, ids
+from tests.helpers import ANIMALS, ids, search
 from tests.server import Server
 
 QUERIES = ["cats purr", "birds with talons", "space thrust", "wild yeast bread", "fish swimming upstream"]
@@ -81,6 +81,63 @@ def test_damaged_snapshot_is_rebuilt_from_the_store(make_client: AppFactory) -> 
     damaged[0].write_bytes(b"garbage")
     with make_client() as client:
         assert _results(client) == before
+
+
+def _record(doc_id: str, word: str) -> dict[str, Any]:
+    return {"id": doc_id, "text": f"Record {doc_id} carries the word {word}.", "metadata": {"word": word}}
+
+
+def _current_snapshot(data_dir: Path) -> tuple[str, int]:
+    """(name, covered store sequence) of the one collection's current snapshot."""
+    (collection_dir,) = (data_dir / "indexes").iterdir()
+    name = json.loads((collection_dir / "CURRENT").read_text())["snapshot"]
+    return name, json.loads((collection_dir / name / "manifest.json").read_text())["seq"]
+
+
+def test_kill_9_after_a_partial_snapshot_replays_upserts_and_tombstones(make_client: AppFactory,
+                                                                        tmp_path: Path) -> None:
+    """A snapshot, then upserts, a replacement and deletes it does not cover, then kill -9: the restart loads the
+    snapshot and replays the newer rows and tombstones, and BM25 and the graph both serve exactly the store."""
+    data_dir = tmp_path / "data"
+    first = [_record(f"r{i}", f"alpha{i}") for i in range(6)]
+    # The periodic snapshot fires once the six first writes are in, and not again for the five after it.
+    server = Server(data_dir, SEARCH_SNAPSHOT_EVERY_WRITES=str(len(first)),
+                    SEARCH_SNAPSHOT_CHECK_SECONDS="0.05").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            assert http.put("/v1/collections/records").status_code == 201
+            assert http.post("/v1/collections/records/documents", json={"documents": first}).status_code == 200
+            deadline = time.monotonic() + 60
+            while not (data_dir / "indexes").is_dir() or not any((data_dir / "indexes").glob("*/CURRENT")):
+                assert time.monotonic() < deadline, "no snapshot was written"
+                time.sleep(0.05)
+            snapshot = _current_snapshot(data_dir)
+            later = [_record("r0", "omega0"), _record("r6", "alpha6"), _record("r7", "alpha7")]  # r0 replaced
+            assert http.post("/v1/collections/records/documents", json={"documents": later}).status_code == 200
+            assert http.delete("/v1/collections/records/documents/r1").status_code == 204  # snapshotted doc
+            assert http.delete("/v1/collections/records/documents/r7").status_code == 204  # doc newer than it
+            assert _current_snapshot(data_dir) == snapshot
+    finally:
+        server.kill()
+    # Nothing after the snapshot reached an index file: the restart has to replay five writes on top of it.
+    assert _current_snapshot(data_dir) == snapshot and snapshot[1] == len(first)
+    live = {"r0": "omega0", "r2": "alpha2", "r3": "alpha3", "r4": "alpha4", "r5": "alpha5", "r6": "alpha6"}
+    with make_client() as client:
+        collection = client.app.state.engine.collection("records")  # type: ignore[attr-defined]
+        assert collection.writes_since_snapshot == 5  # r0 and r6; tombstones of r0's old copy, r1 and r7
+        assert client.get("/v1/collections/records").json()["count"] == len(live)
+        for doc_id in ("r1", "r7"):
+            assert client.get(f"/v1/collections/records/documents/{doc_id}").status_code == 404
+        for mode in ("lexical", "dense", "hybrid"):
+            everything = ids(search(client, "record carries the word", "records", mode=mode, k=20))
+            assert sorted(everything) == sorted(live), mode
+        for doc_id, word in live.items():
+            assert client.get(f"/v1/collections/records/documents/{doc_id}").json()["text"] == \
+                _record(doc_id, word)["text"]
+            assert ids(search(client, word, "records", mode="lexical", k=20)) == [doc_id]
+            assert ids(search(client, _record(doc_id, word)["text"], "records", mode="dense", k=1)) == [doc_id]
+        for gone in ("alpha0", "alpha1", "alpha7"):  # r0's old words, the deleted docs' words
+            assert ids(search(client, gone, "records", mode="lexical", k=20)) == []
 
 
 def test_second_process_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
