@@ -2,7 +2,7 @@
 
 import json
 import signal
-import threading
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -182,25 +182,42 @@ def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
         assert server.stop()
 
 
+def _until_refused(port: int, timeout: float = 60.0) -> None:
+    """Returns once nothing listens on `port` any more: a server that closes its socket has begun to shut down."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, f"port {port} still accepts connections"
+        time.sleep(0.05)
+
+
 def test_sigterm_finishes_the_request_in_flight_snapshots_and_releases_the_lock(tmp_path: Path) -> None:
     server = Server(tmp_path / "data").start()
     docs = [{"id": f"slow-{i}-{d['id']}", "text": " ".join([d["text"]] * 4) + f" Copy {i}."}
             for i in range(600 // len(ANIMALS)) for d in ANIMALS]
-    answers: list[httpx.Response] = []
-
-    def ingest() -> None:  # a few seconds of encoding: long enough to be in flight at the SIGTERM
-        answers.append(httpx.post(f"{server.url}/v1/collections/animals/documents", json={"documents": docs},
-                                  timeout=120))
-
+    body = json.dumps({"documents": docs}).encode()
+    head = (f"POST /v1/collections/animals/documents HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n")
     try:
         assert httpx.put(f"{server.url}/v1/collections/animals", timeout=60).status_code == 201
-        writer = threading.Thread(target=ingest)
-        writer.start()
-        time.sleep(0.5)
-        assert writer.is_alive() and server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        writer.join(timeout=120)
-        assert [a.status_code for a in answers] == [200]  # finished, not cut off
+        with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+            # The ordering is forced, not timed: the server says 100 Continue only once the app asks for the body,
+            # so the request is in flight at the SIGTERM; the body goes only once the server has stopped listening,
+            # so the whole request (parse, encode, store) runs after the shutdown began.
+            sock.sendall(head.encode())
+            interim = b""
+            while not interim.endswith(b"\r\n\r\n") and (chunk := sock.recv(1)):
+                interim += chunk
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            _until_refused(server.port)
+            sock.sendall(body)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))  # the server closes once it has answered
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]  # finished, not cut off
     finally:
         assert server.stop()  # the SIGTERM above: a clean exit
     # The shutdown snapshot covers the batch, so a restart replays nothing; the lock was released.
