@@ -35,7 +35,8 @@ def until_queued(lock: ReadWriteLock, readers: int = 0, writers: int = 0) -> Non
     with lock._cond.queued:
         assert lock._cond.queued.wait_for(
             lambda: lock._waiting_readers >= readers and lock._waiting_writers >= writers, timeout=30), \
-            (lock._waiting_readers, lock._waiting_writers)
+            f"waiting on the lock: {lock._waiting_readers} readers, {lock._waiting_writers} writers; " \
+            f"expected {readers} and {writers}"
 
 
 def test_a_writer_taking_turns_lets_waiting_readers_in_between() -> None:
