@@ -14,6 +14,17 @@ from app.main import create_app
 from app.settings import Settings
 from tests.helpers import ANIMALS
 
+# Suites that take minutes (server starts, kill -9 loops, load, fuzzing, the image's command run for real):
+# marked `slow` here, in one place, so that `pytest -m "not slow"` is the quick run; the default runs all.
+SLOW_SUITES = frozenset({"test_persistence.py", "test_concurrency.py", "test_container.py", "test_fuzz.py",
+                         "test_crash_safety.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:

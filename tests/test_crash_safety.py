@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.server import Server
 
@@ -25,8 +24,6 @@ MAX_BATCHES = 2_000  # a bound on the writer; it is stopped long before
 MAX_DELAY = 1.5  # seconds of load between a restart and the next kill
 COLLECTION = "crash"
 OFF = {"enabled": False}
-
-pytestmark = pytest.mark.slow
 
 
 def token(doc_id: str) -> str:

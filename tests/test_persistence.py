@@ -2,7 +2,7 @@
 
 import json
 import signal
-import threading
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from app.engine.embedder import Embedder
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import AppFactory, wait_ready
-from tests.helpers import ANIMALS, ids
+from tests.helpers import ANIMALS, ids, search
 from tests.server import Server
 
 QUERIES = ["cats purr", "birds with talons", "space thrust", "wild yeast bread", "fish swimming upstream"]
@@ -51,7 +51,8 @@ def _results(client: Any) -> list[list[tuple[str, float]]]:
 @pytest.mark.parametrize("snapshot_every_writes", [1, 1_000_000])
 def test_restart_gives_identical_results_without_reencoding(
         make_client: AppFactory, embedder: Embedder, snapshot_every_writes: int) -> None:
-    """With a snapshot after every write, and with none (only the shutdown one, then replay)."""
+    """With a snapshot after every write, and with only the one taken at shutdown. Either way the restart loads
+    a snapshot that covers every write; replay after a partial snapshot is tested below, with a kill."""
     with make_client(snapshot_every_writes=snapshot_every_writes, snapshot_check_seconds=0.05) as client:
         client.put("/v1/collections/animals")
         client.post("/v1/collections/animals/documents", json={"documents": ANIMALS})
@@ -75,10 +76,68 @@ def test_damaged_snapshot_is_rebuilt_from_the_store(make_client: AppFactory) -> 
         client.post("/v1/collections/animals/documents", json={"documents": ANIMALS})
         before = _results(client)
         data_dir = Path(client.app.state.settings.data_dir)  # type: ignore[attr-defined]
-    for index_file in data_dir.glob("indexes/*/snap-*/dense/hnsw.bin"):
-        index_file.write_bytes(b"garbage")
+    damaged = list(data_dir.glob("indexes/*/snap-*/dense/hnsw.bin"))
+    assert len(damaged) == 1, damaged  # the shutdown snapshot's graph: the file this test is about
+    damaged[0].write_bytes(b"garbage")
     with make_client() as client:
         assert _results(client) == before
+
+
+def _record(doc_id: str, word: str) -> dict[str, Any]:
+    return {"id": doc_id, "text": f"Record {doc_id} carries the word {word}.", "metadata": {"word": word}}
+
+
+def _current_snapshot(data_dir: Path) -> tuple[str, int]:
+    """(name, covered store sequence) of the one collection's current snapshot."""
+    (collection_dir,) = (data_dir / "indexes").iterdir()
+    name = json.loads((collection_dir / "CURRENT").read_text())["snapshot"]
+    return name, json.loads((collection_dir / name / "manifest.json").read_text())["seq"]
+
+
+def test_kill_9_after_a_partial_snapshot_replays_upserts_and_tombstones(make_client: AppFactory,
+                                                                        tmp_path: Path) -> None:
+    """A snapshot, then upserts, a replacement and deletes it does not cover, then kill -9: the restart loads the
+    snapshot and replays the newer rows and tombstones, and BM25 and the graph both serve exactly the store."""
+    data_dir = tmp_path / "data"
+    first = [_record(f"r{i}", f"alpha{i}") for i in range(6)]
+    # The periodic snapshot fires once the six first writes are in, and not again for the five after it.
+    server = Server(data_dir, SEARCH_SNAPSHOT_EVERY_WRITES=str(len(first)),
+                    SEARCH_SNAPSHOT_CHECK_SECONDS="0.05").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            assert http.put("/v1/collections/records").status_code == 201
+            assert http.post("/v1/collections/records/documents", json={"documents": first}).status_code == 200
+            deadline = time.monotonic() + 60
+            while not (data_dir / "indexes").is_dir() or not any((data_dir / "indexes").glob("*/CURRENT")):
+                assert time.monotonic() < deadline, "no snapshot was written"
+                time.sleep(0.05)
+            snapshot = _current_snapshot(data_dir)
+            later = [_record("r0", "omega0"), _record("r6", "alpha6"), _record("r7", "alpha7")]  # r0 replaced
+            assert http.post("/v1/collections/records/documents", json={"documents": later}).status_code == 200
+            assert http.delete("/v1/collections/records/documents/r1").status_code == 204  # snapshotted doc
+            assert http.delete("/v1/collections/records/documents/r7").status_code == 204  # doc newer than it
+            assert _current_snapshot(data_dir) == snapshot
+    finally:
+        server.kill()
+    # Nothing after the snapshot reached an index file: the restart has to replay five writes on top of it.
+    assert _current_snapshot(data_dir) == snapshot and snapshot[1] == len(first)
+    live = {"r0": "omega0", "r2": "alpha2", "r3": "alpha3", "r4": "alpha4", "r5": "alpha5", "r6": "alpha6"}
+    with make_client() as client:
+        collection = client.app.state.engine.collection("records")  # type: ignore[attr-defined]
+        assert collection.writes_since_snapshot == 5  # r0 and r6; tombstones of r0's old copy, r1 and r7
+        assert client.get("/v1/collections/records").json()["count"] == len(live)
+        for doc_id in ("r1", "r7"):
+            assert client.get(f"/v1/collections/records/documents/{doc_id}").status_code == 404
+        for mode in ("lexical", "dense", "hybrid"):
+            everything = ids(search(client, "record carries the word", "records", mode=mode, k=20))
+            assert sorted(everything) == sorted(live), mode
+        for doc_id, word in live.items():
+            assert client.get(f"/v1/collections/records/documents/{doc_id}").json()["text"] == \
+                _record(doc_id, word)["text"]
+            assert ids(search(client, word, "records", mode="lexical", k=20)) == [doc_id]
+            assert ids(search(client, _record(doc_id, word)["text"], "records", mode="dense", k=1)) == [doc_id]
+        for gone in ("alpha0", "alpha1", "alpha7"):  # r0's old words, the deleted docs' words
+            assert ids(search(client, gone, "records", mode="lexical", k=20)) == []
 
 
 def test_second_process_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
@@ -123,25 +182,42 @@ def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
         assert server.stop()
 
 
+def _until_refused(port: int, timeout: float = 60.0) -> None:
+    """Returns once nothing listens on `port` any more: a server that closes its socket has begun to shut down."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, f"port {port} still accepts connections"
+        time.sleep(0.05)
+
+
 def test_sigterm_finishes_the_request_in_flight_snapshots_and_releases_the_lock(tmp_path: Path) -> None:
     server = Server(tmp_path / "data").start()
     docs = [{"id": f"slow-{i}-{d['id']}", "text": " ".join([d["text"]] * 4) + f" Copy {i}."}
             for i in range(600 // len(ANIMALS)) for d in ANIMALS]
-    answers: list[httpx.Response] = []
-
-    def ingest() -> None:  # a few seconds of encoding: long enough to be in flight at the SIGTERM
-        answers.append(httpx.post(f"{server.url}/v1/collections/animals/documents", json={"documents": docs},
-                                  timeout=120))
-
+    body = json.dumps({"documents": docs}).encode()
+    head = (f"POST /v1/collections/animals/documents HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n")
     try:
         assert httpx.put(f"{server.url}/v1/collections/animals", timeout=60).status_code == 201
-        writer = threading.Thread(target=ingest)
-        writer.start()
-        time.sleep(0.5)
-        assert writer.is_alive() and server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        writer.join(timeout=120)
-        assert [a.status_code for a in answers] == [200]  # finished, not cut off
+        with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+            # The ordering is forced, not timed: the server says 100 Continue only once the app asks for the body,
+            # so the request is in flight at the SIGTERM; the body goes only once the server has stopped listening,
+            # so the whole request (parse, encode, store) runs after the shutdown began.
+            sock.sendall(head.encode())
+            interim = b""
+            while not interim.endswith(b"\r\n\r\n") and (chunk := sock.recv(1)):
+                interim += chunk
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            _until_refused(server.port)
+            sock.sendall(body)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))  # the server closes once it has answered
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]  # finished, not cut off
     finally:
         assert server.stop()  # the SIGTERM above: a clean exit
     # The shutdown snapshot covers the batch, so a restart replays nothing; the lock was released.

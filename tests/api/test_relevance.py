@@ -3,8 +3,11 @@
 import threading
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from app.engine.collection import Collection
+from app.engine.relevance import CosineAdapter
 from tests.conftest import AppFactory
 from tests.helpers import ids, search
 
@@ -111,23 +114,37 @@ def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) 
     assert client.get("/v1/collections/topics/relevance").json() == before
 
 
-def test_searches_during_training_never_fail(client: TestClient) -> None:
+def test_searches_during_training_never_fail(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches go on while the trained adapter waits to be swapped in and after the swap; none fails. The
+    swap is held until searches have run beside it, so the overlap is forced rather than left to timing."""
     by_topic = _load(client)
-    failures: list[int] = []
-    done = threading.Event()
+    statuses: list[int] = []
+    progress, done = threading.Condition(), threading.Event()
+    swap = Collection.set_adapter
+
+    def after_searches(count: int) -> None:
+        with progress:
+            assert progress.wait_for(lambda: len(statuses) >= count, timeout=60), len(statuses)
+
+    def held_swap(self: Collection, adapter: CosineAdapter) -> None:
+        after_searches(len(statuses) + 3)  # the request is in flight, its adapter fitted but not yet in use
+        swap(self, adapter)
 
     def searcher() -> None:
         while not done.is_set():
             response = client.post("/v1/collections/topics/search", json={"query": "stock market", "k": 5})
-            if response.status_code != 200:
-                failures.append(response.status_code)
+            with progress:
+                statuses.append(response.status_code)
+                progress.notify_all()
 
+    monkeypatch.setattr(Collection, "set_adapter", held_swap)
     thread = threading.Thread(target=searcher)
     thread.start()
     try:
         response = client.post("/v1/collections/topics/relevance/train", json={"examples": _examples(by_topic)})
+        after_searches(len(statuses) + 3)  # and with the new adapter in use
     finally:
         done.set()
         thread.join()
     assert response.status_code == 200
-    assert failures == []
+    assert len(statuses) >= 6 and set(statuses) == {200}

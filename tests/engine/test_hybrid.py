@@ -1,6 +1,6 @@
 """Hybrid retrieval: BM25 run beside the graph walk finds exactly what it finds run first."""
 
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,13 +30,22 @@ def test_bm25_beside_the_walk_finds_the_same_candidates(animals: TestClient, bod
 
 
 def test_a_failed_walk_still_waits_for_bm25(animals: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BM25 reads the index under the caller's read lock, so the caller must not leave before it ends."""
+    """BM25 reads the index under the caller's read lock, so the caller must not leave before it ends.
+
+    BM25 is held running until the caller waits for it (hybrid's `wait`, watched here), so when the walk fails
+    BM25 is certainly still running: a caller that left without waiting would leave it unfinished."""
     collection = animals.app.state.engine.collection("animals")  # type: ignore[attr-defined]
     top_k, submitted = collection.lexical.top_k, []
+    caller_waits = threading.Event()
+    real_wait = hybrid.wait
 
-    def slow_top_k(*args: object) -> tuple[np.ndarray, np.ndarray]:
-        time.sleep(0.3)
+    def held_top_k(*args: object) -> tuple[np.ndarray, np.ndarray]:
+        assert caller_waits.wait(timeout=30), "the caller never waited for BM25"
         return top_k(*args)
+
+    def watched_wait(futures, *args, **kwargs):  # type: ignore[no-untyped-def]
+        caller_waits.set()
+        return real_wait(futures, *args, **kwargs)
 
     def failed_walk(*args: object) -> None:
         raise RuntimeError("walk failed")
@@ -46,12 +55,16 @@ def test_a_failed_walk_still_waits_for_bm25(animals: TestClient, monkeypatch: py
             submitted.append(super().submit(fn, *args, **kwargs))
             return submitted[-1]
 
-    monkeypatch.setattr(collection.lexical, "top_k", slow_top_k)
+    monkeypatch.setattr(collection.lexical, "top_k", held_top_k)
     monkeypatch.setattr(collection.dense, "search", failed_walk)
+    monkeypatch.setattr(hybrid, "wait", watched_wait)
     request = SearchRequest(query="animal")
     beside = Recording(1)
-    with pytest.raises(RuntimeError, match="walk failed"):
-        hybrid.retrieve(collection, request, ["animal"], np.ones(384, np.float32) / np.sqrt(384), 10, beside)
-    done = [f.done() for f in submitted]  # before shutdown(), which would wait for it anyway
-    beside.shutdown()
+    try:
+        with pytest.raises(RuntimeError, match="walk failed"):
+            hybrid.retrieve(collection, request, ["animal"], np.ones(384, np.float32) / np.sqrt(384), 10, beside)
+        done = [f.done() for f in submitted]  # before shutdown(), which would wait for it anyway
+    finally:
+        caller_waits.set()  # a caller that did not wait must not leave BM25 held for the timeout
+        beside.shutdown()
     assert done == [True]
