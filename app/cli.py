@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.runtime import configure_environment
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -79,6 +81,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_environment()  # before any command imports numpy or torch
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -1,5 +1,11 @@
 """The FastAPI application: create_app(settings) wires settings, engine, routers and handlers."""
 
+# `uvicorn app.main:app` enters here: the thread caps must be in the environment before the imports
+# below load numpy and torch (see app/runtime.py).
+from app.runtime import configure_environment
+
+configure_environment()
+
 import asyncio
 import logging
 import os
