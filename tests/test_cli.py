@@ -1,8 +1,10 @@
-"""The command line's argument handling (the commands themselves run in CI and in the bench test)."""
+"""The command line's argument handling and extras check (the commands themselves run in CI and in the bench test)."""
+
+import importlib.metadata
 
 import pytest
 
-from app.cli import main
+from app.cli import main, missing_extra
 from app.eval.report import RELEVANCE_TARGETS
 
 
@@ -24,3 +26,34 @@ def test_check_relevance_rejects_unknown_targets(capsys: pytest.CaptureFixture[s
         main(["evaluate", "--dataset", "x", "--check-relevance", "pr_auc_ratio,kept"])
     assert exit_info.value.code == 2
     assert "unknown relevance targets ['kept']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "extra", "dist"), [
+    (["evaluate", "--dataset", "x"], "eval", "pytrec-eval-terrier"),
+    (["bench", "--quick"], "bench", "bm25s"),
+])
+def test_a_command_missing_its_extra_names_it_before_any_work(
+        command: list[str], extra: str, dist: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    real_distribution = importlib.metadata.distribution
+
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name == dist:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the command started its work")
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    monkeypatch.setattr("app.eval.report.evaluate_dataset", no_work)
+    monkeypatch.setattr("app.bench.run.run", no_work)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert f"needs the '{extra}' extra ({dist} not installed)" in err and f"pip install -e '.[{extra}]'" in err
+
+
+def test_the_extras_the_commands_check_are_declared() -> None:
+    assert missing_extra("eval") == missing_extra("bench") == []  # the dev set-up has them all
+    with pytest.raises(ValueError, match="declares no extra 'evall'"):
+        missing_extra("evall")
