@@ -1,11 +1,16 @@
-"""The command line's argument handling and extras check (the commands themselves run in CI and in the bench test)."""
+"""The command line's arguments, extras check and logs (the commands themselves run in CI and in the bench test)."""
 
 import importlib.metadata
+import io
+import json
+import logging
+import logging.config
 
 import pytest
 
 from app.cli import main, missing_extra
 from app.eval.report import RELEVANCE_TARGETS
+from app.logs import adopt_uvicorn_default_logging
 
 
 @pytest.mark.parametrize("flag", [["--check-relevance"], ["--check-relevance", "all"]])
@@ -57,3 +62,33 @@ def test_the_extras_the_commands_check_are_declared() -> None:
     assert missing_extra("eval") == missing_extra("bench") == []  # the dev set-up has them all
     with pytest.raises(ValueError, match="declares no extra 'evall'"):
         missing_extra("evall")
+
+
+def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
+    """uvicorn's own default logging (what `uvicorn app.main:app` sets up) is switched to serve's JSON lines."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    names = ("app", "uvicorn", "uvicorn.access", "uvicorn.error")
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate, lg.filters[:])
+             for name, lg in ((n, logging.getLogger(n)) for n in names)}
+    try:
+        for name in names:
+            logging.getLogger(name).handlers.clear()
+        assert not adopt_uvicorn_default_logging("info")  # in process (a TestClient): nothing to adopt
+        logging.config.dictConfig(LOGGING_CONFIG)
+        assert adopt_uvicorn_default_logging("info")
+        assert not adopt_uvicorn_default_logging("info")  # configured now, as `python -m app serve` does
+        access = logging.getLogger("uvicorn.access")
+        stream = io.StringIO()
+        handler = access.handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/health", "1.1", 200)
+        line = json.loads(stream.getvalue())
+        assert line["logger"] == "uvicorn.access" and "GET /health" in line["message"] and "request_id" in line
+    finally:
+        for name, (handlers, level, propagate, filters) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.filters[:] = handlers, filters
+            logger.setLevel(level)
+            logger.propagate = propagate
