@@ -104,6 +104,12 @@ def test_image_installs_torch_then_the_lock_then_the_project_as_scripts_setup_do
     assert "lock=requirements.lock" in setup and "--no-deps -e ." in setup  # the service's set-up, the same lock
 
 
+def test_the_image_holds_one_copy_of_the_code() -> None:
+    """app/ is installed into the venv in the build stage; the final stage copies the venv, not app/ again."""
+    copies = [rest.split()[:-1] for keyword, rest in final_stage() if keyword == "COPY" and "--from" not in rest]
+    assert not [sources for sources in copies if any(s.rstrip("/") in ("app", "pyproject.toml") for s in sources)]
+
+
 def test_locks_pin_the_cpu_torch_and_no_cuda_packages() -> None:
     runtime, dev = locked(RUNTIME_LOCK), locked(DEV_LOCK)
     for pins in (runtime, dev):
