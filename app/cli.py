@@ -1,11 +1,37 @@
 """The command line: serve, evaluate, train-adapter (bench comes with the benchmark)."""
 
 import argparse
+import importlib.metadata
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from app.runtime import configure_environment
+
+PROJECT = "hybrid-search"
+
+
+def missing_extra(extra: str) -> list[str]:
+    """The distributions of the project's `extra` (as pyproject.toml lists them) that are not installed."""
+    try:
+        metadata = importlib.metadata.metadata(PROJECT)
+    except importlib.metadata.PackageNotFoundError:
+        return []  # run from a checkout that was never installed: nothing to check against
+    if extra not in (metadata.get_all("Provides-Extra") or []):
+        raise ValueError(f"{PROJECT} declares no extra {extra!r}")
+    missing = []
+    for requirement in metadata.get_all("Requires-Dist") or []:
+        name, _, marker = requirement.partition(";")
+        if re.search(rf"extra\s*==\s*['\"]{re.escape(extra)}['\"]", marker):
+            dist = re.split(r"[\s\[<>=!~]", name.strip(), maxsplit=1)[0]
+            try:
+                importlib.metadata.distribution(dist)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(dist)
+    return missing
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -79,11 +105,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_environment()  # before any command imports numpy or torch
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP service (settings from config/ and SEARCH_*)")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_serve, extra=None)
 
     evaluate = commands.add_parser("evaluate", help="ingest a BEIR dataset through the API and score every mode")
     evaluate.add_argument("--dataset", required=True, help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)")
@@ -95,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                "of pr_auc_ratio, served_recall_kept, served_kept_per_query, nonword_hits_per_query")
     evaluate.add_argument("--plot", help="write the precision-recall curves (PNG) here")
     evaluate.add_argument("--json", help="write every figure (JSON) here")
-    evaluate.set_defaults(func=_evaluate)
+    evaluate.set_defaults(func=_evaluate, extra="eval")
 
     train = commands.add_parser("train-adapter", help="fit a Cosine Adapter from a BEIR dataset's judgments")
     train.add_argument("--dataset", required=True)
@@ -105,15 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--family", default="hybrid", choices=["hybrid", "linear", "power"],
                        help="hybrid (default) also reads BM25 evidence; linear and power are the paper's maps")
     train.add_argument("--recall-target", type=float, default=0.95)
-    train.set_defaults(func=_train_adapter)
+    train.set_defaults(func=_train_adapter, extra=None)
 
     bench = commands.add_parser("bench", help="benchmark a real server over HTTP and the indexes against peers")
     bench.add_argument("--sizes", help="corpus sizes, e.g. 10000,100000,1000000 (default 10000,100000)")
     bench.add_argument("--quick", action="store_true", help="tiny sizes and few requests: a smoke test")
     bench.add_argument("--rounds", type=int, help="repetitions each figure is the median of (default 3)")
     bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
-    bench.set_defaults(func=_bench)
+    bench.set_defaults(func=_bench, extra="bench")
 
     args = parser.parse_args(argv)
+    # Before any work: evaluate used to ingest a whole corpus for minutes and then die on a missing import.
+    missing = missing_extra(args.extra) if args.extra else []
+    if missing:
+        print(f"python -m app {args.command} needs the '{args.extra}' extra ({', '.join(missing)} not installed): "
+              f"pip install -e '.[{args.extra}]' (or ./scripts/setup dev)", file=sys.stderr)
+        return 2
     result: int = args.func(args)
     return result

@@ -2,6 +2,7 @@
 
 import contextvars
 import logging
+import logging.config
 import uuid
 from typing import Any
 
@@ -34,6 +35,24 @@ def log_config(level: str = "info") -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
         },
     }
+
+
+def adopt_uvicorn_default_logging(level: str) -> bool:
+    """Switches a bare `uvicorn app.main:app` to the JSON logs `python -m app serve` configures.
+
+    Only where uvicorn has set up its own default, plain-text handlers and nothing has set up the app's
+    logger: a process configured by `python -m app serve` or by a `--log-config` of its own, and an app run
+    in process (a TestClient: no uvicorn handlers), are left alone. True when it configured the logs.
+    """
+    from uvicorn.logging import ColourizedFormatter
+
+    uvicorn_handlers = logging.getLogger("uvicorn").handlers
+    if logging.getLogger("app").handlers or not uvicorn_handlers:
+        return False
+    if not all(isinstance(handler.formatter, ColourizedFormatter) for handler in uvicorn_handlers):
+        return False
+    logging.config.dictConfig(log_config(level))
+    return True
 
 
 class RequestIdMiddleware:

@@ -1,5 +1,11 @@
 """The FastAPI application: create_app(settings) wires settings, engine, routers and handlers."""
 
+# `uvicorn app.main:app` enters here: the thread caps must be in the environment before the imports
+# below load numpy and torch (see app/runtime.py).
+from app.runtime import configure_environment
+
+configure_environment()
+
 import asyncio
 import logging
 import os
@@ -17,7 +23,7 @@ from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
 from app.errors import DataDirLocked, install_handlers
-from app.logs import RequestIdMiddleware
+from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
 from app.settings import Settings
@@ -54,6 +60,9 @@ async def _snapshot_loop(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
     """`embedder` lets tests share one loaded model across apps; by default the lifespan loads it."""
     settings = settings or Settings()
+    # uvicorn configures its logging before it imports the app: under a bare `uvicorn app.main:app` its
+    # plain-text lines (access log included) become the JSON lines of `python -m app serve`, from the first.
+    adopt_uvicorn_default_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,6 +7,10 @@ Never point it at a test split: the defaults must generalise, not fit the figure
 import argparse
 from pathlib import Path
 
+from app.runtime import configure_environment
+
+configure_environment()  # an entry point: the thread caps go in before the imports below load numpy and torch
+
 from app.engine.embedder import document_text
 from app.engine.lexical import LexicalIndex
 from app.engine.tokenizer import Tokenizer

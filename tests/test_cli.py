@@ -1,9 +1,16 @@
-"""The command line's argument handling (the commands themselves run in CI and in the bench test)."""
+"""The command line's arguments, extras check and logs (the commands themselves run in CI and in the bench test)."""
+
+import importlib.metadata
+import io
+import json
+import logging
+import logging.config
 
 import pytest
 
-from app.cli import main
+from app.cli import main, missing_extra
 from app.eval.report import RELEVANCE_TARGETS
+from app.logs import adopt_uvicorn_default_logging
 
 
 @pytest.mark.parametrize("flag", [["--check-relevance"], ["--check-relevance", "all"]])
@@ -24,3 +31,64 @@ def test_check_relevance_rejects_unknown_targets(capsys: pytest.CaptureFixture[s
         main(["evaluate", "--dataset", "x", "--check-relevance", "pr_auc_ratio,kept"])
     assert exit_info.value.code == 2
     assert "unknown relevance targets ['kept']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "extra", "dist"), [
+    (["evaluate", "--dataset", "x"], "eval", "pytrec-eval-terrier"),
+    (["bench", "--quick"], "bench", "bm25s"),
+])
+def test_a_command_missing_its_extra_names_it_before_any_work(
+        command: list[str], extra: str, dist: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    real_distribution = importlib.metadata.distribution
+
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name == dist:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the command started its work")
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    monkeypatch.setattr("app.eval.report.evaluate_dataset", no_work)
+    monkeypatch.setattr("app.bench.run.run", no_work)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert f"needs the '{extra}' extra ({dist} not installed)" in err and f"pip install -e '.[{extra}]'" in err
+
+
+def test_the_extras_the_commands_check_are_declared() -> None:
+    assert missing_extra("eval") == missing_extra("bench") == []  # the dev set-up has them all
+    with pytest.raises(ValueError, match="declares no extra 'evall'"):
+        missing_extra("evall")
+
+
+def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
+    """uvicorn's own default logging (what `uvicorn app.main:app` sets up) is switched to serve's JSON lines."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    names = ("app", "uvicorn", "uvicorn.access", "uvicorn.error")
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate, lg.filters[:])
+             for name, lg in ((n, logging.getLogger(n)) for n in names)}
+    try:
+        for name in names:
+            logging.getLogger(name).handlers.clear()
+        assert not adopt_uvicorn_default_logging("info")  # in process (a TestClient): nothing to adopt
+        logging.config.dictConfig(LOGGING_CONFIG)
+        assert adopt_uvicorn_default_logging("info")
+        assert not adopt_uvicorn_default_logging("info")  # configured now, as `python -m app serve` does
+        access = logging.getLogger("uvicorn.access")
+        stream = io.StringIO()
+        handler = access.handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/health", "1.1", 200)
+        line = json.loads(stream.getvalue())
+        assert line["logger"] == "uvicorn.access" and "GET /health" in line["message"] and "request_id" in line
+    finally:
+        for name, (handlers, level, propagate, filters) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.filters[:] = handlers, filters
+            logger.setLevel(level)
+            logger.propagate = propagate

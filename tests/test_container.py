@@ -1,4 +1,4 @@
-"""The container files: linted, consistent with scripts/setup, and their commands serve and probe for real.
+"""The container files and the locks: linted, consistent with scripts/setup; the image's commands serve and probe.
 
 There is no Docker engine here, so the image's CMD and HEALTHCHECK run on this machine instead, from a copy of
 what the image copies, laid out as in the image, with the image's environment (host and paths made local).
@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 TORCH_PIN = re.compile(r"torch==([\w.+]+)")
+RUNTIME_LOCK, DEV_LOCK = ROOT / "requirements.lock", ROOT / "requirements-dev.lock"
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -75,16 +77,53 @@ def test_compose_file_passes_the_compose_spec_schema() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_installs_torch_pinned_as_scripts_setup_does_and_first() -> None:
-    setup_pins = set(TORCH_PIN.findall((ROOT / "scripts" / "setup").read_text()))
+def locked(lock: Path) -> dict[str, str]:
+    """{normalised name: version} of a pip-compile lock."""
+    pins = (re.match(r"([\w.-]+)==([\w.+!-]+)", line) for line in lock.read_text().splitlines())
+    return {re.sub(r"[-_.]+", "-", m[1]).lower(): m[2] for m in pins if m}
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {re.sub(r"[-_.]+", "-", re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]).lower() for r in requirements}
+
+
+def test_image_installs_torch_then_the_lock_then_the_project_as_scripts_setup_does() -> None:
+    setup = (ROOT / "scripts" / "setup").read_text()
+    setup_pins = set(TORCH_PIN.findall(setup))
     project_pins = set(TORCH_PIN.findall((ROOT / "pyproject.toml").read_text()))
+    lock_pins = {TORCH_PIN.findall(lock.read_text())[0].split("+")[0] for lock in (RUNTIME_LOCK, DEV_LOCK)}
     installs = [rest for keyword, rest in instructions() if keyword == "RUN" and "pip install" in rest]
     image_pins = {pin for rest in installs for pin in TORCH_PIN.findall(rest)}
-    assert len(setup_pins) == 1 and image_pins == setup_pins == project_pins, (setup_pins, image_pins, project_pins)
+    assert len(setup_pins) == 1 and image_pins == setup_pins == project_pins == lock_pins, \
+        (setup_pins, image_pins, project_pins, lock_pins)
     torch_step = next(i for i, rest in enumerate(installs) if TORCH_PIN.search(rest))
-    project_step = next(i for i, rest in enumerate(installs) if re.search(r"pip install \.(\s|$)", rest))
-    assert torch_step < project_step
+    lock_step = next(i for i, rest in enumerate(installs) if "pip install -r requirements.lock" in rest)
+    project_step = next(i for i, rest in enumerate(installs) if re.search(r"pip install --no-deps \.(\s|$)", rest))
+    assert torch_step < lock_step < project_step
     assert "--index-url https://download.pytorch.org/whl/cpu" in installs[torch_step]
+    assert "lock=requirements.lock" in setup and "--no-deps -e ." in setup  # the service's set-up, the same lock
+
+
+def test_the_image_holds_one_copy_of_the_code() -> None:
+    """app/ is installed into the venv in the build stage; the final stage copies the venv, not app/ again."""
+    copies = [rest.split()[:-1] for keyword, rest in final_stage() if keyword == "COPY" and "--from" not in rest]
+    assert not [sources for sources in copies if any(s.rstrip("/") in ("app", "pyproject.toml") for s in sources)]
+
+
+def test_locks_pin_the_cpu_torch_and_no_cuda_packages() -> None:
+    runtime, dev = locked(RUNTIME_LOCK), locked(DEV_LOCK)
+    for pins in (runtime, dev):
+        assert pins["torch"].endswith("+cpu")
+        assert not [name for name in pins if name.startswith(("nvidia-", "triton", "cuda-"))]
+    assert {name: dev.get(name) for name in runtime} == runtime  # the service runs the versions CI tests
+
+
+def test_locks_cover_every_requirement_of_pyproject() -> None:
+    """A dependency added to pyproject.toml and not to the locks would be missing after --no-deps."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [r for requirements in project["optional-dependencies"].values() for r in requirements]
+    assert requirement_names(project["dependencies"]) <= set(locked(RUNTIME_LOCK))
+    assert requirement_names(extras) - {project["name"]} <= set(locked(DEV_LOCK))
 
 
 def test_everything_the_image_copies_gets_past_dockerignore() -> None:
