@@ -43,7 +43,13 @@ class SearchServiceError(Exception):
 
 
 class InvalidInput(SearchServiceError):
+    """`field` names the engine input at fault (e.g. "recall_target"); the API turns it into a body location."""
+
     status, code = 422, "invalid_input"
+
+    def __init__(self, message: str, details: list[Any] | None = None, field: str | None = None) -> None:
+        super().__init__(message, details)
+        self.field = field
 
 
 class DimensionMismatch(InvalidInput):

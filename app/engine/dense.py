@@ -2,13 +2,14 @@
 
 import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
 from app.engine.quantized import Int8Vectors
-from app.schemas import HnswSettings
+from app.engine.types import HnswSettings
 
 _FORMAT = 2  # 2 adds the int8 copy; a format-1 snapshot loads and rebuilds the copy from the graph
 # Below this many allowed documents a filtered query is answered exactly: scanning the int8 copy of
@@ -175,13 +176,13 @@ class DenseIndex:
         np.save(directory / "staged-labels.npy", self._staged, allow_pickle=False)
         np.save(directory / "staged-vectors.npy", self._staged_vectors, allow_pickle=False)
         (directory / "dense.json").write_text(json.dumps(
-            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": self.settings.model_dump()}))
+            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": asdict(self.settings)}))
 
     @classmethod
     def load(cls, directory: Path, settings: HnswSettings, threads: int = 1) -> "DenseIndex":
         try:
             manifest = json.loads((directory / "dense.json").read_text())
-            if manifest["format"] not in (1, _FORMAT) or manifest["settings"] != settings.model_dump():
+            if manifest["format"] not in (1, _FORMAT) or manifest["settings"] != asdict(settings):
                 raise ValueError("dense snapshot format or settings differ")
             index = cls.__new__(cls)
             index.dim, index.settings, index.threads = int(manifest["dim"]), settings, threads

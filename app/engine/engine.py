@@ -12,7 +12,15 @@ from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
 from app.engine.judgments import build_training_set
-from app.engine.relevance import CosineAdapter, train_and_calibrate
+from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
+from app.engine.types import (
+    Bm25Settings,
+    CollectionSettings,
+    DocumentInput,
+    HnswSettings,
+    SearchQuery,
+    TrainingExample,
+)
 from app.errors import (
     CollectionConflict,
     CollectionNotFound,
@@ -20,9 +28,9 @@ from app.errors import (
     DocumentNotFound,
     InvalidInput,
 )
-from app.schemas import CollectionRequest, CollectionSettings, Document, SearchRequest, TrainingExample
 from app.settings import Settings
-from app.store.documents import DocumentStore, NewDocument, StoredRow
+from app.store.base import DocumentStore, NewDocument, StoredRow
+from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
 
@@ -34,7 +42,7 @@ class SearchEngine:
         self.settings = settings
         data_dir = Path(settings.data_dir)
         self.embedder = embedder
-        self.store = DocumentStore(data_dir / "documents.sqlite3")
+        self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3")
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
         self._collections_lock = threading.Lock()
@@ -64,19 +72,21 @@ class SearchEngine:
         except KeyError:
             raise CollectionNotFound(f"collection {name!r} does not exist") from None
 
-    def create_collection(self, name: str, request: CollectionRequest) -> tuple[Collection, bool]:
-        """Returns (collection, created). Same settings again is a no-op; other settings conflict."""
+    def create_collection(self, name: str, hnsw: HnswSettings | None = None,
+                          bm25: Bm25Settings | None = None) -> tuple[Collection, bool]:
+        """Returns (collection, created). Settings left out take the configured defaults; the same settings
+        again is a no-op, other settings conflict."""
         defaults = self.settings.collection_defaults
-        settings = CollectionSettings(hnsw=request.hnsw or defaults.hnsw, bm25=request.bm25 or defaults.bm25)
+        settings = CollectionSettings(hnsw=hnsw or defaults.hnsw, bm25=bm25 or defaults.bm25)
         with self._collections_lock:
             existing = self.collections.get(name)
             if existing is not None:
                 if existing.settings != settings:
                     raise CollectionConflict(
                         f"collection {name!r} exists with other settings",
-                        [{"existing": existing.settings.model_dump(), "requested": settings.model_dump()}])
+                        [{"existing": existing.settings.to_dict(), "requested": settings.to_dict()}])
                 return existing, False
-            record = self.store.create_collection(name, self.embedder.dim, settings.model_dump())
+            record = self.store.create_collection(name, self.embedder.dim, settings.to_dict())
             collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
             self.collections[name] = collection
             return collection, True
@@ -95,7 +105,7 @@ class SearchEngine:
 
     # --- documents --------------------------------------------------------------------------
 
-    def upsert(self, name: str, documents: Sequence[Document]) -> list[str]:
+    def upsert(self, name: str, documents: Sequence[DocumentInput]) -> list[str]:
         collection = self.collection(name)
         dim = collection.record.dimension
         for position, doc in enumerate(documents):
@@ -127,21 +137,21 @@ class SearchEngine:
 
     # --- search -----------------------------------------------------------------------------
 
-    def search(self, name: str, request: SearchRequest) -> hybrid.SearchOutcome:
+    def search(self, name: str, request: SearchQuery) -> hybrid.SearchOutcome:
         collection = self.collection(name)
         adapter = self.adapter_for(collection)
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
-        wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance.enabled)
+        wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
         query = self.embedder.encode_query(request.query) if wants_vector else None
         return hybrid.search(collection, request, query, adapter, self.settings.search_defaults, self._beside)
 
     # --- relevance --------------------------------------------------------------------------
 
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
-                        family: str | None) -> CosineAdapter:
+                        family: Family | None) -> CosineAdapter:
         """Fits this collection's own adapter on its own candidates and swaps it in; searches go on."""
         collection = self.collection(name)
-        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
+        data = build_training_set(collection, self.embedder, examples)
         try:
             adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
                                           recall_target=recall_target, family=family or self.settings.adapter_family,

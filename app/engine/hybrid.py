@@ -9,10 +9,9 @@ import numpy as np
 from app.engine.collection import Collection
 from app.engine.fusion import convex_fusion, rank_by, rrf_fusion
 from app.engine.relevance import CosineAdapter
+from app.engine.types import SearchDefaults, SearchQuery
 from app.errors import InvalidInput
-from app.schemas import SearchRequest
-from app.settings import SearchDefaults
-from app.store.documents import StoredRow
+from app.store.base import StoredRow
 
 _EMPTY_LABELS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float64)
@@ -69,7 +68,7 @@ def _cosines(collection: Collection, query: np.ndarray, labels: np.ndarray, dens
     return cosine
 
 
-def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], query: np.ndarray | None,
+def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], query: np.ndarray | None,
              depth: int, beside: Executor | None = None) -> Candidates:
     """Runs under the caller's read lock. With `beside`, a hybrid search's BM25 top-k runs there while this
     thread walks the graph: hnswlib walks without the GIL and numpy scores without it much of the time, so
@@ -96,26 +95,25 @@ def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], 
                       _ranks(labels, lex_labels), _ranks(labels, dense_labels))
 
 
-def fuse(candidates: Candidates, request: SearchRequest, defaults: SearchDefaults) -> np.ndarray:
+def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray:
     if request.mode == "lexical" or candidates.cosine is None:
         return candidates.bm25.astype(np.float64)
     if request.mode == "dense":
         return candidates.cosine.astype(np.float64)
-    fusion = request.fusion
-    if fusion.method == "rrf":
-        return rrf_fusion([candidates.bm25_rank, candidates.dense_rank], fusion.rrf_k or defaults.rrf_k)
-    alpha = defaults.alpha if fusion.alpha is None else fusion.alpha
-    return convex_fusion(candidates.bm25, candidates.cosine, alpha, fusion.normalization or defaults.normalization)
+    if request.fusion_method == "rrf":
+        return rrf_fusion([candidates.bm25_rank, candidates.dense_rank], request.rrf_k or defaults.rrf_k)
+    alpha = defaults.alpha if request.alpha is None else request.alpha
+    return convex_fusion(candidates.bm25, candidates.cosine, alpha, request.normalization or defaults.normalization)
 
 
 def _threshold(adapter: CosineAdapter, recall_target: float | None) -> float:
     try:
         return adapter.threshold_for(recall_target)
     except ValueError as exc:  # a recall target above every calibrated one
-        raise InvalidInput(str(exc), [{"loc": ["body", "relevance", "recall_target"]}]) from None
+        raise InvalidInput(str(exc), field="recall_target") from None
 
 
-def search(collection: Collection, request: SearchRequest, query: np.ndarray | None,
+def search(collection: Collection, request: SearchQuery, query: np.ndarray | None,
            adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
     depth = max(request.candidates or defaults.candidates, request.k + request.offset)
     tokens = collection.tokenizer(request.query)
@@ -126,10 +124,10 @@ def search(collection: Collection, request: SearchRequest, query: np.ndarray | N
         probabilities, threshold = None, None
         if adapter is not None and query is not None and candidates.cosine is not None:
             probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25))
-            if request.relevance.enabled:
-                threshold = request.relevance.threshold
+            if request.relevance_enabled:
+                threshold = request.threshold
                 if threshold is None:
-                    threshold = _threshold(adapter, request.relevance.recall_target)
+                    threshold = _threshold(adapter, request.recall_target)
                 order = order[probabilities[order] >= threshold]
         page = order[request.offset:request.offset + request.k]
         rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())
