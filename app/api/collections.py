@@ -30,8 +30,8 @@ async def create_collection(name: CollectionName, engine: EngineDep, response: R
 
 @router.get("", response_model=CollectionList, dependencies=[ReadAccess])
 def list_collections(engine: EngineDep) -> CollectionList:
-    return CollectionList(collections=[CollectionSummary(name=name, count=len(c.lexical))
-                                       for name, c in sorted(engine.collections.items())])
+    return CollectionList(collections=[CollectionSummary(name=c.name, count=len(c.lexical))
+                                       for c in engine.list_collections()])
 
 
 @router.get("/{name}", response_model=CollectionInfo, dependencies=[ReadAccess], responses=error_responses(404))

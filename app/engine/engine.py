@@ -48,9 +48,9 @@ class SearchEngine:
         self._collections_lock = threading.Lock()
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
-        self.collections: dict[str, Collection] = {}
+        self._collections: dict[str, Collection] = {}
         for record in self.store.collections():
-            self.collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
+            self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)
@@ -68,9 +68,14 @@ class SearchEngine:
 
     def collection(self, name: str) -> Collection:
         try:
-            return self.collections[name]
+            return self._collections[name]
         except KeyError:
             raise CollectionNotFound(f"collection {name!r} does not exist") from None
+
+    def list_collections(self) -> list[Collection]:
+        """A snapshot, sorted by name: safe to iterate while collections are created or dropped."""
+        with self._collections_lock:
+            return [self._collections[name] for name in sorted(self._collections)]
 
     def create_collection(self, name: str, hnsw: HnswSettings | None = None,
                           bm25: Bm25Settings | None = None) -> tuple[Collection, bool]:
@@ -79,7 +84,7 @@ class SearchEngine:
         defaults = self.settings.collection_defaults
         settings = CollectionSettings(hnsw=hnsw or defaults.hnsw, bm25=bm25 or defaults.bm25)
         with self._collections_lock:
-            existing = self.collections.get(name)
+            existing = self._collections.get(name)
             if existing is not None:
                 if existing.settings != settings:
                     raise CollectionConflict(
@@ -88,7 +93,7 @@ class SearchEngine:
                 return existing, False
             record = self.store.create_collection(name, self.embedder.dim, settings.to_dict())
             collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
-            self.collections[name] = collection
+            self._collections[name] = collection
             return collection, True
 
     def drop_collection(self, name: str) -> None:
@@ -97,7 +102,7 @@ class SearchEngine:
             with collection.lock.write():
                 self.store.drop_collection(name)
                 collection.dropped = True
-                del self.collections[name]
+                del self._collections[name]
             collection.snapshots.remove()
 
     def adapter_for(self, collection: Collection) -> CosineAdapter | None:
@@ -165,13 +170,13 @@ class SearchEngine:
     # --- lifecycle --------------------------------------------------------------------------
 
     def snapshot_due(self) -> None:
-        for collection in list(self.collections.values()):
+        for collection in self.list_collections():
             if collection.writes_since_snapshot >= self.settings.snapshot_every_writes:
                 collection.snapshot()
 
     def close(self) -> None:
         """Snapshots every collection that changed and closes the store."""
-        for collection in list(self.collections.values()):
+        for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()
         self._beside.shutdown()
