@@ -38,11 +38,13 @@ log = logging.getLogger("app.engine")
 class SearchEngine:
     """Works on a data directory whose DataDirLock the caller holds."""
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: DocumentStore | None = None) -> None:
+        """`store`: any DocumentStore backend, which the engine then owns (closes); by default the SQLite one in
+        the data directory."""
         self.settings = settings
         data_dir = Path(settings.data_dir)
         self.embedder = embedder
-        self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3")
+        self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3") if store is None else store
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
         self._collections_lock = threading.Lock()

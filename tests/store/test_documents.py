@@ -1,22 +1,35 @@
-"""The document store: atomic batches, fresh labels, tombstones for replay, metadata filters."""
+"""The document store: atomic batches, fresh labels, tombstones for replay, metadata filters.
+
+The tests that take the `store` fixture are the contract every DocumentStore backend must meet: a new backend
+joins the fixture's parameters.
+"""
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
-from app.store.base import NewDocument
+from app.store.base import DocumentStore, NewDocument
 from app.store.sqlite import SqliteStore
+
+BACKENDS: dict[str, Callable[[Path], DocumentStore]] = {"sqlite": lambda tmp: SqliteStore(tmp / "s.db")}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentStore]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    backend.close()
 
 
 def _doc(doc_id: str, **metadata: object) -> NewDocument:
     return NewDocument(doc_id, f"text of {doc_id}", None, dict(metadata), np.ones(4, dtype=np.float32) / 2)
 
 
-def test_labels_are_fresh_and_replacements_leave_tombstones(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+def test_labels_are_fresh_and_replacements_leave_tombstones(store: DocumentStore) -> None:
     first = store.upsert("c", [_doc("a"), _doc("b")])
     assert first.new_labels == [1, 2] and first.old_labels == []
     second = store.upsert("c", [_doc("a")])
@@ -30,8 +43,7 @@ def test_labels_are_fresh_and_replacements_leave_tombstones(tmp_path: Path) -> N
     assert store.tombstones_after("c", 0) == []
 
 
-def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+def test_a_failing_batch_writes_nothing(store: DocumentStore) -> None:
     store.upsert("c", [_doc("a")])
     broken = NewDocument("b", "text", None, {"bad": object()}, np.ones(4, dtype=np.float32))
     with pytest.raises(TypeError):
@@ -46,8 +58,7 @@ def test_committed_batches_are_on_disk_for_another_connection(tmp_path: Path) ->
     assert other.execute("SELECT count(*) FROM documents").fetchone()[0] == 2
 
 
-def test_metadata_filters(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+def test_metadata_filters(store: DocumentStore) -> None:
     store.upsert("c", [_doc("a", year=2020, tags=["x", "y"], flag=True, name="alpha"),
                        _doc("b", year=2022, tags=["y"], flag=False, name="beta"),
                        _doc("c", year=2024.5, tags="x", name="gamma", count=1)])
