@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api import collections, documents, relevance, search, system
+from app.api.errors import install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
-from app.errors import DataDirLocked, install_handlers
+from app.errors import DataDirLocked
 from app.logs import RequestIdMiddleware
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch

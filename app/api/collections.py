@@ -6,8 +6,8 @@ from fastapi import APIRouter, Body, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
-from app.errors import error_responses
 from app.schemas import CollectionInfo, CollectionList, CollectionRequest, CollectionSettings, CollectionSummary
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses(401, 422, 503))

@@ -8,8 +8,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep
+from app.api.errors import error_responses
 from app.api.params import CollectionName
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, error_responses
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.memory import release_free_heap
 from app.schemas import Document, DocumentBatch, DocumentId, StoredDocument, UpsertResult
 

@@ -5,9 +5,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.judgments import describe_adapter
-from app.errors import error_responses
 from app.schemas import TrainRequest
 
 router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"],

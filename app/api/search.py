@@ -5,8 +5,9 @@ import time
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import EngineDep, ReadAccess
+from app.api.errors import error_responses
 from app.api.params import CollectionName, locate
-from app.errors import InvalidInput, error_responses
+from app.errors import InvalidInput
 from app.schemas import Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
