@@ -159,7 +159,6 @@ class RangeFilter(Strict):
             raise ValueError("a range filter needs at least one of gt, gte, lt, lte")
         return self
 
-
     def to_engine(self) -> types.Range:
         return types.Range(self.gt, self.gte, self.lt, self.lte)
 
