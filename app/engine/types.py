@@ -1,8 +1,4 @@
-"""The engine's own plain types, and the one home of its defaults: the HTTP models and the settings map onto these.
-
-The bounds are annotated-types constraints: pydantic enforces them where these types are validated (the
-settings file, the HTTP models reuse them), and the engine itself stays free of pydantic and FastAPI.
-"""
+"""The engine's own plain types and the one home of its defaults; the HTTP models and the settings map onto them."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,7 +12,8 @@ Mode = Literal["hybrid", "lexical", "dense"]
 FusionMethod = Literal["convex", "rrf"]
 NORMALIZATIONS: tuple[Normalization, ...] = get_args(Normalization)
 
-# Ranges of the index and fusion parameters, shared by the settings file and the HTTP models.
+# Ranges of the index and fusion parameters, as annotated-types constraints: pydantic enforces them where these
+# types are validated (the settings; the HTTP models reuse them), while the engine itself needs no pydantic.
 HNSW_M = Interval(ge=2, le=128)
 HNSW_EF_CONSTRUCTION = Interval(ge=8, le=2_000)
 HNSW_EF_SEARCH = Interval(ge=8, le=4_000)
