@@ -7,7 +7,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from app.runtime import configure_environment
 
@@ -106,6 +106,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     configure_environment()  # before any command imports numpy or torch
+    from app.engine.relevance import DEFAULT_FAMILY, DEFAULT_RECALL_TARGET, Family
+
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -129,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--split", default="train")
     train.add_argument("--out", default="config/adapter", help="folder to write the adapter to")
     train.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
-    train.add_argument("--family", default="hybrid", choices=["hybrid", "linear", "power"],
-                       help="hybrid (default) also reads BM25 evidence; linear and power are the paper's maps")
-    train.add_argument("--recall-target", type=float, default=0.95)
+    train.add_argument("--family", default=DEFAULT_FAMILY, choices=get_args(Family),
+                       help=f"{DEFAULT_FAMILY} (default); hybrid also reads BM25 evidence, linear and power are "
+                            "the paper's maps")
+    train.add_argument("--recall-target", type=float, default=DEFAULT_RECALL_TARGET)
     train.set_defaults(func=_train_adapter, extra=None)
 
     bench = commands.add_parser("bench", help="benchmark a real server over HTTP and the indexes against peers")

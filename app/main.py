@@ -19,10 +19,11 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api import collections, documents, relevance, search, system
+from app.api.errors import install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
-from app.errors import DataDirLocked, install_handlers
+from app.errors import DataDirLocked
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
@@ -39,7 +40,7 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Embedder | None) ->
             embedder = Embedder(settings.model_path(), settings.threads, settings.encode_batch_size)
             embedder.warm_up()
         app.state.engine = SearchEngine(settings, embedder)
-        log.info("ready: %d collections in %s", len(app.state.engine.collections), settings.data_dir)
+        log.info("ready: %d collections in %s", len(app.state.engine.list_collections()), settings.data_dir)
     except Exception:
         # A server that can never become ready should exit and let its supervisor see that.
         log.exception("start-up failed; shutting down")
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.state.engine = None
     app.state.metrics = Metrics()
     app.state.metrics.watch_collections(
-        lambda: {n: len(c.lexical) for n, c in (app.state.engine.collections.items() if app.state.engine else [])})
+        lambda: {c.name: len(c.lexical) for c in (app.state.engine.list_collections() if app.state.engine else [])})
     install_handlers(app)
     for module in (system, collections, documents, search, relevance):
         app.include_router(module.router)

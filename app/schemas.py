@@ -1,8 +1,12 @@
 """Request and response models of the HTTP contract (shared/API.md), with every bound on input."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
+
+from app.engine import types
+from app.engine.fusion import Normalization
+from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
 
 MAX_ID_CHARS = 512
 MAX_TITLE_CHARS = 2_000
@@ -14,7 +18,7 @@ MAX_METADATA_STRING = 2_048
 MAX_VECTOR_DIM = 4_096
 MAX_K = 1_000
 MAX_OFFSET = 10_000
-MAX_CANDIDATES = 2_000
+MAX_CANDIDATES = types.MAX_CANDIDATES
 MAX_FILTER_VALUES = 1_024
 MAX_TRAIN_EXAMPLES = 50_000
 MAX_JUDGED_IDS = 1_000
@@ -52,20 +56,33 @@ class Strict(BaseModel):
 # --- collections --------------------------------------------------------------------------------
 
 
+_HNSW, _BM25 = types.HnswSettings(), types.Bm25Settings()  # the defaults, and bounds, are the engine's
+
+
 class HnswSettings(Strict):
-    m: Int = Field(32, ge=2, le=128)
-    ef_construction: Int = Field(200, ge=8, le=2_000)
-    ef_search: Int = Field(512, ge=8, le=4_000)
+    m: Annotated[int, types.HNSW_M, JsonInteger] = _HNSW.m
+    ef_construction: Annotated[int, types.HNSW_EF_CONSTRUCTION, JsonInteger] = _HNSW.ef_construction
+    ef_search: Annotated[int, types.HNSW_EF_SEARCH, JsonInteger] = _HNSW.ef_search
+
+    def to_engine(self) -> types.HnswSettings:
+        return types.HnswSettings(self.m, self.ef_construction, self.ef_search)
 
 
 class Bm25Settings(Strict):
-    k1: Number = Field(0.9, ge=0.0, le=10.0)
-    b: Number = Field(0.4, ge=0.0, le=1.0)
+    k1: Annotated[Number, types.BM25_K1] = _BM25.k1
+    b: Annotated[Number, types.BM25_B] = _BM25.b
+
+    def to_engine(self) -> types.Bm25Settings:
+        return types.Bm25Settings(self.k1, self.b)
 
 
 class CollectionSettings(Strict):
     hnsw: HnswSettings = HnswSettings()
     bm25: Bm25Settings = Bm25Settings()
+
+    @classmethod
+    def from_engine(cls, settings: types.CollectionSettings) -> "CollectionSettings":
+        return cls.model_validate(settings.to_dict())
 
 
 class CollectionRequest(Strict):
@@ -100,6 +117,9 @@ class Document(Strict):
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)] = {}
     vector: Annotated[list[Number], Field(min_length=1, max_length=MAX_VECTOR_DIM)] | None = None
 
+    def to_engine(self) -> types.DocumentInput:
+        return types.DocumentInput(self.id, self.text, self.title, self.metadata, self.vector)
+
 
 class DocumentBatch(Strict):
     documents: Annotated[list[Document], Field(min_length=1)]
@@ -121,9 +141,9 @@ class StoredDocument(BaseModel):
 
 
 class Fusion(Strict):
-    method: Literal["convex", "rrf"] = "convex"
+    method: types.FusionMethod = "convex"
     alpha: Number | None = Field(None, ge=0.0, le=1.0, description="dense weight; default from settings")
-    normalization: Literal["tm2c2", "minmax", "zscore"] | None = None
+    normalization: Normalization | None = None
     rrf_k: Annotated[int, Field(ge=1, le=100_000), JsonInteger] | None = None
 
 
@@ -139,9 +159,15 @@ class RangeFilter(Strict):
             raise ValueError("a range filter needs at least one of gt, gte, lt, lte")
         return self
 
+    def to_engine(self) -> types.Range:
+        return types.Range(self.gt, self.gte, self.lt, self.lte)
+
 
 class InFilter(Strict):
     in_: Annotated[list[Scalar], Field(alias="in", min_length=1, max_length=MAX_FILTER_VALUES)]
+
+    def to_engine(self) -> types.In:
+        return types.In(tuple(self.in_))
 
 
 FilterCondition = Scalar | InFilter | RangeFilter
@@ -159,12 +185,23 @@ class SearchRequest(Strict):
     query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
     k: Int = Field(10, ge=1, le=MAX_K)
     offset: Int = Field(0, ge=0, le=MAX_OFFSET)
-    mode: Literal["hybrid", "lexical", "dense"] = "hybrid"
+    mode: types.Mode = "hybrid"
     fusion: Fusion = Fusion()
     candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES), JsonInteger] | None = None
     filter: Annotated[dict[MetadataKey, FilterCondition], Field(max_length=MAX_METADATA_KEYS)] | None = None
     relevance: RelevanceOptions = RelevanceOptions()
     explain: bool = False
+
+    def to_engine(self) -> types.SearchQuery:
+        conditions = None if self.filter is None else {
+            key: condition.to_engine() if isinstance(condition, InFilter | RangeFilter) else types.Equals(condition)
+            for key, condition in self.filter.items()}
+        fusion, relevance = self.fusion, self.relevance
+        return types.SearchQuery(
+            query=self.query, k=self.k, offset=self.offset, mode=self.mode, fusion_method=fusion.method,
+            alpha=fusion.alpha, normalization=fusion.normalization, rrf_k=fusion.rrf_k, candidates=self.candidates,
+            filter=conditions, relevance_enabled=relevance.enabled, threshold=relevance.threshold,
+            recall_target=relevance.recall_target, explain=self.explain)
 
 
 class Hit(BaseModel):
@@ -192,11 +229,14 @@ class TrainingExample(Strict):
     relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
     irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
 
+    def to_engine(self) -> types.TrainingExample:
+        return types.TrainingExample(self.query, tuple(self.relevant_ids), tuple(self.irrelevant_ids))
+
 
 class TrainRequest(Strict):
     examples: Annotated[list[TrainingExample], Field(min_length=1, max_length=MAX_TRAIN_EXAMPLES)]
-    recall_target: Number = Field(0.95, gt=0.0, le=1.0)
-    family: Literal["hybrid", "linear", "power"] | None = None
+    recall_target: Number = Field(DEFAULT_RECALL_TARGET, gt=0.0, le=1.0)
+    family: Family | None = None
 
 
 class ErrorDetail(BaseModel):

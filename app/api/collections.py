@@ -1,31 +1,16 @@
 """Collections: create (idempotent), list, describe, delete."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Response, status
+from fastapi import APIRouter, Body, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
-from app.engine.judgments import describe_adapter
-from app.errors import error_responses
-from app.schemas import (
-    COLLECTION_NAME_PATTERN,
-    CollectionInfo,
-    CollectionList,
-    CollectionRequest,
-    CollectionSummary,
-)
+from app.api.errors import error_responses
+from app.api.params import CollectionName, relevance_status
+from app.schemas import CollectionInfo, CollectionList, CollectionRequest, CollectionSettings, CollectionSummary
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses(401, 422, 503))
-CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN, description="collection name")]
-
-
-def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
-    collection = engine.collection(name)
-    adapter = engine.adapter_for(collection)
-    if adapter is None:
-        return {"status": "none", "threshold": None, "metrics": {}}
-    return {"status": "trained" if collection.adapter is not None else "default", **describe_adapter(adapter)}
 
 
 @router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo,
@@ -34,7 +19,10 @@ def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
             dependencies=[AdminAccess])
 async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
                             body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:
-    collection, created = await run_in_threadpool(engine.create_collection, name, body or CollectionRequest())
+    body = body or CollectionRequest()
+    hnsw = None if body.hnsw is None else body.hnsw.to_engine()
+    bm25 = None if body.bm25 is None else body.bm25.to_engine()
+    collection, created = await run_in_threadpool(engine.create_collection, name, hnsw, bm25)
     if not created:
         response.status_code = status.HTTP_200_OK
     return describe(engine, collection.name)
@@ -42,8 +30,8 @@ async def create_collection(name: CollectionName, engine: EngineDep, response: R
 
 @router.get("", response_model=CollectionList, dependencies=[ReadAccess])
 def list_collections(engine: EngineDep) -> CollectionList:
-    return CollectionList(collections=[CollectionSummary(name=name, count=len(c.lexical))
-                                       for name, c in sorted(engine.collections.items())])
+    return CollectionList(collections=[CollectionSummary(name=c.name, count=len(c.lexical))
+                                       for c in engine.list_collections()])
 
 
 @router.get("/{name}", response_model=CollectionInfo, dependencies=[ReadAccess], responses=error_responses(404))
@@ -60,5 +48,6 @@ def delete_collection(name: CollectionName, engine: EngineDep) -> Response:
 
 def describe(engine: EngineDep, name: str) -> CollectionInfo:
     collection = engine.collection(name)
-    return CollectionInfo(name=name, count=len(collection.lexical), settings=collection.settings,
+    return CollectionInfo(name=name, count=len(collection.lexical),
+                          settings=CollectionSettings.from_engine(collection.settings),
                           dimension=collection.record.dimension, relevance=relevance_status(engine, name))

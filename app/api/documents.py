@@ -7,9 +7,10 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from app.api.collections import CollectionName
 from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, error_responses
+from app.api.errors import error_responses
+from app.api.params import CollectionName
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.memory import release_free_heap
 from app.schemas import Document, DocumentBatch, DocumentId, StoredDocument, UpsertResult
 
@@ -68,7 +69,7 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     if len(docs) > settings.max_batch_documents:
         raise PayloadTooLarge(f"{len(docs)} documents in one batch; the limit is {settings.max_batch_documents}")
     start = time.perf_counter()
-    ids = await run_in_threadpool(engine.upsert, name, docs)
+    ids = await run_in_threadpool(engine.upsert, name, [doc.to_engine() for doc in docs])
     request.app.state.metrics.observe_ingest(name, len(ids), time.perf_counter() - start)
     del docs
     await run_in_threadpool(release_free_heap)

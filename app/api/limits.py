@@ -2,7 +2,7 @@
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
+from app.api.errors import error_response
 
 
 class BodyLimitMiddleware:

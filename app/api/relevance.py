@@ -4,10 +4,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.api.collections import CollectionName, relevance_status
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.api.errors import error_responses
+from app.api.params import CollectionName, relevance_status
 from app.engine.judgments import describe_adapter
-from app.errors import error_responses
 from app.schemas import TrainRequest
 
 router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"],
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"]
 @router.post("/train", dependencies=[AdminAccess], responses=error_responses(403),
              summary="Fit the collection's adapter; report held-out metrics and the threshold chosen")
 def train(name: CollectionName, body: TrainRequest, engine: EngineDep) -> dict[str, Any]:
-    adapter = engine.train_relevance(name, body.examples, body.recall_target, body.family)
+    adapter = engine.train_relevance(name, [example.to_engine() for example in body.examples], body.recall_target,
+                                     body.family)
     return {"status": "trained", **describe_adapter(adapter)}
 
 

@@ -4,18 +4,25 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.collections import CollectionName
 from app.api.deps import EngineDep, ReadAccess
-from app.errors import error_responses
+from app.api.errors import error_responses
+from app.api.params import CollectionName, locate
+from app.errors import InvalidInput
 from app.schemas import Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
+# Where each engine query field comes from in the body, for the errors the engine raises about one.
+_LOCATIONS = {"recall_target": ("body", "relevance", "recall_target"),
+              "threshold": ("body", "relevance", "threshold")}
 
 
 @router.post("/search", response_model=SearchResponse, dependencies=[ReadAccess])
 def search(name: CollectionName, body: SearchRequest, engine: EngineDep, request: Request) -> Response:
     start = time.perf_counter()
-    outcome = engine.search(name, body)
+    try:
+        outcome = engine.search(name, body.to_engine())
+    except InvalidInput as exc:
+        raise locate(exc, _LOCATIONS) from None
     hits = [Hit(id=h.row.id, score=h.score, relevance=h.relevance, title=h.row.title, text=h.row.text,
                 metadata=h.row.metadata, explain=h.explain) for h in outcome.hits]
     request.app.state.metrics.observe_search(name, outcome.total + outcome.filtered_out, outcome.filtered_out,

@@ -3,7 +3,8 @@
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import NotReady, error_responses
+from app.api.errors import error_responses
+from app.errors import NotReady
 
 router = APIRouter(tags=["system"])
 

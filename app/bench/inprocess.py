@@ -1,5 +1,6 @@
 """In-process measurements: the lexical index against rank-bm25 and bm25s, the dense index against exact search."""
 
+import dataclasses
 import itertools
 import os
 import time
@@ -13,7 +14,7 @@ from app.bench.measures import median
 from app.engine.dense import DenseIndex
 from app.engine.lexical import LexicalIndex
 from app.engine.tokenizer import Tokenizer
-from app.schemas import Bm25Settings, HnswSettings
+from app.engine.types import Bm25Settings, HnswSettings
 
 
 def document_tokens(corpus: Corpus, stop: int) -> list[list[str]]:
@@ -128,7 +129,7 @@ def dense_recall(vectors: np.ndarray, queries: np.ndarray, hnsw: HnswSettings, e
         found.append(labels)
     recall = {hnsw.ef_search: _recall(found, exact)}
     for ef in efs:
-        index.settings = hnsw.model_copy(update={"ef_search": ef})
+        index.settings = dataclasses.replace(hnsw, ef_search=ef)
         recall[ef] = _recall([index.search(query, k)[0] for query in queries], exact)
     return DenseFigures(n, recall.pop(hnsw.ef_search), median(latencies), hnsw.ef_search, recall)
 

@@ -15,9 +15,9 @@ from app.engine.lexical import LexicalIndex
 from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
+from app.engine.types import CollectionSettings
 from app.errors import CollectionNotFound
-from app.schemas import CollectionSettings
-from app.store.documents import CollectionRecord, DocumentStore, NewDocument, StoredRow
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
 from app.store.snapshots import SnapshotDir
 
 log = logging.getLogger("app.collection")
@@ -67,7 +67,7 @@ class Collection:
     @classmethod
     def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int) -> "Collection":
         """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed."""
-        settings = CollectionSettings.model_validate(record.settings)
+        settings = CollectionSettings.from_dict(record.settings)
         snapshots = SnapshotDir(index_root / record.uid)
         collection = cls(record, settings, store, snapshots, Tokenizer(),
                          LexicalIndex(settings.bm25.k1, settings.bm25.b),

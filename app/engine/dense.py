@@ -2,13 +2,14 @@
 
 import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
 from app.engine.quantized import Int8Vectors
-from app.schemas import HnswSettings
+from app.engine.types import HnswSettings
 
 _FORMAT = 2  # 2 adds the int8 copy; a format-1 snapshot loads and rebuilds the copy from the graph
 # Below this many allowed documents a filtered query is answered exactly: scanning the int8 copy of
@@ -30,17 +31,21 @@ class DenseIndex:
     `ef` is global state on the graph, so queries serialise on a small mutex.
     """
 
-    def __init__(self, dim: int, settings: HnswSettings, capacity: int = 1024, threads: int = 1) -> None:
+    def __init__(self, dim: int, settings: HnswSettings, capacity: int = 1024, threads: int = 1, *,
+                 graph: hnswlib.Index | None = None, int8: Int8Vectors | None = None, live: int = 0) -> None:
+        """An empty index, or (from `load`) one over a graph, its int8 copy and live count read from disk."""
         self.dim = dim
         self.settings = settings
         self.threads = threads
         self._query_lock = threading.Lock()
-        self._index = hnswlib.Index(space="cosine", dim=dim)
-        self._index.init_index(max_elements=capacity, ef_construction=settings.ef_construction,
-                               M=settings.m, allow_replace_deleted=True)
-        self._index.set_ef(settings.ef_search)
-        self._int8 = Int8Vectors(dim, capacity)
-        self._live = 0
+        if graph is None:
+            graph = hnswlib.Index(space="cosine", dim=dim)
+            graph.init_index(max_elements=capacity, ef_construction=settings.ef_construction,
+                             M=settings.m, allow_replace_deleted=True)
+        graph.set_ef(settings.ef_search)
+        self._index = graph
+        self._int8 = Int8Vectors(dim, capacity) if int8 is None else int8
+        self._live = live
         self._staged = _EMPTY_LABELS
         self._staged_vectors = np.empty((0, dim), np.float32)
 
@@ -175,35 +180,30 @@ class DenseIndex:
         np.save(directory / "staged-labels.npy", self._staged, allow_pickle=False)
         np.save(directory / "staged-vectors.npy", self._staged_vectors, allow_pickle=False)
         (directory / "dense.json").write_text(json.dumps(
-            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": self.settings.model_dump()}))
+            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": asdict(self.settings)}))
 
     @classmethod
     def load(cls, directory: Path, settings: HnswSettings, threads: int = 1) -> "DenseIndex":
         try:
             manifest = json.loads((directory / "dense.json").read_text())
-            if manifest["format"] not in (1, _FORMAT) or manifest["settings"] != settings.model_dump():
+            if manifest["format"] not in (1, _FORMAT) or manifest["settings"] != asdict(settings):
                 raise ValueError("dense snapshot format or settings differ")
-            index = cls.__new__(cls)
-            index.dim, index.settings, index.threads = int(manifest["dim"]), settings, threads
-            index._query_lock = threading.Lock()
-            index._index = hnswlib.Index(space="cosine", dim=index.dim)
-            index._index.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
-            index._index.set_ef(settings.ef_search)
-            index._live = int(manifest["live"])
-            index._staged, index._staged_vectors = _EMPTY_LABELS, np.empty((0, index.dim), np.float32)
-            if manifest["format"] == 1:
-                index._int8 = Int8Vectors(index.dim)
+            dim = int(manifest["dim"])
+            graph = hnswlib.Index(space="cosine", dim=dim)
+            graph.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
+            format_1 = manifest["format"] == 1
+            int8 = Int8Vectors(dim) if format_1 else Int8Vectors.load(directory, dim)
+            index = cls(dim, settings, threads=threads, graph=graph, int8=int8, live=int(manifest["live"]))
+            if format_1:
                 live = index._live_labels()
                 for start in range(0, len(live), 10_000):
                     index._int8.add(live[start:start + 10_000], index.vectors(live[start:start + 10_000]))
-            else:
-                index._int8 = Int8Vectors.load(directory, index.dim)
             if len(index._int8) != index._live:
                 raise ValueError(f"the int8 copy holds {len(index._int8)} vectors, the graph {index._live}")
             if (directory / "staged-labels.npy").exists():  # staged when the snapshot was taken: into the graph
                 staged = np.load(directory / "staged-labels.npy", allow_pickle=False)
                 vectors = np.load(directory / "staged-vectors.npy", allow_pickle=False)
-                if staged.dtype != np.int64 or vectors.dtype != np.float32 or vectors.shape != (len(staged), index.dim):
+                if staged.dtype != np.int64 or vectors.shape != (len(staged), dim) or vectors.dtype != np.float32:
                     raise ValueError("staged vectors are inconsistent")
                 index._staged, index._staged_vectors = staged, vectors
                 index.settle()

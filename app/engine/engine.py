@@ -12,7 +12,15 @@ from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
 from app.engine.judgments import build_training_set
-from app.engine.relevance import CosineAdapter, train_and_calibrate
+from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
+from app.engine.types import (
+    Bm25Settings,
+    CollectionSettings,
+    DocumentInput,
+    HnswSettings,
+    SearchQuery,
+    TrainingExample,
+)
 from app.errors import (
     CollectionConflict,
     CollectionNotFound,
@@ -20,9 +28,9 @@ from app.errors import (
     DocumentNotFound,
     InvalidInput,
 )
-from app.schemas import CollectionRequest, CollectionSettings, Document, SearchRequest, TrainingExample
 from app.settings import Settings
-from app.store.documents import DocumentStore, NewDocument, StoredRow
+from app.store.base import DocumentStore, NewDocument, StoredRow
+from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
 
@@ -30,19 +38,21 @@ log = logging.getLogger("app.engine")
 class SearchEngine:
     """Works on a data directory whose DataDirLock the caller holds."""
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: DocumentStore | None = None) -> None:
+        """`store`: any DocumentStore backend, which the engine then owns (closes); by default the SQLite one in
+        the data directory."""
         self.settings = settings
         data_dir = Path(settings.data_dir)
         self.embedder = embedder
-        self.store = DocumentStore(data_dir / "documents.sqlite3")
+        self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3") if store is None else store
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
         self._collections_lock = threading.Lock()
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
-        self.collections: dict[str, Collection] = {}
+        self._collections: dict[str, Collection] = {}
         for record in self.store.collections():
-            self.collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
+            self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)
@@ -60,25 +70,32 @@ class SearchEngine:
 
     def collection(self, name: str) -> Collection:
         try:
-            return self.collections[name]
+            return self._collections[name]
         except KeyError:
             raise CollectionNotFound(f"collection {name!r} does not exist") from None
 
-    def create_collection(self, name: str, request: CollectionRequest) -> tuple[Collection, bool]:
-        """Returns (collection, created). Same settings again is a no-op; other settings conflict."""
-        defaults = self.settings.collection_defaults
-        settings = CollectionSettings(hnsw=request.hnsw or defaults.hnsw, bm25=request.bm25 or defaults.bm25)
+    def list_collections(self) -> list[Collection]:
+        """A snapshot, sorted by name: safe to iterate while collections are created or dropped."""
         with self._collections_lock:
-            existing = self.collections.get(name)
+            return [self._collections[name] for name in sorted(self._collections)]
+
+    def create_collection(self, name: str, hnsw: HnswSettings | None = None,
+                          bm25: Bm25Settings | None = None) -> tuple[Collection, bool]:
+        """Returns (collection, created). Settings left out take the configured defaults; the same settings
+        again is a no-op, other settings conflict."""
+        defaults = self.settings.collection_defaults
+        settings = CollectionSettings(hnsw=hnsw or defaults.hnsw, bm25=bm25 or defaults.bm25)
+        with self._collections_lock:
+            existing = self._collections.get(name)
             if existing is not None:
                 if existing.settings != settings:
                     raise CollectionConflict(
                         f"collection {name!r} exists with other settings",
-                        [{"existing": existing.settings.model_dump(), "requested": settings.model_dump()}])
+                        [{"existing": existing.settings.to_dict(), "requested": settings.to_dict()}])
                 return existing, False
-            record = self.store.create_collection(name, self.embedder.dim, settings.model_dump())
+            record = self.store.create_collection(name, self.embedder.dim, settings.to_dict())
             collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
-            self.collections[name] = collection
+            self._collections[name] = collection
             return collection, True
 
     def drop_collection(self, name: str) -> None:
@@ -87,7 +104,7 @@ class SearchEngine:
             with collection.lock.write():
                 self.store.drop_collection(name)
                 collection.dropped = True
-                del self.collections[name]
+                del self._collections[name]
             collection.snapshots.remove()
 
     def adapter_for(self, collection: Collection) -> CosineAdapter | None:
@@ -95,7 +112,7 @@ class SearchEngine:
 
     # --- documents --------------------------------------------------------------------------
 
-    def upsert(self, name: str, documents: Sequence[Document]) -> list[str]:
+    def upsert(self, name: str, documents: Sequence[DocumentInput]) -> list[str]:
         collection = self.collection(name)
         dim = collection.record.dimension
         for position, doc in enumerate(documents):
@@ -127,21 +144,21 @@ class SearchEngine:
 
     # --- search -----------------------------------------------------------------------------
 
-    def search(self, name: str, request: SearchRequest) -> hybrid.SearchOutcome:
+    def search(self, name: str, request: SearchQuery) -> hybrid.SearchOutcome:
         collection = self.collection(name)
         adapter = self.adapter_for(collection)
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
-        wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance.enabled)
+        wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
         query = self.embedder.encode_query(request.query) if wants_vector else None
         return hybrid.search(collection, request, query, adapter, self.settings.search_defaults, self._beside)
 
     # --- relevance --------------------------------------------------------------------------
 
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
-                        family: str | None) -> CosineAdapter:
+                        family: Family | None) -> CosineAdapter:
         """Fits this collection's own adapter on its own candidates and swaps it in; searches go on."""
         collection = self.collection(name)
-        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
+        data = build_training_set(collection, self.embedder, examples)
         try:
             adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
                                           recall_target=recall_target, family=family or self.settings.adapter_family,
@@ -155,13 +172,13 @@ class SearchEngine:
     # --- lifecycle --------------------------------------------------------------------------
 
     def snapshot_due(self) -> None:
-        for collection in list(self.collections.values()):
+        for collection in self.list_collections():
             if collection.writes_since_snapshot >= self.settings.snapshot_every_writes:
                 collection.snapshot()
 
     def close(self) -> None:
         """Snapshots every collection that changed and closes the store."""
-        for collection in list(self.collections.values()):
+        for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()
         self._beside.shutdown()

@@ -9,10 +9,9 @@ import numpy as np
 from app.engine.collection import Collection
 from app.engine.fusion import convex_fusion, rank_by, rrf_fusion
 from app.engine.relevance import CosineAdapter
+from app.engine.types import SearchDefaults, SearchQuery
 from app.errors import InvalidInput
-from app.schemas import SearchRequest
-from app.settings import SearchDefaults
-from app.store.documents import StoredRow
+from app.store.base import StoredRow
 
 _EMPTY_LABELS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float64)
@@ -69,7 +68,7 @@ def _cosines(collection: Collection, query: np.ndarray, labels: np.ndarray, dens
     return cosine
 
 
-def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], query: np.ndarray | None,
+def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], query: np.ndarray | None,
              depth: int, beside: Executor | None = None) -> Candidates:
     """Runs under the caller's read lock. With `beside`, a hybrid search's BM25 top-k runs there while this
     thread walks the graph: hnswlib walks without the GIL and numpy scores without it much of the time, so
@@ -96,62 +95,84 @@ def retrieve(collection: Collection, request: SearchRequest, tokens: list[str], 
                       _ranks(labels, lex_labels), _ranks(labels, dense_labels))
 
 
-def fuse(candidates: Candidates, request: SearchRequest, defaults: SearchDefaults) -> np.ndarray:
+def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray:
     if request.mode == "lexical" or candidates.cosine is None:
         return candidates.bm25.astype(np.float64)
     if request.mode == "dense":
         return candidates.cosine.astype(np.float64)
-    fusion = request.fusion
-    if fusion.method == "rrf":
-        return rrf_fusion([candidates.bm25_rank, candidates.dense_rank], fusion.rrf_k or defaults.rrf_k)
-    alpha = defaults.alpha if fusion.alpha is None else fusion.alpha
-    return convex_fusion(candidates.bm25, candidates.cosine, alpha, fusion.normalization or defaults.normalization)
+    if request.fusion_method == "rrf":
+        return rrf_fusion([candidates.bm25_rank, candidates.dense_rank], request.rrf_k or defaults.rrf_k)
+    alpha = defaults.alpha if request.alpha is None else request.alpha
+    return convex_fusion(candidates.bm25, candidates.cosine, alpha, request.normalization or defaults.normalization)
+
+
+@dataclass
+class Relevance:
+    """The ranked candidates that pass the relevance filter, every candidate's probability of relevance
+    (None without an adapter or a query vector), and the threshold applied (None when the filter is off)."""
+
+    order: np.ndarray
+    probabilities: np.ndarray | None
+    threshold: float | None
 
 
 def _threshold(adapter: CosineAdapter, recall_target: float | None) -> float:
     try:
         return adapter.threshold_for(recall_target)
     except ValueError as exc:  # a recall target above every calibrated one
-        raise InvalidInput(str(exc), [{"loc": ["body", "relevance", "recall_target"]}]) from None
+        raise InvalidInput(str(exc), field="recall_target") from None
 
 
-def search(collection: Collection, request: SearchRequest, query: np.ndarray | None,
+def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: SearchQuery, query: np.ndarray | None,
+                        adapter: CosineAdapter | None) -> Relevance:
+    """Scores every candidate with the adapter and, when the filter is on, keeps those of `order` at or above
+    the request's threshold (else the one calibrated for its recall target, else the adapter's own)."""
+    if adapter is None or query is None or candidates.cosine is None:
+        return Relevance(order, None, None)
+    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25))
+    if not request.relevance_enabled:
+        return Relevance(order, probabilities, None)
+    threshold = request.threshold
+    if threshold is None:
+        threshold = _threshold(adapter, request.recall_target)
+    return Relevance(order[probabilities[order] >= threshold], probabilities, threshold)
+
+
+def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, relevance: Relevance,
+            adapter: CosineAdapter | None, query: np.ndarray | None) -> list[dict[str, Any]]:
+    """How each candidate on the page was scored: both retrievers' scores and ranks, the fused score, the
+    adapter's map for this query and the candidate's margin over the threshold."""
+    adapter_explain = None
+    if adapter is not None and query is not None:
+        adapter_explain = {"family": adapter.family, "params": adapter.map_params(query)}
+    threshold, probabilities = relevance.threshold, relevance.probabilities
+    return [{
+        "bm25": float(candidates.bm25[i]),
+        "bm25_rank": int(candidates.bm25_rank[i]) or None,
+        "cosine": None if candidates.cosine is None else float(candidates.cosine[i]),
+        "dense_rank": int(candidates.dense_rank[i]) or None,
+        "fused": float(scores[i]),
+        "adapter": adapter_explain,
+        "threshold": threshold,
+        "margin": None if threshold is None or probabilities is None else float(probabilities[i] - threshold),
+    } for i in page]
+
+
+def search(collection: Collection, request: SearchQuery, query: np.ndarray | None,
            adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
     depth = max(request.candidates or defaults.candidates, request.k + request.offset)
     tokens = collection.tokenizer(request.query)
     with collection.lock.read():
         candidates = retrieve(collection, request, tokens, query, depth, beside)
         scores = fuse(candidates, request, defaults)
-        order = rank_by(scores, candidates.labels)
-        probabilities, threshold = None, None
-        if adapter is not None and query is not None and candidates.cosine is not None:
-            probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25))
-            if request.relevance.enabled:
-                threshold = request.relevance.threshold
-                if threshold is None:
-                    threshold = _threshold(adapter, request.relevance.recall_target)
-                order = order[probabilities[order] >= threshold]
-        page = order[request.offset:request.offset + request.k]
+        relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter)
+        page = relevance.order[request.offset:request.offset + request.k]
         rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())
-    adapter_explain = None
-    if request.explain and adapter is not None and query is not None:
-        adapter_explain = {"family": adapter.family, "params": adapter.map_params(query)}
-    hits = []
-    for i in page:
-        label = int(candidates.labels[i])
-        explain = None
-        if request.explain:
-            explain = {
-                "bm25": float(candidates.bm25[i]),
-                "bm25_rank": int(candidates.bm25_rank[i]) or None,
-                "cosine": None if candidates.cosine is None else float(candidates.cosine[i]),
-                "dense_rank": int(candidates.dense_rank[i]) or None,
-                "fused": float(scores[i]),
-                "adapter": adapter_explain,
-                "threshold": threshold,
-                "margin": None if threshold is None or probabilities is None
-                else float(probabilities[i] - threshold),
-            }
-        relevance = None if probabilities is None else float(probabilities[i])
-        hits.append(ScoredHit(rows[label], float(scores[i]), relevance, explain))
-    return SearchOutcome(hits, total=len(order), filtered_out=len(candidates.labels) - len(order))
+    explanations = explain(candidates, scores, page, relevance, adapter, query) if request.explain else None
+    probabilities = relevance.probabilities
+    hits = [ScoredHit(rows[int(candidates.labels[i])], float(scores[i]),
+                      None if probabilities is None else float(probabilities[i]),
+                      None if explanations is None else explanations[n])
+            for n, i in enumerate(page)]
+    passed = len(relevance.order)
+    return SearchOutcome(hits, total=passed, filtered_out=len(candidates.labels) - passed)

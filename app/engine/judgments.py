@@ -10,9 +10,8 @@ from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder
 from app.engine.relevance import CosineAdapter
+from app.engine.types import SearchQuery, TrainingExample
 from app.errors import InvalidInput
-from app.schemas import RelevanceOptions, SearchRequest, TrainingExample
-from app.settings import SearchDefaults
 
 # The filter is measured on, and so trained on, the top-100 candidates of each retriever.
 TRAINING_DEPTH = 100
@@ -38,7 +37,7 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
 
 
 def build_training_set(collection: Collection, embedder: Embedder, examples: Sequence[TrainingExample],
-                       defaults: SearchDefaults, depth: int = TRAINING_DEPTH) -> TrainingSet:
+                       depth: int = TRAINING_DEPTH) -> TrainingSet:
     """For each query: its hybrid top-`depth` candidates plus the documents judged irrelevant, with raw
     cosines and lexical evidence; label 1 for relevant ids, 0 for the rest.
 
@@ -49,7 +48,8 @@ def build_training_set(collection: Collection, embedder: Embedder, examples: Seq
     query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
     cosines, labels, lexical = [], [], []
     for ex, query in zip(examples, query_embs, strict=True):
-        request = SearchRequest(query=ex.query, k=1, candidates=depth, relevance=RelevanceOptions(enabled=False))
+        request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", fusion_method="convex", candidates=depth,
+                              relevance_enabled=False)
         tokens = collection.tokenizer(ex.query)
         with collection.lock.read():
             candidates = hybrid.retrieve(collection, request, tokens, query, depth)

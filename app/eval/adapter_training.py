@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.judgments import build_training_set, describe_adapter
-from app.engine.relevance import train_and_calibrate
+from app.engine.relevance import DEFAULT_FAMILY, DEFAULT_RECALL_TARGET, Family, train_and_calibrate
+from app.engine.types import TrainingExample
 from app.eval.beir import load_beir
 from app.eval.runner import ensure_corpus, in_process_client
-from app.schemas import TrainingExample
 
 
 def train_default_adapter(dataset_dir: Path, split: str, out: Path, data_dir: Path | None, *,
-                          family: str = "hybrid", recall_target: float = 0.95, threads: int = 2) -> dict[str, Any]:
+                          family: Family = DEFAULT_FAMILY, recall_target: float = DEFAULT_RECALL_TARGET,
+                          threads: int = 2) -> dict[str, Any]:
     """Ingests the corpus, collects each judged query's hybrid top-100 candidates, fits and calibrates
     an adapter on them (thresholds on held-out queries), and writes it to `out`."""
     dataset = load_beir(dataset_dir, split)
@@ -28,7 +29,7 @@ def train_default_adapter(dataset_dir: Path, split: str, out: Path, data_dir: Pa
                                     relevant_ids=[d for d, grade in judged.items() if grade > 0])
                     for qid, judged in dataset.qrels.items()
                     if qid in dataset.queries and any(grade > 0 for grade in judged.values())]
-        data = build_training_set(collection, engine.embedder, examples, engine.settings.search_defaults)
+        data = build_training_set(collection, engine.embedder, examples)
     adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical, family=family,
                                   recall_target=recall_target, threads=threads, progress=True)
     adapter.info["trained_on"] = f"{dataset.name} {split} split: {len(examples)} judged queries, " \

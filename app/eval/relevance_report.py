@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.relevance import choose_threshold, filter_metrics, precision_at_recall
+from app.engine.relevance import DEFAULT_RECALL_TARGET, choose_threshold, filter_metrics, precision_at_recall
 from app.eval.beir import BeirDataset
 from app.eval.runner import HttpClient, check, run_queries
 
@@ -57,7 +57,7 @@ def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
     if adapter.get("status") == "none":
         return {"status": "no adapter"}
     threshold = float(adapter["threshold"])
-    target = float(adapter["recall_target"] or 0.95)
+    target = float(adapter["recall_target"] or DEFAULT_RECALL_TARGET)
     judged = judged_candidates(client, collection, dataset)
     pooled_labels = np.concatenate(judged.labels)
     # The raw-cosine baseline gets the same treatment as the adapter: one global threshold chosen on the

@@ -1,8 +1,9 @@
 """Compiles a metadata filter (exact, in, range) into an SQLite condition over the JSON metadata."""
 
+from collections.abc import Mapping
 from typing import Any
 
-from app.schemas import FilterCondition, InFilter, RangeFilter
+from app.engine.types import Equals, FilterCondition, In, Range
 
 _RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NUMBER, _TEXT, _BOOL = "('integer','real')", "('text')", "('true','false')"
@@ -20,7 +21,7 @@ def _sql_value(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
-def compile_filter(conditions: dict[str, FilterCondition]) -> tuple[str, list[Any]]:
+def compile_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str, list[Any]]:
     """WHERE fragment and parameters; all conditions must hold (AND).
 
     A field holding a list matches when any of its elements matches, so {"tags": "a"} and
@@ -30,11 +31,11 @@ def compile_filter(conditions: dict[str, FilterCondition]) -> tuple[str, list[An
     params: list[Any] = []
     for key, condition in conditions.items():
         path = '$."' + key.replace('"', '""') + '"'
-        if isinstance(condition, InFilter):
-            marks = ",".join("?" * len(condition.in_))
+        if isinstance(condition, In):
+            marks = ",".join("?" * len(condition.values))
             predicate = f"value IN ({marks})"
-            values = [_sql_value(v) for v in condition.in_]
-        elif isinstance(condition, RangeFilter):
+            values = [_sql_value(v) for v in condition.values]
+        elif isinstance(condition, Range):
             parts, values = [], []
             for name, op in _RANGE_OPS.items():
                 bound = getattr(condition, name)
@@ -43,9 +44,11 @@ def compile_filter(conditions: dict[str, FilterCondition]) -> tuple[str, list[An
                     parts.append(f"(type IN {_json_types(bound)} AND value {op} ?)")
                     values.append(bound)
             predicate = " AND ".join(parts)
+        elif isinstance(condition, Equals):
+            predicate = f"value = ? AND type IN {_json_types(condition.value)}"
+            values = [_sql_value(condition.value)]
         else:
-            predicate = f"value = ? AND type IN {_json_types(condition)}"
-            values = [_sql_value(condition)]
+            raise TypeError(f"not a filter condition: {condition!r}")
         clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata, ?) WHERE {predicate})")
         params.append(path)
         params.extend(values)

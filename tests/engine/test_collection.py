@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from app.engine.collection import next_turn
 from app.engine.embedder import normalise
 from app.errors import CollectionNotFound
-from app.store.documents import NewDocument
+from app.store.base import NewDocument
 
 
 def test_write_after_delete_is_refused_and_leaves_nothing(client: TestClient) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from app.engine.dense import DenseIndex
 from app.engine.embedder import Embedder
-from app.schemas import HnswSettings
+from app.engine.types import HnswSettings
 from tests.helpers import stdlib_docstrings
 
 

@@ -18,7 +18,7 @@ from app.schemas import SearchRequest
 def test_bm25_beside_the_walk_finds_the_same_candidates(animals: TestClient, body: dict[str, object]) -> None:
     engine = animals.app.state.engine  # type: ignore[attr-defined]
     collection = engine.collection("animals")
-    request = SearchRequest.model_validate(body)
+    request = SearchRequest.model_validate(body).to_engine()
     tokens, query = collection.tokenizer(request.query), engine.embedder.encode_query(request.query)
     with collection.lock.read():
         serial = hybrid.retrieve(collection, request, tokens, query, 100)
@@ -58,7 +58,7 @@ def test_a_failed_walk_still_waits_for_bm25(animals: TestClient, monkeypatch: py
     monkeypatch.setattr(collection.lexical, "top_k", held_top_k)
     monkeypatch.setattr(collection.dense, "search", failed_walk)
     monkeypatch.setattr(hybrid, "wait", watched_wait)
-    request = SearchRequest(query="animal")
+    request = SearchRequest(query="animal").to_engine()
     beside = Recording(1)
     try:
         with pytest.raises(RuntimeError, match="walk failed"):

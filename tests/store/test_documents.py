@@ -1,27 +1,35 @@
-"""The document store: atomic batches, fresh labels, tombstones for replay, metadata filters."""
+"""The document store: atomic batches, fresh labels, tombstones for replay, metadata filters.
+
+The tests that take the `store` fixture are the contract every DocumentStore backend must meet: a new backend
+joins the fixture's parameters.
+"""
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.schemas import SearchRequest
-from app.store.documents import DocumentStore, NewDocument
+from app.engine.types import Equals, FilterCondition, In, Range
+from app.store.base import DocumentStore, NewDocument
+from app.store.sqlite import SqliteStore
+
+BACKENDS: dict[str, Callable[[Path], DocumentStore]] = {"sqlite": lambda tmp: SqliteStore(tmp / "s.db")}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentStore]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    backend.close()
 
 
 def _doc(doc_id: str, **metadata: object) -> NewDocument:
     return NewDocument(doc_id, f"text of {doc_id}", None, dict(metadata), np.ones(4, dtype=np.float32) / 2)
 
 
-def _filter(raw: dict[str, object]) -> dict[str, object]:
-    flt = SearchRequest.model_validate({"query": "q", "filter": raw}).filter
-    assert flt is not None
-    return flt  # type: ignore[return-value]
-
-
-def test_labels_are_fresh_and_replacements_leave_tombstones(tmp_path: Path) -> None:
-    store = DocumentStore(tmp_path / "s.db")
+def test_labels_are_fresh_and_replacements_leave_tombstones(store: DocumentStore) -> None:
     first = store.upsert("c", [_doc("a"), _doc("b")])
     assert first.new_labels == [1, 2] and first.old_labels == []
     second = store.upsert("c", [_doc("a")])
@@ -35,8 +43,7 @@ def test_labels_are_fresh_and_replacements_leave_tombstones(tmp_path: Path) -> N
     assert store.tombstones_after("c", 0) == []
 
 
-def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
-    store = DocumentStore(tmp_path / "s.db")
+def test_a_failing_batch_writes_nothing(store: DocumentStore) -> None:
     store.upsert("c", [_doc("a")])
     broken = NewDocument("b", "text", None, {"bad": object()}, np.ones(4, dtype=np.float32))
     with pytest.raises(TypeError):
@@ -45,32 +52,31 @@ def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_committed_batches_are_on_disk_for_another_connection(tmp_path: Path) -> None:
-    store = DocumentStore(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.upsert("c", [_doc("a"), _doc("b")])
     other = sqlite3.connect(tmp_path / "s.db")
     assert other.execute("SELECT count(*) FROM documents").fetchone()[0] == 2
 
 
-def test_metadata_filters(tmp_path: Path) -> None:
-    store = DocumentStore(tmp_path / "s.db")
+def test_metadata_filters(store: DocumentStore) -> None:
     store.upsert("c", [_doc("a", year=2020, tags=["x", "y"], flag=True, name="alpha"),
                        _doc("b", year=2022, tags=["y"], flag=False, name="beta"),
                        _doc("c", year=2024.5, tags="x", name="gamma", count=1)])
     store.upsert("other", [_doc("a", year=2020)])
 
-    def ids(raw: dict[str, object]) -> list[str]:
-        labels = store.filter_labels("c", _filter(raw))  # type: ignore[arg-type]
+    def ids(conditions: dict[str, FilterCondition]) -> list[str]:
+        labels = store.filter_labels("c", conditions)
         return sorted(row.id for row in store.get_by_labels("c", labels.tolist()).values())
 
-    assert ids({"year": 2020}) == ["a"]
-    assert ids({"year": {"gte": 2022}}) == ["b", "c"]
-    assert ids({"year": {"gt": 2020, "lt": 2024}}) == ["b"]
-    assert ids({"tags": "x"}) == ["a", "c"]
-    assert ids({"tags": {"in": ["y", "z"]}}) == ["a", "b"]
-    assert ids({"flag": True}) == ["a"]
-    assert ids({"flag": False}) == ["b"]
-    assert ids({"count": True}) == []  # a number is not a boolean
-    assert ids({"name": {"gte": "b"}}) == ["b", "c"]
-    assert ids({"year": {"gte": "2020"}}) == []  # strings do not compare with numbers
-    assert ids({"missing": 1}) == []
-    assert ids({'we"ird': 1}) == []
+    assert ids({"year": Equals(2020)}) == ["a"]
+    assert ids({"year": Range(gte=2022)}) == ["b", "c"]
+    assert ids({"year": Range(gt=2020, lt=2024)}) == ["b"]
+    assert ids({"tags": Equals("x")}) == ["a", "c"]
+    assert ids({"tags": In(("y", "z"))}) == ["a", "b"]
+    assert ids({"flag": Equals(True)}) == ["a"]
+    assert ids({"flag": Equals(False)}) == ["b"]
+    assert ids({"count": Equals(True)}) == []  # a number is not a boolean
+    assert ids({"name": Range(gte="b")}) == ["b", "c"]
+    assert ids({"year": Range(gte="2020")}) == []  # strings do not compare with numbers
+    assert ids({"missing": Equals(1)}) == []
+    assert ids({'we"ird': Equals(1)}) == []

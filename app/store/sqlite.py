@@ -1,23 +1,20 @@
-"""The durable document store (SQLite, WAL): the source of truth that every index is rebuilt from.
+"""The embedded document store (SQLite, WAL): the source of truth that every index is rebuilt from.
 
-Each write of a document gets a fresh label from one monotonically increasing sequence; the label
-is also its key in the lexical and dense indexes. Replacing or deleting a document records a
-tombstone for its old label at the new sequence number, so an index snapshot covering sequence S
-is brought up to date by replaying the documents and tombstones with sequence > S.
+Labels, sequence numbers and tombstones work as app/store/base.py describes.
 """
 
 import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.schemas import FilterCondition
+from app.engine.types import FilterCondition
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
 from app.store.filters import compile_filter
 
 _SCHEMA = """
@@ -35,40 +32,7 @@ INSERT OR IGNORE INTO meta VALUES ('seq', 0);
 """
 
 
-@dataclass
-class NewDocument:
-    id: str
-    text: str
-    title: str | None
-    metadata: dict[str, Any]
-    vector: np.ndarray  # float32, unit length
-
-
-@dataclass
-class StoredRow:
-    label: int
-    id: str
-    text: str
-    title: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CollectionRecord:
-    name: str
-    uid: str
-    dimension: int
-    settings: dict[str, Any]
-
-
-@dataclass
-class WriteResult:
-    new_labels: list[int]
-    old_labels: list[int]  # labels that no longer hold a live document
-    seq: int
-
-
-class DocumentStore:
+class SqliteStore:
     """SQLite document store. Writes are serialised; each thread reads through its own connection."""
 
     def __init__(self, path: Path) -> None:
@@ -207,7 +171,7 @@ class DocumentStore:
             found.update({doc_id: int(label) for doc_id, label in rows})
         return found
 
-    def filter_labels(self, collection: str, conditions: dict[str, FilterCondition]) -> np.ndarray:
+    def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
         """Sorted labels of the documents whose metadata matches every condition."""
         where, params = compile_filter(conditions)
         rows = self._reader().execute(
@@ -257,3 +221,6 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+_satisfies_protocol: type[DocumentStore] = SqliteStore  # mypy checks SqliteStore against the Protocol

@@ -1,0 +1,80 @@
+"""Errors as HTTP answers, all one body shape {"error": {"code", "message", "details"}}, and their OpenAPI text."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import SearchServiceError
+from app.schemas import ErrorBody
+
+log = logging.getLogger("app.errors")
+
+_HTTP_CODES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+}
+
+
+_WHEN = {
+    401: "no API key, or not a valid one (only when the service has keys)",
+    403: "a read key on a route that writes",
+    404: "unknown collection or document",
+    409: "the collection exists with other settings",
+    413: "body or batch over the limits",
+    415: "unsupported content type",
+    422: "the request failed validation",
+    503: "the service is still loading its model and indexes",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these error statuses, all with the ErrorBody schema."""
+    return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
+
+
+def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or [])}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Echoing the rejected input back can be huge (a 32 MiB batch); the location and reason suffice.
+    return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+            for err in exc.errors()[:50]]
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SearchServiceError)
+    async def _domain(_: Request, exc: SearchServiceError) -> JSONResponse:
+        if exc.status == 500:
+            log.error("internal error: %s", exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_input", "the request failed validation", _validation_details(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's answer to a body that is not UTF-8: bad input like any other
+            return error_response(422, "invalid_input", "the request body could not be parsed: "
+                                  "send UTF-8 JSON", [{"loc": ["body"], "msg": str(exc.detail), "type": "body_parse"}])
+        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")

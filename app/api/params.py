@@ -1,0 +1,28 @@
+"""Helpers the routers share: the collection-name path parameter, the relevance status, error locations."""
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from fastapi import Path
+
+from app.api.deps import EngineDep
+from app.engine.judgments import describe_adapter
+from app.errors import InvalidInput
+from app.schemas import COLLECTION_NAME_PATTERN
+
+CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN, description="collection name")]
+
+
+def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
+    collection = engine.collection(name)
+    adapter = engine.adapter_for(collection)
+    if adapter is None:
+        return {"status": "none", "threshold": None, "metrics": {}}
+    return {"status": "trained" if collection.adapter is not None else "default", **describe_adapter(adapter)}
+
+
+def locate(error: InvalidInput, locations: Mapping[str, Sequence[str]]) -> InvalidInput:
+    """Adds the request location of the engine field an error names (e.g. recall_target -> body.relevance...)."""
+    if error.field is not None and error.field in locations:
+        error.details = [{"loc": list(locations[error.field])}, *error.details]
+    return error

@@ -1,0 +1,94 @@
+"""The document store's interface: what the engine needs from a backend (SQLite today, PostgreSQL next).
+
+A backend keeps, per collection, documents keyed by id, each written with a fresh integer label taken from
+one monotonically increasing sequence; that label is also the document's key in the lexical and dense
+indexes. Replacing or deleting a document records a tombstone for its old label at the new sequence number,
+so an index snapshot covering sequence S is brought up to date by replaying the documents and tombstones with
+sequence > S. Every write is atomic and durable when it returns.
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.engine.types import FilterCondition
+
+
+@dataclass
+class NewDocument:
+    id: str
+    text: str
+    title: str | None
+    metadata: dict[str, Any]
+    vector: np.ndarray  # float32, unit length
+
+
+@dataclass
+class StoredRow:
+    label: int
+    id: str
+    text: str
+    title: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CollectionRecord:
+    name: str
+    uid: str
+    dimension: int
+    settings: dict[str, Any]
+
+
+@dataclass
+class WriteResult:
+    new_labels: list[int]
+    old_labels: list[int]  # labels that no longer hold a live document
+    seq: int
+
+
+class DocumentStore(Protocol):
+    """Safe to call from many threads at once; writes are serialised by the backend."""
+
+    def close(self) -> None: ...
+
+    # collections
+    def collections(self) -> list[CollectionRecord]: ...
+    def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord: ...
+    def drop_collection(self, name: str) -> None: ...
+    def count(self, collection: str) -> int: ...
+
+    # writes
+    def upsert(self, collection: str, docs: Sequence[NewDocument]) -> WriteResult:
+        """The whole batch in one transaction: committed (durably) or not at all."""
+        ...
+
+    def delete(self, collection: str, doc_id: str) -> int | None:
+        """Deletes one document; returns its label, or None when there was none."""
+        ...
+
+    def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
+        """Tombstones covered by an index snapshot are no longer needed for replay."""
+        ...
+
+    # reads
+    def seq(self) -> int:
+        """The last sequence number written."""
+        ...
+
+    def get(self, collection: str, doc_id: str) -> StoredRow | None: ...
+    def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]: ...
+    def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]: ...
+
+    def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
+        """Sorted labels (int64) of the documents whose metadata matches every condition."""
+        ...
+
+    def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
+                  ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
+        """Documents written after `after_seq`, in label order, in chunks of (rows, float32 vectors)."""
+        ...
+
+    def tombstones_after(self, collection: str, after_seq: int) -> list[int]: ...
