@@ -86,9 +86,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train_adapter(args: argparse.Namespace) -> int:
     from app.eval.adapter_training import train_default_adapter
 
-    report: dict[str, Any] = train_default_adapter(Path(args.dataset), args.split, Path(args.out),
-                                                   Path(args.data_dir) if args.data_dir else None,
-                                                   family=args.family, recall_target=args.recall_target)
+    datasets = []
+    for item in args.dataset:  # DIR or DIR:SPLIT
+        path, _, split = item.partition(":")
+        datasets.append((Path(path), split or args.split))
+    report: dict[str, Any] = train_default_adapter(
+        datasets, Path(args.out), Path(args.data_dir) if args.data_dir else None, family=args.family,
+        recall_target=args.recall_target, inputs=tuple(args.inputs.split(",")), folds=args.folds,
+        repeats=args.repeats, fallback_out=Path(args.fallback_out) if args.fallback_out else None)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -127,8 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.set_defaults(func=_evaluate, extra="eval")
 
     train = commands.add_parser("train-adapter", help="fit a Cosine Adapter from a BEIR dataset's judgments")
-    train.add_argument("--dataset", required=True)
-    train.add_argument("--split", default="train")
+    train.add_argument("--dataset", required=True, action="append",
+                       help="a BEIR dataset folder, DIR or DIR:SPLIT; repeat it to train across collections")
+    train.add_argument("--split", default="train", help="the split of every --dataset that names none")
+    train.add_argument("--inputs", default="embedding,stats",
+                       help="what the network reads of a query: embedding, stats or both (comma-separated)")
+    train.add_argument("--fallback-out", help="also write the stats-only adapter (any encoder) to this folder")
+    train.add_argument("--folds", type=int, default=5)
+    train.add_argument("--repeats", type=int, default=3, help="networks (seeds) a fold")
     train.add_argument("--out", default="config/adapter", help="folder to write the adapter to")
     train.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
     train.add_argument("--family", default=DEFAULT_FAMILY, choices=get_args(Family),

@@ -19,6 +19,8 @@ from app.engine.types import CollectionSettings, SearchDefaults
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "settings.toml"
 DEFAULT_ADAPTER_DIR = PROJECT_ROOT / "config" / "adapter"
+# Reads only the dimension-free candidate statistics: the filter for an encoder the default was not trained on.
+FALLBACK_ADAPTER_DIR = PROJECT_ROOT / "config" / "adapter-fallback"
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,7 @@ class Settings(BaseSettings):
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
+    fallback_adapter_dir: Path = FALLBACK_ADAPTER_DIR
     adapter_family: Family = DEFAULT_FAMILY
     # Their defaults live in app/engine/types.py; the config file or SEARCH_* may override any of them.
     collection_defaults: CollectionSettings = CollectionSettings()

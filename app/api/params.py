@@ -18,7 +18,10 @@ def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
     adapter = engine.adapter_for(collection)
     if adapter is None:
         return {"status": "none", "threshold": None, "metrics": {}}
-    return {"status": "trained" if collection.adapter is not None else "default", **describe_adapter(adapter)}
+    # fallback: the model is not the one the default adapter was trained for, so only candidate statistics are read
+    status = "trained" if collection.adapter is not None else "default" if adapter is engine.default_adapter \
+        else "fallback"
+    return {"status": status, **describe_adapter(adapter)}
 
 
 def locate(error: InvalidInput, locations: Mapping[str, Sequence[str]]) -> InvalidInput:

@@ -11,8 +11,8 @@ import numpy as np
 from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
-from app.engine.judgments import build_training_set
-from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
+from app.engine.judgments import TrainingSet, build_training_set
+from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
 from app.engine.types import (
     Bm25Settings,
     CollectionSettings,
@@ -33,6 +33,8 @@ from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
+# PR-AUC a collection's own adapter must gain over the default on its judgments to replace it (a noise margin).
+SELECTION_MARGIN = 0.01
 
 
 class SearchEngine:
@@ -47,6 +49,7 @@ class SearchEngine:
         self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3") if store is None else store
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
+        self.fallback_adapter = self._load_fallback_adapter()
         self._collections_lock = threading.Lock()
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
@@ -60,10 +63,20 @@ class SearchEngine:
             log.warning("no default relevance adapter at %s: results are not relevance-filtered", path)
             return None
         adapter = CosineAdapter.load(path)
-        if adapter.dim != self.embedder.dim:
-            log.warning("default adapter expects %d-d queries, the model gives %d-d: not used",
-                        adapter.dim, self.embedder.dim)
+        if adapter.dim not in (0, self.embedder.dim):
+            log.warning("default adapter expects %d-d queries, the model gives %d-d: the fallback adapter "
+                        "(candidate statistics only) filters instead", adapter.dim, self.embedder.dim)
             return None
+        return adapter
+
+    def _load_fallback_adapter(self) -> CosineAdapter | None:
+        """The adapter that reads no embedding (dimension 0): it serves any encoder."""
+        path = Path(self.settings.fallback_adapter_dir)
+        if not (path / "adapter.json").exists():
+            return None
+        adapter = CosineAdapter.load(path)
+        if adapter.dim != 0:
+            raise ValueError(f"the fallback adapter at {path} reads a {adapter.dim}-d embedding; it must read none")
         return adapter
 
     # --- collections ------------------------------------------------------------------------
@@ -108,7 +121,8 @@ class SearchEngine:
             collection.snapshots.remove()
 
     def adapter_for(self, collection: Collection) -> CosineAdapter | None:
-        return collection.adapter or self.default_adapter
+        """The collection's own adapter, else the default, else (another encoder) the dimension-free fallback."""
+        return collection.adapter or self.default_adapter or self.fallback_adapter
 
     # --- documents --------------------------------------------------------------------------
 
@@ -156,18 +170,47 @@ class SearchEngine:
 
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
                         family: Family | None) -> CosineAdapter:
-        """Fits this collection's own adapter on its own candidates and swaps it in; searches go on."""
+        """Fits this collection's own adapter on its own candidates, warm-started from the default (or the
+        fallback), keeps whichever of that fine-tuned adapter and the default recalibrated on these judgments
+        does better out of sample, and swaps it in; searches go on. The choice is in info["selection"]."""
         collection = self.collection(name)
         data = build_training_set(collection, self.embedder, examples)
+        base = self.default_adapter or self.fallback_adapter
+        warm = base is not None and family in (None, base.family)
         try:
-            adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
-                                          recall_target=recall_target, family=family or self.settings.adapter_family,
-                                          threads=self.settings.threads)
+            tuned = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
+                                        stats=data.stats, recall_target=recall_target,
+                                        family=family or self.settings.adapter_family,
+                                        start=base if warm else None, threads=self.settings.threads)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+        adapter = tuned if base is None else self._better_of(base, tuned, data, recall_target)
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
         collection.set_adapter(adapter)
         return adapter
+
+    @staticmethod
+    def _better_of(base: CosineAdapter, tuned: CosineAdapter, data: TrainingSet,
+                   recall_target: float) -> CosineAdapter:
+        """The fine-tuned adapter if its out-of-fold PR-AUC beats the base's on the same judgments (which the
+        base never saw) by SELECTION_MARGIN, else the base with its thresholds recalibrated on them: a small
+        judgment set can then move the threshold but never make the ranking of candidates worse."""
+        probabilities = [base.probabilities(q, c, x, s) for q, c, x, s in
+                         zip(data.query_embs, data.cosines, data.lexical, data.stats, strict=True)]
+        recalibrated = recalibrate(base, probabilities, data.cosines, data.labels, recall_target)
+        tuned_auc = tuned.calibration.metrics["pr_auc"] if tuned.calibration else 0.0
+        base_auc = recalibrated.calibration.metrics["pr_auc"] if recalibrated.calibration else 0.0
+        keep_tuned = tuned_auc > base_auc + SELECTION_MARGIN
+        chosen = tuned if keep_tuned else recalibrated
+        chosen.info["selection"] = {
+            "kept": "trained" if keep_tuned else "default, recalibrated",
+            "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, warm-started "
+                   f"from the default) vs default {base_auc:.3f}; the trained one is kept only when it is better "
+                   f"by more than {SELECTION_MARGIN}",
+            "trained": dict(tuned.calibration.metrics) if tuned.calibration else {},
+            "default_recalibrated": dict(recalibrated.calibration.metrics) if recalibrated.calibration else {},
+        }
+        return chosen
 
     # --- lifecycle --------------------------------------------------------------------------
 

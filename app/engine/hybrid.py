@@ -9,6 +9,7 @@ import numpy as np
 from app.engine.collection import Collection
 from app.engine.fusion import convex_fusion, rank_by, rrf_fusion
 from app.engine.relevance import CosineAdapter
+from app.engine.relevance.adapter import query_stats
 from app.engine.types import SearchDefaults, SearchQuery
 from app.errors import InvalidInput
 from app.store.base import StoredRow
@@ -123,13 +124,18 @@ def _threshold(adapter: CosineAdapter, recall_target: float | None) -> float:
         raise InvalidInput(str(exc), field="recall_target") from None
 
 
+def candidate_stats(candidates: Candidates, n_terms: int) -> np.ndarray | None:
+    """The query's `STATS` (what a stats-reading adapter reads of it), from its candidates."""
+    return None if candidates.cosine is None else query_stats(candidates.cosine, candidates.bm25, n_terms)
+
+
 def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: SearchQuery, query: np.ndarray | None,
-                        adapter: CosineAdapter | None) -> Relevance:
+                        adapter: CosineAdapter | None, stats: np.ndarray | None = None) -> Relevance:
     """Scores every candidate with the adapter and, when the filter is on, keeps those of `order` at or above
     the request's threshold (else the one calibrated for its recall target, else the adapter's own)."""
     if adapter is None or query is None or candidates.cosine is None:
         return Relevance(order, None, None)
-    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25))
+    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25), stats)
     if not request.relevance_enabled:
         return Relevance(order, probabilities, None)
     threshold = request.threshold
@@ -139,12 +145,13 @@ def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: Sear
 
 
 def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, relevance: Relevance,
-            adapter: CosineAdapter | None, query: np.ndarray | None) -> list[dict[str, Any]]:
+            adapter: CosineAdapter | None, query: np.ndarray | None, stats: np.ndarray | None = None
+            ) -> list[dict[str, Any]]:
     """How each candidate on the page was scored: both retrievers' scores and ranks, the fused score, the
     adapter's map for this query and the candidate's margin over the threshold."""
     adapter_explain = None
     if adapter is not None and query is not None:
-        adapter_explain = {"family": adapter.family, "params": adapter.map_params(query)}
+        adapter_explain = {"family": adapter.family, "params": adapter.map_params(query, stats)}
     threshold, probabilities = relevance.threshold, relevance.probabilities
     return [{
         "bm25": float(candidates.bm25[i]),
@@ -165,10 +172,11 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
     with collection.lock.read():
         candidates = retrieve(collection, request, tokens, query, depth, beside)
         scores = fuse(candidates, request, defaults)
-        relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter)
+        stats = candidate_stats(candidates, len(tokens)) if adapter is not None and adapter.uses_stats else None
+        relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats)
         page = relevance.order[request.offset:request.offset + request.k]
         rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())
-    explanations = explain(candidates, scores, page, relevance, adapter, query) if request.explain else None
+    explanations = explain(candidates, scores, page, relevance, adapter, query, stats) if request.explain else None
     probabilities = relevance.probabilities
     hits = [ScoredHit(rows[int(candidates.labels[i])], float(scores[i]),
                       None if probabilities is None else float(probabilities[i]),

@@ -23,6 +23,7 @@ class TrainingSet:
     cosines: list[np.ndarray]
     labels: list[np.ndarray]
     lexical: list[np.ndarray]  # lexical evidence of each candidate (see hybrid.lexical_evidence)
+    stats: np.ndarray  # one row of the adapter's STATS per query, from its candidates as a search sees them
 
 
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
@@ -46,7 +47,7 @@ def build_training_set(collection: Collection, embedder: Embedder, examples: Seq
     """
     labels_of = resolve_ids(collection, examples)
     query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
-    cosines, labels, lexical = [], [], []
+    cosines, labels, lexical, stats = [], [], [], []
     for ex, query in zip(examples, query_embs, strict=True):
         request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", fusion_method="convex", candidates=depth,
                               relevance_enabled=False)
@@ -57,11 +58,13 @@ def build_training_set(collection: Collection, embedder: Embedder, examples: Seq
             pool = np.union1d(candidates.labels, judged)
             pool_cosines = collection.dense.vectors(pool) @ query
             pool_bm25 = collection.lexical.scores(tokens, pool)
+        stats.append(hybrid.candidate_stats(candidates, len(tokens)))
         relevant = {labels_of[i] for i in ex.relevant_ids}
         cosines.append(pool_cosines.astype(np.float64))
         lexical.append(hybrid.lexical_evidence(pool_bm25))
         labels.append(np.fromiter((int(x) in relevant for x in pool), dtype=np.float64, count=len(pool)))
-    return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels, lexical)
+    return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels, lexical,
+                       np.asarray(stats, dtype=np.float64).reshape(len(examples), -1))
 
 
 def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:
@@ -69,6 +72,7 @@ def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:
     return {
         "family": adapter.family,
         "dimension": adapter.dim,
+        "inputs": list(adapter.inputs),
         "threshold": None if calibration is None else calibration.threshold,
         "recall_target": None if calibration is None else calibration.recall_target,
         "thresholds": {} if calibration is None else {str(k): v for k, v in calibration.thresholds.items()},

@@ -39,14 +39,19 @@ def judged_candidates(client: HttpClient, collection: str, dataset: BeirDataset)
     return judged
 
 
+def nonword_queries(n: int, seed: int) -> list[str]:
+    """Queries of 1-4 random lower-case non-words of 5-10 letters."""
+    rng = random.Random(seed)
+    return [" ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(5, 10)))
+                     for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
 def nonword_hits(client: HttpClient, collection: str, n: int = NONWORD_QUERIES, seed: int = 0) -> float:
     """Mean hits for queries of random non-words, through the real (filtered) search."""
-    rng = random.Random(seed)
     total = 0
-    for _ in range(n):
-        words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(5, 10))) for _ in range(rng.randint(1, 4))]
+    for query in nonword_queries(n, seed):
         answer = check(client.post(f"/v1/collections/{collection}/search",
-                                   json={"query": " ".join(words), "k": DEPTH, "candidates": DEPTH}))
+                                   json={"query": query, "k": DEPTH, "candidates": DEPTH}))
         total += len(answer["hits"])
     return total / n
 
@@ -76,6 +81,11 @@ def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
         relevant = {d for d, grade in dataset.qrels[qid].items() if grade > 0}
         found += len(relevant & {h["id"] for h in judged.responses[qid]["hits"]})
         kept_relevant += len(relevant & {h["id"] for h in answer["hits"]})
+    served_recall = kept_relevant / max(found, 1)
+    # Raw cosine with one global threshold put where it keeps the same recall on these queries: what the
+    # adapter's kept set is measured against ("keep at most half of what raw cosine keeps at that recall").
+    raw_same = choose_threshold(np.concatenate(judged.cosines), pooled_labels, min(max(served_recall, 1e-9), 1.0))
+    raw_kept = filter_metrics(judged.cosines, judged.labels, raw_same)["kept_per_query"]
     report = {
         "adapter": {"family": adapter["family"], "status": adapter["status"], "threshold": threshold,
                     "recall_target": target},
@@ -87,7 +97,9 @@ def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
             "raw_cosine": precision_at_recall(np.concatenate(judged.cosines), pooled_labels, target),
         },
         "served_kept_per_query": float(np.mean(kept)),
-        "served_recall_kept": kept_relevant / max(found, 1),
+        "served_recall_kept": served_recall,
+        "raw_cosine_kept_at_served_recall": raw_kept,
+        "kept_ratio_to_raw_cosine": float(np.mean(kept)) / max(raw_kept, 1e-9),
         "served_empty_query_rate": float(np.mean(np.asarray(kept) == 0)),
         "nonword_hits_per_query": nonword_hits(client, collection),
     }

@@ -11,7 +11,7 @@ from app.engine.relevance.calibration import (
     fit_logistic_1d,
     precision_at_recall,
 )
-from app.engine.relevance.training import fit_adapter, train_and_calibrate
+from app.engine.relevance.training import fit_adapter, recalibrate, train_and_calibrate
 
 __all__ = [
     "DEFAULT_FAMILY",
@@ -26,5 +26,6 @@ __all__ = [
     "fit_adapter",
     "fit_logistic_1d",
     "precision_at_recall",
+    "recalibrate",
     "train_and_calibrate",
 ]

@@ -6,7 +6,7 @@ import json
 import math
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,6 +22,12 @@ Family = Literal["hybrid", "linear", "power"]
 # The family the service fits when a caller names none (chosen on SciFact train; README).
 DEFAULT_FAMILY: Family = "hybrid"
 WEIGHT_NAMES: tuple[str, ...] = ("w1", "b1", "w2", "b2")
+# What the network may read of a query: its embedding, and statistics of its candidates that mean the same for
+# any encoder (`query_stats`). An adapter that reads only the statistics serves collections of any dimension.
+INPUTS: tuple[str, ...] = ("embedding", "stats")
+STATS: tuple[str, ...] = ("top1_cosine", "top5_cosine", "top10_cosine", "mean_cosine", "std_cosine",
+                          "log1p_best_bm25", "log1p_query_terms")
+STATS_DEPTH = 100  # the statistics read the best this many cosines: the dense top-100 of a default search
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "adapter.json"
 POWER_MAX_EXPONENT = 2.0
@@ -43,8 +49,21 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def query_stats(cosines: np.ndarray, bm25: np.ndarray, n_terms: int) -> np.ndarray:
+    """The STATS of one query's candidates: the best cosines' shape (1st, 5th, 10th, mean and spread of the best
+    STATS_DEPTH), the best BM25 score and the query's term count (as log1p). Dimension-free: an adapter reading
+    only these serves any encoder, and they let the map follow how sharp or diffuse a query's list is."""
+    top = np.sort(np.asarray(cosines, dtype=np.float64))[::-1][:STATS_DEPTH]
+    if top.size == 0:
+        top = np.zeros(1)
+    best_bm25 = float(np.max(bm25)) if np.size(bm25) else 0.0
+    return np.array([top[0], top[min(4, top.size - 1)], top[min(9, top.size - 1)], top.mean(), top.std(),
+                     math.log1p(max(best_bm25, 0.0)), math.log1p(max(n_terms, 0))])
+
+
 class CosineAdapter:
-    """One hidden tanh layer reads the query embedding and emits (a, b[, k | c]) of a map with a > 0 (c > 0)."""
+    """One hidden tanh layer reads the query (its embedding, its candidates' STATS, or both) and emits
+    (a, b[, k | c]) of a map with a > 0 (c > 0)."""
 
     def __init__(
         self,
@@ -52,6 +71,10 @@ class CosineAdapter:
         weights: dict[str, np.ndarray],
         calibration: Calibration | None = None,
         info: dict[str, object] | None = None,
+        *,
+        inputs: tuple[str, ...] = ("embedding",),
+        stats_center: np.ndarray | None = None,
+        stats_scale: np.ndarray | None = None,
     ) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
@@ -71,6 +94,18 @@ class CosineAdapter:
             )
         if not all(np.all(np.isfinite(a)) for a in arrays.values()):
             raise ValueError("weights contain non-finite values")
+        if not inputs or any(i not in INPUTS for i in inputs) or len(set(inputs)) != len(inputs):
+            raise ValueError(f"inputs must be some of {INPUTS}, got {inputs!r}")
+        self.inputs = tuple(i for i in INPUTS if i in inputs)
+        n_stats = len(STATS) if "stats" in self.inputs else 0
+        if n_stats:
+            center = np.zeros(n_stats) if stats_center is None else np.asarray(stats_center, dtype=np.float64)
+            scale = np.ones(n_stats) if stats_scale is None else np.asarray(stats_scale, dtype=np.float64)
+            if center.shape != (n_stats,) or scale.shape != (n_stats,) or not np.all(scale > 0):
+                raise ValueError(f"stats_center and stats_scale must be {n_stats} values (scale > 0)")
+            self.stats_center, self.stats_scale = center, scale
+        if w1.shape[1] < n_stats + (1 if "embedding" in self.inputs else 0):
+            raise ValueError(f"w1 reads {w1.shape[1]} inputs, too few for {self.inputs}")
         self.family = family
         self.weights = arrays
         # Every member's hidden layer as one (dim, members*hidden) matmul: half the cost of a batched einsum.
@@ -81,7 +116,25 @@ class CosineAdapter:
 
     @property
     def dim(self) -> int:
-        return int(self.weights["w1"].shape[1])
+        """The query embedding's dimension it reads; 0 when it reads only the dimension-free STATS."""
+        return int(self.weights["w1"].shape[1]) - (len(STATS) if "stats" in self.inputs else 0)
+
+    @property
+    def uses_stats(self) -> bool:
+        return "stats" in self.inputs
+
+    def features(self, query_emb: np.ndarray | None, stats: np.ndarray | None = None) -> np.ndarray:
+        """The network's input for one query: the embedding and/or the standardised STATS."""
+        parts = []
+        if "embedding" in self.inputs:
+            if query_emb is None:
+                raise ValueError("this adapter reads the query embedding")
+            parts.append(np.asarray(query_emb, dtype=np.float64).ravel())
+        if self.uses_stats:
+            if stats is None:
+                raise ValueError("this adapter reads the query's candidate statistics")
+            parts.append((np.asarray(stats, dtype=np.float64) - self.stats_center) / self.stats_scale)
+        return np.concatenate(parts)
 
     @property
     def hidden(self) -> int:
@@ -98,13 +151,22 @@ class CosineAdapter:
         if not parts or len({(p.family, p.dim, p.hidden) for p in parts}) != 1:
             raise ValueError("an ensemble needs adapters of one family and shape")
         stacked = {n: np.concatenate([p.weights[n] for p in parts]) for n in WEIGHT_NAMES}
-        return cls(parts[0].family, stacked, info=info)
+        first = parts[0]
+        return cls(first.family, stacked, info=info, **first.input_spec())
 
-    def _raw_params(self, query_emb: np.ndarray) -> np.ndarray:
+    def input_spec(self) -> dict[str, Any]:
+        """The keyword arguments that give another adapter the same inputs."""
+        spec: dict[str, Any] = {"inputs": self.inputs}
+        if self.uses_stats:
+            spec.update(stats_center=self.stats_center, stats_scale=self.stats_scale)
+        return spec
+
+    def _raw_params(self, query_emb: np.ndarray | None, stats: np.ndarray | None = None) -> np.ndarray:
         """(members, n_params) raw outputs for one query."""
-        q = np.asarray(query_emb, dtype=np.float64)
-        if q.shape != (self.dim,):
-            raise ValueError(f"query embedding must have shape ({self.dim},), got {q.shape}")
+        q = self.features(query_emb, stats)
+        if q.shape != (self.weights["w1"].shape[1],):
+            got = None if query_emb is None else np.asarray(query_emb).shape
+            raise ValueError(f"query embedding must have shape ({self.dim},), got {got}")
         h = np.tanh(q @ self._w1_flat + self._b1_flat).reshape(self.members, self.hidden)
         out: np.ndarray = np.einsum("mh,mhp->mp", h, self.weights["w2"]) + self.weights["b2"]
         return out
@@ -113,8 +175,8 @@ class CosineAdapter:
     def uses_lexical(self) -> bool:
         return self.family == "hybrid"
 
-    def _member_params(self, query_emb: np.ndarray) -> dict[str, np.ndarray]:
-        raw = self._raw_params(query_emb)
+    def _member_params(self, query_emb: np.ndarray | None, stats: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        raw = self._raw_params(query_emb, stats)
         params = {"a": softplus(raw[:, 0]), "b": raw[:, 1]}
         if self.family == "power":
             params["k"] = POWER_MAX_EXPONENT * sigmoid(raw[:, 2])
@@ -122,12 +184,13 @@ class CosineAdapter:
             params["c"] = softplus(raw[:, 2])
         return params
 
-    def map_params(self, query_emb: np.ndarray) -> dict[str, float]:
+    def map_params(self, query_emb: np.ndarray | None, stats: np.ndarray | None = None) -> dict[str, float]:
         """The map's parameters for this query (the members' means)."""
-        return {name: float(values.mean()) for name, values in self._member_params(query_emb).items()}
+        return {name: float(values.mean()) for name, values in self._member_params(query_emb, stats).items()}
 
-    def logits(self, query_emb: np.ndarray, cosines: np.ndarray, lexical: np.ndarray | None = None) -> np.ndarray:
-        p = self._member_params(query_emb)
+    def logits(self, query_emb: np.ndarray | None, cosines: np.ndarray, lexical: np.ndarray | None = None,
+               stats: np.ndarray | None = None) -> np.ndarray:
+        p = self._member_params(query_emb, stats)
         x = np.asarray(cosines, dtype=np.float64)
         if self.family == "linear":
             return np.asarray(p["a"].mean() * x + p["b"].mean())
@@ -140,9 +203,9 @@ class CosineAdapter:
         member_logits = np.sign(x)[None, :] * (p["a"][:, None] * magnitude) + p["b"][:, None]
         return np.asarray(member_logits.mean(axis=0))
 
-    def probabilities(self, query_emb: np.ndarray, cosines: np.ndarray,
-                      lexical: np.ndarray | None = None) -> np.ndarray:
-        return sigmoid(self.logits(query_emb, cosines, lexical))
+    def probabilities(self, query_emb: np.ndarray | None, cosines: np.ndarray,
+                      lexical: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
+        return sigmoid(self.logits(query_emb, cosines, lexical, stats))
 
     def threshold_for(self, recall_target: float | None = None) -> float:
         if self.calibration is None:
@@ -171,6 +234,9 @@ class CosineAdapter:
             "hidden": self.hidden,
             "members": self.members,
             "activation": "tanh",
+            "inputs": list(self.inputs),
+            "stats_center": self.stats_center.tolist() if self.uses_stats else None,
+            "stats_scale": self.stats_scale.tolist() if self.uses_stats else None,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "info": self.info,
         }
@@ -204,7 +270,9 @@ class CosineAdapter:
         info = meta.get("info") or {}
         if not isinstance(info, dict):
             raise ValueError("adapter info must be a JSON object")
-        adapter = cls(str(meta.get("family")), weights, calibration=calibration, info=info)
+        inputs = tuple(meta.get("inputs") or ("embedding",))  # adapters saved before STATS read the embedding
+        adapter = cls(str(meta.get("family")), weights, calibration=calibration, info=info, inputs=inputs,
+                      stats_center=meta.get("stats_center"), stats_scale=meta.get("stats_scale"))
         if (adapter.dim, adapter.hidden, adapter.members) != (meta.get("dim"), meta.get("hidden"), meta.get("members")):
             raise ValueError(
                 f"weights are {adapter.members}x{adapter.dim}x{adapter.hidden} but metadata says "

@@ -22,6 +22,7 @@ class Batch(NamedTuple):
     labels: torch.Tensor  # (n_pairs,)
     query_of: torch.Tensor  # (n_pairs,) long: the row in `queries` of each pair's query
     lexical: torch.Tensor  # (n_pairs,); a placeholder zero for the families that read none
+    weights: torch.Tensor | None  # (n_pairs,) each pair's weight in the loss; None: all alike
 
 
 class Descent(NamedTuple):
@@ -36,8 +37,8 @@ class Descent(NamedTuple):
 
 
 def batch(queries: np.ndarray, cosines: list[np.ndarray], labels: list[np.ndarray],
-          lexical: list[np.ndarray] | None, idx: np.ndarray) -> Batch:
-    """The queries `idx` of the checked training data as one batch."""
+          lexical: list[np.ndarray] | None, weights: np.ndarray | None, idx: np.ndarray) -> Batch:
+    """The queries `idx` of the checked training data as one batch (`weights`: one per query, or None)."""
     bx = [cosines[i] for i in idx]
     return Batch(
         torch.tensor(queries[idx], dtype=_DT),
@@ -45,6 +46,7 @@ def batch(queries: np.ndarray, cosines: list[np.ndarray], labels: list[np.ndarra
         torch.tensor(np.concatenate([labels[i] for i in idx]), dtype=_DT),
         torch.tensor(np.repeat(np.arange(len(bx)), [x.size for x in bx]), dtype=torch.long),
         torch.tensor(np.concatenate([lexical[i] for i in idx]) if lexical is not None else np.zeros(1), dtype=_DT),
+        None if weights is None else torch.tensor(np.repeat(weights[idx], [x.size for x in bx]), dtype=_DT),
     )
 
 
@@ -67,7 +69,8 @@ def logits(family: str, params: Sequence[torch.Tensor], queries: torch.Tensor, c
 
 def _loss(family: str, params: Sequence[torch.Tensor], data: Batch, pos_weight: torch.Tensor | None) -> torch.Tensor:
     z = logits(family, params, data.queries, data.cosines, data.query_of, data.lexical)
-    return torch.nn.functional.binary_cross_entropy_with_logits(z, data.labels, pos_weight=pos_weight)
+    return torch.nn.functional.binary_cross_entropy_with_logits(z, data.labels, weight=data.weights,
+                                                                pos_weight=pos_weight)
 
 
 def _snapshot(params: Sequence[torch.Tensor]) -> list[np.ndarray]:

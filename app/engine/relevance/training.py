@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from app.engine.relevance.adapter import (
     DEFAULT_FAMILY,
     FAMILIES,
+    STATS,
     WEIGHT_NAMES,
     CosineAdapter,
     softplus_inverse,
@@ -72,16 +74,31 @@ class _Data(NamedTuple):
     cosines: list[np.ndarray]
     labels: list[np.ndarray]
     lexical: list[np.ndarray] | None  # only for the hybrid family
+    weights: np.ndarray | None  # one per query: its pairs' weight in the loss (None: all alike)
 
     def subset(self, idx: np.ndarray) -> _Data:
         return _Data(self.queries[idx], [self.cosines[i] for i in idx], [self.labels[i] for i in idx],
-                     None if self.lexical is None else [self.lexical[i] for i in idx])
+                     None if self.lexical is None else [self.lexical[i] for i in idx],
+                     None if self.weights is None else self.weights[idx])
+
+
+def group_weights(groups: Sequence[str], cosines: list[np.ndarray]) -> np.ndarray:
+    """Per-query weights under which every group (a collection, say) carries the same share of the loss, so
+    a collection with many judged queries does not decide the map for all of them."""
+    names = sorted(set(groups))
+    pairs = {g: sum(x.size for x, h in zip(cosines, groups, strict=True) if h == g) for g in names}
+    total = sum(pairs.values())
+    return np.array([total / (len(names) * pairs[g]) for g in groups], dtype=np.float64)
 
 
 def _checked(query_embs: np.ndarray, cosines: list[np.ndarray], labels: list[np.ndarray], family: str,
-             lexical: list[np.ndarray] | None) -> _Data:
+             lexical: list[np.ndarray] | None, weights: np.ndarray | None = None) -> _Data:
     q, xs, ys = _check_data(query_embs, cosines, labels)
-    return _Data(q, xs, ys, _check_lexical(family, lexical, xs))
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+        if weights.shape != (len(xs),) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("weights must be one finite, non-negative value per query")
+    return _Data(q, xs, ys, _check_lexical(family, lexical, xs), weights)
 
 
 class _Start(NamedTuple):
@@ -89,8 +106,8 @@ class _Start(NamedTuple):
     biases, with a zero output layer)."""
 
     weights: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # w1, b1, w2, b2
-    slope: float
-    intercept: float
+    slope: float | None  # of the pooled logistic fit; None for a warm start
+    intercept: float | None
 
 
 def fit_adapter(
@@ -110,8 +127,11 @@ def fit_adapter(
     val_fraction: float = 0.2,
     patience: int = 100,
     lexical: list[np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+    start: CosineAdapter | None = None,
 ) -> CosineAdapter:
-    """Full-batch AdamW on pair-level BCE, starting exactly at the pooled logistic fit of raw cosine.
+    """Full-batch AdamW on pair-level BCE, starting exactly at the pooled logistic fit of raw cosine, or, with
+    ``start``, at one of its members (``seed`` picks which): a warm start that fine-tunes it.
 
     ``val_fraction`` of the queries (stratified on having a positive) are kept out of the gradient and
     the weights with the lowest validation loss are returned, stopping after ``patience`` steps without
@@ -123,16 +143,16 @@ def fit_adapter(
         raise ValueError("hidden and threads must be >= 1 and steps >= 0")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    data = _checked(query_embs, cosines, labels, family, lexical)
+    data = _checked(query_embs, cosines, labels, family, lexical, weights)
     rng = np.random.default_rng(seed)  # the split draws from it first, then the initialisation
     train_idx, val_idx = _train_validation_split(data.labels, val_fraction, rng)
     train = data.subset(train_idx)
-    start = _initialise(train, family, hidden, rng)
+    begin = _initialise(train, family, hidden, rng) if start is None else _warm(start, family, seed, data.queries)
     from app.engine.relevance import descent  # torch: only when training
 
     run = descent.descend(
         family,
-        start.weights,
+        begin.weights,
         descent.batch(*data, train_idx),
         descent.batch(*data, val_idx) if val_idx.size else None,
         steps=steps, lr=lr, weight_decay=weight_decay, pos_weight=pos_weight, patience=patience,
@@ -140,7 +160,7 @@ def fit_adapter(
     )
     settings: dict[str, object] = {"family": family, "hidden": hidden, "steps": steps, "lr": lr,
                                    "weight_decay": weight_decay, "seed": seed, "pos_weight": pos_weight}
-    info = _report(settings, start, run, train, n_val=int(val_idx.size))
+    info = _report(settings, begin, run, train, n_val=int(val_idx.size))
     return CosineAdapter(family, dict(zip(WEIGHT_NAMES, run.weights, strict=True)), info=info)
 
 
@@ -174,6 +194,16 @@ def _initialise(train: _Data, family: str, hidden: int, rng: np.random.Generator
     b2 = np.array([softplus_inverse(slope), intercept, *extra][: FAMILIES[family]])
     w2 = np.zeros((hidden, FAMILIES[family]))
     return _Start((w1, b1, w2, b2), slope, intercept)
+
+
+def _warm(start: CosineAdapter, family: str, seed: int, queries: np.ndarray) -> _Start:
+    """The weights of one of `start`'s members, to fine-tune from."""
+    if start.family != family or start.weights["w1"].shape[1] != queries.shape[1]:
+        raise ValueError(f"cannot warm-start a {family} adapter on {queries.shape[1]} inputs from a "
+                         f"{start.family} adapter on {start.weights['w1'].shape[1]}")
+    member = seed % start.members
+    w1, b1, w2, b2 = (start.weights[n][member].copy() for n in WEIGHT_NAMES)
+    return _Start((w1, b1, w2, b2), None, None)
 
 
 def _report(settings: dict[str, object], start: _Start, run: Descent, train: _Data, n_val: int) -> dict[str, object]:
@@ -226,6 +256,10 @@ def train_and_calibrate(
     family: str = DEFAULT_FAMILY,
     seed: int = 0,
     lexical: list[np.ndarray] | None = None,
+    inputs: tuple[str, ...] = ("embedding",),
+    stats: np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
+    start: CosineAdapter | None = None,
     **fit_kwargs: Any,
 ) -> CosineAdapter:
     """Fits ``repeats`` adapters (seeds) per fold and serves their ensemble, with global thresholds chosen
@@ -237,12 +271,25 @@ def train_and_calibrate(
     any single one (on SciFact train, out of fold: 3 seeds a fold raised PR-AUC from 0.52-0.53 to
     0.56-0.58 and cut kept-per-query at 95% recall from 24-28 to 22-25, over 3 seeds of the whole run).
     Raw cosine gets its own global threshold for the same target, as the baseline.
+
+    ``inputs`` says what the network reads of a query: its embedding (``query_embs``) and/or ``stats``, one
+    row of `adapter.STATS` per query (standardised here; the adapter keeps the centre and scale). With
+    ``groups`` (a name per query, e.g. its collection), every group weighs the same in the loss. With
+    ``start``, every member fine-tunes one of its members (its family, inputs and STATS scaling are kept).
     """
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    data = _checked(query_embs, cosines, labels, family, lexical)
+    if start is not None:
+        spec = start.input_spec()
+        family = start.family
+        fit_kwargs = {**fit_kwargs, "hidden": start.hidden, "start": start}
+    else:
+        spec = _input_spec(inputs, stats, len(cosines))
+    features = _features(query_embs, stats, spec)
+    weights = None if groups is None else group_weights(groups, cosines)
+    data = _checked(features, cosines, labels, family, lexical, weights)
     n_pos = sum(bool(y.any()) for y in data.labels)
     if n_pos < MIN_POSITIVE_QUERIES:
         raise ValueError(
@@ -256,9 +303,43 @@ def train_and_calibrate(
     info.update({"members": len(parts), "folds": n_folds, "repeats": repeats,
                  "member_best_steps": [p.info["best_step"] for p in parts],
                  "n_queries": len(data.cosines), "n_pairs": int(sum(x.size for x in data.cosines))})
-    adapter = CosineAdapter.ensemble(parts, info=info)
+    ensemble = CosineAdapter.ensemble(parts)
+    adapter = CosineAdapter(ensemble.family, ensemble.weights, info=info, **spec)
     adapter.calibration = _calibrate(out_of_fold, data, recall_target, n_folds)
     return adapter
+
+
+def recalibrate(adapter: CosineAdapter, probabilities: list[np.ndarray], cosines: list[np.ndarray],
+                labels: list[np.ndarray], recall_target: float) -> CosineAdapter:
+    """The same network with its thresholds chosen on these judgments, where `probabilities` are its own on
+    them (out of sample for an adapter that never saw them): a per-collection recalibration."""
+    data = _Data(np.zeros((len(cosines), 1)), [np.asarray(c, np.float64) for c in cosines],
+                 [np.asarray(y, np.float64) for y in labels], None, None)
+    copy = CosineAdapter(adapter.family, adapter.weights, info=dict(adapter.info), **adapter.input_spec())
+    copy.calibration = _calibrate(probabilities, data, recall_target, n_folds=0)
+    return copy
+
+
+def _input_spec(inputs: tuple[str, ...], stats: np.ndarray | None, n_queries: int) -> dict[str, Any]:
+    """The adapter's input keywords: which inputs, and the STATS' centre and scale over the training queries."""
+    spec: dict[str, Any] = {"inputs": tuple(inputs)}
+    if "stats" not in inputs:
+        return spec
+    if stats is None or np.shape(stats) != (n_queries, len(STATS)) or not np.all(np.isfinite(stats)):
+        raise ValueError(f"an adapter reading stats needs one finite row of {len(STATS)} STATS per query")
+    values = np.asarray(stats, dtype=np.float64)
+    spec.update(stats_center=values.mean(axis=0), stats_scale=np.maximum(values.std(axis=0), 1e-6))
+    return spec
+
+
+def _features(query_embs: np.ndarray, stats: np.ndarray | None, spec: dict[str, Any]) -> np.ndarray:
+    """What the networks are trained on: the rows `CosineAdapter.features` gives at serving time."""
+    parts = []
+    if "embedding" in spec["inputs"]:
+        parts.append(np.asarray(query_embs, dtype=np.float64))
+    if "stats" in spec["inputs"]:
+        parts.append((np.asarray(stats, dtype=np.float64) - spec["stats_center"]) / spec["stats_scale"])
+    return np.hstack(parts)
 
 
 def _cross_fit(
@@ -272,7 +353,7 @@ def _cross_fit(
         fit_idx, held_idx = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         fit = data.subset(fit_idx)
         fold_parts = [fit_adapter(fit.queries, fit.cosines, fit.labels, family=family, seed=seed + f + n_folds * r,
-                                  lexical=fit.lexical, **fit_kwargs)
+                                  lexical=fit.lexical, weights=fit.weights, **fit_kwargs)
                       for r in range(repeats)]
         parts.extend(fold_parts)
         fold_adapter = CosineAdapter.ensemble(fold_parts)

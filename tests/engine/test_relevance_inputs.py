@@ -1,0 +1,137 @@
+"""The adapter's inputs beyond the embedding (candidate STATS), warm starts, recalibration and the keep-the-better
+choice a collection's own judgments go through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.engine.engine import SELECTION_MARGIN, SearchEngine
+from app.engine.judgments import TrainingSet
+from app.engine.relevance import CosineAdapter, choose_threshold, fit_adapter, recalibrate, train_and_calibrate
+from app.engine.relevance.adapter import STATS, query_stats
+from app.engine.relevance.training import group_weights
+
+
+def test_query_stats_hand_example() -> None:
+    cosines = np.array([0.1, 0.9, 0.5, 0.3])
+    stats = query_stats(cosines, np.array([0.0, 3.0, 1.0, 0.0]), n_terms=2)
+    sorted_desc = np.array([0.9, 0.5, 0.3, 0.1])
+    assert stats.shape == (len(STATS),)
+    assert stats[:3].tolist() == [0.9, 0.1, 0.1]  # the 5th and 10th best fall back to the last of four
+    assert stats[3] == pytest.approx(sorted_desc.mean())
+    assert stats[4] == pytest.approx(sorted_desc.std())
+    assert stats[5] == pytest.approx(np.log1p(3.0))
+    assert stats[6] == pytest.approx(np.log1p(2))
+
+
+def _sharp_and_diffuse(n: int, seed: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray],
+                                                     np.ndarray]:
+    """Two kinds of query the embedding cannot tell apart: sharp lists (one relevant far above the rest) and
+    diffuse ones (many relevant at middling cosines). Only the list's statistics say which is which."""
+    rng = np.random.default_rng(seed)
+    queries, cosines, labels, lexical, stats = [], [], [], [], []
+    for i in range(n):
+        sharp = i % 2 == 0
+        y = np.zeros(60)
+        if sharp:
+            y[0] = 1
+            x = np.where(y == 1, 0.8, 0.45) + 0.03 * rng.standard_normal(60)
+        else:
+            y[:15] = 1
+            x = np.where(y == 1, 0.45, 0.40) + 0.03 * rng.standard_normal(60)
+        bm25 = np.abs(rng.standard_normal(60))
+        queries.append(rng.standard_normal(4))
+        cosines.append(x)
+        labels.append(y)
+        lexical.append(bm25 / bm25.max())
+        stats.append(query_stats(x, bm25, 3))
+    return np.asarray(queries), cosines, labels, lexical, np.asarray(stats)
+
+
+def test_an_adapter_reading_stats_tells_sharp_lists_from_diffuse_ones(tmp_path: Path) -> None:
+    q, xs, ys, lex, stats = _sharp_and_diffuse(80, seed=1)
+    kwargs = {"lexical": lex, "family": "hybrid", "hidden": 8, "steps": 300, "folds": 3, "repeats": 1}
+    with_stats = train_and_calibrate(q, xs, ys, stats=stats, inputs=("stats",), **kwargs)
+    without = train_and_calibrate(q, xs, ys, **kwargs)
+    assert with_stats.dim == 0  # reads no embedding: it serves any encoder
+    assert with_stats.calibration and without.calibration
+    assert with_stats.calibration.metrics["pr_auc"] > without.calibration.metrics["pr_auc"] + 0.05
+    with_stats.save(tmp_path)
+    loaded = CosineAdapter.load(tmp_path)
+    assert loaded.inputs == ("stats",)
+    np.testing.assert_allclose(loaded.probabilities(None, xs[0], lex[0], stats[0]),
+                               with_stats.probabilities(None, xs[0], lex[0], stats[0]))
+    with pytest.raises(ValueError, match="statistics"):
+        loaded.probabilities(None, xs[0], lex[0])
+
+
+def test_a_warm_start_begins_at_the_start_adapters_member() -> None:
+    q, xs, ys, lex, _ = _sharp_and_diffuse(20, seed=2)
+    start = fit_adapter(q, xs, ys, lexical=lex, family="hybrid", hidden=4, steps=20, seed=0, val_fraction=0.0)
+    again = fit_adapter(q, xs, ys, lexical=lex, family="hybrid", hidden=4, steps=0, seed=0, val_fraction=0.0,
+                        start=start)
+    for name, array in start.weights.items():
+        np.testing.assert_array_equal(again.weights[name], array)
+    with pytest.raises(ValueError, match="warm-start"):
+        fit_adapter(q, xs, ys, family="linear", hidden=4, steps=0, start=start)
+
+
+def test_group_weights_give_every_group_the_same_share() -> None:
+    cosines = [np.zeros(10), np.zeros(10), np.zeros(10), np.zeros(30)]
+    weights = group_weights(["a", "a", "a", "b"], cosines)
+    assert weights.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0])  # 30 pairs each
+    weights = group_weights(["a", "b", "b", "b"], [np.zeros(10)] * 4)
+    assert weights[0] * 10 == pytest.approx(weights[1] * 30)  # one query of a weighs as three of b
+
+
+def test_recalibrate_chooses_thresholds_on_the_given_judgments() -> None:
+    base = CosineAdapter.identity_like(4, slope=10.0, intercept=-5.0)
+    cosines = [np.array([0.9, 0.6, 0.2]), np.array([0.7, 0.5, 0.1])]
+    labels = [np.array([1.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0])]
+    probabilities = [base.probabilities(np.zeros(4), c) for c in cosines]
+    adapted = recalibrate(base, probabilities, cosines, labels, recall_target=0.95)
+    assert adapted.calibration is not None
+    expected = choose_threshold(np.concatenate(probabilities), np.concatenate(labels), 0.95)
+    assert adapted.calibration.threshold == expected
+    assert base.calibration is None  # the base is left as it was
+
+
+def _training_set(q: np.ndarray, xs: list[np.ndarray], ys: list[np.ndarray], lex: list[np.ndarray],
+                  stats: np.ndarray) -> TrainingSet:
+    return TrainingSet(q, xs, ys, lex, stats)
+
+
+def test_a_small_judgment_set_keeps_the_default_when_training_does_not_beat_it() -> None:
+    """About 100 judged queries with about 6 relevant each, where the default already ranks as well as anything
+    can: the answer is the default with its thresholds recalibrated, and says why."""
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((100, 4))
+    xs = [rng.uniform(0.2, 0.5, 50) for _ in range(100)]
+    ys = []
+    for x in xs:
+        y = np.zeros(50)
+        y[np.argsort(-x)[:6]] = 1.0  # relevance is exactly the cosine order: the default ranks perfectly
+        ys.append(y)
+    lex = [np.zeros(50) for _ in range(100)]
+    stats = np.asarray([query_stats(x, np.zeros(50), 3) for x in xs])
+    base = CosineAdapter.identity_like(4, slope=20.0, intercept=-8.0)
+    tuned = train_and_calibrate(q, xs, ys, family="linear", hidden=4, steps=30, folds=3, repeats=1)
+    kept = SearchEngine._better_of(base, tuned, _training_set(q, xs, ys, lex, stats), 0.95)
+    selection = kept.info["selection"]
+    assert selection["kept"] == "default, recalibrated"
+    assert kept.weights["b2"].tolist() == base.weights["b2"].tolist()
+    assert kept.calibration is not None and kept.calibration.recall_target == 0.95
+    assert selection["default_recalibrated"]["pr_auc"] >= selection["trained"]["pr_auc"] - SELECTION_MARGIN
+
+
+def test_a_judgment_set_that_teaches_something_keeps_the_trained_adapter() -> None:
+    q, xs, ys, lex, stats = _sharp_and_diffuse(100, seed=4)
+    base = CosineAdapter.identity_like(4, slope=1e-3, intercept=-3.0)  # a default that knows nothing here
+    tuned = train_and_calibrate(q, xs, ys, stats=stats, inputs=("stats",), lexical=lex, family="hybrid",
+                                hidden=8, steps=300, folds=3, repeats=1)
+    kept = SearchEngine._better_of(base, tuned, _training_set(q, xs, ys, lex, stats), 0.95)
+    assert kept.info["selection"]["kept"] == "trained"
+    assert kept is tuned
