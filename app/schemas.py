@@ -141,7 +141,8 @@ class StoredDocument(BaseModel):
 
 
 class Fusion(Strict):
-    method: types.FusionMethod = "convex"
+    method: types.FusionMethod | None = Field(
+        None, description="convex or rrf; default: convex, or the fusion the collection's judgments fitted")
     alpha: Number | None = Field(None, ge=0.0, le=1.0, description="dense weight; default from settings")
     normalization: Normalization | None = None
     rrf_k: Annotated[int, Field(ge=1, le=100_000), JsonInteger] | None = None

@@ -4,6 +4,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy as np
 from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
+from app.engine.fusion_fit import describe as describe_fusion
+from app.engine.fusion_fit import fit_fusion
 from app.engine.judgments import TrainingSet, build_training_set
 from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
 from app.engine.types import (
@@ -18,6 +21,7 @@ from app.engine.types import (
     CollectionSettings,
     DocumentInput,
     HnswSettings,
+    SearchDefaults,
     SearchQuery,
     TrainingExample,
 )
@@ -164,7 +168,12 @@ class SearchEngine:
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
         wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
         query = self.embedder.encode_query(request.query) if wants_vector else None
-        return hybrid.search(collection, request, query, adapter, self.settings.search_defaults, self._beside)
+        return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
+
+    def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:
+        """The settings' fusion defaults, or the fusion fitted with the collection's own adapter."""
+        defaults = self.settings.search_defaults
+        return defaults if adapter is None or not adapter.fusion else replace(defaults, **adapter.fusion)
 
     # --- relevance --------------------------------------------------------------------------
 
@@ -185,6 +194,8 @@ class SearchEngine:
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         adapter = tuned if base is None else self._better_of(base, tuned, data, recall_target)
+        fitted, adapter.info["fusion_selection"] = fit_fusion(data.fusion_cases, self.settings.search_defaults)
+        adapter.fusion = None if fitted is None else describe_fusion(fitted)
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
         collection.set_adapter(adapter)
         return adapter

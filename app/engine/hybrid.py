@@ -101,7 +101,7 @@ def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults)
         return candidates.bm25.astype(np.float64)
     if request.mode == "dense":
         return candidates.cosine.astype(np.float64)
-    if request.fusion_method == "rrf":
+    if (request.fusion_method or defaults.method) == "rrf":
         return rrf_fusion([candidates.bm25_rank, candidates.dense_rank], request.rrf_k or defaults.rrf_k)
     alpha = defaults.alpha if request.alpha is None else request.alpha
     return convex_fusion(candidates.bm25, candidates.cosine, alpha, request.normalization or defaults.normalization)

@@ -1,7 +1,7 @@
 """Turns relevance judgments into adapter training data: the service's own candidates, labelled."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -9,6 +9,7 @@ import numpy as np
 from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder
+from app.engine.fusion_fit import FusionCase
 from app.engine.relevance import CosineAdapter
 from app.engine.types import SearchQuery, TrainingExample
 from app.errors import InvalidInput
@@ -24,6 +25,7 @@ class TrainingSet:
     labels: list[np.ndarray]
     lexical: list[np.ndarray]  # lexical evidence of each candidate (see hybrid.lexical_evidence)
     stats: np.ndarray  # one row of the adapter's STATS per query, from its candidates as a search sees them
+    fusion_cases: list[FusionCase] = field(default_factory=list)  # the same candidates, to fit the fusion on
 
 
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
@@ -48,6 +50,7 @@ def build_training_set(collection: Collection, embedder: Embedder, examples: Seq
     labels_of = resolve_ids(collection, examples)
     query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
     cosines, labels, lexical, stats = [], [], [], []
+    cases: list[FusionCase] = []
     for ex, query in zip(examples, query_embs, strict=True):
         request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", fusion_method="convex", candidates=depth,
                               relevance_enabled=False)
@@ -60,11 +63,14 @@ def build_training_set(collection: Collection, embedder: Embedder, examples: Seq
             pool_bm25 = collection.lexical.scores(tokens, pool)
         stats.append(hybrid.candidate_stats(candidates, len(tokens)))
         relevant = {labels_of[i] for i in ex.relevant_ids}
+        assert candidates.cosine is not None  # the query vector was given
+        cases.append(FusionCase(candidates.labels, candidates.bm25, candidates.cosine, candidates.bm25_rank,
+                                candidates.dense_rank, np.isin(candidates.labels, list(relevant)), len(relevant)))
         cosines.append(pool_cosines.astype(np.float64))
         lexical.append(hybrid.lexical_evidence(pool_bm25))
         labels.append(np.fromiter((int(x) in relevant for x in pool), dtype=np.float64, count=len(pool)))
     return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels, lexical,
-                       np.asarray(stats, dtype=np.float64).reshape(len(examples), -1))
+                       np.asarray(stats, dtype=np.float64).reshape(len(examples), -1), cases)
 
 
 def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:

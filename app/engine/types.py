@@ -72,6 +72,7 @@ class SearchDefaults:
     three of the four leave-one-domain-out runs over the shared collections (README)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID_EXTRA
+    method: FusionMethod = "convex"
     alpha: Annotated[float, ALPHA] = 0.8
     normalization: Normalization = "tm2c2"
     rrf_k: Annotated[int, Ge(1)] = 60
@@ -120,7 +121,7 @@ class SearchQuery:
     k: int
     offset: int
     mode: Mode
-    fusion_method: FusionMethod
+    fusion_method: FusionMethod | None = None
     alpha: float | None = None
     normalization: Normalization | None = None
     rrf_k: int | None = None

@@ -97,9 +97,16 @@ def test_train_a_collections_own_adapter_and_keep_it_across_restarts(make_client
                                              "empty_query_rate", "precision"} <= set(metrics)
         assert client.get("/v1/collections/topics/relevance").json()["threshold"] == trained["threshold"]
         assert client.get("/v1/collections/topics").json()["relevance"]["status"] == "trained"
+        # Both candidates are reported, with which was kept and why: the fine-tuned adapter against the default
+        # recalibrated on these judgments, and the fitted fusion against the default fusion.
+        selection, fusion = trained["info"]["selection"], trained["info"]["fusion_selection"]
+        assert selection["kept"] in ("trained", "default, recalibrated") and "PR-AUC" in selection["why"]
+        assert {"pr_auc", "recall"} <= set(selection["trained"]) & set(selection["default_recalibrated"])
+        assert fusion["kept"] in ("fitted", "default") and "ndcg@10" in fusion["default"]
     with make_client() as client:
         again = client.get("/v1/collections/topics/relevance").json()
         assert again["status"] == "trained" and again["threshold"] == trained["threshold"]
+        assert again["info"]["fusion_selection"] == trained["info"]["fusion_selection"]
 
 
 def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) -> None:

@@ -113,6 +113,8 @@ class CosineAdapter:
         self._b1_flat = b1.reshape(m * h)
         self.calibration = calibration
         self.info: dict[str, object] = dict(info or {})
+        # The fusion fitted on the same judgments as this adapter (SearchDefaults fields), served with it.
+        self.fusion: dict[str, Any] | None = None
 
     @property
     def dim(self) -> int:
@@ -235,6 +237,7 @@ class CosineAdapter:
             "members": self.members,
             "activation": "tanh",
             "inputs": list(self.inputs),
+            "fusion": self.fusion,
             "stats_center": self.stats_center.tolist() if self.uses_stats else None,
             "stats_scale": self.stats_scale.tolist() if self.uses_stats else None,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
@@ -273,6 +276,10 @@ class CosineAdapter:
         inputs = tuple(meta.get("inputs") or ("embedding",))  # adapters saved before STATS read the embedding
         adapter = cls(str(meta.get("family")), weights, calibration=calibration, info=info, inputs=inputs,
                       stats_center=meta.get("stats_center"), stats_scale=meta.get("stats_scale"))
+        fusion = meta.get("fusion")
+        if fusion is not None and not isinstance(fusion, dict):
+            raise ValueError("adapter fusion must be a JSON object")
+        adapter.fusion = fusion
         if (adapter.dim, adapter.hidden, adapter.members) != (meta.get("dim"), meta.get("hidden"), meta.get("members")):
             raise ValueError(
                 f"weights are {adapter.members}x{adapter.dim}x{adapter.hidden} but metadata says "
