@@ -98,6 +98,20 @@ def _train_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lodo(args: argparse.Namespace) -> int:
+    from app.eval.lodo import leave_one_domain_out
+
+    datasets = [(Path(p), split or "test") for p, _, split in (item.partition(":") for item in args.dataset)]
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-lodo-"))
+    results = leave_one_domain_out(datasets, data_dir, inputs=tuple(args.inputs.split(",")), folds=args.folds,
+                                   repeats=args.repeats)
+    text = json.dumps(results, indent=1)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(text)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from app.bench.run import BenchConfig, run
 
@@ -147,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
                             "the paper's maps")
     train.add_argument("--recall-target", type=float, default=DEFAULT_RECALL_TARGET)
     train.set_defaults(func=_train_adapter, extra=None)
+
+    lodo = commands.add_parser("lodo", help="leave-one-domain-out runs of the relevance filter over BEIR datasets")
+    lodo.add_argument("--dataset", required=True, action="append", help="DIR:SPLIT; repeat for each domain")
+    lodo.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpora)")
+    lodo.add_argument("--inputs", default="embedding,stats", help="embedding, stats or both (comma-separated)")
+    lodo.add_argument("--folds", type=int, default=3)
+    lodo.add_argument("--repeats", type=int, default=1)
+    lodo.add_argument("--json", help="also write the figures to this JSON file")
+    lodo.set_defaults(func=_lodo, extra=None)
 
     bench = commands.add_parser("bench", help="benchmark a real server over HTTP and the indexes against peers")
     bench.add_argument("--sizes", help="corpus sizes, e.g. 10000,100000,1000000 (default 10000,100000)")

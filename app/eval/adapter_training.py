@@ -36,12 +36,14 @@ def _judged_examples(dataset_dir: Path, split: str, seed: int
     return dataset.name, dataset.corpus, examples
 
 
-def _collect(client: HttpClient, datasets: Sequence[tuple[Path, str]], nonwords: int, seed: int
-             ) -> tuple[TrainingSet, list[str], list[str]]:
-    """Every dataset's judged queries (and its non-word queries) with their candidates; the group of each query."""
+def collect(client: HttpClient, datasets: Sequence[tuple[Path, str]], nonwords: int, seed: int
+            ) -> tuple[TrainingSet, list[str], list[str], list[str]]:
+    """Every dataset's judged queries (and its non-word queries) with their candidates: (the set, each query's
+    group for the loss weights, each query's dataset, a description of what was collected)."""
     engine = client.app.state.engine
     parts: list[TrainingSet] = []
     groups: list[str] = []
+    sources: list[str] = []
     described = []
     for dataset_dir, split in datasets:
         name, corpus, examples = _judged_examples(dataset_dir, split, seed)
@@ -51,11 +53,15 @@ def _collect(client: HttpClient, datasets: Sequence[tuple[Path, str]], nonwords:
         junk = [TrainingExample(query=q, relevant_ids=()) for q in nonword_queries(nonwords, NONWORD_SEED)]
         parts.append(build_training_set(collection, engine.embedder, [*examples, *junk]))
         groups += [name] * len(examples) + ["non-words"] * len(junk)
+        sources += [name] * (len(examples) + len(junk))
         described.append(f"{name} {split} ({len(examples)} judged queries)")
-    merged = TrainingSet(np.vstack([p.query_embs for p in parts]), [c for p in parts for c in p.cosines],
-                         [y for p in parts for y in p.labels], [x for p in parts for x in p.lexical],
-                         np.vstack([p.stats for p in parts]))
-    return merged, groups, described
+    return merge(parts), groups, sources, described
+
+
+def merge(parts: Sequence[TrainingSet]) -> TrainingSet:
+    return TrainingSet(np.vstack([p.query_embs for p in parts]), [c for p in parts for c in p.cosines],
+                       [y for p in parts for y in p.labels], [x for p in parts for x in p.lexical],
+                       np.vstack([p.stats for p in parts]), [f for p in parts for f in p.fusion_cases])
 
 
 def _save(adapter: CosineAdapter, out: Path) -> None:
@@ -79,7 +85,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="search-train-"))
     # No default adapter while collecting candidates: training must not depend on a previous one.
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
-        data, groups, described = _collect(client, datasets, nonwords, seed)
+        data, groups, _, described = collect(client, datasets, nonwords, seed)
     trained_on = f"{', '.join(described)}, {nonwords} non-word queries each; hybrid top-100 candidates"
     reports = {}
     for spec_inputs, path in ((inputs, out), (("stats",), fallback_out)):

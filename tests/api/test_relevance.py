@@ -155,3 +155,17 @@ def test_searches_during_training_never_fail(client: TestClient, monkeypatch: py
         thread.join()
     assert response.status_code == 200
     assert len(statuses) >= 6 and set(statuses) == {200}
+
+
+def test_another_encoder_gets_the_dimension_free_fallback_adapter(make_client: AppFactory, tmp_path: Path) -> None:
+    """A default adapter trained for another embedding size is not used; the shipped fallback, which reads only
+    the candidates' statistics, filters instead, says so, and still returns nothing for non-word queries."""
+    other = tmp_path / "adapter-768"
+    CosineAdapter.identity_like(768, slope=10.0, intercept=-5.0).save(other)
+    with make_client(adapter_dir=other) as client:
+        _load(client)
+        relevance = client.get("/v1/collections/topics/relevance").json()
+        assert relevance["status"] == "fallback" and relevance["dimension"] == 0 and relevance["inputs"] == ["stats"]
+        relevant = search(client, "galaxies and supernovae", "topics", k=16)
+        assert relevant["hits"] and all(hit["relevance"] is not None for hit in relevant["hits"])
+        assert search(client, "qwxzvbn plorktam", "topics", k=16)["hits"] == []
