@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_keys: Annotated[list[str], NoDecode] = []
     admin_keys: Annotated[list[str], NoDecode] = []
+    # Origins (scheme://host[:port]) whose pages may call the API from a browser; none: same-origin only.
+    cors_origins: Annotated[list[str], NoDecode] = []
     threads: int = Field(1, ge=1, le=64)
     encode_batch_size: int = Field(32, ge=1, le=1024)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     collection_defaults: CollectionSettings = CollectionSettings()
     search_defaults: SearchDefaults = SearchDefaults()
 
-    @field_validator("api_keys", "admin_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
