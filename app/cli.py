@@ -1,4 +1,4 @@
-"""The command line: serve, evaluate, train-adapter (bench comes with the benchmark)."""
+"""The command line: serve, evaluate, train-adapter, bench; ingest and search (app/commands) against a server."""
 
 import argparse
 import json
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
     bench.set_defaults(func=_bench)
 
+    from app.commands import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
