@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from app.api import collections, documents, relevance, search, system
+from app.api import collections, documents, relevance, search, system, ui
 from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
@@ -91,8 +91,9 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.state.metrics.watch_collections(
         lambda: {n: len(c.lexical) for n, c in (app.state.engine.collections.items() if app.state.engine else [])})
     install_handlers(app)
-    for module in (system, collections, documents, search, relevance):
+    for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
+    app.mount("/ui", ui.PageFiles(), name="ui")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
