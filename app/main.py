@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from app.api import collections, documents, relevance, search, system, ui
+from app.api.cors import CorsMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
@@ -99,9 +99,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
         # Outermost, so that every answer (a 401 or a 413 too) carries the headers a browser needs to read it.
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -24,6 +24,9 @@ def test_preflight_from_an_allowed_origin_is_answered(make_client: AppFactory) -
         assert "POST" in response.headers["access-control-allow-methods"]
         allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
         assert {"authorization", "content-type"} <= allowed
+        odd = client.options("/v1/collections", headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET",
+                                                         "Access-Control-Request-Headers": "x-debug"})
+        assert odd.status_code == 400 and odd.json()["error"]["details"][0]["refused"] == ["headers"]
 
 
 def test_cross_origin_request_from_an_allowed_origin_can_be_read(make_client: AppFactory) -> None:
@@ -41,6 +44,7 @@ def test_other_origins_get_no_cors_headers(make_client: AppFactory) -> None:
     with make_client(cors_origins=[ALLOWED]) as client:
         preflight = _preflight(client, OTHER)
         assert preflight.status_code == 400
+        assert preflight.json()["error"]["code"] == "cors_refused"
         assert "access-control-allow-origin" not in preflight.headers
         response = client.get("/v1/collections", headers={"Origin": OTHER})
         assert "access-control-allow-origin" not in response.headers  # the browser keeps the answer from the page
