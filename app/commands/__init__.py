@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.client import SearchClient
+from app.client import ApiError, SearchClient
 
 
 def _client(args: argparse.Namespace) -> SearchClient:
@@ -25,7 +25,7 @@ def _ingest(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
-    except (httpx.HTTPError, OSError) as exc:
+    except (ApiError, httpx.HTTPError, OSError) as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
 
@@ -38,8 +38,12 @@ def _search(args: argparse.Namespace) -> int:
         body["relevance"] = {"enabled": False}
     if args.highlight:
         body["highlight"] = {"fields": ["title", "text"]}
-    with _client(args) as client:
-        print(render(client.search(args.collection, args.query, **body)))
+    try:
+        with _client(args) as client:
+            print(render(client.search(args.collection, args.query, **body)))
+    except ApiError as exc:
+        print(f"search failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

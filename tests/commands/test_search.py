@@ -32,3 +32,9 @@ def test_highlights_print_as_plain_text_with_terms_in_brackets() -> None:
     header, row, _ = render(result, width=100).splitlines()
     assert header.rstrip().endswith("highlight")
     assert row.split() == ["1", "d1", "0.900", "0.500", "Vitamin", "D", "[vitamin]", "D", "helps"]
+
+
+def test_an_unknown_collection_is_a_message_not_a_traceback(live_server: Server,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--url", live_server.url, "--collection", "nowhere", "cats"]) == 1
+    assert capsys.readouterr().err.startswith("search failed: 404 collection_not_found")
