@@ -104,3 +104,40 @@ def test_the_api_key_field_authorises_the_pages_requests(tmp_path: Path, browser
         assert _hits(browser)[0].find_element(By.CSS_SELECTOR, ".title").text == "Eagles"
     finally:
         server.stop()
+
+
+def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server, browser: Any) -> None:
+    """Until the service sends highlights and facets, the page renders an answer that carries them (as the
+    contract's additions describe it); clicking a facet then filters a real search."""
+    with SearchClient(live_server.url) as client:
+        client.create_collection("ui-facets")
+        client.ingest("ui-facets", ANIMALS)
+    browser.get(f"{live_server.url}/ui/")
+    wait = WebDriverWait(browser, 20)
+    picker = Select(browser.find_element(By.ID, "collection"))
+    wait.until(lambda d: "ui-facets" in [o.get_attribute("value") for o in picker.options])
+    picker.select_by_value("ui-facets")
+    browser.find_element(By.ID, "relevance").click()  # filter off: every animal
+    browser.find_element(By.ID, "query").send_keys("animals")
+    wait.until(lambda d: len(_hits(d)) == len(ANIMALS))
+
+    answer = {"total": 1, "filtered_out": 0, "took_ms": 1.0,
+              "hits": [{"id": "cat", "score": 1.0, "relevance": 0.9, "title": "Cats", "metadata": {},
+                        "text": "Cats are small.",
+                        "highlights": {"text": ["<mark>Cats</mark> &lt;b&gt;purr&lt;/b&gt;"]}}],
+              "facets": {"tags": [{"value": "pet", "count": 2}, {"value": "wild", "count": 2}]}}
+    body = {"query": "animals", "relevance": {"enabled": False}}
+    browser.execute_script("render(arguments[0], 'ui-facets', arguments[1])", answer, body)
+    text = browser.find_element(By.CSS_SELECTOR, "#hits .hit .text")
+    assert text.find_element(By.TAG_NAME, "mark").text == "Cats"
+    assert text.text == "Cats <b>purr</b>"  # escaped by the server, so shown as text
+
+    facet = browser.find_element(By.XPATH, "//aside[@id='facets']/button[starts-with(., 'pet')]")
+    assert facet.text == "pet (2)"
+    facet.click()  # a real search now, filtered on tags = pet
+    wait.until(lambda d: {h.find_element(By.CSS_SELECTOR, ".title").text for h in _hits(d)} == {"Cats", "Dogs"})
+    chip = browser.find_element(By.CSS_SELECTOR, "#filters button")
+    assert chip.text.startswith("tags: pet")
+    chip.click()  # removing the filter brings every animal back
+    wait.until(lambda d: len(_hits(d)) == len(ANIMALS))
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
