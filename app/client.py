@@ -16,11 +16,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 import httpx
 
 RETRY_STATUSES = (429, 503)
+
+
+class Session(Protocol):
+    """What the client needs of its HTTP client: httpx.Client, or Starlette's TestClient (an httpx2.Client)."""
+
+    @property
+    def headers(self) -> Any: ...
+
+    def request(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def get(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 class Hit(TypedDict):
@@ -59,7 +72,7 @@ class ApiError(ClientError):
         self.status, self.code, self.message, self.details = status, code, message, details or []
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> "ApiError":
+    def from_response(cls, response: Any) -> "ApiError":
         try:
             error = response.json()["error"]
             return cls(response.status_code, error["code"], error["message"], error.get("details") or [])
@@ -79,7 +92,7 @@ class Retry:
     backoff: float = 0.25
     max_wait: float = 10.0
 
-    def wait(self, attempt: int, response: httpx.Response | None) -> float:
+    def wait(self, attempt: int, response: Any) -> float:
         after = response.headers.get("retry-after", "") if response is not None else ""
         if after.isdigit():
             return min(float(after), self.max_wait)
@@ -91,10 +104,10 @@ class SearchClient:
     in-process app is one); it is then yours to close."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 120.0,
-                 retry: Retry | None = None, http: httpx.Client | None = None) -> None:
+                 retry: Retry | None = None, http: Session | None = None) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owned = http is None
-        self.http = http if http is not None else httpx.Client(base_url=url, timeout=timeout)
+        self.http: Session = http if http is not None else httpx.Client(base_url=url, timeout=timeout)
         self.http.headers.update(headers)
         self.retry = retry or Retry()
 

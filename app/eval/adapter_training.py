@@ -22,7 +22,7 @@ def train_default_adapter(dataset_dir: Path, split: str, out: Path, data_dir: Pa
     # No default adapter while collecting candidates: training must not depend on a previous one.
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         ensure_corpus(client, collection_name, dataset.corpus)
-        engine = client.app.state.engine
+        engine = client.http.app.state.engine  # type: ignore[attr-defined]  # the in-process app's TestClient
         collection = engine.collection(collection_name)
         examples = [TrainingExample(query=dataset.queries[qid],
                                     relevant_ids=[d for d, grade in judged.items() if grade > 0])

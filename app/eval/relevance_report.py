@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from app.client import SearchClient
 from app.engine.relevance import choose_threshold, filter_metrics, precision_at_recall
 from app.eval.beir import BeirDataset
-from app.eval.runner import HttpClient, check, run_queries
+from app.eval.runner import run_queries
 
 DEPTH = 100
 NONWORD_QUERIES = 50
@@ -26,7 +27,7 @@ class Judged:
     responses: dict[str, dict[str, Any]]
 
 
-def judged_candidates(client: HttpClient, collection: str, dataset: BeirDataset) -> Judged:
+def judged_candidates(client: SearchClient, collection: str, dataset: BeirDataset) -> Judged:
     body = {"k": DEPTH, "candidates": DEPTH, "mode": "hybrid", "relevance": {"enabled": False}, "explain": True}
     _, result = run_queries(client, collection, dataset.queries, body, "unfiltered", keep_responses=True)
     judged = Judged([], [], [], result.responses)
@@ -39,21 +40,20 @@ def judged_candidates(client: HttpClient, collection: str, dataset: BeirDataset)
     return judged
 
 
-def nonword_hits(client: HttpClient, collection: str, n: int = NONWORD_QUERIES, seed: int = 0) -> float:
+def nonword_hits(client: SearchClient, collection: str, n: int = NONWORD_QUERIES, seed: int = 0) -> float:
     """Mean hits for queries of random non-words, through the real (filtered) search."""
     rng = random.Random(seed)
     total = 0
     for _ in range(n):
         words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(5, 10))) for _ in range(rng.randint(1, 4))]
-        answer = check(client.post(f"/v1/collections/{collection}/search",
-                                   json={"query": " ".join(words), "k": DEPTH, "candidates": DEPTH}))
+        answer = client.search(collection, " ".join(words), k=DEPTH, candidates=DEPTH)
         total += len(answer["hits"])
     return total / n
 
 
-def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
+def relevance_report(client: SearchClient, collection: str, dataset: BeirDataset,
                      plot: Path | None = None) -> dict[str, Any]:
-    adapter = check(client.get(f"/v1/collections/{collection}/relevance"))
+    adapter = client.relevance(collection)
     if adapter.get("status") == "none":
         return {"status": "no adapter"}
     threshold = float(adapter["threshold"])
