@@ -51,7 +51,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     failures = evaluate_dataset(Path(args.dataset), args.split, data_dir, floors=_parse_floors(args.check),
                                 relevance_checks=args.check_relevance,
                                 plot=Path(args.plot) if args.plot else None,
-                                out=Path(args.json) if args.json else None)
+                                out=Path(args.json) if args.json else None, url=args.url)
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--check-relevance", nargs="?", const="all", default=None, type=_relevance_checks,
                           help="fail unless the relevance filter meets its targets: all, or a comma-separated subset "
                                "of pr_auc_ratio, served_recall_kept, served_kept_per_query, nonword_hits_per_query")
+    evaluate.add_argument("--url", help="evaluate this running server instead (collection eval-<dataset folder>, "
+                                        "ingested unless it already holds the corpus)")
     evaluate.add_argument("--plot", help="write the precision-recall curves (PNG) here")
     evaluate.add_argument("--json", help="write every figure (JSON) here")
     evaluate.set_defaults(func=_evaluate)

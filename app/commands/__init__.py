@@ -21,7 +21,8 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             return ingest(client, Path(args.path), args.collection, url=args.url, batch=args.batch,
-                          concurrency=args.concurrency, resume=not args.restart)
+                          concurrency=args.concurrency, resume=not args.restart,
+                          progress_file=Path(args.progress_file) if args.progress_file else None)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
@@ -69,6 +70,8 @@ def add_commands(commands: Any) -> None:
     load.add_argument("--batch", type=_positive, default=256, help="documents a request (default %(default)s)")
     load.add_argument("--concurrency", type=_positive, default=2, help="requests in flight (default %(default)s)")
     load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
+    load.add_argument("--progress-file", help="where to record progress (default: PATH.progress.json beside the "
+                                              "input, or beside a BEIR folder's corpus.jsonl)")
     load.set_defaults(func=_ingest)
 
     find = commands.add_parser("search", help="search a running server and print the hits as a table")

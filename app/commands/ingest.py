@@ -1,9 +1,10 @@
 """`python -m app ingest`: load a JSONL file or a BEIR folder into a running server, resumably.
 
-Resuming: after every acknowledged batch, `<input>.progress.json` records how many lines of the input are
-stored (every line up to there, in order). A re-run with the same URL, collection and input starts after
-them; the file is removed once the whole input is stored. Upserts are by id, so lines sent again after an
-interruption (in flight, not yet recorded) are replaced, not duplicated.
+Resuming: after every acknowledged batch, `<input>.progress.json` (or `--progress-file`, for an input in a
+read-only folder) records how many lines of the input are stored: every line up to there, in order. A re-run
+with the same URL, collection and input starts after them; the file is removed once the whole input is
+stored. Upserts are by id, so lines sent again after an interruption (in flight, not yet recorded) are
+replaced, not duplicated.
 """
 
 import json
@@ -85,8 +86,8 @@ def parse_line(number: int, line: str) -> dict[str, Any]:
 class Progress:
     """The progress file: how many lines of this input are stored in this collection at this URL."""
 
-    def __init__(self, source: Source, url: str, collection: str) -> None:
-        self.path = source.path.with_name(source.path.name + ".progress.json")
+    def __init__(self, source: Source, url: str, collection: str, path: Path | None = None) -> None:
+        self.path = path or source.path.with_name(source.path.name + ".progress.json")
         # Not the file's size or time: the fix of a bad line changes both, and the run should resume from it.
         self.key = {"url": url.rstrip("/"), "collection": collection, "input": str(source.path.resolve())}
 
@@ -118,10 +119,11 @@ def _server_bad_line(error: ApiError, batch: list[tuple[int, dict[str, Any]]]) -
 
 
 def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch: int = 256,
-           concurrency: int = 2, resume: bool = True, quiet: bool = False) -> int:
+           concurrency: int = 2, resume: bool = True, quiet: bool = False,
+           progress_file: Path | None = None) -> int:
     """Loads PATH; returns the exit status (0 when every line is stored, 1 on a bad line)."""
     source = Source.at(path)
-    progress = Progress(source, url, collection)
+    progress = Progress(source, url, collection, progress_file)
     done = progress.load() if resume else 0
     total, skipped = source.count_documents(done)
     if done:

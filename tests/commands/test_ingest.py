@@ -92,3 +92,13 @@ def test_an_interrupted_load_resumes_after_the_lines_it_recorded(live_server: Se
     (tmp_path / "animals.jsonl.progress.json").write_text(json.dumps(record))
     assert _ingest(live_server, "load-resume", path) == 0
     assert len(_ids(live_server, "load-resume")) == 6
+
+
+def test_progress_can_be_recorded_away_from_the_input(live_server: Server, tmp_path: Path) -> None:
+    inputs, elsewhere = tmp_path / "shared", tmp_path / "mine" / "load.progress.json"
+    inputs.mkdir()
+    elsewhere.parent.mkdir()
+    path = _write(inputs / "animals.jsonl", [*ANIMALS[:2], "not json"])
+    assert _ingest(live_server, "load-away", path, "--progress-file", str(elsewhere)) == 1
+    assert json.loads(elsewhere.read_text())["lines"] == 2
+    assert sorted(p.name for p in inputs.iterdir()) == ["animals.jsonl"]
