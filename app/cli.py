@@ -1,4 +1,4 @@
-"""The command line: serve, evaluate, train-adapter (bench comes with the benchmark)."""
+"""The command line: serve, evaluate, train-adapter, bench; ingest and search (app/commands) against a server."""
 
 import argparse
 import importlib.metadata
@@ -77,7 +77,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     failures = evaluate_dataset(Path(args.dataset), args.split, data_dir, floors=_parse_floors(args.check),
                                 relevance_checks=args.check_relevance,
                                 plot=Path(args.plot) if args.plot else None,
-                                out=Path(args.json) if args.json else None)
+                                out=Path(args.json) if args.json else None, url=args.url)
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--check-relevance", nargs="?", const="all", default=None, type=_relevance_checks,
                           help="fail unless the relevance filter meets its targets: all, or a comma-separated subset "
                                "of pr_auc_ratio, served_recall_kept, served_kept_per_query, nonword_hits_per_query")
+    evaluate.add_argument("--url", help="evaluate this running server instead (collection eval-<dataset folder>, "
+                                        "ingested unless it already holds the corpus)")
     evaluate.add_argument("--plot", help="write the precision-recall curves (PNG) here")
     evaluate.add_argument("--json", help="write every figure (JSON) here")
     evaluate.set_defaults(func=_evaluate, extra="eval")
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
     bench.set_defaults(func=_bench, extra="bench")
 
+    from app.commands import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     # Before any work: evaluate used to ingest a whole corpus for minutes and then die on a missing import.
     missing = missing_extra(args.extra) if args.extra else []

@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.api import collections, documents, relevance, search, system
+from app.api import collections, documents, relevance, search, system, ui
+from app.api.cors import CorsMiddleware
 from app.api.errors import install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.embedder import Embedder
@@ -100,11 +101,15 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.state.metrics.watch_collections(
         lambda: {c.name: len(c.lexical) for c in (app.state.engine.list_collections() if app.state.engine else [])})
     install_handlers(app)
-    for module in (system, collections, documents, search, relevance):
+    for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
+    app.mount("/ui", ui.PageFiles(), name="ui")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
+    if settings.cors_origins:
+        # Outermost, so that every answer (a 401 or a 413 too) carries the headers a browser needs to read it.
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_keys: Annotated[list[str], NoDecode] = []
     admin_keys: Annotated[list[str], NoDecode] = []
+    # Origins (scheme://host[:port]) whose pages may call the API from a browser; none: same-origin only.
+    cors_origins: Annotated[list[str], NoDecode] = []
     # Threads for torch (encoder) and the index builds. One per request keeps concurrent requests from
     # oversubscribing a small machine.
     threads: int = Field(1, ge=1, le=64)
@@ -49,7 +51,7 @@ class Settings(BaseSettings):
     collection_defaults: CollectionSettings = CollectionSettings()
     search_defaults: SearchDefaults = SearchDefaults()
 
-    @field_validator("api_keys", "admin_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

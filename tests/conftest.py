@@ -1,6 +1,5 @@
 """Shared fixtures: one loaded encoder for the session, apps on fresh data dirs, a small real corpus."""
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -9,10 +8,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.client import SearchClient
 from app.engine.embedder import Embedder
 from app.main import create_app
 from app.settings import Settings
 from tests.helpers import ANIMALS
+from tests.server import Server
 
 # Suites that take minutes (server starts, kill -9 loops, load, fuzzing, the image's command run for real):
 # marked `slow` here, in one place, so that `pytest -m "not slow"` is the quick run; the default runs all.
@@ -35,12 +36,7 @@ def embedder() -> Embedder:
 
 
 def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/ready").status_code == 200:
-            return
-        time.sleep(0.02)
-    raise TimeoutError("app did not become ready")
+    SearchClient(http=client).wait_ready(timeout, interval=0.02)
 
 
 AppFactory = Callable[..., AbstractContextManager[TestClient]]
@@ -73,3 +69,11 @@ def animals(client: TestClient) -> TestClient:
     response = client.post("/v1/collections/animals/documents", json={"documents": ANIMALS})
     assert response.status_code == 200, response.text
     return client
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real uvicorn server for the suites that need a socket (commands, browser); each uses its own collections."""
+    server = Server(tmp_path_factory.mktemp("live") / "data").start()
+    yield server
+    server.stop()

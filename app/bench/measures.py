@@ -2,11 +2,8 @@
 
 import asyncio
 import itertools
-import json
 import time
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +11,7 @@ import httpx
 import numpy as np
 
 from app.bench.corpus import Corpus
+from app.client import SearchClient
 
 
 def median(values: Sequence[float]) -> float:
@@ -65,26 +63,12 @@ class BareEncoder:
         return latencies
 
 
-def check(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 300:
-        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.status_code} "
-                           f"{response.text[:500]}")
-    body: dict[str, Any] = response.json() if response.content else {}
-    return body
-
-
-def create_collection(url: str, name: str) -> None:
-    check(httpx.put(f"{url}/v1/collections/{name}", timeout=60))
-
-
 def ingest_texts(url: str, collection: str, ids: list[str], texts: list[str], batch: int = 256) -> float:
     """Posts text-only documents (the server encodes them) in sequential batches; returns docs/s."""
-    with httpx.Client(base_url=url, timeout=3600) as client:
+    docs = ({"id": i, "text": t} for i, t in zip(ids, texts, strict=True))
+    with SearchClient(url, timeout=3600) as client:
         start = time.perf_counter()
-        for first in range(0, len(texts), batch):
-            docs = [{"id": i, "text": t} for i, t in zip(ids[first:first + batch], texts[first:first + batch],
-                                                         strict=True)]
-            check(client.post(f"/v1/collections/{collection}/documents", json={"documents": docs}))
+        client.ingest(collection, docs, batch=batch)
         return len(texts) / (time.perf_counter() - start)
 
 
@@ -93,24 +77,11 @@ def load_corpus(url: str, collection: str, corpus: Corpus, n: int, batch: int, i
     vectors = corpus.vectors
     if vectors is None:
         raise ValueError("the corpus has no vectors")
-
-    def post(client: httpx.Client, first: int) -> None:
-        stop = min(first + batch, n)
-        docs = [{"id": f"d{i}", "text": corpus.text(i), "vector": vectors[i].tolist()} for i in range(first, stop)]
-        body = json.dumps({"documents": docs}).encode()
-        check(client.post(f"/v1/collections/{collection}/documents", content=body,
-                          headers={"content-type": "application/json"}))
-
-    start = time.perf_counter()
-    with httpx.Client(base_url=url, timeout=3600) as client, ThreadPoolExecutor(in_flight) as pool:
-        pending: deque[Future[None]] = deque()
-        for first in range(0, n, batch):
-            if len(pending) >= in_flight:
-                pending.popleft().result()
-            pending.append(pool.submit(post, client, first))
-        for future in pending:
-            future.result()
-    return n / (time.perf_counter() - start)
+    docs = ({"id": f"d{i}", "text": corpus.text(i), "vector": vectors[i].tolist()} for i in range(n))
+    with SearchClient(url, timeout=3600) as client:
+        start = time.perf_counter()
+        client.ingest(collection, docs, batch=batch, concurrency=in_flight)
+        return n / (time.perf_counter() - start)
 
 
 @dataclass

@@ -5,21 +5,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from app.bench.corpus import Corpus
 from app.bench.measures import (
     BareEncoder,
     LoadResult,
-    check,
-    create_collection,
     ingest_texts,
     load_corpus,
     median,
     query_load,
 )
 from app.bench.server import BenchServer
+from app.client import SearchClient
 
 MODES = ("hybrid", "lexical", "dense")
 CLIENTS = (1, 4)
@@ -48,7 +46,7 @@ def encoder_and_ingest(encoder: BareEncoder, real: Corpus, queries: list[str], p
     figures, vectors = IngestFigures(), list[np.ndarray]()
     with BenchServer(work / "ingest", work, encoder.threads) as server:
         server.start()
-        create_collection(server.url, "ingest")
+        server.client.create_collection("ingest")
         for r in range(pairs):
             first, stop = r * per_pair, (r + 1) * per_pair
             texts = real.texts(first, stop)
@@ -109,12 +107,12 @@ def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[st
     concurrency, each round beside a bare query-encode sample; then a clean stop (SIGTERM)."""
     with BenchServer(work / f"size-{size}", work, encoder.threads) as server:
         server.start()
-        create_collection(server.url, COLLECTION)
-        check(httpx.post(f"{server.url}/v1/collections/{COLLECTION}/search", json={"query": queries[0]}, timeout=60))
+        server.client.create_collection(COLLECTION)
+        server.client.search(COLLECTION, queries[0])
         rss_empty = server.rss_bytes()
         progress(f"{size} docs: loading with vectors, {plan.batch} a request")
         load_rate = load_corpus(server.url, COLLECTION, corpus, size, plan.batch)
-        count = check(httpx.get(f"{server.url}/v1/collections/{COLLECTION}", timeout=60))["count"]
+        count = server.client.get_collection(COLLECTION)["count"]
         if count != size:
             raise RuntimeError(f"the collection holds {count} documents, not {size}")
         figures = SizeFigures(size, load_rate, rss_empty, server.rss_bytes(), plan.batch)
@@ -143,7 +141,8 @@ def searches_during_load(url: str, corpus: Corpus, queries: list[str], plan: Loa
         figures.during_load = query_load(url, COLLECTION, queries, {"mode": "hybrid", "k": 10}, 1, plan.requests,
                                          plan.seconds)
         loading.result()
-    count = check(httpx.get(f"{url}/v1/collections/{COLLECTION}", timeout=60))["count"]
+    with SearchClient(url) as client:
+        count = client.get_collection(COLLECTION)["count"]
     if count != figures.size:
         raise RuntimeError(f"after re-posting, the collection holds {count} documents, not {figures.size}")
 
@@ -156,11 +155,10 @@ def restart_phase(figures: SizeFigures, queries: list[str], restarts: int, threa
             empty.append(server.start())
         with BenchServer(work / f"size-{figures.size}", work, threads) as server:
             ready.append(server.start())
-            count = check(httpx.get(f"{server.url}/v1/collections/{COLLECTION}", timeout=60))["count"]
+            count = server.client.get_collection(COLLECTION)["count"]
             if count != figures.size:
                 raise RuntimeError(f"after a restart the collection holds {count} documents, not {figures.size}")
-            check(httpx.post(f"{server.url}/v1/collections/{COLLECTION}/search", json={"query": queries[r]},
-                             timeout=60))
+            server.client.search(COLLECTION, queries[r])
             rss = rss or server.rss_bytes()
         progress(f"restart {r + 1}/{restarts}: {ready[-1]:.1f} s to ready (empty data dir: {empty[-1]:.1f} s)")
     figures.restart = RestartFigures(ready, empty, rss)

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
+from app.client import SearchClient
 from app.settings import PROJECT_ROOT
 
 
@@ -33,27 +32,26 @@ class BenchServer:
                     "SEARCH_THREADS": str(threads), "SEARCH_SNAPSHOT_EVERY_WRITES": str(10**9),
                     "SEARCH_API_KEYS": "", "SEARCH_ADMIN_KEYS": "", "HF_HUB_OFFLINE": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.client = SearchClient(self.url, timeout=60)
 
     def start(self, timeout: float = 1800.0) -> float:
         """Starts the process and returns the seconds from its start until /ready answers 200."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.client.close()
+        self.client = SearchClient(self.url, timeout=60)
         with self.log_path.open("ab") as log:
             started = time.perf_counter()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = started + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while time.perf_counter() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-                try:
-                    if client.get(f"{self.url}/ready").status_code == 200:
-                        return time.perf_counter() - started
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.client.ready():
+                return time.perf_counter() - started
+            time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"server did not become ready in {timeout:.0f} s:\n{self.log_tail()}")
 
@@ -69,6 +67,7 @@ class BenchServer:
     def stop(self, timeout: float = 600.0) -> float:
         """SIGTERM (the server snapshots its indexes), wait; SIGKILL if it hangs. Returns the seconds taken."""
         proc, self.proc = self.proc, None
+        self.client.close()
         if proc is None or proc.poll() is not None:
             return 0.0
         started = time.perf_counter()

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from app.client import SearchClient
 from app.engine.judgments import TrainingSet, build_training_set, describe_adapter
 from app.engine.relevance import DEFAULT_FAMILY, DEFAULT_RECALL_TARGET, CosineAdapter, Family, train_and_calibrate
 from app.engine.types import TrainingExample
 from app.eval.beir import load_beir
 from app.eval.relevance_report import nonword_queries
-from app.eval.runner import HttpClient, ensure_corpus, in_process_client
+from app.eval.runner import engine_of, ensure_corpus, in_process_client
 
 # A collection with many judged queries is cut to this many (drawn at random), so that it does not decide the
 # map alone; the loss also weighs every collection the same (train_and_calibrate's groups).
@@ -36,11 +37,11 @@ def _judged_examples(dataset_dir: Path, split: str, seed: int
     return dataset.name, dataset.corpus, examples
 
 
-def collect(client: HttpClient, datasets: Sequence[tuple[Path, str]], nonwords: int, seed: int
+def collect(client: SearchClient, datasets: Sequence[tuple[Path, str]], nonwords: int, seed: int
             ) -> tuple[TrainingSet, list[str], list[str], list[str]]:
     """Every dataset's judged queries (and its non-word queries) with their candidates: (the set, each query's
     group for the loss weights, each query's dataset, a description of what was collected)."""
-    engine = client.app.state.engine
+    engine = engine_of(client)
     parts: list[TrainingSet] = []
     groups: list[str] = []
     sources: list[str] = []

@@ -26,7 +26,7 @@ from app.engine.relevance import (
 from app.engine.types import TrainingExample
 from app.eval.adapter_training import TRAINING_NONWORDS, collect
 from app.eval.relevance_report import NONWORD_QUERIES, nonword_queries
-from app.eval.runner import in_process_client
+from app.eval.runner import engine_of, in_process_client
 
 RECALIBRATION_QUERIES = (10, 25, 50)
 RECALIBRATION_DRAWS = 5
@@ -83,7 +83,7 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
     """Per left-out dataset, the figures of an adapter trained without it (see the module docstring)."""
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         data, groups, sources, _ = collect(client, datasets, TRAINING_NONWORDS, seed=0)
-        engine = client.app.state.engine
+        engine = engine_of(client)
         junk = {name: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
                                          [TrainingExample(q, ()) for q in nonword_queries(NONWORD_QUERIES, 0)])
                 for name in dict.fromkeys(sources)}

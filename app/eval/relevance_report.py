@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from app.client import SearchClient
 from app.engine.relevance import DEFAULT_RECALL_TARGET, choose_threshold, filter_metrics, precision_at_recall
 from app.eval.beir import BeirDataset
-from app.eval.runner import HttpClient, check, run_queries
+from app.eval.runner import run_queries
 
 DEPTH = 100
 NONWORD_QUERIES = 50
@@ -26,7 +27,7 @@ class Judged:
     responses: dict[str, dict[str, Any]]
 
 
-def judged_candidates(client: HttpClient, collection: str, dataset: BeirDataset) -> Judged:
+def judged_candidates(client: SearchClient, collection: str, dataset: BeirDataset) -> Judged:
     body = {"k": DEPTH, "candidates": DEPTH, "mode": "hybrid", "relevance": {"enabled": False}, "explain": True}
     _, result = run_queries(client, collection, dataset.queries, body, "unfiltered", keep_responses=True)
     judged = Judged([], [], [], result.responses)
@@ -46,19 +47,18 @@ def nonword_queries(n: int, seed: int) -> list[str]:
                      for _ in range(rng.randint(1, 4))) for _ in range(n)]
 
 
-def nonword_hits(client: HttpClient, collection: str, n: int = NONWORD_QUERIES, seed: int = 0) -> float:
+def nonword_hits(client: SearchClient, collection: str, n: int = NONWORD_QUERIES, seed: int = 0) -> float:
     """Mean hits for queries of random non-words, through the real (filtered) search."""
     total = 0
     for query in nonword_queries(n, seed):
-        answer = check(client.post(f"/v1/collections/{collection}/search",
-                                   json={"query": query, "k": DEPTH, "candidates": DEPTH}))
+        answer = client.search(collection, query, k=DEPTH, candidates=DEPTH)
         total += len(answer["hits"])
     return total / n
 
 
-def relevance_report(client: HttpClient, collection: str, dataset: BeirDataset,
+def relevance_report(client: SearchClient, collection: str, dataset: BeirDataset,
                      plot: Path | None = None) -> dict[str, Any]:
-    adapter = check(client.get(f"/v1/collections/{collection}/relevance"))
+    adapter = client.relevance(collection)
     if adapter.get("status") == "none":
         return {"status": "no adapter"}
     threshold = float(adapter["threshold"])

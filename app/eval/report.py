@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.client import SearchClient
 from app.eval.beir import load_beir
 from app.eval.relevance_report import relevance_report
 from app.eval.runner import ensure_corpus, evaluate_runs, in_process_client
@@ -18,13 +19,14 @@ _AT_MOST = ("served_kept_per_query", "kept_ratio_to_raw_cosine", "nonword_hits_p
 
 def evaluate_dataset(dataset_dir: Path, split: str, data_dir: Path, floors: dict[str, float],
                      relevance_checks: list[str] | None = None, plot: Path | None = None,
-                     out: Path | None = None) -> list[str]:
-    """Prints the figures; returns the checks that failed."""
+                     out: Path | None = None, url: str | None = None) -> list[str]:
+    """Prints the figures; returns the checks that failed. With `url`, of that running server; else of an
+    in-process app on `data_dir`."""
     dataset = load_beir(dataset_dir, split)
     collection = f"eval-{dataset.name}"
     figures: dict[str, Any] = {"dataset": dataset.name, "split": split, "queries": len(dataset.queries),
                                "documents": len(dataset.corpus)}
-    with in_process_client(data_dir) as client:
+    with SearchClient(url) if url else in_process_client(data_dir) as client:
         figures["ingest_docs_per_s"] = ensure_corpus(client, collection, dataset.corpus)
         start = time.perf_counter()
         results = evaluate_runs(client, collection, dataset)

@@ -1,0 +1,28 @@
+"""CORS for pages on the origins in SEARCH_CORS_ORIGINS: Starlette's middleware, its refusals in our error body."""
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from app.api.errors import error_response
+
+
+class CorsMiddleware(CORSMiddleware):
+    """Answers preflights for `origins`; allows the methods of the API and the Authorization and Content-Type
+    headers. A refused preflight gets 400 with the usual error body (Starlette's says it in plain text)."""
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        super().__init__(app, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
+                         allow_headers=["Authorization", "Content-Type"], max_age=600)
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        refusal = error_response(400, "cors_refused", f"this cross-origin request is not allowed ({refused}); "
+                                 "SEARCH_CORS_ORIGINS lists the origins that may call the API from a browser",
+                                 [{"origin": request_headers.get("origin"), "refused": refused.split(", ")}])
+        refusal.headers.update({k: v for k, v in response.headers.items() if k.lower() == "vary"})
+        return refusal

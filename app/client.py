@@ -1,0 +1,247 @@
+"""A typed httpx client of the HTTP contract (shared/API.md), used by the CLI, the evaluation, the benchmark and tests.
+
+    ClientError                  anything this client raises on purpose
+     └── ApiError                the service answered non-2xx: .status, .code, .message, .details
+          └── NotReadyError      /ready did not answer 200 within wait_ready's timeout
+
+Requests that get 429 or 503, or fail to connect or read, are retried with exponential backoff (every
+operation here may be repeated: upserts replace by id, PUT of a collection is idempotent); httpx's own
+TransportError is raised once the retries are spent.
+"""
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NotRequired, Protocol, TypedDict, cast
+
+import httpx
+
+RETRY_STATUSES = (429, 503)
+
+
+class Session(Protocol):
+    """What the client needs of its HTTP client: httpx.Client, or Starlette's TestClient (an httpx2.Client)."""
+
+    @property
+    def headers(self) -> Any: ...
+
+    def request(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def get(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class Hit(TypedDict):
+    id: str
+    score: float
+    relevance: float | None
+    title: str | None
+    text: str
+    metadata: dict[str, Any]
+    explain: NotRequired[dict[str, Any] | None]
+    highlights: NotRequired[dict[str, list[str]]]
+
+
+class SearchResult(TypedDict):
+    hits: list[Hit]
+    total: int
+    filtered_out: int
+    took_ms: float
+    facets: NotRequired[dict[str, list[dict[str, Any]]]]
+
+
+class UpsertResult(TypedDict):
+    upserted: int
+    ids: list[str]
+
+
+class ClientError(Exception):
+    pass
+
+
+class ApiError(ClientError):
+    """A non-2xx answer; `code`, `message` and `details` come from the service's error body."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[Any] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details or []
+
+    @classmethod
+    def from_response(cls, response: Any) -> "ApiError":
+        try:
+            error = response.json()["error"]
+            return cls(response.status_code, error["code"], error["message"], error.get("details") or [])
+        except (ValueError, KeyError, TypeError):
+            return cls(response.status_code, "http_error", response.text[:500])
+
+
+class NotReadyError(ApiError):
+    pass
+
+
+@dataclass
+class Retry:
+    """`attempts` tries in all; the n-th wait is backoff * 2**n seconds (at most `max_wait`), with jitter."""
+
+    attempts: int = 6
+    backoff: float = 0.25
+    max_wait: float = 10.0
+
+    def wait(self, attempt: int, response: Any) -> float:
+        after = response.headers.get("retry-after", "") if response is not None else ""
+        if after.isdigit():
+            return min(float(after), self.max_wait)
+        return min(self.backoff * 2**attempt, self.max_wait) * random.uniform(0.5, 1.0)
+
+
+class SearchClient:
+    """One service at `url`. Pass `http` to use a client of your own (Starlette's TestClient on an
+    in-process app is one); it is then yours to close."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 120.0,
+                 retry: Retry | None = None, http: Session | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._owned = http is None
+        self.http: Session = http if http is not None else httpx.Client(base_url=url, timeout=timeout)
+        self.http.headers.update(headers)
+        self.retry = retry or Retry()
+
+    # --- plumbing ------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Sends with retries; returns the decoded JSON body (None when empty) or raises ApiError."""
+        for attempt in range(self.retry.attempts):
+            last = attempt == self.retry.attempts - 1
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if last:
+                    raise
+                time.sleep(self.retry.wait(attempt, None))
+                continue
+            if response.status_code in RETRY_STATUSES and not last:
+                time.sleep(self.retry.wait(attempt, response))
+                continue
+            if response.status_code >= 300:
+                raise ApiError.from_response(response)
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._owned:
+            self.http.close()
+
+    def __enter__(self) -> "SearchClient":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- system --------------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, timeout: float = 300.0, interval: float = 0.1) -> None:
+        """Returns once /ready answers 200 (the model and indexes are loaded); NotReadyError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise NotReadyError(503, "not_ready", f"the service was not ready within {timeout:.0f} s")
+            time.sleep(interval)
+
+    # --- collections ---------------------------------------------------------------------------------
+
+    def create_collection(self, name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Creates it, or returns it if it exists with the same settings (ApiError 409 if with others)."""
+        return cast(dict[str, Any], self.request("PUT", f"/v1/collections/{name}", json=settings))
+
+    def get_collection(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{name}"))
+
+    def list_collections(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/v1/collections")["collections"])
+
+    def delete_collection(self, name: str) -> None:
+        self.request("DELETE", f"/v1/collections/{name}")
+
+    # --- documents -----------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, documents: Sequence[dict[str, Any]]) -> UpsertResult:
+        """One batch, all or nothing: returned only once the service stored every document durably."""
+        return cast(UpsertResult, self.request("POST", f"/v1/collections/{collection}/documents",
+                                               json={"documents": list(documents)}))
+
+    def ingest(self, collection: str, documents: Iterable[dict[str, Any]], *, batch: int = 256,
+               concurrency: int = 1, on_batch: Callable[[int], None] | None = None) -> int:
+        """Upserts `documents` in batches, `concurrency` requests in flight; returns how many were upserted.
+        `on_batch(n)` is called in input order, once every document before that batch's end is stored."""
+        total = 0
+        with ThreadPoolExecutor(max(concurrency, 1)) as pool:
+            pending: deque[Future[UpsertResult]] = deque()
+
+            def finish_oldest() -> None:
+                nonlocal total
+                done = pending.popleft().result()
+                total += done["upserted"]
+                if on_batch:
+                    on_batch(done["upserted"])
+
+            try:
+                for chunk in batched(documents, batch):
+                    if len(pending) >= concurrency:
+                        finish_oldest()
+                    pending.append(pool.submit(self.upsert, collection, chunk))
+                while pending:
+                    finish_oldest()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return total
+
+    def get(self, collection: str, doc_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{collection}/documents/{doc_id}"))
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        self.request("DELETE", f"/v1/collections/{collection}/documents/{doc_id}")
+
+    # --- search and relevance ------------------------------------------------------------------------
+
+    def search(self, collection: str, query: str, **options: Any) -> SearchResult:
+        """`options` are the search body's other fields: k, offset, mode, fusion, filter, relevance, explain..."""
+        return cast(SearchResult, self.request("POST", f"/v1/collections/{collection}/search",
+                                               json={"query": query, **options}))
+
+    def train(self, collection: str, examples: list[dict[str, Any]], recall_target: float | None = None,
+              family: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"examples": examples}
+        if recall_target is not None:
+            body["recall_target"] = recall_target
+        if family is not None:
+            body["family"] = family
+        return cast(dict[str, Any], self.request("POST", f"/v1/collections/{collection}/relevance/train",
+                                                 json=body))
+
+    def relevance(self, collection: str) -> dict[str, Any]:
+        """The adapter in use (default or trained), its threshold and metrics."""
+        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{collection}/relevance"))
+
+
+def batched(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,85 @@
+"""The commands of `python -m app` that talk to a running server over HTTP: ingest and search."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.client import ApiError, SearchClient
+
+
+def _client(args: argparse.Namespace) -> SearchClient:
+    return SearchClient(args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.commands.ingest import ingest
+
+    try:
+        with _client(args) as client:
+            return ingest(client, Path(args.path), args.collection, url=args.url, batch=args.batch,
+                          concurrency=args.concurrency, resume=not args.restart,
+                          progress_file=Path(args.progress_file) if args.progress_file else None)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ApiError, httpx.HTTPError, OSError) as exc:
+        print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
+        return 1
+
+
+def _search(args: argparse.Namespace) -> int:
+    from app.commands.search import render
+
+    body: dict[str, Any] = {"k": args.k, "mode": args.mode}
+    if args.all:
+        body["relevance"] = {"enabled": False}
+    if args.highlight:
+        body["highlight"] = {"fields": ["title", "text"]}
+    try:
+        with _client(args) as client:
+            print(render(client.search(args.collection, args.query, **body)))
+    except ApiError as exc:
+        print(f"search failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _remote(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)")
+    parser.add_argument("--collection", required=True)
+    parser.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY' (default $SEARCH_API_KEY)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def add_commands(commands: Any) -> None:
+    """Adds ingest and search to the command line's subparsers."""
+    load = commands.add_parser("ingest", help="load a JSONL file or a BEIR folder into a running server")
+    _remote(load)
+    load.add_argument("path", help="JSONL file (one document a line, as the documents route takes them) "
+                                   "or a BEIR folder (its corpus.jsonl: _id, title, text)")
+    load.add_argument("--batch", type=_positive, default=256, help="documents a request (default %(default)s)")
+    load.add_argument("--concurrency", type=_positive, default=2, help="requests in flight (default %(default)s)")
+    load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
+    load.add_argument("--progress-file", help="where to record progress (default: PATH.progress.json beside the "
+                                              "input, or beside a BEIR folder's corpus.jsonl)")
+    load.set_defaults(func=_ingest)
+
+    find = commands.add_parser("search", help="search a running server and print the hits as a table")
+    _remote(find)
+    find.add_argument("query")
+    find.add_argument("-k", type=_positive, default=10)
+    find.add_argument("--mode", default="hybrid", choices=["hybrid", "lexical", "dense"])
+    find.add_argument("--all", action="store_true", help="relevance filter off: show what it would filter out")
+    find.add_argument("--highlight", action="store_true",
+                      help="ask for highlighted fragments of title and text (a server with highlights)")
+    find.set_defaults(func=_search)

@@ -1,0 +1,186 @@
+"""`python -m app ingest`: load a JSONL file or a BEIR folder into a running server, resumably.
+
+Resuming: after every acknowledged batch, `<input>.progress.json` (or `--progress-file`, for an input in a
+read-only folder) records how many lines of the input are stored: every line up to there, in order. A re-run
+with the same URL, collection and input starts after them; the file is removed once the whole input is
+stored. Upserts are by id, so lines sent again after an interruption (in flight, not yet recorded) are
+replaced, not duplicated.
+"""
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from app.client import ApiError, SearchClient
+
+
+class BadLine(Exception):
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"line {number}: {reason}")
+        self.number, self.reason = number, reason
+
+
+@dataclass
+class Source:
+    """The JSONL file to read: PATH itself, or PATH/corpus.jsonl for a BEIR folder."""
+
+    path: Path
+
+    @classmethod
+    def at(cls, path: Path) -> "Source":
+        if path.is_dir():
+            corpus = path / "corpus.jsonl"
+            if not corpus.is_file():
+                raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (a BEIR dataset has one)")
+            return cls(corpus)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return cls(path)
+
+    def count_documents(self, skip: int) -> tuple[int, int]:
+        """Non-blank lines in all, and among the first `skip` lines."""
+        total = before = 0
+        with self.path.open("rb") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    total += 1
+                    before += number <= skip
+        return total, before
+
+    def lines(self, skip: int) -> Iterator[tuple[int, str]]:
+        with self.path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if number > skip and line.strip():
+                    yield number, line
+
+
+def parse_line(number: int, line: str) -> dict[str, Any]:
+    """A document of the documents route; BEIR's `_id` is read as `id` and an empty title as none."""
+    try:
+        doc = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(doc, dict):
+        raise BadLine(number, f"a document is a JSON object, not {type(doc).__name__}")
+    if "id" not in doc and "_id" in doc:
+        doc["id"] = doc.pop("_id")
+    for field in ("id", "text"):
+        if field not in doc:
+            raise BadLine(number, f"no {field!r}" + (" (or BEIR's '_id')" if field == "id" else ""))
+        if not isinstance(doc[field], str) or (field == "id" and not doc[field]):
+            raise BadLine(number, f"{field!r} must be a {'non-empty ' if field == 'id' else ''}string, "
+                                  f"not {json.dumps(doc[field])}")
+    if not doc.get("title"):
+        doc.pop("title", None)
+    return doc
+
+
+class Progress:
+    """The progress file: how many lines of this input are stored in this collection at this URL."""
+
+    def __init__(self, source: Source, url: str, collection: str, path: Path | None = None) -> None:
+        self.path = path or source.path.with_name(source.path.name + ".progress.json")
+        # Not the file's size or time: the fix of a bad line changes both, and the run should resume from it.
+        self.key = {"url": url.rstrip("/"), "collection": collection, "input": str(source.path.resolve())}
+
+    def load(self) -> int:
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        same = all(saved.get(name) == value for name, value in self.key.items())
+        return int(saved.get("lines", 0)) if same else 0
+
+    def save(self, lines: int) -> None:
+        staging = self.path.with_name(self.path.name + ".tmp")
+        staging.write_text(json.dumps({**self.key, "lines": lines}))
+        os.replace(staging, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _server_bad_line(error: ApiError, batch: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
+    """The batch's first document the service refused (422 details name its index), as (index, why)."""
+    for detail in error.details:
+        loc = detail.get("loc", []) if isinstance(detail, dict) else []
+        if len(loc) >= 3 and loc[:2] == ["body", "documents"] and isinstance(loc[2], int) and loc[2] < len(batch):
+            field = ".".join(str(part) for part in loc[3:]) or "document"
+            return loc[2], f"{field}: {detail.get('msg', error.message)}"
+    return None
+
+
+def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch: int = 256,
+           concurrency: int = 2, resume: bool = True, quiet: bool = False,
+           progress_file: Path | None = None) -> int:
+    """Loads PATH; returns the exit status (0 when every line is stored, 1 on a bad line)."""
+    source = Source.at(path)
+    progress = Progress(source, url, collection, progress_file)
+    done = progress.load() if resume else 0
+    total, skipped = source.count_documents(done)
+    if done:
+        print(f"resuming after line {done} ({progress.path} records lines 1-{done} as stored; --restart ignores it)",
+              file=sys.stderr)
+    client.create_collection(collection)
+    before = client.get_collection(collection)["count"]
+
+    bad: list[BadLine] = []
+    sent: deque[tuple[int, dict[str, Any]]] = deque()  # read, not yet acknowledged, in input order
+
+    def documents() -> Iterator[dict[str, Any]]:
+        for number, line in source.lines(skip=done):
+            try:
+                doc = parse_line(number, line)
+            except BadLine as exc:
+                bad.append(exc)  # stop reading; the batches before this line still complete
+                return
+            sent.append((number, doc))
+            yield doc
+
+    stored = done
+    bar = tqdm(total=total, initial=skipped, unit="doc", desc=f"ingest {collection}", disable=quiet,
+               dynamic_ncols=True, smoothing=0.1)
+
+    def acknowledge(n: int) -> None:
+        nonlocal stored
+        for _ in range(n):
+            stored = sent.popleft()[0]
+        bar.update(n)
+        progress.save(stored)
+
+    started, upserted = time.perf_counter(), 0
+    try:
+        upserted = client.ingest(collection, documents(), batch=batch, concurrency=concurrency,
+                                 on_batch=acknowledge)
+    except ApiError as error:
+        failed = list(sent)[:batch]
+        refused = _server_bad_line(error, failed) if error.status == 422 else None
+        if refused is None:
+            raise
+        index, reason = refused
+        if index:  # store the lines before the bad one, as a reader of the message expects
+            upserted += client.upsert(collection, [doc for _, doc in failed[:index]])["upserted"]
+            acknowledge(index)
+        bad.append(BadLine(failed[index][0], f"refused by the service: {reason}"))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    count = client.get_collection(collection)["count"]
+    rate = upserted / seconds if seconds > 0 else 0.0
+    print(f"{upserted} documents upserted in {seconds:.1f} s ({rate:.0f} docs/s); lines 1-{stored} of "
+          f"{source.path.name} stored; collection {collection!r} holds {count} documents ({count - before:+d})",
+          file=sys.stderr)
+    if bad:
+        print(f"{source.path}: {bad[0]}. Lines before it are stored; fix the line and run the same command to "
+              f"resume from it.", file=sys.stderr)
+        return 1
+    progress.clear()
+    return 0

@@ -1,0 +1,194 @@
+// The search page: plain JavaScript against the HTTP API (shared/API.md). No build step, no dependencies.
+"use strict";
+
+const API = new URL("..", location.href); // the service's root: this page lives at <root>/ui/
+const $ = (id) => document.getElementById(id);
+const state = { filter: {}, facetFields: [], features: new Set(), seq: 0, inFlight: null };
+
+// --- talking to the service ------------------------------------------------------------------------
+
+async function call(method, path, body, signal) {
+  const headers = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(new URL(path, API), {
+    method, headers, body: body && JSON.stringify(body), signal,
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error?.message || `${response.status} ${response.statusText}`);
+  return answer;
+}
+
+// Highlights and facets are newer request fields: ask for them only when this server's OpenAPI has them.
+async function loadFeatures() {
+  try {
+    const schema = await call("GET", "openapi.json");
+    const fields = schema.components?.schemas?.SearchRequest?.properties || {};
+    for (const name of ["highlight", "facets"]) if (name in fields) state.features.add(name);
+  } catch { /* no OpenAPI document: search without them */ }
+}
+
+async function loadCollections() {
+  const picker = $("collection");
+  const wanted = picker.value || localStorage.getItem("collection");
+  try {
+    const { collections } = await call("GET", "v1/collections");
+    picker.replaceChildren(...collections.map(({ name, count }) => new Option(`${name} (${count})`, name)));
+    if (collections.some((c) => c.name === wanted)) picker.value = wanted;
+    if (!collections.length) showStatus("No collections yet: load one with `python -m app ingest`.");
+  } catch (error) {
+    showStatus(error.message, true);
+  }
+}
+
+function searchBody(extra = {}) {
+  const body = { query: $("query").value.trim(), k: 10, mode: $("mode").value, fusion: { method: $("fusion").value } };
+  body.relevance = { enabled: $("relevance").checked };
+  if (body.relevance.enabled && $("recall").value) body.relevance.recall_target = Number($("recall").value);
+  if (Object.keys(state.filter).length) body.filter = { ...state.filter };
+  if (state.features.has("highlight")) body.highlight = { fields: ["title", "text"] };
+  if (state.features.has("facets") && state.facetFields.length) body.facets = state.facetFields;
+  return { ...body, ...extra };
+}
+
+async function search() {
+  const collection = $("collection").value;
+  const body = searchBody();
+  if (!collection) return; // none to search (the status line says why)
+  if (!body.query) return render(null);
+  state.inFlight?.abort(); // a newer query makes the answer to the older one useless
+  state.inFlight = new AbortController();
+  const seq = ++state.seq;
+  try {
+    const path = `v1/collections/${encodeURIComponent(collection)}/search`;
+    const answer = await call("POST", path, body, state.inFlight.signal);
+    if (seq === state.seq) render(answer, collection, body);
+  } catch (error) {
+    if (error.name !== "AbortError" && seq === state.seq) showStatus(error.message, true);
+  }
+}
+
+// --- showing the answer ----------------------------------------------------------------------------
+
+function showStatus(message, isError = false) {
+  $("status").textContent = message;
+  $("status").classList.toggle("error", isError);
+}
+
+// `highlights` come HTML-escaped outside their <mark>s from the server, so they may be inserted as HTML;
+// anything else is text and goes in as text.
+function fill(element, fragments, text) {
+  if (fragments?.length) element.innerHTML = fragments.join(" … ");
+  else element.textContent = text;
+}
+
+function render(answer, collection, body) {
+  $("hits").replaceChildren();
+  $("facets").replaceChildren();
+  $("more").hidden = true;
+  renderFilters();
+  if (!answer) return showStatus("");
+  showStatus(`${answer.hits.length} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
+  for (const hit of answer.hits) $("hits").append(renderHit(hit, collection, body));
+  if (answer.filtered_out > 0 && body.relevance.enabled) {
+    $("more-count").textContent = answer.filtered_out;
+    $("more").hidden = false;
+  }
+  learnFacetFields(answer.hits);
+  for (const [field, values] of Object.entries(answer.facets || {})) renderFacet(field, values);
+}
+
+function renderHit(hit, collection, body) {
+  const item = $("hit").content.firstElementChild.cloneNode(true);
+  const probability = hit.relevance ?? 0;
+  item.querySelector(".bar").style.height = `${Math.round(probability * 100)}%`;
+  item.querySelector(".relevance").title = `relevance ${probability.toFixed(3)}`;
+  fill(item.querySelector(".title"), hit.highlights?.title, hit.title || hit.id);
+  const text = hit.text.length > 320 ? `${hit.text.slice(0, 320)}…` : hit.text;
+  fill(item.querySelector(".text"), hit.highlights?.text, text);
+  const meta = Object.entries(hit.metadata).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`);
+  item.querySelector(".meta").textContent =
+    [`${hit.id}`, `relevance ${probability.toFixed(2)}`, `score ${hit.score.toFixed(3)}`, ...meta].join(" · ");
+  const details = item.querySelector(".explain");
+  details.addEventListener("toggle", () => details.open && explain(details, hit.id, collection, body), { once: true });
+  return item;
+}
+
+// The explanation is asked for only when someone opens it: the same search again, with explain on.
+async function explain(details, id, collection, body) {
+  const pre = details.querySelector("pre");
+  pre.textContent = "…";
+  try {
+    const answer = await call("POST", `v1/collections/${encodeURIComponent(collection)}/search`,
+      { ...body, explain: true });
+    const hit = answer.hits.find((h) => h.id === id);
+    const round = (key, value) => (typeof value === "number" ? Number(value.toPrecision(4)) : value);
+    pre.textContent = hit ? JSON.stringify(hit.explain, round, 2) : "no longer among the hits";
+  } catch (error) {
+    pre.textContent = error.message;
+  }
+}
+
+// Facet on the metadata fields the hits carry (strings, lists of strings, integers), until the page sets others.
+function learnFacetFields(hits) {
+  if (state.facetFields.length || !state.features.has("facets")) return;
+  const fields = new Set();
+  for (const hit of hits) {
+    for (const [key, value] of Object.entries(hit.metadata)) {
+      if (typeof value === "string" || Number.isInteger(value) || Array.isArray(value)) fields.add(key);
+    }
+  }
+  state.facetFields = [...fields].slice(0, 5);
+}
+
+function renderFacet(field, values) {
+  if (!values.length) return;
+  const heading = document.createElement("h3");
+  heading.textContent = field;
+  $("facets").append(heading);
+  for (const { value, count } of values) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "facet";
+    button.textContent = `${value} (${count})`;
+    button.addEventListener("click", () => { state.filter[field] = value; search(); });
+    $("facets").append(button);
+  }
+}
+
+function renderFilters() {
+  $("filters").replaceChildren(...Object.entries(state.filter).map(([field, value]) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.textContent = `${field}: ${value} ✕`;
+    chip.addEventListener("click", () => { delete state.filter[field]; search(); });
+    return chip;
+  }));
+}
+
+// --- wiring --------------------------------------------------------------------------------------------
+
+function debounce(fn, ms) {
+  let timer;
+  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+}
+
+$("query").addEventListener("input", debounce(search, 250));
+for (const id of ["mode", "fusion", "recall"]) $(id).addEventListener("change", search);
+$("relevance").addEventListener("change", () => { $("recall").disabled = !$("relevance").checked; search(); });
+$("collection").addEventListener("change", () => {
+  localStorage.setItem("collection", $("collection").value);
+  state.filter = {};
+  state.facetFields = [];
+  search();
+});
+$("api-key").value = sessionStorage.getItem("api-key") || "";
+$("api-key").addEventListener("change", async () => {
+  sessionStorage.setItem("api-key", $("api-key").value.trim());
+  await loadCollections();
+  search();
+});
+$("show-all").addEventListener("click", () => { $("relevance").checked = false; $("recall").disabled = true; search(); });
+$("controls").addEventListener("submit", (event) => event.preventDefault());
+
+Promise.all([loadFeatures(), loadCollections()]).then(search);

@@ -1,0 +1,104 @@
+"""`python -m app ingest` against a live server: JSONL and BEIR input, a bad line, and a resume."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.cli import main
+from app.client import SearchClient
+from tests.helpers import ANIMALS
+from tests.server import Server
+
+
+def _write(path: Path, lines: list[Any]) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def _ingest(server: Server, collection: str, path: Path, *extra: str) -> int:
+    return main(["ingest", "--url", server.url, "--collection", collection, str(path), *extra])
+
+
+def _ids(server: Server, collection: str) -> set[str]:
+    with SearchClient(server.url) as client:
+        hits = client.search(collection, "animals machines food", k=100, relevance={"enabled": False})["hits"]
+        return {hit["id"] for hit in hits}
+
+
+def test_jsonl_file_is_loaded_into_a_new_collection(live_server: Server, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path / "animals.jsonl", [*ANIMALS[:3], "", *ANIMALS[3:]])  # a blank line is skipped
+    assert _ingest(live_server, "load-jsonl", path, "--batch", "2", "--concurrency", "2") == 0
+    err = capsys.readouterr().err
+    assert "6/6" in err and "doc/s" in err  # the progress bar: documents, rate (and ETA while running)
+    assert "6 documents upserted" in err and "holds 6 documents (+6)" in err
+    with SearchClient(live_server.url) as client:
+        assert client.get("load-jsonl", "salmon")["metadata"]["edible"] is True
+    assert not (tmp_path / "animals.jsonl.progress.json").exists()  # finished: nothing to resume
+
+
+def test_beir_folder_is_read_from_its_corpus(live_server: Server, tmp_path: Path) -> None:
+    _write(tmp_path / "corpus.jsonl", [{"_id": "d1", "title": "Vitamin D", "text": "Vitamin D helps bones."},
+                                       {"_id": "d2", "title": "", "text": "Calcium is a mineral."}])
+    assert _ingest(live_server, "load-beir", tmp_path) == 0
+    with SearchClient(live_server.url) as client:
+        assert client.get("load-beir", "d1")["title"] == "Vitamin D"
+        assert client.get("load-beir", "d2")["title"] is None
+
+
+def test_a_bad_line_stops_the_load_and_a_rerun_resumes_from_it(live_server: Server, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    docs = [{"id": f"n{i}", "text": f"note number {i} about animals"} for i in range(1, 9)]
+    lines: list[Any] = [*docs[:5], '{"id": "n6", "text": "unterminated', *docs[6:]]
+    path = _write(tmp_path / "notes.jsonl", lines)
+    assert _ingest(live_server, "load-bad", path, "--batch", "2", "--concurrency", "2") == 1
+    err = capsys.readouterr().err
+    assert "line 6: not valid JSON" in err and "Lines before it are stored" in err
+    assert _ids(live_server, "load-bad") == {f"n{i}" for i in range(1, 6)}
+    assert json.loads((tmp_path / "notes.jsonl.progress.json").read_text())["lines"] == 5
+
+    _write(path, docs)  # the line fixed
+    assert _ingest(live_server, "load-bad", path, "--batch", "2") == 0
+    err = capsys.readouterr().err
+    assert "resuming after line 5" in err and "3 documents upserted" in err
+    assert _ids(live_server, "load-bad") == {f"n{i}" for i in range(1, 9)}
+    assert not (tmp_path / "notes.jsonl.progress.json").exists()
+
+
+def test_a_line_the_service_refuses_is_named_and_the_lines_before_it_stored(
+        live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nested = {"id": "m3", "text": "three", "metadata": {"shape": {"nested": "objects are not metadata"}}}
+    path = _write(tmp_path / "meta.jsonl", [{"id": "m1", "text": "one"}, {"id": "m2", "text": "two"}, nested,
+                                            {"id": "m4", "text": "four"}])
+    assert _ingest(live_server, "load-refused", path, "--batch", "4") == 1
+    err = capsys.readouterr().err
+    assert "line 3: refused by the service: metadata.shape" in err
+    with SearchClient(live_server.url) as client:
+        assert client.get_collection("load-refused")["count"] == 2  # m1 and m2, sent again without line 3
+
+
+def test_an_interrupted_load_resumes_after_the_lines_it_recorded(live_server: Server, tmp_path: Path) -> None:
+    path = _write(tmp_path / "animals.jsonl", ANIMALS)
+    # What a run stopped after its first acknowledged batches leaves behind: lines 1-4 recorded as stored.
+    # (They are not, here: so the collection shows that the re-run did not send them again.)
+    record = {"url": live_server.url, "collection": "load-resume", "input": str(path.resolve()), "lines": 4}
+    (tmp_path / "animals.jsonl.progress.json").write_text(json.dumps(record))
+    assert _ingest(live_server, "load-resume", path) == 0
+    assert _ids(live_server, "load-resume") == {"rocket", "bread"}
+    # A progress file for another collection is not this load's: it starts from line 1.
+    record["collection"] = "elsewhere"
+    (tmp_path / "animals.jsonl.progress.json").write_text(json.dumps(record))
+    assert _ingest(live_server, "load-resume", path) == 0
+    assert len(_ids(live_server, "load-resume")) == 6
+
+
+def test_progress_can_be_recorded_away_from_the_input(live_server: Server, tmp_path: Path) -> None:
+    inputs, elsewhere = tmp_path / "shared", tmp_path / "mine" / "load.progress.json"
+    inputs.mkdir()
+    elsewhere.parent.mkdir()
+    path = _write(inputs / "animals.jsonl", [*ANIMALS[:2], "not json"])
+    assert _ingest(live_server, "load-away", path, "--progress-file", str(elsewhere)) == 1
+    assert json.loads(elsewhere.read_text())["lines"] == 2
+    assert sorted(p.name for p in inputs.iterdir()) == ["animals.jsonl"]

@@ -1,0 +1,40 @@
+"""`python -m app search`: the table it prints, against a live server and for highlighted hits."""
+
+import pytest
+
+from app.cli import main
+from app.client import SearchClient, SearchResult
+from app.commands.search import plain, render
+from tests.helpers import ANIMALS
+from tests.server import Server
+
+
+def test_search_prints_a_table_of_hits(live_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    with SearchClient(live_server.url) as client:
+        client.create_collection("search-cli")
+        client.ingest("search-cli", ANIMALS)
+    url = ["--url", live_server.url, "--collection", "search-cli"]
+    assert main(["search", *url, "cats that purr", "--all", "-k", "3"]) == 0
+    header, first, *rest = capsys.readouterr().out.splitlines()
+    assert header.split()[:5] == ["#", "id", "relevance", "score", "title"]
+    assert first.split()[:2] == ["1", "cat"] and "Cats are small domesticated felines" in first
+    assert len(rest) == 3 and rest[-1].startswith("3 of 6 hits")
+
+    assert main(["search", *url, "cats that purr"]) == 0  # the relevance filter on: the rest filtered out
+    assert "more filtered out as not relevant (--all shows them)" in capsys.readouterr().out
+
+
+def test_highlights_print_as_plain_text_with_terms_in_brackets() -> None:
+    assert plain("… <mark>vitamin</mark> D &amp; &lt;b&gt; <mark>bones</mark> …") == "… [vitamin] D & <b> [bones] …"
+    result: SearchResult = {"total": 1, "filtered_out": 0, "took_ms": 1.0, "hits": [
+        {"id": "d1", "score": 0.5, "relevance": 0.9, "title": "Vitamin D", "text": "unused", "metadata": {},
+         "highlights": {"text": ["<mark>vitamin</mark> D helps"]}}]}
+    header, row, _ = render(result, width=100).splitlines()
+    assert header.rstrip().endswith("highlight")
+    assert row.split() == ["1", "d1", "0.900", "0.500", "Vitamin", "D", "[vitamin]", "D", "helps"]
+
+
+def test_an_unknown_collection_is_a_message_not_a_traceback(live_server: Server,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--url", live_server.url, "--collection", "nowhere", "cats"]) == 1
+    assert capsys.readouterr().err.startswith("search failed: 404 collection_not_found")

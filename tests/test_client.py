@@ -1,0 +1,97 @@
+"""The typed client: every operation against the in-process app, and its retries against a scripted transport."""
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.client import ApiError, Retry, SearchClient
+from tests.api.test_relevance import QUERIES, TOPICS
+from tests.helpers import ANIMALS
+
+NO_WAIT = Retry(attempts=4, backoff=0.0)
+
+
+def test_every_operation_against_the_app(client: TestClient) -> None:
+    api = SearchClient(http=client)
+    api.wait_ready(timeout=5)
+    assert api.create_collection("animals")["count"] == 0
+    assert api.create_collection("animals")["name"] == "animals"  # idempotent
+    batches: list[int] = []
+    assert api.ingest("animals", ANIMALS, batch=4, on_batch=batches.append) == 6
+    assert batches == [4, 2]
+    assert api.list_collections() == [{"name": "animals", "count": 6}]
+    assert api.get("animals", "cat")["title"] == "Cats"
+
+    result = api.search("animals", "purring cats", k=3, relevance={"enabled": False})
+    assert result["hits"][0]["id"] == "cat" and len(result["hits"]) == 3
+    assert api.relevance("animals")["status"] == "default"
+
+    api.delete("animals", "cat")
+    with pytest.raises(ApiError) as missing:
+        api.get("animals", "cat")
+    assert (missing.value.status, missing.value.code) == (404, "document_not_found")
+    api.delete_collection("animals")
+    assert api.list_collections() == []
+
+
+def test_train_fits_the_collections_own_adapter(client: TestClient) -> None:
+    api = SearchClient(http=client)
+    api.create_collection("topics")
+    docs = [{"id": f"{topic}-{i}", "text": text} for topic, texts in TOPICS.items() for i, text in enumerate(texts)]
+    api.ingest("topics", docs)
+    examples = [{"query": q, "relevant_ids": [f"{topic}-{i}" for i in range(len(TOPICS[topic]))]}
+                for topic, queries in QUERIES.items() for q in queries]
+    report = api.train("topics", examples, recall_target=0.9)
+    assert report["status"] == "trained"
+    assert api.relevance("topics")["status"] == "trained"
+
+
+def test_bad_input_raises_the_services_error_without_retrying(client: TestClient) -> None:
+    api = SearchClient(http=client)
+    api.create_collection("animals")
+    with pytest.raises(ApiError) as bad:
+        api.upsert("animals", [{"id": "x"}])  # no text
+    assert bad.value.status == 422 and bad.value.details
+
+
+def _scripted(answers: list[Callable[[httpx.Request], httpx.Response]]) -> tuple[SearchClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers.pop(0)(request)
+
+    http = httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(handler))
+    return SearchClient(http=http, api_key="k1", retry=NO_WAIT), seen
+
+
+def _status(code: int) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(code, json={"error": {"code": "busy", "message": "later", "details": []}})
+
+
+def _refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def _stored(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"upserted": 2, "ids": ["a", "b"]})
+
+
+def test_upserts_are_retried_on_429_503_and_connection_errors() -> None:
+    api, seen = _scripted([_status(503), _status(429), _refuse, _stored])
+    assert api.upsert("c", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])["upserted"] == 2
+    assert len(seen) == 4
+    assert {r.content for r in seen} == {seen[0].content}  # the same batch each time: safe, upserts are by id
+    assert all(r.headers["authorization"] == "Bearer k1" for r in seen)
+
+
+def test_retries_end_with_the_last_error() -> None:
+    api, _ = _scripted([_refuse] * 4)
+    with pytest.raises(httpx.ConnectError):
+        api.get_collection("c")
+    api, _ = _scripted([_status(503)] * 4)
+    with pytest.raises(ApiError) as busy:
+        api.get_collection("c")
+    assert busy.value.status == 503 and busy.value.message == "later"

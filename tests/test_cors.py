@@ -1,0 +1,62 @@
+"""CORS: a page on an allowed origin may call the API (preflight included); one on another origin may not."""
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import AppFactory
+
+ALLOWED = "https://search.example"
+OTHER = "https://elsewhere.example"
+
+
+def _preflight(client: TestClient, origin: str) -> httpx.Response:
+    return client.options("/v1/collections/animals/search", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+
+
+def test_preflight_from_an_allowed_origin_is_answered(make_client: AppFactory) -> None:
+    with make_client(cors_origins=[ALLOWED, "http://localhost:3000"]) as client:
+        response = _preflight(client, ALLOWED)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == ALLOWED
+        assert "POST" in response.headers["access-control-allow-methods"]
+        allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
+        assert {"authorization", "content-type"} <= allowed
+        odd = client.options("/v1/collections", headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET",
+                                                         "Access-Control-Request-Headers": "x-debug"})
+        assert odd.status_code == 400 and odd.json()["error"]["details"][0]["refused"] == ["headers"]
+
+
+def test_cross_origin_request_from_an_allowed_origin_can_be_read(make_client: AppFactory) -> None:
+    with make_client(cors_origins=[ALLOWED]) as client:
+        response = client.get("/v1/collections", headers={"Origin": ALLOWED})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == ALLOWED
+        # An error answer too, or the page could not read the error body.
+        missing = client.get("/v1/collections/nope", headers={"Origin": ALLOWED})
+        assert missing.status_code == 404
+        assert missing.headers["access-control-allow-origin"] == ALLOWED
+
+
+def test_other_origins_get_no_cors_headers(make_client: AppFactory) -> None:
+    with make_client(cors_origins=[ALLOWED]) as client:
+        preflight = _preflight(client, OTHER)
+        assert preflight.status_code == 400
+        assert preflight.json()["error"]["code"] == "cors_refused"
+        assert "access-control-allow-origin" not in preflight.headers
+        response = client.get("/v1/collections", headers={"Origin": OTHER})
+        assert "access-control-allow-origin" not in response.headers  # the browser keeps the answer from the page
+
+
+def test_no_origins_configured_means_same_origin_only(client: TestClient) -> None:
+    assert _preflight(client, ALLOWED).status_code == 405
+    assert "access-control-allow-origin" not in client.get("/v1/collections", headers={"Origin": ALLOWED}).headers
+
+
+def test_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    monkeypatch.setenv("SEARCH_CORS_ORIGINS", "https://a.example, http://localhost:5173")
+    assert Settings().cors_origins == ["https://a.example", "http://localhost:5173"]

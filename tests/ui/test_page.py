@@ -1,0 +1,143 @@
+"""The search page at /ui/ in a real browser (headless Chromium driven by selenium) against a live server."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.client import SearchClient
+from tests.helpers import ANIMALS
+from tests.server import Server
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Not a document's markup but its text: the page must show it, not run it.
+HOSTILE = {"id": "hostile", "title": "Cats <i>in</i> markup",
+           "text": "Cats purr <img src=x onerror=\"document.title='owned'\"> "
+                   "and <script>document.title='owned'</script>"}
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Chromium and ChromeDriver: run scripts/install-browser (apt-get install chromium chromium-driver)")
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium: ./scripts/setup dev")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    # No background traffic: the machines' network is closed and Chromium would keep trying.
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1100,800",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _hits(driver: Any) -> list[Any]:
+    return list(driver.find_elements(By.CSS_SELECTOR, "#hits .hit"))
+
+
+def test_search_page_finds_explains_and_unfilters(live_server: Server, browser: Any) -> None:
+    with SearchClient(live_server.url) as client:
+        client.create_collection("ui-animals")
+        client.ingest("ui-animals", [*ANIMALS, HOSTILE])
+    wait = WebDriverWait(browser, 20)
+    browser.get(f"{live_server.url}/")  # the root sends a browser to /ui/
+    assert browser.current_url == f"{live_server.url}/ui/"
+    picker = Select(browser.find_element(By.ID, "collection"))
+    wait.until(lambda d: "ui-animals" in [o.get_attribute("value") for o in picker.options])
+    picker.select_by_value("ui-animals")
+
+    browser.find_element(By.ID, "query").send_keys("cats that purr")  # typed, not submitted: search as you type
+    wait.until(lambda d: _hits(d) and d.find_element(By.ID, "more").is_displayed())
+    filtered = _hits(browser)
+    titles = [hit.find_element(By.CSS_SELECTOR, ".title").text for hit in filtered]
+    assert "Cats" in titles
+    assert "hits" in browser.find_element(By.ID, "status").text
+    more = int(browser.find_element(By.ID, "more-count").text)
+    assert more > 0 and len(filtered) < len(ANIMALS) + 1
+    bar = filtered[0].find_element(By.CSS_SELECTOR, ".bar")
+    assert bar.size["height"] > 0  # the relevance bar shows the hit's probability
+
+    # The hostile document is shown as text; nothing of it ran or became markup.
+    assert "Cats <i>in</i> markup" in titles
+    assert not browser.find_elements(By.CSS_SELECTOR, "#hits img, #hits script, #hits .title i")
+    assert browser.title == "Hybrid search"
+
+    details = filtered[0].find_element(By.CSS_SELECTOR, "details.explain")
+    details.find_element(By.TAG_NAME, "summary").click()
+    wait.until(lambda d: '"bm25"' in details.find_element(By.TAG_NAME, "pre").text)
+
+    browser.find_element(By.ID, "show-all").click()  # turn the filter off: what it had filtered out shows up
+    wait.until(lambda d: len(_hits(d)) == len(filtered) + more)
+    assert not browser.find_element(By.ID, "relevance").is_selected()
+    assert not browser.find_element(By.ID, "more").is_displayed()
+
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+
+
+def test_the_api_key_field_authorises_the_pages_requests(tmp_path: Path, browser: Any) -> None:
+    server = Server(tmp_path / "data", SEARCH_API_KEYS="reader-key", SEARCH_ADMIN_KEYS="admin-key").start()
+    try:
+        with SearchClient(server.url, api_key="admin-key") as client:
+            client.create_collection("keyed")
+            client.ingest("keyed", ANIMALS)
+        browser.get(f"{server.url}/ui/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda d: "API key" in d.find_element(By.ID, "status").text)  # the 401's message
+        key = browser.find_element(By.ID, "api-key")
+        key.send_keys("reader-key")
+        browser.find_element(By.ID, "query").click()  # leaving the field commits it
+        wait.until(lambda d: Select(d.find_element(By.ID, "collection")).options)
+        browser.find_element(By.ID, "query").send_keys("eagles")
+        wait.until(lambda d: _hits(d))
+        assert _hits(browser)[0].find_element(By.CSS_SELECTOR, ".title").text == "Eagles"
+    finally:
+        server.stop()
+
+
+def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server, browser: Any) -> None:
+    """Until the service sends highlights and facets, the page renders an answer that carries them (as the
+    contract's additions describe it); clicking a facet then filters a real search."""
+    with SearchClient(live_server.url) as client:
+        client.create_collection("ui-facets")
+        client.ingest("ui-facets", ANIMALS)
+    browser.get(f"{live_server.url}/ui/")
+    wait = WebDriverWait(browser, 20)
+    picker = Select(browser.find_element(By.ID, "collection"))
+    wait.until(lambda d: "ui-facets" in [o.get_attribute("value") for o in picker.options])
+    picker.select_by_value("ui-facets")
+    browser.find_element(By.ID, "relevance").click()  # filter off: every animal
+    browser.find_element(By.ID, "query").send_keys("animals")
+    wait.until(lambda d: len(_hits(d)) == len(ANIMALS))
+
+    answer = {"total": 1, "filtered_out": 0, "took_ms": 1.0,
+              "hits": [{"id": "cat", "score": 1.0, "relevance": 0.9, "title": "Cats", "metadata": {},
+                        "text": "Cats are small.",
+                        "highlights": {"text": ["<mark>Cats</mark> &lt;b&gt;purr&lt;/b&gt;"]}}],
+              "facets": {"tags": [{"value": "pet", "count": 2}, {"value": "wild", "count": 2}]}}
+    body = {"query": "animals", "relevance": {"enabled": False}}
+    browser.execute_script("render(arguments[0], 'ui-facets', arguments[1])", answer, body)
+    text = browser.find_element(By.CSS_SELECTOR, "#hits .hit .text")
+    assert text.find_element(By.TAG_NAME, "mark").text == "Cats"
+    assert text.text == "Cats <b>purr</b>"  # escaped by the server, so shown as text
+
+    facet = browser.find_element(By.XPATH, "//aside[@id='facets']/button[starts-with(., 'pet')]")
+    assert facet.text == "pet (2)"
+    facet.click()  # a real search now, filtered on tags = pet
+    wait.until(lambda d: {h.find_element(By.CSS_SELECTOR, ".title").text for h in _hits(d)} == {"Cats", "Dogs"})
+    chip = browser.find_element(By.CSS_SELECTOR, "#filters button")
+    assert chip.text.startswith("tags: pet")
+    chip.click()  # removing the filter brings every animal back
+    wait.until(lambda d: len(_hits(d)) == len(ANIMALS))
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
