@@ -6,12 +6,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat,
 
 from app.engine import types
 from app.engine.fusion import Normalization
+from app.engine.lexical_scoring import MAX_QUERY_TERMS
 from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
 
 MAX_ID_CHARS = 512
 MAX_TITLE_CHARS = 2_000
 MAX_TEXT_CHARS = 100_000
-MAX_QUERY_CHARS = 2_048
+MAX_QUERY_CHARS = 32_768  # a pasted paragraph or page; the encoder reads its window, BM25 its rarest terms
 MAX_METADATA_KEYS = 64
 MAX_METADATA_LIST = 256
 MAX_METADATA_STRING = 2_048
@@ -23,6 +24,10 @@ MAX_FILTER_VALUES = 1_024
 MAX_TRAIN_EXAMPLES = 50_000
 MAX_JUDGED_IDS = 1_000
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_QUERY_DESCRIPTION = (
+    f"up to {MAX_QUERY_CHARS:,} characters. The encoder reads the start of a long query, up to its own window "
+    f"(256 word pieces for the bundled model), and BM25 scores with the query's distinct terms, each counted as "
+    f"often as it occurs: its {MAX_QUERY_TERMS:,} rarest in the collection when it has more")
 
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -182,7 +187,8 @@ class RelevanceOptions(Strict):
 
 
 class SearchRequest(Strict):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
+                     Field(description=_QUERY_DESCRIPTION)]
     k: Int = Field(10, ge=1, le=MAX_K)
     offset: Int = Field(0, ge=0, le=MAX_OFFSET)
     mode: types.Mode = "hybrid"
@@ -225,7 +231,8 @@ class SearchResponse(BaseModel):
 
 
 class TrainingExample(Strict):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
+                     Field(description=_QUERY_DESCRIPTION)]
     relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
     irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
 
@@ -247,3 +254,4 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
