@@ -1,11 +1,12 @@
 """Request and response models of the HTTP contract (shared/API.md), with every bound on input."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 from app.engine import types
 from app.engine.fusion import Normalization
+from app.engine.jobs import KEEP_FINISHED
 from app.engine.lexical_scoring import MAX_QUERY_TERMS
 from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
 
@@ -255,3 +256,19 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
+
+class TrainJob(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"description": (
+        "A relevance training job. Jobs live in the server's memory: a restart forgets them (a training cut short "
+        f"leaves the adapter it would have replaced), and only the last {KEEP_FINISHED} finished ones are kept.")})
+
+    job: str = Field(description="the job's id")
+    status: Literal["running", "done", "failed"]
+    progress: float = Field(ge=0.0, le=1.0, description="fraction done, at coarse steps; 1.0 once done")
+    examples: int = Field(description="judged queries posted")
+    started_at: float = Field(description="Unix time")
+    finished_at: float | None = Field(None, description="Unix time")
+    result: dict[str, Any] | None = Field(
+        None, description="once done: what a waited-for training answers (held-out metrics and the threshold)")
+    error: ErrorDetail | None = Field(
+        None, description="once failed: why (the error a waited-for training would answer); adapter unchanged")

@@ -2,7 +2,7 @@
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +11,8 @@ import numpy as np
 from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
-from app.engine.judgments import build_training_set
+from app.engine.jobs import TrainingJobs
+from app.engine.judgments import build_training_set, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
 from app.engine.types import (
     Bm25Settings,
@@ -34,6 +35,10 @@ from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
 
+# Coarse progress of a training, as a fraction: the training set is built (queries encoded, candidates
+# retrieved), then the adapter is fitted and calibrated; the swap that follows is the end (1.0).
+PROGRESS_SET_BUILT, PROGRESS_FITTED = 0.2, 0.95
+
 
 class SearchEngine:
     """Works on a data directory whose DataDirLock the caller holds."""
@@ -51,6 +56,7 @@ class SearchEngine:
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
+        self.training_jobs = TrainingJobs()
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
@@ -154,11 +160,20 @@ class SearchEngine:
 
     # --- relevance --------------------------------------------------------------------------
 
+    def check_judgments(self, name: str, examples: Sequence[TrainingExample]) -> None:
+        """Fails (InvalidInput naming them) when a judged id is not in the collection: before any work."""
+        resolve_ids(self.collection(name), examples)
+
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
-                        family: Family | None) -> CosineAdapter:
-        """Fits this collection's own adapter on its own candidates and swaps it in; searches go on."""
+                        family: Family | None, *, progress: Callable[[float], None] | None = None) -> CosineAdapter:
+        """Fits this collection's own adapter on its own candidates and swaps it in; searches go on.
+
+        `progress`, if given, hears the fraction done (0 to 1) at coarse steps; an exception it raises ends the
+        training, and before the swap it leaves the current adapter in place."""
+        report = progress or (lambda fraction: None)
         collection = self.collection(name)
         data = build_training_set(collection, self.embedder, examples)
+        report(PROGRESS_SET_BUILT)
         try:
             adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
                                           recall_target=recall_target, family=family or self.settings.adapter_family,
@@ -166,6 +181,7 @@ class SearchEngine:
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
+        report(PROGRESS_FITTED)
         collection.set_adapter(adapter)
         return adapter
 
@@ -177,7 +193,8 @@ class SearchEngine:
                 collection.snapshot()
 
     def close(self) -> None:
-        """Snapshots every collection that changed and closes the store."""
+        """Ends the training jobs, snapshots every collection that changed and closes the store."""
+        self.training_jobs.stop()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()
