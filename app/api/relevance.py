@@ -9,7 +9,6 @@ from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.jobs import Progress, TrainingJob
 from app.engine.judgments import describe_adapter
-from app.errors import SearchServiceError
 from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainRequest
 
 # Larger sets train as a job unless the request asks to wait: their training (every query encoded and
@@ -31,11 +30,6 @@ def _job_view(job: TrainingJob) -> TrainJob:
                                                        details=job.error.details)
     return TrainJob(job=job.id, status=job.status, progress=job.progress, examples=job.examples,
                     started_at=job.started_at, finished_at=job.finished_at, result=job.result, error=error)
-
-
-def _failed(job: TrainingJob) -> SearchServiceError:
-    assert job.error is not None
-    return job.error
 
 
 @router.post("/train", dependencies=[AdminAccess], responses={**error_responses(403), **_CONFLICT, **_ACCEPTED},
@@ -61,8 +55,8 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
     job = engine.training_jobs.start(name, len(examples), work)
     if len(examples) <= MAX_WAITED_EXAMPLES if wait is None else wait:
         job = engine.training_jobs.wait(job)
-        if job.status == "failed":
-            raise _failed(job)
+        if job.error is not None:  # what the job failed with, as if the request had trained itself
+            raise job.error
         assert job.result is not None
         return job.result
     response.status_code = 202

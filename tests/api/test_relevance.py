@@ -257,8 +257,9 @@ def test_bad_input_is_422_before_any_job_starts(client: TestClient) -> None:
 def test_sets_over_the_bound_train_as_a_job_unless_the_client_waits(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     by_topic = _load(client)
-    monkeypatch.setattr(relevance_api, "MAX_WAITED_EXAMPLES", 11)
-    body = {"examples": _examples(by_topic)}  # 12 examples
+    monkeypatch.setattr(relevance_api, "MAX_WAITED_EXAMPLES", 12)
+    pasted = " ".join(TOPICS["astronomy"] * 1_000)[:32_768]  # a training query may be as long as a search's
+    body = {"examples": [*_examples(by_topic), {"query": pasted, "relevant_ids": by_topic["astronomy"]}]}
     response = client.post("/v1/collections/topics/relevance/train", json=body)
     assert response.status_code == 202, response.text
     assert _finished(client, response.headers["location"])["status"] == "done"
