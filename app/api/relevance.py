@@ -9,6 +9,7 @@ from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.jobs import Progress, TrainingJob
 from app.engine.judgments import describe_adapter
+from app.errors import CollectionNotFound
 from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainRequest
 
 # Larger sets train as a job unless the request asks to wait: their training (every query encoded and
@@ -46,10 +47,21 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
           ) -> dict[str, Any]:
     examples = [example.to_engine() for example in body.examples]
     engine.check_judgments(name, examples)  # unknown ids: a 422 before any work
-    recall_target, family = body.recall_target, body.family
+    recall_target, family, collection = body.recall_target, body.family, engine.collection(name)
+
+    def step(fraction: float, progress: Progress) -> None:
+        if collection.dropped:  # its swap would write the adapter where a new collection of that name reads it
+            raise CollectionNotFound(f"collection {name!r} was dropped during the training")
+        progress(fraction)
 
     def work(progress: Progress) -> dict[str, Any]:
-        adapter = engine.train_relevance(name, examples, recall_target, family, progress=progress)
+        try:
+            adapter = engine.train_relevance(name, examples, recall_target, family,
+                                             progress=lambda fraction: step(fraction, progress))
+        except Exception:
+            if collection.dropped:  # whatever failed, that is why (its indexes were closed under it)
+                raise CollectionNotFound(f"collection {name!r} was dropped during the training") from None
+            raise
         return {"status": "trained", **describe_adapter(adapter)}
 
     job = engine.training_jobs.start(name, len(examples), work)

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import relevance as relevance_api
+from app.engine import engine as engine_module
 from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
@@ -292,3 +293,32 @@ def test_the_job_routes_are_in_the_openapi_document(client: TestClient) -> None:
     schemas = {status: job["responses"][status]["content"]["application/json"]["schema"]["$ref"].rsplit("/")[-1]
                for status in ("200", "404")}
     assert schemas == {"200": "TrainJob", "404": "ErrorBody"}
+
+
+@pytest.mark.parametrize("step", ["build_training_set", "train_and_calibrate"])
+def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """Dropped and created again while its job builds the training set or fits: the job fails before its swap,
+    and the new collection of that name keeps the default adapter (none is written where it would load)."""
+    by_topic = _load(client)
+    building, release = threading.Event(), threading.Event()
+    original = getattr(engine_module, step)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        building.set()
+        assert release.wait(timeout=300)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, step, held)
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    assert response.status_code == 202, response.text
+    try:
+        assert building.wait(timeout=300)
+        assert client.delete("/v1/collections/topics").status_code == 204
+        _load(client)
+    finally:
+        release.set()
+    failed = _finished(client, response.headers["location"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "collection_not_found"
+    assert client.get("/v1/collections/topics/relevance").json()["status"] == "default"
+    assert not any(_engine(client).collection("topics").snapshots.root.glob("adapter*/*"))
