@@ -49,17 +49,11 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
     engine.check_judgments(name, examples)  # unknown ids: a 422 before any work
     recall_target, family, collection = body.recall_target, body.family, engine.collection(name)
 
-    def step(fraction: float, progress: Progress) -> None:
-        if collection.dropped:  # its swap would write the adapter where a new collection of that name reads it
-            raise CollectionNotFound(f"collection {name!r} was dropped during the training")
-        progress(fraction)
-
     def work(progress: Progress) -> dict[str, Any]:
         try:
-            adapter = engine.train_relevance(name, examples, recall_target, family,
-                                             progress=lambda fraction: step(fraction, progress))
+            adapter = engine.train_relevance(name, examples, recall_target, family, progress=progress)
         except Exception:
-            if collection.dropped:  # whatever failed, that is why (its indexes were closed under it)
+            if collection.dropped:  # whatever failed, that is why (its indexes went away under it); no swap
                 raise CollectionNotFound(f"collection {name!r} was dropped during the training") from None
             raise
         return {"status": "trained", **describe_adapter(adapter)}
