@@ -7,12 +7,15 @@
      ├── UnsupportedMediaType          415 unsupported_media_type
      ├── NotFound                      404
      │    ├── CollectionNotFound       404 collection_not_found
-     │    └── DocumentNotFound         404 document_not_found
+     │    ├── DocumentNotFound         404 document_not_found
+     │    └── JobNotFound              404 job_not_found
      ├── Conflict                      409
-     │    └── CollectionConflict       409 collection_conflict
+     │    ├── CollectionConflict       409 collection_conflict
+     │    └── TrainingInProgress       409 training_in_progress
      ├── Unauthorized                  401 unauthorized
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
+     │    └── JobCancelled             503 cancelled (a training job that the service's stop ended)
      └── DataDirLocked                 raised at start when another process holds the data dir
 
 Each carries its HTTP status and machine-readable code as plain class attributes, so this module needs no web
@@ -66,12 +69,22 @@ class DocumentNotFound(NotFound):
     code = "document_not_found"
 
 
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
 class Conflict(SearchServiceError):
     status, code = 409, "conflict"
 
 
 class CollectionConflict(Conflict):
     code = "collection_conflict"
+
+
+class TrainingInProgress(Conflict):
+    """A second training of a collection while its first runs; `details` name the running job."""
+
+    code = "training_in_progress"
 
 
 class Unauthorized(SearchServiceError):
@@ -84,6 +97,10 @@ class Forbidden(SearchServiceError):
 
 class NotReady(SearchServiceError):
     status, code = 503, "not_ready"
+
+
+class JobCancelled(NotReady):
+    code = "cancelled"
 
 
 class DataDirLocked(SearchServiceError):

@@ -1,17 +1,19 @@
 """Request and response models of the HTTP contract (shared/API.md), with every bound on input."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 from app.engine import types
 from app.engine.fusion import Normalization
+from app.engine.jobs import KEEP_FINISHED
+from app.engine.lexical_scoring import MAX_QUERY_TERMS
 from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
 
 MAX_ID_CHARS = 512
 MAX_TITLE_CHARS = 2_000
 MAX_TEXT_CHARS = 100_000
-MAX_QUERY_CHARS = 2_048
+MAX_QUERY_CHARS = 32_768  # a pasted paragraph or page; the encoder reads its window, BM25 its rarest terms
 MAX_METADATA_KEYS = 64
 MAX_METADATA_LIST = 256
 MAX_METADATA_STRING = 2_048
@@ -23,6 +25,10 @@ MAX_FILTER_VALUES = 1_024
 MAX_TRAIN_EXAMPLES = 50_000
 MAX_JUDGED_IDS = 1_000
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_QUERY_DESCRIPTION = (
+    f"up to {MAX_QUERY_CHARS:,} characters. The encoder reads the start of a long query, up to its own window "
+    f"(256 word pieces for the bundled model), and BM25 scores with the query's distinct terms, each counted as "
+    f"often as it occurs: its {MAX_QUERY_TERMS:,} rarest in the collection when it has more")
 
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -183,7 +189,8 @@ class RelevanceOptions(Strict):
 
 
 class SearchRequest(Strict):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
+                     Field(description=_QUERY_DESCRIPTION)]
     k: Int = Field(10, ge=1, le=MAX_K)
     offset: Int = Field(0, ge=0, le=MAX_OFFSET)
     mode: types.Mode = "hybrid"
@@ -226,7 +233,8 @@ class SearchResponse(BaseModel):
 
 
 class TrainingExample(Strict):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
+                     Field(description=_QUERY_DESCRIPTION)]
     relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
     irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
 
@@ -248,3 +256,20 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class TrainJob(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"description": (
+        "A relevance training job. Jobs live in the server's memory: a restart forgets them (a training cut short "
+        f"leaves the adapter it would have replaced), and only the last {KEEP_FINISHED} finished ones are kept.")})
+
+    job: str = Field(description="the job's id")
+    status: Literal["running", "done", "failed"]
+    progress: float = Field(ge=0.0, le=1.0, description="fraction done, at coarse steps; 1.0 once done")
+    examples: int = Field(description="judged queries posted")
+    started_at: float = Field(description="Unix time")
+    finished_at: float | None = Field(None, description="Unix time")
+    result: dict[str, Any] | None = Field(
+        None, description="once done: what a waited-for training answers (held-out metrics and the threshold)")
+    error: ErrorDetail | None = Field(
+        None, description="once failed: why (the error a waited-for training would answer); adapter unchanged")

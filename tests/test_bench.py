@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROWS = [
     "bare SentenceTransformer.encode", "bare single-query encode p50", "POST /documents, text only",
     "bulk load @2K", *(f"{mode} @2K, {n} client" for mode in ("hybrid", "lexical", "dense") for n in (1, 4)),
+    "hybrid @2K, 1 client, 5,000-character queries",
     "hybrid @2K, 1 client, while", "HTTP errors in every query run", "LexicalIndex top-10 p50 @2K",
     "rank_bm25.BM25Okapi top-10 p50",
     "top-10 scores, LexicalIndex vs BM25Okapi", "bm25s", "add 1,000 docs to the 2K index",

@@ -1,25 +1,83 @@
-"""The Cosine Adapter relevance filter of a collection: train it from judgments, inspect it."""
+"""The Cosine Adapter relevance filter of a collection: train it from judgments (as a job), inspect it."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
+from app.engine.jobs import Progress, TrainingJob
 from app.engine.judgments import describe_adapter
-from app.schemas import TrainRequest
+from app.errors import CollectionNotFound
+from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainRequest
+
+# Larger sets train as a job unless the request asks to wait: their training (every query encoded and
+# searched, an ensemble fitted) can outlast the timeouts of clients and proxies in front of the service.
+MAX_WAITED_EXAMPLES = 200
 
 router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"],
                    responses=error_responses(401, 404, 422, 503))
 
+_CONFLICT: dict[int | str, dict[str, Any]] = {409: {
+    "model": ErrorBody, "description": "a training job is running on this collection; `details` name it (`job`)"}}
+_ACCEPTED: dict[int | str, dict[str, Any]] = {202: {
+    "model": TrainJob, "description": "training as a job: poll the job at `Location`",
+    "headers": {"Location": {"description": "the job's URL", "schema": {"type": "string"}}}}}
 
-@router.post("/train", dependencies=[AdminAccess], responses=error_responses(403),
-             summary="Fit the collection's adapter; report held-out metrics and the threshold chosen")
-def train(name: CollectionName, body: TrainRequest, engine: EngineDep) -> dict[str, Any]:
-    adapter = engine.train_relevance(name, [example.to_engine() for example in body.examples], body.recall_target,
-                                     body.family)
-    return {"status": "trained", **describe_adapter(adapter)}
+
+def _job_view(job: TrainingJob) -> TrainJob:
+    error = None if job.error is None else ErrorDetail(code=job.error.code, message=job.error.message,
+                                                       details=job.error.details)
+    return TrainJob(job=job.id, status=job.status, progress=job.progress, examples=job.examples,
+                    started_at=job.started_at, finished_at=job.finished_at, result=job.result, error=error)
+
+
+@router.post("/train", dependencies=[AdminAccess], responses={**error_responses(403), **_CONFLICT, **_ACCEPTED},
+             summary="Fit the collection's adapter: answer its held-out metrics and threshold, or 202 and a job",
+             description=(
+                 "Searches go on with the current adapter until the new one is swapped in, atomically, at the end; "
+                 "a training that fails leaves the current adapter in place. One training at a time per collection "
+                 f"(409). Up to {MAX_WAITED_EXAMPLES} examples the request waits (200); more train as a job (202), "
+                 "unless `wait` says otherwise. Jobs live in the server's memory: a restart forgets them."))
+def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response: Response,
+          wait: Annotated[bool | None, Query(
+              description=f"true: answer 200 with the result once trained; false: answer 202 with a job at once. "
+                          f"Default: wait for at most {MAX_WAITED_EXAMPLES} examples")] = None,
+          ) -> dict[str, Any]:
+    examples = [example.to_engine() for example in body.examples]
+    engine.check_judgments(name, examples)  # unknown ids: a 422 before any work
+    recall_target, family, collection = body.recall_target, body.family, engine.collection(name)
+
+    def work(progress: Progress) -> dict[str, Any]:
+        try:
+            adapter = engine.train_relevance(name, examples, recall_target, family, progress=progress)
+        except Exception:
+            if collection.dropped:  # whatever failed, that is why (its indexes went away under it); no swap
+                raise CollectionNotFound(f"collection {name!r} was dropped during the training") from None
+            raise
+        return {"status": "trained", **describe_adapter(adapter)}
+
+    job = engine.training_jobs.start(name, len(examples), work)
+    if len(examples) <= MAX_WAITED_EXAMPLES if wait is None else wait:
+        job = engine.training_jobs.wait(job)
+        if job.error is not None:  # what the job failed with, as if the request had trained itself
+            raise job.error
+        assert job.result is not None
+        return job.result
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/collections/{name}/relevance/jobs/{job.id}"
+    return _job_view(job).model_dump()
+
+
+@router.get("/jobs/{job_id}", dependencies=[ReadAccess], response_model=TrainJob,
+            responses={404: {"model": ErrorBody, "description": "unknown collection, or no such job on it "
+                                                                "(a restart forgets jobs)"}},
+            summary="A training job: its status, progress and, once finished, its result or error")
+def get_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, max_length=64)],
+            engine: EngineDep) -> TrainJob:
+    engine.collection(name)  # an unknown collection is a 404 of its own
+    return _job_view(engine.training_jobs.get(name, job_id))
 
 
 @router.get("", dependencies=[ReadAccess], summary="The adapter in use (default or trained)")

@@ -126,6 +126,18 @@ def rounded(vectors: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(vectors, np.float32), VECTOR_DECIMALS).astype(np.float32)
 
 
+def make_long_queries(sentences: list[str], n: int, chars: int, seed: int) -> list[str]:
+    """Pasted-paragraph queries: random sentences run together, cut at exactly `chars` characters."""
+    rng, queries = random.Random(seed), list[str]()
+    for _ in range(n):
+        parts, size = list[str](), 0
+        while size < chars:
+            parts.append(rng.choice(sentences))
+            size += len(parts[-1]) + 1
+        queries.append(" ".join(parts)[:chars])
+    return queries
+
+
 def make_queries(sentences: list[str], n: int, seed: int) -> list[str]:
     """Query-like phrases: 2-6 consecutive words of random sentences, each with some non-stop word."""
     from app.engine.tokenizer import Tokenizer

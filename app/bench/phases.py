@@ -22,6 +22,7 @@ from app.client import SearchClient
 MODES = ("hybrid", "lexical", "dense")
 CLIENTS = (1, 4)
 COLLECTION = "bench"
+LONG_QUERY_CHARS = 5_000  # a pasted paragraph (queries may be up to 32,768 characters)
 
 
 def progress(message: str) -> None:
@@ -77,6 +78,7 @@ class SizeFigures:
     batch: int  # documents a bulk-load request
     encode_p50s: list[float] = field(default_factory=list)  # bare query encode per round, ms
     runs: dict[tuple[str, int], list[LoadResult]] = field(default_factory=dict)  # one per round
+    long_runs: list[LoadResult] = field(default_factory=list)  # hybrid, 1 client, LONG_QUERY_CHARS queries
     during_load: LoadResult | None = None  # hybrid, 1 client, while a loader re-posts documents
     reposted: int = 0  # documents re-posted meanwhile
     shutdown_s: float = 0.0  # SIGTERM to exit, with the snapshot of every index
@@ -85,7 +87,8 @@ class SizeFigures:
     @property
     def errors(self) -> int:
         during = self.during_load.errors if self.during_load else 0
-        return during + sum(run.errors for runs in self.runs.values() for run in runs)
+        long = sum(run.errors for run in self.long_runs)
+        return during + long + sum(run.errors for runs in self.runs.values() for run in runs)
 
 
 @dataclass
@@ -101,10 +104,11 @@ def _rotate(items: list[str], start: int, count: int) -> list[str]:
     return [items[(start + i) % len(items)] for i in range(count)]
 
 
-def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[str], plan: LoadPlan,
-               work: Path) -> SizeFigures:
+def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[str], long_queries: list[str],
+               plan: LoadPlan, work: Path) -> SizeFigures:
     """A fresh server: RSS empty, bulk load with vectors, RSS loaded, then rounds of every mode at every
-    concurrency, each round beside a bare query-encode sample; then a clean stop (SIGTERM)."""
+    concurrency and of long hybrid queries, each round beside a bare query-encode sample; then a clean stop
+    (SIGTERM)."""
     with BenchServer(work / f"size-{size}", work, encoder.threads) as server:
         server.start()
         server.client.create_collection(COLLECTION)
@@ -125,6 +129,8 @@ def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[st
                     run = query_load(server.url, COLLECTION, queries, {"mode": mode, "k": 10}, clients,
                                      plan.requests, plan.seconds, offset=r * plan.requests)
                     figures.runs.setdefault((mode, clients), []).append(run)
+            figures.long_runs.append(query_load(server.url, COLLECTION, long_queries, {"mode": "hybrid", "k": 10}, 1,
+                                                plan.requests, plan.seconds, offset=r * plan.requests))
             progress(f"{size} docs: round {r + 1}/{plan.rounds} done")
         searches_during_load(server.url, corpus, queries, plan, figures)
         figures.shutdown_s = server.stop()

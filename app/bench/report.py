@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from app.bench.inprocess import DenseFigures, LexicalFigures
 from app.bench.measures import median
-from app.bench.phases import CLIENTS, MODES, IngestFigures, SizeFigures
+from app.bench.phases import CLIENTS, LONG_QUERY_CHARS, MODES, IngestFigures, SizeFigures
 
 INGEST_TARGET, RANK_TARGET, BM25S_TARGET, ADD_TARGET_S, RECALL_TARGET = 0.9, 50.0, 2.0, 1.0, 0.95
 
@@ -87,6 +87,12 @@ def _query_rows(sizes: list[SizeFigures]) -> list[Row]:
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, {qps:.1f} QPS",
                     f"p50 {vs_encode:.2f}x, QPS {qps_encode:.2f}x bare encode; p50 {p50 / base_p50:.2f}x, "
                     f"QPS {qps / base_qps:.2f}x @{size_label(base.size)}"))
+        if fig.long_runs:
+            p50, p99 = (median([getattr(r, a) for r in fig.long_runs]) for a in ("p50", "p99"))
+            ordinary = median([r.p50 for r in fig.runs[("hybrid", 1)]])
+            rows.append(Row("query", f"hybrid @{label}, 1 client, {LONG_QUERY_CHARS:,}-character queries",
+                            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                            f"p50 {p50 / ordinary:.2f}x the ordinary hybrid p50"))
         if fig.during_load is not None:
             run, idle = fig.during_load, median([r.p50 for r in fig.runs[("hybrid", 1)]])
             rows.append(Row("query", f"hybrid @{label}, 1 client, while {fig.reposted} docs are re-posted",

@@ -10,10 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bench.corpus import NOISE_SIGMA, extend, make_queries, real_documents, rounded, stdlib_sentences
+from app.bench.corpus import (
+    NOISE_SIGMA,
+    extend,
+    make_long_queries,
+    make_queries,
+    real_documents,
+    rounded,
+    stdlib_sentences,
+)
 from app.bench.inprocess import dense_recall, document_tokens, lexical_vs_peers
 from app.bench.measures import BareEncoder
-from app.bench.phases import LoadPlan, encoder_and_ingest, progress, restart_phase, size_phase
+from app.bench.phases import LONG_QUERY_CHARS, LoadPlan, encoder_and_ingest, progress, restart_phase, size_phase
 from app.bench.report import MemoryModel, build_rows, render, size_label
 from app.engine.tokenizer import Tokenizer
 from app.settings import Settings
@@ -30,6 +38,7 @@ class BenchConfig:
     per_pair: int = 256  # ... of this many texts (one ingest batch): short pairs, less drift inside one
     real_docs: int = 3072  # distinct texts with real vectors; the rest derive from them
     queries: int = 300
+    long_queries: int = 50  # of LONG_QUERY_CHARS characters: pasted paragraphs
     requests: int = 400  # per query run, at most ...
     seconds: float = 8.0  # ... and for at most this long
     sample: int = 40  # bare single-query encodes each round
@@ -42,8 +51,8 @@ class BenchConfig:
     @classmethod
     def quick(cls, sizes: list[int] | None = None) -> "BenchConfig":
         """Tiny: a smoke test of every row in a minute or two, not a measurement."""
-        return cls(sizes=sizes or list(QUICK_SIZES), pairs=3, per_pair=16, real_docs=48, queries=60, requests=30,
-                   seconds=0.8, sample=8, rank_queries=20, batch=500, restarts=1)
+        return cls(sizes=sizes or list(QUICK_SIZES), pairs=3, per_pair=16, real_docs=48, queries=60, long_queries=10,
+                   requests=30, seconds=0.8, sample=8, rank_queries=20, batch=500, restarts=1)
 
 
 def _lexical_size(sizes: list[int]) -> int:
@@ -79,6 +88,7 @@ def _run(config: BenchConfig) -> str:
         sentences = stdlib_sentences()
         real = real_documents(sentences, config.real_docs, config.seed)
         queries = make_queries(sentences, config.queries, config.seed + 1)
+        long_queries = make_long_queries(sentences, config.long_queries, LONG_QUERY_CHARS, config.seed + 3)
         progress(f"{len(sentences)} sentences, {config.real_docs} real documents; loading the encoder")
         encoder = BareEncoder(settings.model_path(), threads, settings.encode_batch_size)
         ingest, timed = encoder_and_ingest(encoder, real, queries, config.per_pair, config.pairs, config.sample,
@@ -91,7 +101,7 @@ def _run(config: BenchConfig) -> str:
         lex_size, extra = _lexical_size(sizes), config.rounds * 1000
         corpus = extend(real, max(max(sizes), lex_size + extra), config.seed + 2)
         plan = LoadPlan(config.rounds, config.requests, config.seconds, config.sample, config.batch)
-        figures = [size_phase(encoder, corpus, size, queries, plan, work) for size in sizes]
+        figures = [size_phase(encoder, corpus, size, queries, long_queries, plan, work) for size in sizes]
         restart_phase(figures[-1], queries, config.restarts, threads, work)
         progress(f"lexical index against rank-bm25 and bm25s at {lex_size} documents")
         tokens = document_tokens(corpus, lex_size + extra)
@@ -117,6 +127,7 @@ def _run(config: BenchConfig) -> str:
              f"Corpus: {len(sentences)} standard-library docstring sentences recombined into 100-200-word "
              f"documents; {config.real_docs} real MiniLM vectors, the rest those + Gaussian noise with the real "
              f"vectors' covariance ({NOISE_SIGMA} rms a dimension), re-normalised. "
-             f"Queries: {config.queries} phrases of 2-6 words of those sentences; k=10, "
+             f"Queries: {config.queries} phrases of 2-6 words of those sentences, and {config.long_queries} of "
+             f"{LONG_QUERY_CHARS:,} characters (random sentences run together); k=10, "
              f"relevance filter on (the default).")
     return render(rows, title)

@@ -167,9 +167,12 @@ class Collection:
             raise CollectionNotFound(f"collection {self.name!r} was deleted")
 
     def set_adapter(self, adapter: CosineAdapter) -> None:
-        """Persists a trained adapter beside the snapshots, then swaps it in for new searches."""
-        SnapshotDir(self.snapshots.root / "adapter").publish(adapter.save)
-        self.adapter = adapter
+        """Persists a trained adapter beside the snapshots, then swaps it in for new searches; CollectionNotFound
+        once the collection is dropped (a drop takes the write lock, then removes the folder)."""
+        with self.lock.read():  # the save takes milliseconds
+            self._check_live()  # else the adapter would land where a new collection of this name loads its own
+            SnapshotDir(self.snapshots.root / "adapter").publish(adapter.save)
+            self.adapter = adapter
 
     # --- snapshots --------------------------------------------------------------------------
 

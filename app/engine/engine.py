@@ -2,7 +2,7 @@
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +14,8 @@ from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
-from app.engine.judgments import TrainingSet, build_training_set
+from app.engine.jobs import TrainingJobs
+from app.engine.judgments import TrainingSet, build_training_set, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
 from app.engine.types import (
     Bm25Settings,
@@ -40,6 +41,10 @@ log = logging.getLogger("app.engine")
 # PR-AUC a collection's own adapter must gain over the default on its judgments to replace it (a noise margin).
 SELECTION_MARGIN = 0.01
 
+# Coarse progress of a training, as a fraction: the training set is built (queries encoded, candidates
+# retrieved), then the adapter is fitted and calibrated; the swap that follows is the end (1.0).
+PROGRESS_SET_BUILT, PROGRESS_FITTED = 0.2, 0.95
+
 
 class SearchEngine:
     """Works on a data directory whose DataDirLock the caller holds."""
@@ -58,6 +63,7 @@ class SearchEngine:
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
+        self.training_jobs = TrainingJobs()
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
@@ -177,13 +183,23 @@ class SearchEngine:
 
     # --- relevance --------------------------------------------------------------------------
 
+    def check_judgments(self, name: str, examples: Sequence[TrainingExample]) -> None:
+        """Fails (InvalidInput naming them) when a judged id is not in the collection: before any work."""
+        resolve_ids(self.collection(name), examples)
+
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
-                        family: Family | None) -> CosineAdapter:
+                        family: Family | None, *, progress: Callable[[float], None] | None = None) -> CosineAdapter:
         """Fits this collection's own adapter on its own candidates, warm-started from the default (or the
         fallback), keeps whichever of that fine-tuned adapter and the default recalibrated on these judgments
-        does better out of sample, and swaps it in; searches go on. The choice is in info["selection"]."""
+        does better out of sample, fits its fusion the same way, and swaps them in; searches go on. The choices
+        are in info["selection"] and info["fusion_selection"].
+
+        `progress`, if given, hears the fraction done (0 to 1) at coarse steps; an exception it raises ends the
+        training, and before the swap it leaves the current adapter in place."""
+        report = progress or (lambda fraction: None)
         collection = self.collection(name)
         data = build_training_set(collection, self.embedder, examples)
+        report(PROGRESS_SET_BUILT)
         base = self.default_adapter or self.fallback_adapter
         warm = base is not None and family in (None, base.family)
         try:
@@ -197,6 +213,7 @@ class SearchEngine:
         fitted, adapter.info["fusion_selection"] = fit_fusion(data.fusion_cases, self.settings.search_defaults)
         adapter.fusion = None if fitted is None else describe_fusion(fitted)
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
+        report(PROGRESS_FITTED)
         collection.set_adapter(adapter)
         return adapter
 
@@ -231,7 +248,8 @@ class SearchEngine:
                 collection.snapshot()
 
     def close(self) -> None:
-        """Snapshots every collection that changed and closes the store."""
+        """Ends the training jobs, snapshots every collection that changed and closes the store."""
+        self.training_jobs.stop()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()

@@ -11,6 +11,11 @@ import numpy as np
 
 from app.engine.postings import Segment
 
+# A query scores with at most this many distinct terms, its rarest: a pasted paragraph (32,768 characters
+# are allowed) can hold thousands, and each costs a posting run in every segment and a pass in top-k, while
+# the common ones it drops carry little idf. An ordinary query has far fewer and scores exactly as rank_bm25.
+MAX_QUERY_TERMS = 1_024
+
 
 class _Run(NamedTuple):
     seg: Segment
@@ -18,6 +23,17 @@ class _Run(NamedTuple):
     lo: int
     hi: int
     term: int  # the term's id: a term has a run in each segment that holds it
+
+
+def _splits(n_terms: int) -> list[int]:
+    """How many of the rarest terms MaxScore tries to settle the top k with: each try re-scores those terms'
+    postings, so every count up to 16 (as many as an ordinary query has), then doubling: a pasted paragraph's
+    hundreds of rare terms would otherwise cost hundreds of tries (~90 ms at 300 terms, ~5 ms exhaustive)."""
+    splits, split = list(range(1, min(n_terms, 17))), 32
+    while split < n_terms:
+        splits.append(split)
+        split *= 2
+    return splits
 
 
 class LexicalScoring:
@@ -50,20 +66,29 @@ class LexicalScoring:
             self._avg_idf = (self._version, value)  # one assignment: concurrent readers stay consistent
         return value
 
-    def _runs(self, query: Sequence[str]) -> list[_Run]:
-        """Posting runs of the query's indexed terms, by segment, then in query order."""
+    def _query_terms(self, query: Sequence[str]) -> list[tuple[int, int]]:
+        """(term id, multiplicity) of the query's indexed terms in query order: its MAX_QUERY_TERMS rarest
+        (lowest document frequency, ties to the earlier term) when it has more."""
         if isinstance(query, str):
             raise TypeError("query must be a token sequence, not str")
+        terms = [(tid, count) for term, count in Counter(query).items()
+                 if (tid := self._vocab.get(term)) is not None and self._df[tid]]
+        if len(terms) > MAX_QUERY_TERMS:
+            df = self._df[np.fromiter((tid for tid, _ in terms), np.int64, count=len(terms))]
+            rarest = np.sort(np.argsort(df, kind="stable")[:MAX_QUERY_TERMS])
+            terms = [terms[i] for i in rarest.tolist()]
+        return terms
+
+    def _runs(self, query: Sequence[str]) -> list[_Run]:
+        """Posting runs of the query's indexed terms (see `_query_terms`), by segment, then in query order."""
         n, tids, weights = len(self._slot_of), list[int](), list[float]()
-        for term, count in Counter(query).items():
-            tid = self._vocab.get(term)
-            df = 0 if tid is None else int(self._df[tid])
-            if tid is not None and df:
-                idf = math.log(n - df + 0.5) - math.log(df + 0.5)
-                if idf < 0:  # rank_bm25 floors terms in over half the documents at a share of the mean
-                    idf = self.epsilon * self._average_idf(n)
-                tids.append(tid)
-                weights.append(idf * count * (self.k1 + 1))
+        for tid, count in self._query_terms(query):
+            df = int(self._df[tid])
+            idf = math.log(n - df + 0.5) - math.log(df + 0.5)
+            if idf < 0:  # rank_bm25 floors terms in over half the documents at a share of the mean
+                idf = self.epsilon * self._average_idf(n)
+            tids.append(tid)
+            weights.append(idf * count * (self.k1 + 1))
         runs = []
         for seg in self._segments if tids else []:
             pos = np.minimum(np.searchsorted(seg.terms, tids), len(seg.terms) - 1)
@@ -147,7 +172,7 @@ class LexicalScoring:
         for group in groups:
             top_tf = max(int(r.seg.tfs[r.lo : r.hi].max()) for r in group)
             bounds.append(group[0].weight * top_tf / (top_tf + floor) * (1 + 1e-9))
-        for split in range(1, len(groups)):
+        for split in _splits(len(groups)):
             if 4 * sum(sizes[:split]) > sum(sizes):  # not rare enough to be worth a try
                 break
             rest = sum(bounds[split:])

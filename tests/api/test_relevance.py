@@ -1,12 +1,19 @@
-"""The relevance filter through the API: probabilities on hits, per-request control, training a collection's own."""
+"""The relevance filter through the API: probabilities on hits, per-request control, training a collection's own
+(waited for or as a job)."""
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api import relevance as relevance_api
+from app.engine import engine as engine_module
 from app.engine.collection import Collection
+from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
 from tests.conftest import AppFactory
 from tests.helpers import ids, search
@@ -169,3 +176,170 @@ def test_another_encoder_gets_the_dimension_free_fallback_adapter(make_client: A
         relevant = search(client, "galaxies and supernovae", "topics", k=16)
         assert relevant["hits"] and all(hit["relevance"] is not None for hit in relevant["hits"])
         assert search(client, "qwxzvbn plorktam", "topics", k=16)["hits"] == []
+
+
+# --- training as a job ---------------------------------------------------------------------------
+
+
+def _engine(client: TestClient) -> SearchEngine:
+    engine: SearchEngine = client.app.state.engine  # type: ignore[attr-defined]
+    return engine
+
+
+def _finished(client: TestClient, location: str) -> dict[str, Any]:
+    """The job at `location` once it has finished: waits on the job's own event, then reads it over HTTP."""
+    job_id = location.rsplit("/", 1)[1]
+    engine = _engine(client)
+    job = engine.training_jobs.get("topics", job_id)
+    assert job.finished.wait(timeout=300)
+    response = client.get(location)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@contextmanager
+def _held_swap(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(fitted, release): a training sets `fitted` once its adapter is fitted and waits for `release` before
+    swapping it in. Released on the way out, so that no test leaves a training blocked."""
+    fitted, release = threading.Event(), threading.Event()
+    swap = Collection.set_adapter
+
+    def held(self: Collection, adapter: CosineAdapter) -> None:
+        fitted.set()
+        assert release.wait(timeout=300)
+        swap(self, adapter)
+
+    monkeypatch.setattr(Collection, "set_adapter", held)
+    try:
+        yield fitted, release
+    finally:
+        release.set()
+
+
+def test_a_job_trains_while_searches_go_on_and_swaps_its_adapter_in_at_the_end(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    by_topic = _load(client)
+    before = client.get("/v1/collections/topics/relevance").json()
+    with _held_swap(monkeypatch) as (fitted, release):
+        response = client.post("/v1/collections/topics/relevance/train?wait=false",
+                               json={"examples": _examples(by_topic), "recall_target": 0.9})
+        assert response.status_code == 202, response.text
+        started = response.json()
+        location = response.headers["location"]
+        assert location == f"/v1/collections/topics/relevance/jobs/{started['job']}"
+        assert started["status"] == "running" and started["result"] is None and started["error"] is None
+        assert started["examples"] == 12
+        assert fitted.wait(timeout=300)
+        # Fitted but not swapped in: the job runs, searches answer with the adapter in use, a second training
+        # is refused and names the running job.
+        running = client.get(location).json()
+        assert running["status"] == "running" and 0.0 < running["progress"] < 1.0 and running["result"] is None
+        for query in ("stock market", "exploding stars", "bread"):
+            assert client.post("/v1/collections/topics/search", json={"query": query}).status_code == 200
+        assert client.get("/v1/collections/topics/relevance").json() == before
+        second = client.post("/v1/collections/topics/relevance/train", json={"examples": _examples(by_topic)})
+        assert second.status_code == 409
+        assert second.json()["error"]["code"] == "training_in_progress"
+        assert second.json()["error"]["details"] == [{"job": started["job"]}]
+        release.set()
+        done = _finished(client, location)
+    assert done["status"] == "done" and done["progress"] == 1.0 and done["error"] is None
+    assert done["result"]["status"] == "trained" and done["result"]["recall_target"] == 0.9
+    after = client.get("/v1/collections/topics/relevance").json()
+    assert after["status"] == "trained" and after["threshold"] == done["result"]["threshold"]
+    assert search(client, "stock market", "topics", relevance={})["hits"]  # searches go on with the new one
+
+
+def test_a_job_that_fails_says_why_and_leaves_the_adapter(client: TestClient) -> None:
+    by_topic = _load(client)
+    before = client.get("/v1/collections/topics/relevance").json()
+    too_few = {"examples": [{"query": "bread", "relevant_ids": by_topic["cooking"]}]}
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json=too_few)
+    assert response.status_code == 202, response.text
+    failed = _finished(client, response.headers["location"])
+    assert failed["status"] == "failed" and failed["result"] is None
+    assert failed["error"]["code"] == "invalid_input" and failed["error"]["message"]
+    assert client.get("/v1/collections/topics/relevance").json() == before
+    # The same set, waited for, is the 422 it always was; and a new job may start once one has failed.
+    waited = client.post("/v1/collections/topics/relevance/train?wait=true", json=too_few)
+    assert waited.status_code == 422 and waited.json()["error"]["message"] == failed["error"]["message"]
+
+
+def test_bad_input_is_422_before_any_job_starts(client: TestClient) -> None:
+    by_topic = _load(client)
+    bad = {"examples": [{"query": "bread", "relevant_ids": ["cooking-0", "no-such-doc"]}]}
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json=bad)
+    assert response.status_code == 422 and response.json()["error"]["details"] == [{"unknown_ids": ["no-such-doc"]}]
+    assert _engine(client).training_jobs.running("topics") is None
+    assert client.post("/v1/collections/topics/relevance/train?wait=maybe",
+                       json={"examples": _examples(by_topic)}).status_code == 422
+
+
+def test_sets_over_the_bound_train_as_a_job_unless_the_client_waits(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    by_topic = _load(client)
+    monkeypatch.setattr(relevance_api, "MAX_WAITED_EXAMPLES", 12)
+    pasted = " ".join(TOPICS["astronomy"] * 1_000)[:32_768]  # a training query may be as long as a search's
+    body = {"examples": [*_examples(by_topic), {"query": pasted, "relevant_ids": by_topic["astronomy"]}]}
+    response = client.post("/v1/collections/topics/relevance/train", json=body)
+    assert response.status_code == 202, response.text
+    assert _finished(client, response.headers["location"])["status"] == "done"
+    waited = client.post("/v1/collections/topics/relevance/train?wait=true", json=body)
+    assert waited.status_code == 200 and waited.json()["status"] == "trained"
+
+
+def test_unknown_jobs_and_collections_are_404(client: TestClient) -> None:
+    by_topic = _load(client)
+    unknown = client.get("/v1/collections/topics/relevance/jobs/0123456789abcdef")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "job_not_found"
+    response = client.post("/v1/collections/topics/relevance/train?wait=false",
+                           json={"examples": _examples(by_topic)})
+    job = response.json()["job"]
+    client.put("/v1/collections/other")
+    elsewhere = client.get(f"/v1/collections/other/relevance/jobs/{job}")
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "job_not_found"
+    no_collection = client.get(f"/v1/collections/nope/relevance/jobs/{job}")
+    assert no_collection.status_code == 404 and no_collection.json()["error"]["code"] == "collection_not_found"
+    _finished(client, response.headers["location"])
+
+
+def test_the_job_routes_are_in_the_openapi_document(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    train = paths["/v1/collections/{name}/relevance/train"]["post"]
+    assert {"200", "202", "409", "422"} <= set(train["responses"])
+    assert "Location" in train["responses"]["202"]["headers"]
+    assert any(p["name"] == "wait" and p["in"] == "query" for p in train["parameters"])
+    job = paths["/v1/collections/{name}/relevance/jobs/{job_id}"]["get"]
+    schemas = {status: job["responses"][status]["content"]["application/json"]["schema"]["$ref"].rsplit("/")[-1]
+               for status in ("200", "404")}
+    assert schemas == {"200": "TrainJob", "404": "ErrorBody"}
+
+
+@pytest.mark.parametrize("step", ["build_training_set", "train_and_calibrate"])
+def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """Dropped and created again while its job builds the training set or fits: the job fails before its swap,
+    and the new collection of that name keeps the default adapter (none is written where it would load)."""
+    by_topic = _load(client)
+    building, release = threading.Event(), threading.Event()
+    original = getattr(engine_module, step)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        building.set()
+        assert release.wait(timeout=300)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, step, held)
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    assert response.status_code == 202, response.text
+    try:
+        assert building.wait(timeout=300)
+        assert client.delete("/v1/collections/topics").status_code == 204
+        _load(client)
+    finally:
+        release.set()
+    failed = _finished(client, response.headers["location"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "collection_not_found"
+    assert client.get("/v1/collections/topics/relevance").json()["status"] == "default"
+    assert not any(_engine(client).collection("topics").snapshots.root.glob("adapter*/*"))

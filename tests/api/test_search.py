@@ -1,5 +1,7 @@
 """Search: modes, fusion, filters, paging, explain, and bad requests."""
 
+import itertools
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -94,7 +96,7 @@ def test_explain_reports_both_retrievers(animals: TestClient) -> None:
 
 
 @pytest.mark.parametrize("body", [
-    {"query": ""}, {"query": "x" * 5000}, {"query": "x", "k": 0}, {"query": "x", "k": 100000},
+    {"query": ""}, {"query": "x" * 32_769}, {"query": "x", "k": 0}, {"query": "x", "k": 100000},
     {"query": "x", "mode": "sparse"}, {"query": "x", "fusion": {"method": "max"}},
     {"query": "x", "fusion": {"alpha": 1.5}}, {"query": "x", "offset": -1},
     {"query": "x", "k": True}, {"query": "x", "k": "5"}, {"query": "x", "k": 2.5},
@@ -131,3 +133,32 @@ def test_unfiltered_lexical_search_skips_the_encoder(animals: TestClient) -> Non
     assert lexical and all(hit["relevance"] is None and hit["explain"]["cosine"] is None for hit in lexical)
     hybrid = search(animals, "salmon", relevance=off)["hits"]
     assert hybrid and all(isinstance(hit["relevance"], float) for hit in hybrid)  # still reported, not applied
+
+
+def _long_query(chars: int) -> str:
+    """A pasted page: the topic first, then thousands of distinct filler words, exactly `chars` long."""
+    words, size = ["rocket engine thrust propellant"], len("rocket engine thrust propellant")
+    for i in itertools.count():
+        word = f"filler{i}"
+        if size + 1 + len(word) > chars:
+            break
+        words.append(word)
+        size += 1 + len(word)
+    return " ".join(words).ljust(chars, "x")
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical", "dense"])
+def test_a_query_of_32768_characters_is_answered(animals: TestClient, mode: str) -> None:
+    query = _long_query(32_768)
+    assert len(query) == 32_768
+    result = search(animals, query, mode=mode, relevance={"enabled": True})
+    unfiltered = search(animals, query, mode=mode, relevance=OFF)
+    assert ids(unfiltered)[0] == "rocket"  # the encoder reads the start; BM25 the terms the collection holds
+    assert set(ids(result)) <= set(ids(unfiltered))
+
+
+def test_a_query_of_32769_characters_is_422(animals: TestClient) -> None:
+    response = animals.post("/v1/collections/animals/search", json={"query": _long_query(32_769)})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["details"][0]["loc"] == ["body", "query"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from app.engine import lexical, postings
+from app.engine import lexical, lexical_scoring, postings
 from app.engine.lexical import LexicalIndex
 from app.engine.tokenizer import Tokenizer
 from tests.helpers import stdlib_docstrings
@@ -289,3 +289,36 @@ def test_load_refuses_damaged_snapshots(tmp_path: Path, damage: Callable[[Path],
 def test_load_of_a_missing_directory_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         LexicalIndex.load(tmp_path / "nope")
+
+
+def test_a_query_with_more_distinct_terms_than_the_bound_scores_with_its_rarest() -> None:
+    """1,024 terms in at most one document each, 76 in 30 or more: the common ones are dropped, every kept
+    term counts as often as the query repeats it, and tokens no document holds take no place in the bound."""
+    assert lexical_scoring.MAX_QUERY_TERMS == 1_024
+    n_docs, rare, common = 200, [f"rare{j}" for j in range(1_024)], [f"common{k}" for k in range(76)]
+    docs: list[list[str]] = [[] for _ in range(n_docs)]
+    for j, term in enumerate(rare):
+        docs[j % n_docs].append(term)
+    for k, term in enumerate(common):
+        for d in range(30 + k):
+            docs[d].append(term)
+    index = LexicalIndex()
+    index.upsert(list(range(n_docs)), docs)
+    rng = random.Random(5)
+    query = [*rare, *rare[:40], *common, *common[:3], *common[:3], *(f"unknown{i}" for i in range(300))]
+    rng.shuffle(query)
+    kept = [t for t in query if t.startswith("rare")]
+    labels = np.arange(n_docs, dtype=np.int64)
+    expected = BM25Okapi(docs, k1=index.k1, b=index.b, epsilon=index.epsilon).get_scores(kept)
+    np.testing.assert_allclose(index.scores(query, labels), expected, rtol=0, atol=1e-6)
+    got_labels, got_scores = index.top_k(query, n_docs)
+    assert sorted(got_labels.tolist()) == list(range(n_docs))  # every document holds a rare term
+    np.testing.assert_allclose(got_scores, expected[got_labels], atol=1e-6)
+    # Not what the whole query would score: the common terms were dropped, not just reordered.
+    everything = BM25Okapi(docs, k1=index.k1, b=index.b, epsilon=index.epsilon).get_scores(query)
+    assert np.abs(everything - expected).max() > 1.0
+    # At the bound itself nothing is dropped.
+    at_bound = [*rare[:1_000], *common[:24]]
+    np.testing.assert_allclose(
+        index.scores(at_bound, labels),
+        BM25Okapi(docs, k1=index.k1, b=index.b, epsilon=index.epsilon).get_scores(at_bound), rtol=0, atol=1e-6)
