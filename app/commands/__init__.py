@@ -72,7 +72,7 @@ def add_commands(commands: Any) -> None:
     load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
     load.add_argument("--progress-file", help="where to record progress (default: PATH.progress.json beside the "
                                               "input, or beside a BEIR folder's corpus.jsonl)")
-    load.set_defaults(func=_ingest)
+    load.set_defaults(func=_ingest, extra=None)
 
     find = commands.add_parser("search", help="search a running server and print the hits as a table")
     _remote(find)
@@ -82,4 +82,4 @@ def add_commands(commands: Any) -> None:
     find.add_argument("--all", action="store_true", help="relevance filter off: show what it would filter out")
     find.add_argument("--highlight", action="store_true",
                       help="ask for highlighted fragments of title and text (a server with highlights)")
-    find.set_defaults(func=_search)
+    find.set_defaults(func=_search, extra=None)

@@ -8,7 +8,7 @@ def test_create_is_idempotent_and_conflicts_on_other_settings(client: TestClient
     assert client.put("/v1/collections/books").status_code == 200
     same = client.put("/v1/collections/books", json={"hnsw": {"m": 32, "ef_construction": 200, "ef_search": 512}})
     assert same.status_code == 200
-    other = client.put("/v1/collections/books", json={"bm25": {"k1": 1.2, "b": 0.75}})
+    other = client.put("/v1/collections/books", json={"bm25": {"k1": 0.9, "b": 0.4}})
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "collection_conflict"
 

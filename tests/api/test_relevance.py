@@ -173,9 +173,11 @@ def test_another_encoder_gets_the_dimension_free_fallback_adapter(make_client: A
         _load(client)
         relevance = client.get("/v1/collections/topics/relevance").json()
         assert relevance["status"] == "fallback" and relevance["dimension"] == 0 and relevance["inputs"] == ["stats"]
-        relevant = search(client, "galaxies and supernovae", "topics", k=16)
+        on = {"enabled": True}
+        relevant = search(client, "galaxies and supernovae", "topics", k=16, relevance=on)
         assert relevant["hits"] and all(hit["relevance"] is not None for hit in relevant["hits"])
-        assert search(client, "qwxzvbn plorktam", "topics", k=16)["hits"] == []
+        assert relevant["filtered_out"] > 0
+        assert search(client, "qwxzvbn plorktam", "topics", k=16, relevance=on)["hits"] == []
 
 
 # --- training as a job ---------------------------------------------------------------------------
