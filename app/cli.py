@@ -93,9 +93,22 @@ def _train_adapter(args: argparse.Namespace) -> int:
     report: dict[str, Any] = train_default_adapter(
         datasets, Path(args.out), Path(args.data_dir) if args.data_dir else None, family=args.family,
         recall_target=args.recall_target, inputs=tuple(args.inputs.split(",")), folds=args.folds,
-        repeats=args.repeats, fallback_out=Path(args.fallback_out) if args.fallback_out else None)
+        repeats=args.repeats, fallback_out=Path(args.fallback_out) if args.fallback_out else None,
+        fit=_fit_settings(args))
     print(json.dumps(report, indent=1))
     return 0
+
+
+def _fit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"hidden": args.hidden, "steps": args.steps, "val_fraction": args.val_fraction}
+
+
+def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    # The shipped default was trained with --hidden 32 --steps 300 --val-fraction 0 (README).
+    parser.add_argument("--hidden", type=int, default=64, help="hidden units of each network")
+    parser.add_argument("--steps", type=int, default=600, help="full-batch steps (at most, with a validation split)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="queries held out of each network's fit to stop it early (0: train every step)")
 
 
 def _lodo(args: argparse.Namespace) -> int:
@@ -104,7 +117,7 @@ def _lodo(args: argparse.Namespace) -> int:
     datasets = [(Path(p), split or "test") for p, _, split in (item.partition(":") for item in args.dataset)]
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-lodo-"))
     results = leave_one_domain_out(datasets, data_dir, inputs=tuple(args.inputs.split(",")), folds=args.folds,
-                                   repeats=args.repeats)
+                                   repeats=args.repeats, fit=_fit_settings(args))
     text = json.dumps(results, indent=1)
     if args.json:
         Path(args.json).write_text(text)
@@ -156,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--fallback-out", help="also write the stats-only adapter (any encoder) to this folder")
     train.add_argument("--folds", type=int, default=5)
     train.add_argument("--repeats", type=int, default=3, help="networks (seeds) a fold")
+    _add_fit_arguments(train)
     train.add_argument("--out", default="config/adapter", help="folder to write the adapter to")
     train.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
     train.add_argument("--family", default=DEFAULT_FAMILY, choices=get_args(Family),
@@ -171,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     lodo.add_argument("--folds", type=int, default=3)
     lodo.add_argument("--repeats", type=int, default=1)
     lodo.add_argument("--json", help="also write the figures to this JSON file")
+    _add_fit_arguments(lodo)
     lodo.set_defaults(func=_lodo, extra=None)
 
     bench = commands.add_parser("bench", help="benchmark a real server over HTTP and the indexes against peers")

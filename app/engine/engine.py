@@ -198,7 +198,7 @@ class SearchEngine:
         training, and before the swap it leaves the current adapter in place."""
         report = progress or (lambda fraction: None)
         collection = self.collection(name)
-        data = build_training_set(collection, self.embedder, examples)
+        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
         report(PROGRESS_SET_BUILT)
         base = self.default_adapter or self.fallback_adapter
         warm = base is not None and family in (None, base.family)

@@ -9,9 +9,10 @@ import numpy as np
 from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder
+from app.engine.fusion import rank_by
 from app.engine.fusion_fit import FusionCase
 from app.engine.relevance import CosineAdapter
-from app.engine.types import SearchQuery, TrainingExample
+from app.engine.types import SearchDefaults, SearchQuery, TrainingExample
 from app.errors import InvalidInput
 
 # The filter is measured on, and so trained on, the top-100 candidates of each retriever.
@@ -40,9 +41,11 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
 
 
 def build_training_set(collection: Collection, embedder: Embedder, examples: Sequence[TrainingExample],
-                       depth: int = TRAINING_DEPTH) -> TrainingSet:
-    """For each query: its hybrid top-`depth` candidates plus the documents judged irrelevant, with raw
-    cosines and lexical evidence; label 1 for relevant ids, 0 for the rest.
+                       defaults: SearchDefaults = SearchDefaults(), depth: int = TRAINING_DEPTH) -> TrainingSet:
+    """For each query: its top-`depth` hits as the default hybrid search ranks them (fused with `defaults`)
+    plus the documents judged irrelevant, with raw cosines and lexical evidence; label 1 for relevant ids, 0
+    for the rest. (Over each retriever's whole top-`depth` instead, the deep lexical- or dense-only candidates
+    that a search never shows outnumber the ones it does.)
 
     A relevant document the retrievers did not bring up is left out: the filter never sees it, and counting
     it would push the threshold for a recall target down to where no real candidate list reaches.
@@ -52,13 +55,14 @@ def build_training_set(collection: Collection, embedder: Embedder, examples: Seq
     cosines, labels, lexical, stats = [], [], [], []
     cases: list[FusionCase] = []
     for ex, query in zip(examples, query_embs, strict=True):
-        request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", fusion_method="convex", candidates=depth,
+        request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", candidates=depth,
                               relevance_enabled=False)
         tokens = collection.tokenizer(ex.query)
         with collection.lock.read():
             candidates = hybrid.retrieve(collection, request, tokens, query, depth)
+            shown = candidates.labels[rank_by(hybrid.fuse(candidates, request, defaults), candidates.labels)[:depth]]
             judged = np.asarray([labels_of[i] for i in ex.irrelevant_ids], dtype=np.int64)
-            pool = np.union1d(candidates.labels, judged)
+            pool = np.union1d(shown, judged)
             pool_cosines = collection.dense.vectors(pool) @ query
             pool_bm25 = collection.lexical.scores(tokens, pool)
         stats.append(hybrid.candidate_stats(candidates, len(tokens)))

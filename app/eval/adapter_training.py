@@ -52,7 +52,8 @@ def collect(client: SearchClient, datasets: Sequence[tuple[Path, str]], nonwords
         ensure_corpus(client, collection_name, corpus)
         collection = engine.collection(collection_name)
         junk = [TrainingExample(query=q, relevant_ids=()) for q in nonword_queries(nonwords, NONWORD_SEED)]
-        parts.append(build_training_set(collection, engine.embedder, [*examples, *junk]))
+        parts.append(build_training_set(collection, engine.embedder, [*examples, *junk],
+                                        engine.settings.search_defaults))
         groups += [name] * len(examples) + ["non-words"] * len(junk)
         sources += [name] * (len(examples) + len(junk))
         described.append(f"{name} {split} ({len(examples)} judged queries)")
@@ -78,7 +79,8 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
                           family: Family = DEFAULT_FAMILY, recall_target: float = DEFAULT_RECALL_TARGET,
                           inputs: tuple[str, ...] = ("embedding", "stats"), threads: int = 2,
                           nonwords: int = TRAINING_NONWORDS, folds: int = 5, repeats: int = 3,
-                          fallback_out: Path | None = None, seed: int = 0) -> dict[str, Any]:
+                          fallback_out: Path | None = None, seed: int = 0,
+                          fit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ingests each corpus, collects each judged query's hybrid top-100 candidates (and those of random
     non-word queries, all irrelevant), fits and calibrates an adapter on them with every dataset weighing the
     same (thresholds out of fold), and writes it to `out`; with `fallback_out`, also the adapter that reads
@@ -95,7 +97,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
         adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
                                       stats=data.stats, inputs=spec_inputs, groups=groups, family=family,
                                       recall_target=recall_target, folds=folds, repeats=repeats, seed=seed,
-                                      threads=threads, progress=True)
+                                      threads=threads, progress=True, **(fit or {}))
         adapter.info["trained_on"] = trained_on
         _save(adapter, path)
         reports[str(path)] = describe_adapter(adapter)

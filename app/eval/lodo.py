@@ -79,23 +79,25 @@ def _measure(adapter: Any, held: TrainingSet, junk: TrainingSet, target: float) 
 
 def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *,
                          inputs: tuple[str, ...] = ("embedding", "stats"), folds: int = 3, repeats: int = 1,
-                         recall_target: float = DEFAULT_RECALL_TARGET, threads: int = 2) -> dict[str, Any]:
+                         recall_target: float = DEFAULT_RECALL_TARGET, threads: int = 2,
+                         fit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per left-out dataset, the figures of an adapter trained without it (see the module docstring)."""
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         data, groups, sources, _ = collect(client, datasets, TRAINING_NONWORDS, seed=0)
         engine = engine_of(client)
         junk = {name: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
-                                         [TrainingExample(q, ()) for q in nonword_queries(NONWORD_QUERIES, 0)])
+                                         [TrainingExample(q, ()) for q in nonword_queries(NONWORD_QUERIES, 0)],
+                                         engine.settings.search_defaults)
                 for name in dict.fromkeys(sources)}
     results = {}
     for held_out in dict.fromkeys(sources):
-        fit = [i for i, s in enumerate(sources) if s != held_out]
+        others = [i for i, s in enumerate(sources) if s != held_out]
         held = [i for i, (s, g) in enumerate(zip(sources, groups, strict=True)) if s == held_out and g != "non-words"]
-        train = _subset(data, fit)
+        train = _subset(data, others)
         adapter = train_and_calibrate(train.query_embs, train.cosines, train.labels, lexical=train.lexical,
-                                      stats=train.stats, inputs=inputs, groups=[groups[i] for i in fit],
+                                      stats=train.stats, inputs=inputs, groups=[groups[i] for i in others],
                                       family=DEFAULT_FAMILY, recall_target=recall_target, folds=folds,
-                                      repeats=repeats, threads=threads)
+                                      repeats=repeats, threads=threads, **(fit or {}))
         results[held_out] = _measure(adapter, _subset(data, held), junk[held_out], recall_target)
         print(held_out, results[held_out], flush=True)
     return results
