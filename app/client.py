@@ -44,7 +44,7 @@ class Hit(TypedDict):
     text: str
     metadata: dict[str, Any]
     explain: NotRequired[dict[str, Any] | None]
-    highlights: NotRequired[dict[str, list[str]]]
+    highlights: NotRequired[dict[str, list[str]] | None]  # null unless asked for
 
 
 class SearchResult(TypedDict):
@@ -52,7 +52,7 @@ class SearchResult(TypedDict):
     total: int
     filtered_out: int
     took_ms: float
-    facets: NotRequired[dict[str, list[dict[str, Any]]]]
+    facets: NotRequired[dict[str, list[dict[str, Any]]] | None]  # null unless asked for
 
 
 class UpsertResult(TypedDict):

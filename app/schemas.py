@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 from app.engine import types
+from app.engine.facets import MAX_FACET_VALUES
 from app.engine.fusion import Normalization
 from app.engine.jobs import KEEP_FINISHED
 from app.engine.lexical_scoring import MAX_QUERY_TERMS
@@ -24,6 +25,8 @@ MAX_CANDIDATES = types.MAX_CANDIDATES
 MAX_FILTER_VALUES = 1_024
 MAX_TRAIN_EXAMPLES = 50_000
 MAX_JUDGED_IDS = 1_000
+MAX_FACET_FIELDS = 16
+MAX_BOOSTS = 16
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _QUERY_DESCRIPTION = (
     f"up to {MAX_QUERY_CHARS:,} characters. The encoder reads the start of a long query, up to its own window "
@@ -178,6 +181,42 @@ class InFilter(Strict):
 
 
 FilterCondition = Scalar | InFilter | RangeFilter
+Filter = Annotated[dict[MetadataKey, FilterCondition], Field(max_length=MAX_METADATA_KEYS)]
+
+
+def _conditions(conditions: dict[str, FilterCondition]) -> dict[str, types.FilterCondition]:
+    return {key: condition.to_engine() if isinstance(condition, InFilter | RangeFilter) else types.Equals(condition)
+            for key, condition in conditions.items()}
+
+
+_HIGHLIGHT = types.Highlight()
+
+
+class HighlightOptions(Strict):
+    fields: Annotated[list[types.HighlightField], Field(min_length=1, max_length=2)] = list(_HIGHLIGHT.fields)
+    fragment_chars: Annotated[int, types.FRAGMENT_CHARS, JsonInteger] = Field(
+        _HIGHLIGHT.fragment_chars, description="most characters of the original text a fragment shows, cut at "
+        "word boundaries (the marks and the '… ' and ' …' around a fragment cut from a longer text come on top)")
+    fragments: Annotated[int, types.FRAGMENTS, JsonInteger] = Field(
+        _HIGHLIGHT.fragments, description="most fragments a field gets, best first (most distinct query terms, "
+        "then most matched words, then earliest); a field with no matched word gets its leading fragment")
+
+    def to_engine(self) -> types.Highlight:
+        return types.Highlight(tuple(dict.fromkeys(self.fields)), self.fragment_chars, self.fragments)
+
+
+class Boost(Strict):
+    filter: Annotated[Filter, Field(min_length=1, description="as the search's `filter`")]
+    weight: Annotated[Number, types.BOOST_WEIGHT] = Field(description=(
+        "added to the score of each hit whose metadata matches the filter. Boosted, a score is the fused score "
+        "on a [0, 1] scale plus the weights that match: convex scores as they are (tm2c2 and minmax lie in "
+        "[0, 1], zscore's are in standard deviations), RRF's divided by the most a hit can get, 2 / (rrf_k + 1), "
+        "so 1 means first in both lists; lexical-only and dense-only scores normalised by tm2c2 (the best "
+        "candidate has 1). Boosts reorder the hits that pass the relevance filter; they never change a hit's "
+        "relevance or which hits pass"))
+
+    def to_engine(self) -> types.Boost:
+        return types.Boost(_conditions(self.filter), self.weight)
 
 
 class RelevanceOptions(Strict):
@@ -196,20 +235,32 @@ class SearchRequest(Strict):
     mode: types.Mode = "hybrid"
     fusion: Fusion = Fusion()
     candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES), JsonInteger] | None = None
-    filter: Annotated[dict[MetadataKey, FilterCondition], Field(max_length=MAX_METADATA_KEYS)] | None = None
+    filter: Filter | None = None
     relevance: RelevanceOptions = RelevanceOptions()
-    explain: bool = False
+    explain: bool = Field(False, description=(
+        "each hit then carries how it was scored; with boosts, `before_boost` (the fused score on the boosts' "
+        "scale) and `boost` (the weights that matched), whose sum is the hit's score"))
+    highlight: HighlightOptions | None = Field(None, description=(
+        "each hit then carries `highlights`: fragments of the named fields with the query's terms, as BM25 "
+        "analyses them, in <mark>; HTML-escaped outside the marks"))
+    facets: Annotated[list[MetadataKey], Field(max_length=MAX_FACET_FIELDS, description=(
+        f"metadata keys to count values of. The answer's `facets` then counts, for each key, the documents "
+        f"carrying each value among all `total` hits: every candidate that passed the metadata filter and the "
+        f"relevance filter (all pages, not only this one; not the candidates filtered out). A list counts each "
+        f"of its elements. Most frequent first, ties by value; at most {MAX_FACET_VALUES} values a key"))] = []
+    boosts: Annotated[list[Boost], Field(max_length=MAX_BOOSTS, description=(
+        "favour hits whose metadata match a filter; see `weight`"))] = []
 
     def to_engine(self) -> types.SearchQuery:
-        conditions = None if self.filter is None else {
-            key: condition.to_engine() if isinstance(condition, InFilter | RangeFilter) else types.Equals(condition)
-            for key, condition in self.filter.items()}
+        conditions = None if self.filter is None else _conditions(self.filter)
         fusion, relevance = self.fusion, self.relevance
         return types.SearchQuery(
             query=self.query, k=self.k, offset=self.offset, mode=self.mode, fusion_method=fusion.method,
             alpha=fusion.alpha, normalization=fusion.normalization, rrf_k=fusion.rrf_k, candidates=self.candidates,
             filter=conditions, relevance_enabled=relevance.enabled, threshold=relevance.threshold,
-            recall_target=relevance.recall_target, explain=self.explain)
+            recall_target=relevance.recall_target, explain=self.explain,
+            highlight=None if self.highlight is None else self.highlight.to_engine(),
+            facets=tuple(dict.fromkeys(self.facets)), boosts=tuple(b.to_engine() for b in self.boosts))
 
 
 class Hit(BaseModel):
@@ -220,6 +271,14 @@ class Hit(BaseModel):
     text: str
     metadata: dict[str, Any] = {}
     explain: dict[str, Any] | None = None
+    highlights: dict[types.HighlightField, list[str]] | None = Field(None, description=(
+        "when asked for: fragments of each highlighted field that has text, best first, the query's terms in "
+        "<mark> and everything else HTML-escaped, so a page may insert them as HTML"))
+
+
+class FacetValue(BaseModel):
+    value: bool | int | float | str
+    count: int = Field(ge=1, description="hits (documents) carrying the value")
 
 
 class SearchResponse(BaseModel):
@@ -227,6 +286,10 @@ class SearchResponse(BaseModel):
     total: int
     filtered_out: int
     took_ms: float
+    facets: dict[str, list[FacetValue]] | None = Field(None, description=(
+        f"when asked for: for each requested key, its values among all `total` hits (every candidate that passed "
+        f"the metadata and relevance filters, on every page) with the number of those hits carrying each; a "
+        f"list-valued field counts each element. Most frequent first, ties by value, at most {MAX_FACET_VALUES}"))
 
 
 # --- relevance ----------------------------------------------------------------------------------

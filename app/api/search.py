@@ -8,7 +8,7 @@ from app.api.deps import EngineDep, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, locate
 from app.errors import InvalidInput
-from app.schemas import Hit, SearchRequest, SearchResponse
+from app.schemas import FacetValue, Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
 # Where each engine query field comes from in the body, for the errors the engine raises about one.
@@ -24,10 +24,12 @@ def search(name: CollectionName, body: SearchRequest, engine: EngineDep, request
     except InvalidInput as exc:
         raise locate(exc, _LOCATIONS) from None
     hits = [Hit(id=h.row.id, score=h.score, relevance=h.relevance, title=h.row.title, text=h.row.text,
-                metadata=h.row.metadata, explain=h.explain) for h in outcome.hits]
+                metadata=h.row.metadata, explain=h.explain, highlights=h.highlights) for h in outcome.hits]
+    facets = None if outcome.facets is None else {
+        key: [FacetValue(**value) for value in values] for key, values in outcome.facets.items()}
     request.app.state.metrics.observe_search(name, outcome.total + outcome.filtered_out, outcome.filtered_out,
                                              len(hits))
     answer = SearchResponse(hits=hits, total=outcome.total, filtered_out=outcome.filtered_out,
-                            took_ms=round((time.perf_counter() - start) * 1000, 3))
+                            took_ms=round((time.perf_counter() - start) * 1000, 3), facets=facets)
     # Serialised once, by pydantic: through response_model FastAPI would dump, re-validate and encode it again.
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 
 from app.engine.collection import Collection
-from app.engine.fusion import convex_fusion, rank_by, rrf_fusion
+from app.engine.facets import count_facets
+from app.engine.fusion import DENSE_FLOOR, convex_fusion, normalize, rank_by, rrf_fusion
+from app.engine.highlight import highlight
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance.adapter import query_stats
 from app.engine.types import SearchDefaults, SearchQuery
@@ -24,6 +26,7 @@ class ScoredHit:
     score: float
     relevance: float | None
     explain: dict[str, Any] | None
+    highlights: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -31,6 +34,7 @@ class SearchOutcome:
     hits: list[ScoredHit]
     total: int
     filtered_out: int
+    facets: dict[str, list[dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -107,6 +111,29 @@ def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults)
     return convex_fusion(candidates.bm25, candidates.cosine, alpha, request.normalization or defaults.normalization)
 
 
+def boost_base(candidates: Candidates, scores: np.ndarray, request: SearchQuery, defaults: SearchDefaults
+               ) -> np.ndarray:
+    """The fused scores on the scale boosts are added to, so that a weight means the same for every method:
+    convex scores as they are (tm2c2 and minmax lie in [0, 1]; zscore's are in standard deviations); RRF's over
+    the most a candidate can get, 1 / (rrf_k + 1) from each retriever, so in [0, 1] with 1 for first in both;
+    lexical-only and dense-only scores normalised by tm2c2 as convex fusion normalises them."""
+    if request.mode == "lexical" or candidates.cosine is None:
+        return normalize(candidates.bm25, "tm2c2", 0.0)
+    if request.mode == "dense":
+        return normalize(candidates.cosine, "tm2c2", DENSE_FLOOR)
+    if (request.fusion_method or defaults.method) == "rrf":
+        return scores * ((request.rrf_k or defaults.rrf_k) + 1) / 2
+    return scores
+
+
+def boost_weights(collection: Collection, labels: np.ndarray, request: SearchQuery) -> np.ndarray:
+    """Each candidate's sum of the weights of the boosts whose filter its metadata matches."""
+    total = np.zeros(len(labels), dtype=np.float64)
+    for boost in request.boosts:
+        total += boost.weight * np.isin(labels, collection.store.filter_labels(collection.name, boost.filter))
+    return total
+
+
 @dataclass
 class Relevance:
     """The ranked candidates that pass the relevance filter, every candidate's probability of relevance
@@ -145,9 +172,10 @@ def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: Sear
 
 
 def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, relevance: Relevance,
-            adapter: CosineAdapter | None, query: np.ndarray | None, stats: np.ndarray | None = None
-            ) -> list[dict[str, Any]]:
+            adapter: CosineAdapter | None, query: np.ndarray | None, stats: np.ndarray | None = None,
+            boosts: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """How each candidate on the page was scored: both retrievers' scores and ranks, the fused score, the
+    boost added to it (with `boosts`: the normalised fused score and the weights, whose sum is the score), the
     adapter's map for this query and the candidate's margin over the threshold."""
     adapter_explain = None
     if adapter is not None and query is not None:
@@ -159,6 +187,7 @@ def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, releva
         "cosine": None if candidates.cosine is None else float(candidates.cosine[i]),
         "dense_rank": int(candidates.dense_rank[i]) or None,
         "fused": float(scores[i]),
+        **({} if boosts is None else {"before_boost": float(boosts[0][i]), "boost": float(boosts[1][i])}),
         "adapter": adapter_explain,
         "threshold": threshold,
         "margin": None if threshold is None or probabilities is None else float(probabilities[i] - threshold),
@@ -171,16 +200,33 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
     tokens = collection.tokenizer(request.query)
     with collection.lock.read():
         candidates = retrieve(collection, request, tokens, query, depth, beside)
-        scores = fuse(candidates, request, defaults)
+        fused = fuse(candidates, request, defaults)
+        boosts = None
+        if request.boosts:
+            boosts = boost_base(candidates, fused, request, defaults), boost_weights(collection, candidates.labels,
+                                                                                    request)
+        scores = fused if boosts is None else boosts[0] + boosts[1]
         stats = candidate_stats(candidates, len(tokens)) if adapter is not None and adapter.uses_stats else None
         relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats)
         page = relevance.order[request.offset:request.offset + request.k]
-        rows = collection.store.get_by_labels(collection.name, candidates.labels[page].tolist())
-    explanations = explain(candidates, scores, page, relevance, adapter, query, stats) if request.explain else None
+        # Facets count every hit that passed (what the pages hold), so then every passing row is read.
+        wanted = relevance.order if request.facets else page
+        rows = collection.store.get_by_labels(collection.name, candidates.labels[wanted].tolist())
+    explanations = explain(candidates, fused, page, relevance, adapter, query, stats, boosts) \
+        if request.explain else None
     probabilities = relevance.probabilities
     hits = [ScoredHit(rows[int(candidates.labels[i])], float(scores[i]),
                       None if probabilities is None else float(probabilities[i]),
                       None if explanations is None else explanations[n])
             for n, i in enumerate(page)]
+    if request.highlight is not None:
+        terms, options = frozenset(tokens), request.highlight
+        for hit in hits:
+            fields: dict[str, str | None] = {name: getattr(hit.row, name) for name in options.fields}
+            hit.highlights = highlight(fields, terms, collection.tokenizer.spans, options.fragment_chars,
+                                       options.fragments)
+    facets = None
+    if request.facets:
+        facets = count_facets((rows[int(label)].metadata for label in candidates.labels[wanted]), request.facets)
     passed = len(relevance.order)
-    return SearchOutcome(hits, total=passed, filtered_out=len(candidates.labels) - passed)
+    return SearchOutcome(hits, total=passed, filtered_out=len(candidates.labels) - passed, facets=facets)

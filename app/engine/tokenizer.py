@@ -58,6 +58,21 @@ class Tokenizer:
             words = list(self._stemmer().stemWords(words))
         return words
 
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, term) of each word of `text` that yields a term, with the analysis of __call__: what
+        highlighting marks. A word whose lower case splits in two (rare: "İ") gives the term of its first part."""
+        found: list[tuple[int, int, str]] = []
+        for match in _WORD.finditer(text):
+            parts = _WORD.findall(match.group().lower())
+            if self.stopwords:
+                parts = [w for w in parts if w not in ENGLISH_STOPWORDS]
+            if parts:
+                found.append((match.start(), match.end(), parts[0]))
+        if self.stem and found:
+            stems = self._stemmer().stemWords([term for _, _, term in found])
+            found = [(start, end, stem) for (start, end, _), stem in zip(found, stems, strict=True)]
+        return found
+
     def config(self) -> dict[str, object]:
         """JSON-able description; an index must be queried with the tokenizer it was built with."""
         return {

@@ -21,6 +21,9 @@ BM25_K1 = Interval(ge=0.0, le=10.0)
 BM25_B = Interval(ge=0.0, le=1.0)
 ALPHA = Interval(ge=0.0, le=1.0)
 MAX_CANDIDATES = 2_000
+FRAGMENT_CHARS = Interval(ge=20, le=1_000)
+FRAGMENTS = Interval(ge=1, le=10)
+BOOST_WEIGHT = Interval(ge=-1.0, le=1.0)
 
 # Read by pydantic when it validates these dataclasses (in the settings): unknown keys are an error.
 _FORBID_EXTRA: dict[str, Any] = {"extra": "forbid"}
@@ -109,6 +112,29 @@ class Range:
 FilterCondition = Equals | In | Range
 
 
+# --- what a search may ask for besides its hits ---------------------------------------------
+
+HighlightField = Literal["title", "text"]
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """Which fields of each hit to highlight, how long a fragment may be (characters of the original text) and
+    how many fragments a field may get."""
+
+    fields: tuple[HighlightField, ...] = ("title", "text")
+    fragment_chars: Annotated[int, FRAGMENT_CHARS] = 160
+    fragments: Annotated[int, FRAGMENTS] = 2
+
+
+@dataclass(frozen=True)
+class Boost:
+    """Adds `weight` to the (normalised) fused score of every candidate whose metadata matches `filter`."""
+
+    filter: Mapping[str, FilterCondition]
+    weight: float
+
+
 # --- queries and writes -------------------------------------------------------------------------
 
 
@@ -131,6 +157,9 @@ class SearchQuery:
     threshold: float | None = None
     recall_target: float | None = None
     explain: bool = False
+    highlight: Highlight | None = None
+    facets: tuple[str, ...] = ()
+    boosts: tuple[Boost, ...] = ()
 
 
 @dataclass(frozen=True)

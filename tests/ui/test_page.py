@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs Chromium and ChromeDriver: run scripts/install-browser (apt-get install chromium chromium-driver)")
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium: ./scripts/setup dev")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -71,6 +72,8 @@ def test_search_page_finds_explains_and_unfilters(live_server: Server, browser: 
     # The hostile document is shown as text; nothing of it ran or became markup.
     assert "Cats <i>in</i> markup" in titles
     assert not browser.find_elements(By.CSS_SELECTOR, "#hits img, #hits script, #hits .title i")
+    # The service's own highlights: the query's terms marked, the hostile markup still only text.
+    assert "Cats" in [mark.text for mark in browser.find_elements(By.CSS_SELECTOR, "#hits .title mark")]
     assert browser.title == "Hybrid search"
 
     details = filtered[0].find_element(By.CSS_SELECTOR, "details.explain")
@@ -113,7 +116,9 @@ def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server
         client.create_collection("ui-facets")
         client.ingest("ui-facets", ANIMALS)
     browser.get(f"{live_server.url}/ui/")
-    wait = WebDriverWait(browser, 20)
+    # A facet click re-renders the hits (more than once when two searches answer): a hit read mid-render is
+    # stale, so the waits read again.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
     picker = Select(browser.find_element(By.ID, "collection"))
     wait.until(lambda d: "ui-facets" in [o.get_attribute("value") for o in picker.options])
     picker.select_by_value("ui-facets")

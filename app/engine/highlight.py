@@ -1,0 +1,99 @@
+"""Highlighted fragments of a hit's text: the query's terms in <mark>, everything else HTML-escaped.
+
+Terms match with the collection's own analysis (the tokenizer BM25 uses), so a query for "fractures" marks
+"fracture" and stop words are never marked. A fragment is a window of at most `fragment_chars` characters of
+the original text, cut at word boundaries, with "… " before and " …" after when the text goes on. The best
+fragments come first: the most distinct query terms, then the most matched words, then the earliest. A text
+with no matched word gets its leading fragment.
+"""
+
+import html
+import re
+from collections import Counter
+from collections.abc import Callable, Collection
+
+ELLIPSIS = "…"
+_WORD_CHAR = re.compile(r"\w")
+
+Spans = Callable[[str], list[tuple[int, int, str]]]
+
+
+def _is_word(char: str) -> bool:
+    return bool(_WORD_CHAR.match(char))
+
+
+def _snap(text: str, start: int, end: int) -> tuple[int, int]:
+    """Moves the window's edges inward off any word they cut, then off the whitespace they leave."""
+    while 0 < start < end and _is_word(text[start - 1]) and _is_word(text[start]):
+        start += 1
+    while start < end < len(text) and _is_word(text[end - 1]) and _is_word(text[end]):
+        end -= 1
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _render(text: str, start: int, end: int, marks: list[tuple[int, int]]) -> str:
+    out, at = [ELLIPSIS + " "] if start > 0 else [], start
+    for mark_start, mark_end in marks:
+        if mark_start < start or mark_end > end:
+            continue
+        out.append(html.escape(text[at:mark_start]))
+        out.append("<mark>" + html.escape(text[mark_start:mark_end]) + "</mark>")
+        at = mark_end
+    out.append(html.escape(text[at:end]))
+    if end < len(text):
+        out.append(" " + ELLIPSIS)
+    return "".join(out)
+
+
+def _windows(text: str, matched: list[tuple[int, int, str]], size: int) -> list[tuple[tuple[int, int, int], int, int]]:
+    """For each matched word, the window starting there: ((distinct terms, words, -start), start, end), the
+    window widened around its matches to `size` characters."""
+    windows = []
+    last, counts = 0, Counter[str]()
+    for first, (start, _, _) in enumerate(matched):
+        while last < len(matched) and (last <= first or matched[last][1] - start <= size):
+            counts[matched[last][2]] += 1
+            last += 1
+        # matched[first:last] fit in the window; centre them in it
+        end = matched[last - 1][1]
+        slack = size - (end - start)
+        low = max(0, min(start - slack // 2, len(text) - size))
+        windows.append(((len(counts), last - first, -start), low, min(len(text), low + size)))
+        counts[matched[first][2]] -= 1
+        if not counts[matched[first][2]]:
+            del counts[matched[first][2]]
+    return windows
+
+
+def fragments(text: str, terms: Collection[str], spans: Spans, fragment_chars: int, count: int) -> list[str]:
+    """Up to `count` non-overlapping fragments of `text`, best first; the leading fragment when no word matches.
+
+    `spans` gives (start, end, term) of each word that yields a term (Tokenizer.spans)."""
+    if not text:
+        return []
+    matched = [span for span in spans(text) if span[2] in terms]
+    marks = [(start, end) for start, end, _ in matched]
+    if len(text) <= fragment_chars:
+        return [_render(text, 0, len(text), marks)]
+    if not matched:
+        start, end = _snap(text, 0, fragment_chars)
+        return [_render(text, start, end, [])]
+    chosen: list[tuple[int, int]] = []
+    for _, low, high in sorted(_windows(text, matched, fragment_chars), reverse=True):
+        start, end = _snap(text, low, high)
+        if any(start < b and a < end for a, b in chosen):
+            continue
+        chosen.append((start, end))
+        if len(chosen) == count:
+            break
+    return [_render(text, start, end, marks) for start, end in chosen]
+
+
+def highlight(fields: dict[str, str | None], terms: Collection[str], spans: Spans, fragment_chars: int,
+              count: int) -> dict[str, list[str]]:
+    """Fragments of each named field that has text."""
+    return {name: fragments(value, terms, spans, fragment_chars, count) for name, value in fields.items() if value}

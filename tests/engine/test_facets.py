@@ -1,0 +1,33 @@
+"""Facet counts, worked out by hand."""
+
+from app.engine.facets import count_facets
+
+DOCS = [
+    {"tags": ["bone", "vitamin"], "year": 2020, "official": True},
+    {"tags": ["bone", "bone"], "year": 2021},
+    {"tags": ["diet"], "year": 2020, "official": False},
+    {"tags": "bone", "year": 2020.0, "official": 1},
+    {"title": "no tags"},
+]
+
+
+def test_counts_documents_per_value_most_frequent_first_ties_by_value() -> None:
+    assert count_facets(DOCS, ["tags", "year"]) == {
+        # "bone" is in three documents (once each, however often it is listed); diet and vitamin tie at 1.
+        "tags": [{"value": "bone", "count": 3}, {"value": "diet", "count": 1}, {"value": "vitamin", "count": 1}],
+        # 2020 and 2020.0 are the same JSON number.
+        "year": [{"value": 2020, "count": 3}, {"value": 2021, "count": 1}],
+    }
+
+
+def test_booleans_are_not_numbers_and_missing_fields_count_for_nothing() -> None:
+    assert count_facets(DOCS, ["official", "colour"]) == {
+        "official": [{"value": False, "count": 1}, {"value": True, "count": 1}, {"value": 1, "count": 1}],
+        "colour": [],
+    }
+
+
+def test_at_most_limit_values() -> None:
+    docs = [{"n": i % 5} for i in range(12)]  # 0 and 1 three times; 2, 3 and 4 twice
+    assert count_facets(docs, ["n"], limit=3) == {
+        "n": [{"value": 0, "count": 3}, {"value": 1, "count": 3}, {"value": 2, "count": 2}]}

@@ -1,0 +1,61 @@
+"""Highlighted fragments, with expectations worked out by hand."""
+
+from app.engine.highlight import fragments, highlight
+from app.engine.tokenizer import Tokenizer
+
+TOKENIZER = Tokenizer()
+
+
+def terms(query: str) -> frozenset[str]:
+    return frozenset(TOKENIZER(query))
+
+
+def frags(text: str, query: str, chars: int = 160, count: int = 2) -> list[str]:
+    return fragments(text, terms(query), TOKENIZER.spans, chars, count)
+
+
+def test_spans_carry_the_bm25_terms_of_the_words() -> None:
+    assert TOKENIZER.spans("The Fractures of a hip") == [(4, 13, "fractur"), (19, 22, "hip")]
+    text = "Öl-Preise: the RUNNING runners ran, don't they? 3.14 e_mail"
+    assert [term for _, _, term in TOKENIZER.spans(text)] == TOKENIZER(text)
+
+
+def test_a_short_text_is_one_fragment_with_stems_marked_and_stop_words_not() -> None:
+    assert frags("Vitamin D supplements and hip fracture", "fractures of vitamins") == [
+        "<mark>Vitamin</mark> D supplements and hip <mark>fracture</mark>"]
+    assert frags("vitamin D supplements", "vitamin d supplements") == [
+        "<mark>vitamin</mark> D <mark>supplements</mark>"]  # "d" is a stop word: never marked
+
+
+def test_everything_outside_the_marks_is_escaped() -> None:
+    assert frags('<script>alert("x")</script> & cats', "cats script") == [
+        "&lt;<mark>script</mark>&gt;alert(&quot;x&quot;)&lt;/<mark>script</mark>&gt; &amp; <mark>cats</mark>"]
+
+
+def test_no_match_gives_the_leading_fragment_cut_at_a_word() -> None:
+    # 30 characters end right after the second "on"; the text goes on.
+    assert frags("plain text that goes on and on for a while", "unicorn", chars=30) == [
+        "plain text that goes on and on …"]
+
+
+def test_the_densest_window_wins_and_is_centred_on_its_matches() -> None:
+    text = "cat " + "filler " * 10 + "dog cat dog " + "filler " * 10 + "end"
+    # The window at "dog" (74) holds "dog cat dog" (two distinct terms, three words), up to 85: 19 characters
+    # to spare, so it starts 9 earlier, at 65, and ends at 95. 65 cuts the "filler" at 60..66 and 95 the one at
+    # 93..99: the fragment is 67..92.
+    assert frags(text, "cat dog", chars=30, count=1) == ["… filler <mark>dog</mark> <mark>cat</mark> "
+                                                         "<mark>dog</mark> filler …"]
+
+
+def test_fragments_do_not_overlap_and_come_best_first() -> None:
+    text = "cat " + "filler " * 10 + "dog cat dog " + "filler " * 10 + "cat"
+    found = frags(text, "cat dog", chars=30, count=3)
+    assert found == ["… filler <mark>dog</mark> <mark>cat</mark> <mark>dog</mark> filler …",
+                     "<mark>cat</mark> filler filler filler …",
+                     "… filler filler filler <mark>cat</mark>"]
+
+
+def test_highlight_names_each_field_with_text() -> None:
+    fields: dict[str, str | None] = {"title": "Cats", "text": "Cats purr.", "other": None}
+    assert highlight(fields, terms("cat"), TOKENIZER.spans, 160, 2) == {
+        "title": ["<mark>Cats</mark>"], "text": ["<mark>Cats</mark> purr."]}
