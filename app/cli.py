@@ -136,8 +136,8 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    configure_environment()  # before any command imports numpy or torch
+def _parser() -> argparse.ArgumentParser:
+    """Every command, its arguments, its function and the extra it needs."""
     from app.engine.relevance import DEFAULT_FAMILY, DEFAULT_RECALL_TARGET, Family
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     from app.commands import add_commands
 
     add_commands(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_environment()  # before any command imports numpy or torch
+    args = _parser().parse_args(argv)
     # Before any work: evaluate used to ingest a whole corpus for minutes and then die on a missing import.
     missing = missing_extra(args.extra) if args.extra else []
     if missing:

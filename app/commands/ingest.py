@@ -121,7 +121,10 @@ def _server_bad_line(error: ApiError, batch: list[tuple[int, dict[str, Any]]]) -
 def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch: int = 256,
            concurrency: int = 2, resume: bool = True, quiet: bool = False,
            progress_file: Path | None = None) -> int:
-    """Loads PATH; returns the exit status (0 when every line is stored, 1 on a bad line)."""
+    """Loads PATH; returns the exit status (0 when every line is stored, 1 on a bad line).
+
+    Kept as one function past ~60 lines on purpose: the reader, the acknowledgement callback and the error path
+    share the queue of sent lines and the count of stored ones, and split apart they would pass them around."""
     source = Source.at(path)
     progress = Progress(source, url, collection, progress_file)
     done = progress.load() if resume else 0

@@ -12,7 +12,7 @@ from app.engine.engine import SELECTION_MARGIN, SearchEngine
 from app.engine.judgments import TrainingSet
 from app.engine.relevance import CosineAdapter, choose_threshold, fit_adapter, recalibrate, train_and_calibrate
 from app.engine.relevance.adapter import STATS, query_stats
-from app.engine.relevance.training import group_weights
+from app.engine.relevance.inputs import group_weights
 
 
 def test_query_stats_hand_example() -> None:

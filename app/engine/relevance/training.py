@@ -10,7 +10,6 @@ import numpy as np
 from app.engine.relevance.adapter import (
     DEFAULT_FAMILY,
     FAMILIES,
-    STATS,
     WEIGHT_NAMES,
     CosineAdapter,
     softplus_inverse,
@@ -23,6 +22,8 @@ from app.engine.relevance.calibration import (
     filter_metrics,
     fit_logistic,
 )
+from app.engine.relevance.inputs import features as features_of
+from app.engine.relevance.inputs import group_weights, input_spec
 
 if TYPE_CHECKING:
     from app.engine.relevance.descent import Descent
@@ -80,15 +81,6 @@ class _Data(NamedTuple):
         return _Data(self.queries[idx], [self.cosines[i] for i in idx], [self.labels[i] for i in idx],
                      None if self.lexical is None else [self.lexical[i] for i in idx],
                      None if self.weights is None else self.weights[idx])
-
-
-def group_weights(groups: Sequence[str], cosines: list[np.ndarray]) -> np.ndarray:
-    """Per-query weights under which every group (a collection, say) carries the same share of the loss, so
-    a collection with many judged queries does not decide the map for all of them."""
-    names = sorted(set(groups))
-    pairs = {g: sum(x.size for x, h in zip(cosines, groups, strict=True) if h == g) for g in names}
-    total = sum(pairs.values())
-    return np.array([total / (len(names) * pairs[g]) for g in groups], dtype=np.float64)
 
 
 def _checked(query_embs: np.ndarray, cosines: list[np.ndarray], labels: list[np.ndarray], family: str,
@@ -286,8 +278,8 @@ def train_and_calibrate(
         family = start.family
         fit_kwargs = {**fit_kwargs, "hidden": start.hidden, "start": start}
     else:
-        spec = _input_spec(inputs, stats, len(cosines))
-    features = _features(query_embs, stats, spec)
+        spec = input_spec(inputs, stats, len(cosines))
+    features = features_of(query_embs, stats, spec)
     weights = None if groups is None else group_weights(groups, cosines)
     data = _checked(features, cosines, labels, family, lexical, weights)
     n_pos = sum(bool(y.any()) for y in data.labels)
@@ -318,28 +310,6 @@ def recalibrate(adapter: CosineAdapter, probabilities: list[np.ndarray], cosines
     copy = CosineAdapter(adapter.family, adapter.weights, info=dict(adapter.info), **adapter.input_spec())
     copy.calibration = _calibrate(probabilities, data, recall_target, n_folds=0)
     return copy
-
-
-def _input_spec(inputs: tuple[str, ...], stats: np.ndarray | None, n_queries: int) -> dict[str, Any]:
-    """The adapter's input keywords: which inputs, and the STATS' centre and scale over the training queries."""
-    spec: dict[str, Any] = {"inputs": tuple(inputs)}
-    if "stats" not in inputs:
-        return spec
-    if stats is None or np.shape(stats) != (n_queries, len(STATS)) or not np.all(np.isfinite(stats)):
-        raise ValueError(f"an adapter reading stats needs one finite row of {len(STATS)} STATS per query")
-    values = np.asarray(stats, dtype=np.float64)
-    spec.update(stats_center=values.mean(axis=0), stats_scale=np.maximum(values.std(axis=0), 1e-6))
-    return spec
-
-
-def _features(query_embs: np.ndarray, stats: np.ndarray | None, spec: dict[str, Any]) -> np.ndarray:
-    """What the networks are trained on: the rows `CosineAdapter.features` gives at serving time."""
-    parts = []
-    if "embedding" in spec["inputs"]:
-        parts.append(np.asarray(query_embs, dtype=np.float64))
-    if "stats" in spec["inputs"]:
-        parts.append((np.asarray(stats, dtype=np.float64) - spec["stats_center"]) / spec["stats_scale"])
-    return np.hstack(parts)
 
 
 def _cross_fit(
