@@ -3,7 +3,7 @@
     .venv/bin/python scripts/ui_screenshot.py --url http://127.0.0.1:8000 --collection scifact \
         "vitamin D and bone fractures" docs/ui.png
 
-docs/ui.png shows the first 600 documents of SciFact, loaded with `python -m app ingest`.
+docs/ui.png shows SciFact (5,183 documents) with the default adapter and highlights.
 """
 
 import argparse

@@ -78,7 +78,8 @@ function showStatus(message, isError = false) {
 // `highlights` come HTML-escaped outside their <mark>s from the server, so they may be inserted as HTML;
 // anything else is text and goes in as text.
 function fill(element, fragments, text) {
-  if (fragments?.length) element.innerHTML = fragments.join(" … ");
+  // Each fragment carries its own "…" where the field goes on before or after it.
+  if (fragments?.length) element.innerHTML = fragments.join(" ").replaceAll("… …", "…");
   else element.textContent = text;
 }
 
