@@ -3,6 +3,7 @@
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
 from app.engine.facets import MAX_FACET_VALUES
@@ -34,7 +35,11 @@ _QUERY_DESCRIPTION = (
     f"often as it occurs: its {MAX_QUERY_TERMS:,} rarest in the collection when it has more")
 
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# No NUL in a key: SQLite ends a JSON path at it, and a filter on such a key failed with a 500 (fuzz test).
+METADATA_KEY_PATTERN = r"^[^\x00]+$"
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=METADATA_KEY_PATTERN)]
+# pydantic checks a dict's keys but does not write their pattern into the JSON schema: say it there too.
+_KEYS_DOCUMENTED = {"propertyNames": {"pattern": METADATA_KEY_PATTERN}}
 MetadataString = Annotated[str, StringConstraints(max_length=MAX_METADATA_STRING)]
 
 
@@ -123,7 +128,8 @@ class Document(Strict):
     id: DocumentId
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
     title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] | None = None
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)] = {}
+    metadata: Annotated[dict[MetadataKey, MetadataValue],
+                        Field(max_length=MAX_METADATA_KEYS, json_schema_extra=_KEYS_DOCUMENTED)] = {}
     vector: Annotated[list[Number], Field(min_length=1, max_length=MAX_VECTOR_DIM)] | None = None
 
     def to_engine(self) -> types.DocumentInput:
@@ -158,10 +164,20 @@ class Fusion(Strict):
 
 
 class RangeFilter(Strict):
-    gt: Number | MetadataString | None = None
-    gte: Number | MetadataString | None = None
-    lt: Number | MetadataString | None = None
-    lte: Number | MetadataString | None = None
+    # At least one bound, and no null ones, in the schema as in validation: a schema that allowed {} or
+    # {"gt": null} would document as valid what the validator below refuses (the fuzz test found it).
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+    gt: Number | MetadataString | SkipJsonSchema[None] = None
+    gte: Number | MetadataString | SkipJsonSchema[None] = None
+    lt: Number | MetadataString | SkipJsonSchema[None] = None
+    lte: Number | MetadataString | SkipJsonSchema[None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_bounds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(value is None for value in data.values()):
+            raise ValueError("a range bound must be a number or a string, not null")
+        return data
 
     @model_validator(mode="after")
     def _not_empty(self) -> "RangeFilter":
@@ -181,7 +197,8 @@ class InFilter(Strict):
 
 
 FilterCondition = Scalar | InFilter | RangeFilter
-Filter = Annotated[dict[MetadataKey, FilterCondition], Field(max_length=MAX_METADATA_KEYS)]
+Filter = Annotated[dict[MetadataKey, FilterCondition],
+                   Field(max_length=MAX_METADATA_KEYS, json_schema_extra=_KEYS_DOCUMENTED)]
 
 
 def _conditions(conditions: dict[str, FilterCondition]) -> dict[str, types.FilterCondition]:
