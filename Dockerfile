@@ -49,6 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     SEARCH_CONFIG=/app/config/settings.toml \
     SEARCH_ADAPTER_DIR=/app/config/adapter \
+    SEARCH_FALLBACK_ADAPTER_DIR=/app/config/adapter-fallback \
     SEARCH_DATA_DIR=/data \
     SEARCH_HOST=0.0.0.0 \
     SEARCH_PORT=8000
