@@ -15,7 +15,7 @@ from app.engine.embedder import Embedder, document_text, normalise
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.jobs import TrainingJobs
-from app.engine.judgments import TrainingSet, build_training_set, resolve_ids
+from app.engine.judgments import TrainingSet, build_training_set, probabilities, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
 from app.engine.types import (
     Bm25Settings,
@@ -223,9 +223,7 @@ class SearchEngine:
         """The fine-tuned adapter if its out-of-fold PR-AUC beats the base's on the same judgments (which the
         base never saw) by SELECTION_MARGIN, else the base with its thresholds recalibrated on them: a small
         judgment set can then move the threshold but never make the ranking of candidates worse."""
-        probabilities = [base.probabilities(q, c, x, s) for q, c, x, s in
-                         zip(data.query_embs, data.cosines, data.lexical, data.stats, strict=True)]
-        recalibrated = recalibrate(base, probabilities, data.cosines, data.labels, recall_target)
+        recalibrated = recalibrate(base, probabilities(base, data), data.cosines, data.labels, recall_target)
         tuned_auc = tuned.calibration.metrics["pr_auc"] if tuned.calibration else 0.0
         base_auc = recalibrated.calibration.metrics["pr_auc"] if recalibrated.calibration else 0.0
         keep_tuned = tuned_auc > base_auc + SELECTION_MARGIN

@@ -29,6 +29,12 @@ class TrainingSet:
     fusion_cases: list[FusionCase] = field(default_factory=list)  # the same candidates, to fit the fusion on
 
 
+def probabilities(adapter: CosineAdapter, data: TrainingSet) -> list[np.ndarray]:
+    """The adapter's probabilities for every query's candidates in `data`."""
+    return [adapter.probabilities(q, c, x, s)
+            for q, c, x, s in zip(data.query_embs, data.cosines, data.lexical, data.stats, strict=True)]
+
+
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
     """Labels of every judged id; unknown ids are a 422 that names them."""
     wanted = sorted({i for ex in examples for i in (*ex.relevant_ids, *ex.irrelevant_ids)})

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.judgments import TrainingSet, build_training_set
+from app.engine.judgments import TrainingSet, build_training_set, probabilities
 from app.engine.relevance import (
     DEFAULT_FAMILY,
     DEFAULT_RECALL_TARGET,
     average_precision,
-    choose_threshold,
     filter_metrics,
+    kept_at_recall,
     recalibrate,
     train_and_calibrate,
 )
@@ -35,11 +35,6 @@ RECALIBRATION_DRAWS = 5
 def _subset(data: TrainingSet, idx: Sequence[int]) -> TrainingSet:
     return TrainingSet(data.query_embs[list(idx)], [data.cosines[i] for i in idx], [data.labels[i] for i in idx],
                        [data.lexical[i] for i in idx], data.stats[list(idx)])
-
-
-def _probabilities(adapter: Any, data: TrainingSet) -> list[np.ndarray]:
-    return [adapter.probabilities(q, c, x, s)
-            for q, c, x, s in zip(data.query_embs, data.cosines, data.lexical, data.stats, strict=True)]
 
 
 def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], target: float, n: int) -> dict[str, float]:
@@ -63,14 +58,13 @@ def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], targ
 def _measure(adapter: Any, held: TrainingSet, junk: TrainingSet, target: float) -> dict[str, Any]:
     assert adapter.calibration is not None
     threshold = adapter.calibration.threshold
-    probs = _probabilities(adapter, held)
+    probs = probabilities(adapter, held)
     m = filter_metrics(probs, held.labels, threshold)
     pooled_labels = np.concatenate(held.labels)
-    raw_same = choose_threshold(np.concatenate(held.cosines), pooled_labels, min(max(m["recall_kept"], 1e-9), 1.0))
-    junk_kept = filter_metrics(_probabilities(adapter, junk), junk.labels, threshold)["kept_per_query"]
+    junk_kept = filter_metrics(probabilities(adapter, junk), junk.labels, threshold)["kept_per_query"]
     return {
         "target": target, "recall": m["recall_kept"], "kept_per_query": m["kept_per_query"],
-        "raw_cosine_kept_at_that_recall": filter_metrics(held.cosines, held.labels, raw_same)["kept_per_query"],
+        "raw_cosine_kept_at_that_recall": kept_at_recall(held.cosines, held.labels, m["recall_kept"]),
         "pr_auc": m["pr_auc"], "raw_cosine_pr_auc": average_precision(np.concatenate(held.cosines), pooled_labels),
         "nonword_kept_per_query": junk_kept,
         "recalibrated": {n: _recalibrated(adapter, held, probs, target, n) for n in RECALIBRATION_QUERIES},

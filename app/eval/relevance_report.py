@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from app.client import SearchClient
-from app.engine.relevance import DEFAULT_RECALL_TARGET, choose_threshold, filter_metrics, precision_at_recall
+from app.engine.relevance import (
+    DEFAULT_RECALL_TARGET,
+    choose_threshold,
+    filter_metrics,
+    kept_at_recall,
+    precision_at_recall,
+)
 from app.eval.beir import BeirDataset
 from app.eval.runner import run_queries
 
@@ -84,8 +90,7 @@ def relevance_report(client: SearchClient, collection: str, dataset: BeirDataset
     served_recall = kept_relevant / max(found, 1)
     # Raw cosine with one global threshold put where it keeps the same recall on these queries: what the
     # adapter's kept set is measured against ("keep at most half of what raw cosine keeps at that recall").
-    raw_same = choose_threshold(np.concatenate(judged.cosines), pooled_labels, min(max(served_recall, 1e-9), 1.0))
-    raw_kept = filter_metrics(judged.cosines, judged.labels, raw_same)["kept_per_query"]
+    raw_kept = kept_at_recall(judged.cosines, judged.labels, served_recall)
     report = {
         "adapter": {"family": adapter["family"], "status": adapter["status"], "threshold": threshold,
                     "recall_target": target},

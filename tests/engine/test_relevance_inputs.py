@@ -10,7 +10,14 @@ import pytest
 
 from app.engine.engine import SELECTION_MARGIN, SearchEngine
 from app.engine.judgments import TrainingSet
-from app.engine.relevance import CosineAdapter, choose_threshold, fit_adapter, recalibrate, train_and_calibrate
+from app.engine.relevance import (
+    CosineAdapter,
+    choose_threshold,
+    fit_adapter,
+    kept_at_recall,
+    recalibrate,
+    train_and_calibrate,
+)
 from app.engine.relevance.adapter import STATS, query_stats
 from app.engine.relevance.inputs import group_weights
 
@@ -135,3 +142,11 @@ def test_a_judgment_set_that_teaches_something_keeps_the_trained_adapter() -> No
     kept = SearchEngine._better_of(base, tuned, _training_set(q, xs, ys, lex, stats), 0.95)
     assert kept.info["selection"]["kept"] == "trained"
     assert kept is tuned
+
+
+def test_kept_at_recall_hand_example() -> None:
+    """Positives score 0.9, 0.8, 0.1: half of them needs the threshold at 0.8, which keeps one a query."""
+    scores = [np.array([0.9, 0.5, 0.1]), np.array([0.8, 0.2])]
+    labels = [np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.0])]
+    assert kept_at_recall(scores, labels, 0.5) == 1.0
+    assert kept_at_recall(scores, labels, 1.0) == 2.5  # down to 0.1: everything

@@ -9,6 +9,7 @@ from app.engine.relevance.calibration import (
     choose_threshold,
     filter_metrics,
     fit_logistic_1d,
+    kept_at_recall,
     precision_at_recall,
 )
 from app.engine.relevance.training import fit_adapter, recalibrate, train_and_calibrate
@@ -25,6 +26,7 @@ __all__ = [
     "filter_metrics",
     "fit_adapter",
     "fit_logistic_1d",
+    "kept_at_recall",
     "precision_at_recall",
     "recalibrate",
     "train_and_calibrate",

@@ -135,6 +135,13 @@ def filter_metrics(
     }
 
 
+def kept_at_recall(scores: list[np.ndarray], labels: list[np.ndarray], recall: float) -> float:
+    """Mean kept a query by the one global threshold on `scores` that keeps `recall` of the positives: what raw
+    cosine keeps at the recall an adapter reached, the baseline it is measured against."""
+    threshold = choose_threshold(np.concatenate(scores), np.concatenate(labels), min(max(recall, 1e-9), 1.0))
+    return filter_metrics(scores, labels, threshold)["kept_per_query"]
+
+
 def fit_logistic_1d(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, max_iter: int = 100) -> tuple[float, float]:
     """(slope, intercept) of a logistic regression of labels on one feature, by damped Newton steps."""
     xs, yb = _pooled(x, y)
