@@ -295,7 +295,7 @@ def train_and_calibrate(
                  "n_queries": len(data.cosines), "n_pairs": int(sum(x.size for x in data.cosines))})
     ensemble = CosineAdapter.ensemble(parts)
     adapter = CosineAdapter(ensemble.family, ensemble.weights, info=info, **spec)
-    adapter.calibration = _calibrate(out_of_fold, data, recall_target, n_folds)
+    adapter.calibration = _calibrate(out_of_fold, data.cosines, data.labels, recall_target, n_folds)
     return adapter
 
 
@@ -303,10 +303,9 @@ def recalibrate(adapter: CosineAdapter, probabilities: list[np.ndarray], cosines
                 labels: list[np.ndarray], recall_target: float) -> CosineAdapter:
     """The same network with its thresholds chosen on these judgments, where `probabilities` are its own on
     them (out of sample for an adapter that never saw them): a per-collection recalibration."""
-    data = _Data(np.zeros((len(cosines), 1)), [np.asarray(c, np.float64) for c in cosines],
-                 [np.asarray(y, np.float64) for y in labels], None, None)
     copy = CosineAdapter(adapter.family, adapter.weights, info=dict(adapter.info), **adapter.input_spec())
-    copy.calibration = _calibrate(probabilities, data, recall_target, n_folds=0)
+    copy.calibration = _calibrate(probabilities, [np.asarray(c, np.float64) for c in cosines],
+                                  [np.asarray(y, np.float64) for y in labels], recall_target, n_folds=0)
     return copy
 
 
@@ -331,10 +330,10 @@ def _cross_fit(
     return parts, out_of_fold
 
 
-def _calibrate(out_of_fold: list[np.ndarray], data: _Data, recall_target: float, n_folds: int) -> Calibration:
+def _calibrate(out_of_fold: list[np.ndarray], xs: list[np.ndarray], ys: list[np.ndarray], recall_target: float,
+               n_folds: int) -> Calibration:
     """Thresholds on the out-of-fold probabilities for every recall target, and the metrics at the chosen
-    one beside those of raw cosine at its own threshold for the same target."""
-    xs, ys = data.cosines, data.labels
+    one beside those of raw cosine (`xs`) at its own threshold for the same target."""
     pooled_probs, pooled_labels = np.concatenate(out_of_fold), np.concatenate(ys)
     targets = sorted({*DEFAULT_RECALL_TARGETS, float(recall_target)})
     thresholds = {t: choose_threshold(pooled_probs, pooled_labels, t) for t in targets}
