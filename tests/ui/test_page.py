@@ -18,7 +18,7 @@ HOSTILE = {"id": "hostile", "title": "Cats <i>in</i> markup",
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Chromium and ChromeDriver: run scripts/install-browser (apt-get install chromium chromium-driver)")
+    reason="needs Chromium and ChromeDriver: run scripts/install-tools (apt-get install chromium chromium-driver)")
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium: ./scripts/setup dev")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
