@@ -80,6 +80,16 @@ def _stored(settings: Settings, name: str) -> tuple[dict[str, object], dict[int,
         store.close()
 
 
+def _dense_top(settings: Settings, encoder: StubEncoder, query: str) -> str:
+    """Starts an engine on the data dir and answers the dense top hit of "papers"."""
+    engine = SearchEngine(settings, encoder)
+    try:
+        found = engine.search("papers", SearchQuery(query=query, k=1, offset=0, mode="dense", relevance_enabled=False))
+        return found.hits[0].row.id
+    finally:
+        engine.close()
+
+
 def test_a_new_collection_records_its_encoder(made_by_torch: Settings) -> None:
     settings, _ = _stored(made_by_torch, "papers")
     assert settings["encoder"] == {"model": "stub-model", "backend": "torch"}
@@ -128,13 +138,7 @@ def test_reencode_moves_a_collection_to_the_configured_encoder(made_by_torch: Se
         SearchEngine(made_by_torch, int8)
     reencode(made_by_torch, None, int8, progress=False)
     # ... and once both are re-encoded it starts, and dense search finds a document by its text's vector.
-    engine = SearchEngine(made_by_torch, int8)
-    try:
-        found = engine.search("papers", SearchQuery(query=DOCS[3].text, k=1, offset=0, mode="dense",
-                                                    relevance_enabled=False))
-        assert [hit.row.id for hit in found.hits] == ["d3"]
-    finally:
-        engine.close()
+    assert _dense_top(made_by_torch, int8, DOCS[3].text) == "d3"
     again = reencode(made_by_torch, None, StubEncoder("onnx-int8"), progress=False)
     assert all(o.skipped for o in again)  # nothing to do twice
 
@@ -160,13 +164,7 @@ def test_a_reencode_that_dies_midway_leaves_the_old_vectors_and_encoder(made_by_
     assert after_settings == before_settings
     assert all(np.array_equal(before[label], after[label]) for label in before)
     # The next start with the old encoder rebuilds the indexes (their snapshots were discarded) from the store.
-    engine = SearchEngine(made_by_torch, StubEncoder("torch"))
-    try:
-        found = engine.search("papers", SearchQuery(query=DOCS[7].text, k=1, offset=0, mode="dense",
-                                                    relevance_enabled=False))
-        assert [hit.row.id for hit in found.hits] == ["d7"]
-    finally:
-        engine.close()
+    assert _dense_top(made_by_torch, StubEncoder("torch"), DOCS[7].text) == "d7"
 
 
 def test_reencode_refuses_while_the_service_holds_the_data_dir(made_by_torch: Settings) -> None:
