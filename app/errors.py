@@ -16,7 +16,8 @@
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
      │    └── JobCancelled             503 cancelled (a training job that the service's stop ended)
-     └── DataDirLocked                 raised at start when another process holds the data dir
+     ├── DataDirLocked                 raised at start when another process holds the data dir
+     └── EncoderMismatch               raised at start when collections were encoded by another encoder
 
 Each carries its HTTP status and machine-readable code as plain class attributes, so this module needs no web
 framework: the engine and the store import it without importing FastAPI.
@@ -105,3 +106,9 @@ class JobCancelled(NotReady):
 
 class DataDirLocked(SearchServiceError):
     code = "data_dir_locked"
+
+
+class EncoderMismatch(SearchServiceError):
+    """Collections whose vectors another encoder made: a query encoded by this one would silently score worse."""
+
+    code = "encoder_mismatch"

@@ -22,9 +22,9 @@ from app.api import collections, documents, relevance, search, system, ui
 from app.api.cors import CorsMiddleware
 from app.api.errors import install_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.engine.embedder import Embedder
+from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
-from app.errors import DataDirLocked
+from app.errors import DataDirLocked, EncoderMismatch
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
@@ -34,17 +34,21 @@ from app.store.lock import DataDirLock
 log = logging.getLogger("app")
 
 
-def _load_engine(app: FastAPI, settings: Settings, embedder: Embedder | None) -> None:
+def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> None:
     """Loads model and indexes off the event loop, so /health answers while /ready says 503."""
     try:
         if embedder is None:
-            embedder = Embedder(settings.model_path(), settings.threads, settings.encode_batch_size)
+            embedder = settings.load_encoder()
             embedder.warm_up()
         app.state.engine = SearchEngine(settings, embedder)
-        log.info("ready: %d collections in %s", len(app.state.engine.list_collections()), settings.data_dir)
-    except Exception:
+        log.info("ready: %d collections in %s, encoder %s", len(app.state.engine.list_collections()),
+                 settings.data_dir, embedder.identity)
+    except Exception as exc:
         # A server that can never become ready should exit and let its supervisor see that.
-        log.exception("start-up failed; shutting down")
+        if isinstance(exc, EncoderMismatch):
+            log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
+        else:
+            log.exception("start-up failed; shutting down")
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -59,7 +63,7 @@ async def _snapshot_loop(app: FastAPI, settings: Settings) -> None:
                 log.exception("periodic snapshot failed; the store still holds every write")
 
 
-def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, embedder: Encoder | None = None) -> FastAPI:
     """`embedder` lets tests share one loaded model across apps; by default the lifespan loads it."""
     settings = settings or Settings()
     # uvicorn configures its logging before it imports the app: under a bare `uvicorn app.main:app` its

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.client import SearchClient
-from app.engine.embedder import Embedder
+from app.engine.encoders import Encoder
 from app.main import create_app
 from app.settings import Settings
 from tests.helpers import ANIMALS
@@ -28,9 +28,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    settings = Settings()
-    model = Embedder(settings.model_path(), threads=1)
+def embedder() -> Encoder:
+    """The default encoder (SEARCH_ENCODER), as the test servers load it: a data dir moves between the two."""
+    model = Settings(threads=1).load_encoder()
     model.warm_up()
     return model
 
@@ -43,7 +43,7 @@ AppFactory = Callable[..., AbstractContextManager[TestClient]]
 
 
 @pytest.fixture
-def make_client(tmp_path: Path, embedder: Embedder) -> AppFactory:
+def make_client(tmp_path: Path, embedder: Encoder) -> AppFactory:
     """make_client(**settings) -> context manager of a ready TestClient on tmp_path/data (reused across calls)."""
 
     @contextmanager

@@ -104,6 +104,17 @@ def test_image_installs_torch_then_the_lock_then_the_project_as_scripts_setup_do
     assert "lock=requirements.lock" in setup and "--no-deps -e ." in setup  # the service's set-up, the same lock
 
 
+def test_the_image_and_set_up_export_the_onnx_graphs_once_the_project_is_installed() -> None:
+    """The ONNX encoders load graphs exported at build time (into the venv the final stage copies), never at start."""
+    runs = [rest for keyword, rest in instructions() if keyword == "RUN"]
+    project_step = next(i for i, rest in enumerate(runs) if re.search(r"pip install --no-deps \.(\s|$)", rest))
+    export_step = next(i for i, rest in enumerate(runs) if "-m app export-onnx" in rest)
+    last_from = max(i for i, (keyword, _) in enumerate(instructions()) if keyword == "FROM")
+    assert project_step < export_step < sum(1 for keyword, _ in instructions()[:last_from] if keyword == "RUN")
+    setup = (ROOT / "scripts" / "setup").read_text()
+    assert "-m app export-onnx" in setup and setup.rindex("export_onnx") > setup.index("--no-deps -e .")
+
+
 def test_the_image_holds_one_copy_of_the_code() -> None:
     """app/ is installed into the venv in the build stage; the final stage copies the venv, not app/ again."""
     copies = [rest.split()[:-1] for keyword, rest in final_stage() if keyword == "COPY" and "--from" not in rest]

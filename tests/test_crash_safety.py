@@ -121,6 +121,15 @@ def found(http: httpx.Client, doc_id: str) -> bool:
     return doc_id in [hit["id"] for hit in response.json()["hits"]]
 
 
+def dense_finds(http: httpx.Client, doc_id: str) -> bool:
+    """A dense search for the document's own text finds it (among its near-identical neighbours)."""
+    text = f"Crash record {doc_id} carries the token {token(doc_id)}."
+    body = {"query": text, "mode": "dense", "k": 100, "relevance": OFF}
+    response = http.post(f"/v1/collections/{COLLECTION}/search", json=body)
+    assert response.status_code == 200, response.text
+    return doc_id in [hit["id"] for hit in response.json()["hits"]]
+
+
 def dense_ids(http: httpx.Client) -> set[str]:
     """Every id the HNSW index serves: a dense search as deep as the collection, in pages of 1,000."""
     ids: set[str] = set()
@@ -173,9 +182,16 @@ def test_acknowledged_writes_survive_repeated_kill_9(tmp_path: Path) -> None:
             assert all(found(http, doc_id) == (doc_id in landed) for doc_id in ledger.maybe)
             expected = (ledger.live - ledger.maybe) | landed
             assert count(http) == len(expected)
-            assert dense_ids(http) == expected  # the dense index holds exactly the store's documents
+            # The dense index holds exactly the store's documents. Paging an approximate search can drop one that
+            # sits at a page's edge in one walk and not in the next (these documents differ by a number: near-ties;
+            # measured in process on 3,000 of them: 1 dropped, with PyTorch's vectors as with int8's), so each one
+            # the pages missed must be found by its own text.
+            served = dense_ids(http)
+            assert served <= expected, served - expected
+            assert all(dense_finds(http, doc_id) for doc_id in expected - served), expected - served
         print(f"\ncrash safety: {KILLS} kills, {ledger.batches} batches and {ledger.deletes} deletes acknowledged, "
-              f"{len(expected)} documents checked by id, BM25 and HNSW, {len(ledger.deleted)} deletions held")
+              f"{len(expected)} documents checked by id, BM25 and HNSW ({len(expected - served)} missed by the "
+              f"pages, found by their text), {len(ledger.deleted)} deletions held")
     finally:
         writer.stop.set()
         writer.up.clear()

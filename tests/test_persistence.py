@@ -1,8 +1,11 @@
 """Restarts keep everything: same results after a clean restart, acknowledged writes survive kill -9."""
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +15,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.client import SearchClient
 from app.engine.embedder import Embedder
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import AppFactory, wait_ready
 from tests.helpers import ANIMALS, ids, search
-from tests.server import Server
+from tests.server import ROOT, Server
 
 QUERIES = ["cats purr", "birds with talons", "space thrust", "wild yeast bread", "fish swimming upstream"]
 OFF = {"enabled": False}
@@ -228,5 +232,34 @@ def test_sigterm_finishes_the_request_in_flight_snapshots_and_releases_the_lock(
     try:
         info = httpx.get(f"{server.url}/v1/collections/animals", timeout=60).json()
         assert info["count"] == len(docs) and manifest["seq"] >= len(docs)
+    finally:
+        assert server.stop()
+
+
+def test_another_encoder_is_refused_at_start_until_reencode(tmp_path: Path) -> None:
+    """Vectors from PyTorch, a restart with int8: refused with the collection named; `reencode`, then it serves."""
+    server = Server(tmp_path / "data", SEARCH_ENCODER="torch").start()
+    try:
+        with SearchClient(server.url) as client:
+            client.create_collection("animals")
+            client.ingest("animals", ANIMALS)
+    finally:
+        assert server.stop()
+    refused = Server(tmp_path / "data", SEARCH_ENCODER="onnx-int8")
+    with pytest.raises(RuntimeError, match="exited"):
+        refused.start(timeout=120)
+    log = (tmp_path / f"server-{refused.port}.log").read_text()
+    assert "'animals' by sentence-transformers/all-MiniLM-L6-v2 (torch)" in log
+    assert "SEARCH_ENCODER=torch" in log and "python -m app reencode --collection animals" in log
+
+    env = {**os.environ, "SEARCH_DATA_DIR": str(tmp_path / "data"), "SEARCH_ENCODER": "onnx-int8"}
+    done = subprocess.run([sys.executable, "-m", "app", "reencode", "--collection", "animals"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"animals: {len(ANIMALS)} documents re-encoded" in done.stdout and "(onnx-int8)" in done.stdout
+    server = Server(tmp_path / "data", SEARCH_ENCODER="onnx-int8").start()
+    try:
+        with SearchClient(server.url) as client:
+            assert client.search("animals", "cats purr", k=1, mode="dense")["hits"][0]["id"] == "cat"
     finally:
         assert server.stop()

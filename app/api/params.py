@@ -19,7 +19,7 @@ def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
     if adapter is None:
         return {"status": "none", "threshold": None, "metrics": {}}
     # fallback: the model is not the one the default adapter was trained for, so only candidate statistics are read
-    status = "trained" if collection.adapter is not None else "default" if adapter is engine.default_adapter \
+    status = "trained" if adapter is collection.adapter else "default" if adapter is engine.default_adapter \
         else "fallback"
     return {"status": status, **describe_adapter(adapter)}
 

@@ -1,4 +1,5 @@
-"""The commands of `python -m app` that talk to a running server over HTTP: ingest and search."""
+"""The commands of `python -m app` that work beside the server: ingest and search talk to a running one over HTTP;
+reencode and export-onnx work on the data directory and the environment while none runs."""
 
 import argparse
 import os
@@ -48,6 +49,40 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reencode(args: argparse.Namespace) -> int:
+    from app.commands.reencode import reencode
+    from app.errors import DataDirLocked
+    from app.settings import Settings
+
+    settings = Settings()
+    try:
+        outcomes = reencode(settings, args.collection or None, progress=not args.quiet)
+    except DataDirLocked as exc:
+        print(f"reencode: {exc.message}; re-encoding needs the service stopped", file=sys.stderr)
+        return 1
+    except KeyError as exc:
+        print(f"reencode: {exc.args[0]}", file=sys.stderr)
+        return 2
+    for outcome in outcomes:
+        if outcome.skipped:
+            print(f"{outcome.collection}: already encoded by {outcome.after}; nothing to do")
+            continue
+        print(f"{outcome.collection}: {outcome.documents} documents re-encoded, {outcome.before} -> {outcome.after}"
+              + ("; its own relevance adapter (fitted on the old model) was removed: post its judgments again"
+                 if outcome.adapter_removed else ""))
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from app.engine.onnx_export import ensure_exported
+    from app.settings import Settings
+
+    settings = Settings()
+    graphs = ensure_exported(settings.model_path(), settings.onnx_dir)
+    print(f"{graphs.fp32}\n{graphs.int8}")
+    return 0
+
+
 def _remote(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)")
     parser.add_argument("--collection", required=True)
@@ -62,7 +97,7 @@ def _positive(text: str) -> int:
 
 
 def add_commands(commands: Any) -> None:
-    """Adds ingest and search to the command line's subparsers."""
+    """Adds ingest, search, reencode and export-onnx to the command line's subparsers."""
     load = commands.add_parser("ingest", help="load a JSONL file or a BEIR folder into a running server")
     _remote(load)
     load.add_argument("path", help="JSONL file (one document a line, as the documents route takes them) "
@@ -83,3 +118,14 @@ def add_commands(commands: Any) -> None:
     find.add_argument("--highlight", action="store_true",
                       help="ask for highlighted fragments of title and text (a server with highlights)")
     find.set_defaults(func=_search, extra=None)
+
+    again = commands.add_parser("reencode", help="re-encode collections' stored texts with the configured encoder "
+                                                 "(SEARCH_ENCODER, SEARCH_MODEL), the service stopped")
+    again.add_argument("--collection", action="append",
+                       help="a collection to re-encode; repeat for more (default: every collection)")
+    again.add_argument("--quiet", action="store_true", help="no progress bar")
+    again.set_defaults(func=_reencode, extra=None)
+
+    export = commands.add_parser("export-onnx", help="export the model to ONNX (fp32 and int8) where the ONNX "
+                                                     "encoders load it (./scripts/setup runs it)")
+    export.set_defaults(func=_export_onnx, extra=None)

@@ -11,7 +11,8 @@ import numpy as np
 
 from app.engine import hybrid
 from app.engine.collection import Collection
-from app.engine.embedder import Embedder, document_text, normalise
+from app.engine.embedder import document_text, normalise
+from app.engine.encoders import Encoder, EncoderIdentity, recorded_encoder
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.jobs import TrainingJobs
@@ -31,10 +32,11 @@ from app.errors import (
     CollectionNotFound,
     DimensionMismatch,
     DocumentNotFound,
+    EncoderMismatch,
     InvalidInput,
 )
 from app.settings import Settings
-from app.store.base import DocumentStore, NewDocument, StoredRow
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
 from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
@@ -49,14 +51,18 @@ PROGRESS_SET_BUILT, PROGRESS_FITTED = 0.2, 0.95
 class SearchEngine:
     """Works on a data directory whose DataDirLock the caller holds."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: DocumentStore | None = None) -> None:
+    def __init__(self, settings: Settings, embedder: Encoder, store: DocumentStore | None = None) -> None:
         """`store`: any DocumentStore backend, which the engine then owns (closes); by default the SQLite one in
-        the data directory."""
+        the data directory. EncoderMismatch when a collection's vectors were made by another encoder."""
         self.settings = settings
-        data_dir = Path(settings.data_dir)
         self.embedder = embedder
-        self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3") if store is None else store
-        self.index_root = data_dir / "indexes"
+        self.store: DocumentStore = open_store(settings) if store is None else store
+        self.index_root = index_root(settings)
+        try:
+            check_encoders(self.store.collections(), embedder.identity)
+        except EncoderMismatch:
+            self.store.close()
+            raise
         self.default_adapter = self._load_default_adapter()
         self.fallback_adapter = self._load_fallback_adapter()
         self._collections_lock = threading.Lock()
@@ -73,11 +79,23 @@ class SearchEngine:
             log.warning("no default relevance adapter at %s: results are not relevance-filtered", path)
             return None
         adapter = CosineAdapter.load(path)
-        if adapter.dim not in (0, self.embedder.dim):
-            log.warning("default adapter expects %d-d queries, the model gives %d-d: the fallback adapter "
-                        "(candidate statistics only) filters instead", adapter.dim, self.embedder.dim)
+        if not self._fits_encoder(adapter):
+            log.warning("the default adapter was fitted on %s, the service encodes with %s: the fallback adapter "
+                        "(candidate statistics only) filters instead",
+                        adapter.info.get("encoder", f"{adapter.dim}-d vectors"), self.embedder.identity)
             return None
         return adapter
+
+    def _fits_encoder(self, adapter: CosineAdapter) -> bool:
+        """Whether the adapter reads query embeddings of this service's model: the model it records (any backend of
+        it: int8 moves a vector by ~0.01 in cosine, a network reading it does not notice), or, for an adapter from
+        before models were recorded, its dimension. An adapter reading no embedding fits any."""
+        if adapter.dim == 0:
+            return True
+        recorded = adapter.info.get("encoder")
+        if isinstance(recorded, dict):
+            return recorded.get("model") == self.embedder.model_name
+        return adapter.dim == self.embedder.dim
 
     def _load_fallback_adapter(self) -> CosineAdapter | None:
         """The adapter that reads no embedding (dimension 0): it serves any encoder."""
@@ -116,7 +134,8 @@ class SearchEngine:
                         f"collection {name!r} exists with other settings",
                         [{"existing": existing.settings.to_dict(), "requested": settings.to_dict()}])
                 return existing, False
-            record = self.store.create_collection(name, self.embedder.dim, settings.to_dict())
+            record = self.store.create_collection(
+                name, self.embedder.dim, {**settings.to_dict(), "encoder": self.embedder.identity.to_dict()})
             collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
             self._collections[name] = collection
             return collection, True
@@ -132,7 +151,8 @@ class SearchEngine:
 
     def adapter_for(self, collection: Collection) -> CosineAdapter | None:
         """The collection's own adapter, else the default, else (another encoder) the dimension-free fallback."""
-        return collection.adapter or self.default_adapter or self.fallback_adapter
+        own = collection.adapter if collection.adapter is not None and self._fits_encoder(collection.adapter) else None
+        return own or self.default_adapter or self.fallback_adapter
 
     # --- documents --------------------------------------------------------------------------
 
@@ -213,6 +233,7 @@ class SearchEngine:
         fitted, adapter.info["fusion_selection"] = fit_fusion(data.fusion_cases, self.settings.search_defaults)
         adapter.fusion = None if fitted is None else describe_fusion(fitted)
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
+        adapter.info["encoder"] = self.embedder.identity.to_dict()
         report(PROGRESS_FITTED)
         collection.set_adapter(adapter)
         return adapter
@@ -255,3 +276,31 @@ class SearchEngine:
         self.store.close()
 
 
+
+
+def open_store(settings: Settings) -> DocumentStore:
+    """The store of record the settings name."""
+    return SqliteStore(Path(settings.data_dir) / "documents.sqlite3")
+
+
+def index_root(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "indexes"
+
+
+def check_encoders(records: Sequence[CollectionRecord], encoder: EncoderIdentity) -> None:
+    """EncoderMismatch naming every collection whose vectors another encoder made, and what to do about it."""
+    others = {record.name: recorded_encoder(record.settings, encoder.model) for record in records}
+    others = {name: identity for name, identity in others.items() if identity != encoder}
+    if not others:
+        return
+    listed = "; ".join(f"{name!r} by {identity}" for name, identity in sorted(others.items()))
+    made_by = sorted({(identity.backend, identity.model) for identity in others.values()})
+    back = " or ".join(f"SEARCH_ENCODER={backend}" + ("" if model == encoder.model else f" SEARCH_MODEL={model}")
+                       for backend, model in made_by)
+    names = " ".join(f"--collection {name}" for name in sorted(others))
+    raise EncoderMismatch(
+        f"this service encodes with {encoder}, but {len(others)} collection(s) hold vectors made by another encoder "
+        f"({listed}): their queries would be encoded unlike their documents. Either start the service with {back} "
+        f"as they were made, or stop it and re-encode them with this encoder: python -m app reencode {names}",
+        [{"collection": name, "encoder": identity.to_dict(), "service_encoder": encoder.to_dict()}
+         for name, identity in sorted(others.items())])

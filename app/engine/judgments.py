@@ -8,7 +8,7 @@ import numpy as np
 
 from app.engine import hybrid
 from app.engine.collection import Collection
-from app.engine.embedder import Embedder
+from app.engine.encoders import Encoder
 from app.engine.fusion import rank_by
 from app.engine.fusion_fit import FusionCase
 from app.engine.relevance import CosineAdapter
@@ -46,7 +46,7 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
     return found
 
 
-def build_training_set(collection: Collection, embedder: Embedder, examples: Sequence[TrainingExample],
+def build_training_set(collection: Collection, embedder: Encoder, examples: Sequence[TrainingExample],
                        defaults: SearchDefaults = SearchDefaults(), depth: int = TRAINING_DEPTH) -> TrainingSet:
     """For each query: its top-`depth` hits as the default hybrid search ranks them (fused with `defaults`)
     plus the documents judged irrelevant, with raw cosines and lexical evidence; label 1 for relevant ids, 0

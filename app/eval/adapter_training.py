@@ -89,6 +89,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
     # No default adapter while collecting candidates: training must not depend on a previous one.
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         data, groups, _, described = collect(client, datasets, nonwords, seed)
+        encoder = engine_of(client).embedder.identity.to_dict()
     trained_on = f"{', '.join(described)}, {nonwords} non-word queries each; hybrid top-100 candidates"
     reports = {}
     for spec_inputs, path in ((inputs, out), (("stats",), fallback_out)):
@@ -99,6 +100,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
                                       recall_target=recall_target, folds=folds, repeats=repeats, seed=seed,
                                       threads=threads, progress=True, **(fit or {}))
         adapter.info["trained_on"] = trained_on
+        adapter.info["encoder"] = encoder  # the engine serves it only to collections of this model
         _save(adapter, path)
         reports[str(path)] = describe_adapter(adapter)
     return reports

