@@ -13,6 +13,7 @@ from app.engine.embedder import Embedder
 from app.main import create_app
 from app.settings import Settings
 from tests.helpers import ANIMALS
+from tests.postgres import Postgres
 from tests.server import Server
 
 # Suites that take minutes (server starts, kill -9 loops, load, fuzzing, the image's command run for real):
@@ -77,3 +78,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("live") / "data").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Postgres:
+    """One real PostgreSQL server for the session (started on first use; stopped at exit)."""
+    return Postgres(tmp_path_factory.mktemp("postgres"))
+
+
+@pytest.fixture
+def database_url(postgres: Postgres) -> str:
+    """A fresh, empty database on the session's PostgreSQL."""
+    return postgres.database()

@@ -13,14 +13,18 @@ import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
 from app.store.base import DocumentStore, NewDocument
+from app.store.postgres import PostgresStore
 from app.store.sqlite import SqliteStore
 
-BACKENDS: dict[str, Callable[[Path], DocumentStore]] = {"sqlite": lambda tmp: SqliteStore(tmp / "s.db")}
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], DocumentStore]] = {
+    "sqlite": lambda request, tmp: SqliteStore(tmp / "s.db"),
+    "postgres": lambda request, tmp: PostgresStore(request.getfixturevalue("database_url")),
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentStore]:
-    backend = BACKENDS[request.param](tmp_path)
+    backend = BACKENDS[request.param](request, tmp_path)
     yield backend
     backend.close()
 
