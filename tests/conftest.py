@@ -81,9 +81,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Postgres:
-    """One real PostgreSQL server for the session (started on first use; stopped at exit)."""
-    return Postgres(tmp_path_factory.mktemp("postgres"))
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (started on first use, stopped and removed at the end)."""
+    server = Postgres()
+    yield server
+    server.remove()
 
 
 @pytest.fixture

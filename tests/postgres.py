@@ -2,20 +2,25 @@
 as root it runs the server as its own `pgserver` user). No database is mocked."""
 
 import itertools
+import os
+import shutil
+import signal
+import tempfile
 import uuid
 from pathlib import Path
 
 import pgserver
 import psycopg
-from pgserver._commands import pg_ctl
 
 
 class Postgres:
     """One PostgreSQL server; `database()` gives a fresh, empty database's URL for each test."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.server = pgserver.get_server(root / "pgdata", cleanup_mode="stop")
+    def __init__(self) -> None:
+        # Not under pytest's temporary folders: those are private to root, and as root the server runs as
+        # another user, who must reach its data directory.
+        self.root = Path(tempfile.mkdtemp(prefix="search-pg-"))
+        self.server = pgserver.get_server(self.root / "pgdata", cleanup_mode="stop")
         self._names = itertools.count()
 
     @property
@@ -29,8 +34,15 @@ class Postgres:
         return self.server.get_uri(name)
 
     def stop(self) -> None:
-        """Makes the server unreachable (a fast shutdown: connections are cut) until `start`."""
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+        """Makes the server unreachable until `start`: a fast shutdown (SIGINT to the postmaster), which cuts
+        every connection."""
+        process = self.server.get_postmaster_info().process
+        os.kill(process.pid, signal.SIGINT)
+        process.wait(30)
 
     def start(self) -> None:
         self.server.ensure_postgres_running()
+
+    def remove(self) -> None:
+        self.server.cleanup()
+        shutil.rmtree(self.root, ignore_errors=True)

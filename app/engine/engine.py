@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from app.settings import Settings
 from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from app.engine.follower import Follower
+
 log = logging.getLogger("app.engine")
 # PR-AUC a collection's own adapter must gain over the default on its judgments to replace it (a noise margin).
 SELECTION_MARGIN = 0.01
@@ -51,10 +55,16 @@ class SearchEngine:
 
     def __init__(self, settings: Settings, embedder: Embedder, store: DocumentStore | None = None) -> None:
         """`store`: any DocumentStore backend, which the engine then owns (closes); by default the SQLite one in
-        the data directory."""
+        the data directory, or with `settings.database_url` the shared PostgreSQL one, which this engine then
+        follows as one replica among any number (app/engine/follower.py)."""
         self.settings = settings
         data_dir = Path(settings.data_dir)
         self.embedder = embedder
+        self.follower: Follower | None = None
+        if store is None and settings.database_url:
+            from app.engine.follower import open_replica_store
+
+            store = open_replica_store(settings)
         self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3") if store is None else store
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
@@ -64,6 +74,14 @@ class SearchEngine:
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
         self.training_jobs = TrainingJobs()
+        if settings.database_url:
+            from app.engine.follower import Follower as Following
+
+            # Ready only once caught up to (at least) the store's sequence at start; then followed in the background.
+            self.follower = Following(self, self.store)  # type: ignore[arg-type]
+            self.follower.catch_up()
+            self.follower.start()
+            return
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
@@ -108,6 +126,8 @@ class SearchEngine:
         again is a no-op, other settings conflict."""
         defaults = self.settings.collection_defaults
         settings = CollectionSettings(hnsw=hnsw or defaults.hnsw, bm25=bm25 or defaults.bm25)
+        if self.follower is not None:
+            return self._create_shared(name, settings, self.follower)
         with self._collections_lock:
             existing = self._collections.get(name)
             if existing is not None:
@@ -121,7 +141,43 @@ class SearchEngine:
             self._collections[name] = collection
             return collection, True
 
+    def _create_shared(self, name: str, settings: CollectionSettings,
+                       follower: "Follower") -> tuple[Collection, bool]:
+        """Over the shared store: created there, then this replica follows up to it (as every other does)."""
+        follower.catch_up()  # another replica may have created it since
+        existing = self._collections.get(name)
+        if existing is None:
+            self.store.create_collection(name, self.embedder.dim, settings.to_dict())
+            follower.catch_up()
+        collection = self.collection(name)
+        if existing is not None and collection.settings != settings:
+            raise CollectionConflict(f"collection {name!r} exists with other settings",
+                                     [{"existing": collection.settings.to_dict(), "requested": settings.to_dict()}])
+        return collection, existing is None
+
+    def local_collection(self, name: str) -> Collection | None:
+        with self._collections_lock:
+            return self._collections.get(name)
+
+    def adopt_collection(self, collection: Collection) -> None:
+        """The follower's: a collection it opened from the store starts serving."""
+        with self._collections_lock:
+            self._collections[collection.name] = collection
+
+    def forget_collection(self, name: str) -> None:
+        """The follower's: a collection the store no longer holds stops serving (writes waiting on it fail)."""
+        with self._collections_lock:
+            collection = self._collections.pop(name, None)
+        if collection is not None:
+            with collection.lock.write():
+                collection.dropped = True
+
     def drop_collection(self, name: str) -> None:
+        if self.follower is not None:
+            self.collection(name)  # 404 if unknown here
+            self.store.drop_collection(name)
+            self.follower.catch_up()
+            return
         with self._collections_lock:
             collection = self.collection(name)
             with collection.lock.write():
@@ -247,6 +303,8 @@ class SearchEngine:
 
     def close(self) -> None:
         """Ends the training jobs, snapshots every collection that changed and closes the store."""
+        if self.follower is not None:
+            self.follower.stop()
         self.training_jobs.stop()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:

@@ -261,7 +261,7 @@ class PostgresStore:
     def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
         where, params = compile_jsonb_filter(conditions)
         with _reachable(), self._pool.connection() as conn:
-            rows = conn.execute(f"SELECT label FROM search_documents WHERE collection = %s AND {where} "  # noqa: S608
+            rows = conn.execute(f"SELECT label FROM search_documents WHERE collection = %s AND {where} "
                                 "ORDER BY label", (collection, *params)).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
