@@ -19,7 +19,7 @@ from tests.server import Server
 # Suites that take minutes (server starts, kill -9 loops, load, fuzzing, the image's command run for real):
 # marked `slow` here, in one place, so that `pytest -m "not slow"` is the quick run; the default runs all.
 SLOW_SUITES = frozenset({"test_persistence.py", "test_concurrency.py", "test_container.py", "test_fuzz.py",
-                         "test_crash_safety.py"})
+                         "test_crash_safety.py", "test_replica_crash.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -50,10 +50,7 @@ def engine_of(client: TestClient) -> SearchEngine:
 
 def wait_applied(client: TestClient, seq: int, timeout: float = 10.0) -> None:
     """Waits (bounded) until the replica reports every change up to `seq` applied, as a user would see it."""
-    deadline = time.monotonic() + timeout
-    while engine_of(client).follower.status().applied_seq < seq:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, f"replica did not apply sequence {seq} within {timeout} s"
-        time.sleep(0.01)
+    wait_for(lambda: engine_of(client).follower.status().applied_seq >= seq, timeout)  # type: ignore[union-attr]
 
 
 def store_labels(url: str, collection: str) -> dict[str, int]:
@@ -217,3 +214,39 @@ def test_a_snapshot_made_against_another_database_is_rebuilt(replica: Replica, p
         assert a.get("/v1/collections/animals").json()["count"] == 0
         query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
         assert ids(a.post("/v1/collections/animals/search", json=query)) == []
+
+
+def test_while_the_store_is_unreachable_reads_go_on_writes_fail_whole_and_following_resumes(
+        replica: Replica, postgres: Any, database_url: str) -> None:
+    query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
+    fresh = [{"id": "new-1", "text": "A parrot repeats words."}, {"id": "new-2", "text": "A hamster runs."}]
+    with replica("a", database_timeout_seconds=1) as a, replica("b", database_timeout_seconds=1) as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+        wait_applied(b, a.get("/v1/collections/animals").json()["applied_seq"])
+        postgres.stop()
+        try:
+            refused = a.post("/v1/collections/animals/documents", json={"documents": fresh})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "store_unavailable"
+            for client in (a, b):
+                assert "dog" in ids(client.post("/v1/collections/animals/search", json=query))
+                assert client.get("/v1/collections/animals/documents/dog").status_code == 200
+                wait_for(lambda c=client: c.get("/ready").json()["status"] == "degraded")
+                assert client.get("/ready").status_code == 200  # still serving reads: stays in rotation
+        finally:
+            postgres.start()
+        for client in (a, b):
+            wait_for(lambda c=client: c.get("/ready").json()["status"] == "ready")
+        assert set(store_labels(database_url, "animals")) == {doc["id"] for doc in ANIMALS}  # nothing half-written
+        assert b.post("/v1/collections/animals/documents", json={"documents": fresh}).status_code == 200
+        wait_applied(a, b.get("/v1/collections/animals").json()["applied_seq"])
+        assert a.get("/v1/collections/animals/documents/new-1").status_code == 200
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Polls a condition a user would observe, bounded."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)

@@ -238,5 +238,6 @@ def adapter_from_store(stored: StoredAdapter) -> CosineAdapter:
 
 def open_replica_store(settings: Settings) -> ReplicaStore:
     """The shared store at `settings.database_url`, read through a mirror in the replica's data dir."""
-    shared = PostgresStore(settings.database_url, tombstone_retention=settings.tombstone_retention)
+    shared = PostgresStore(settings.database_url, tombstone_retention=settings.tombstone_retention,
+                           timeout=settings.database_timeout_seconds)
     return ReplicaStore(shared, MirrorStore(Path(settings.data_dir) / "replica.sqlite3", shared.identity()))

@@ -53,8 +53,6 @@ CREATE INDEX IF NOT EXISTS search_documents_by_label ON search_documents (collec
 CREATE TABLE IF NOT EXISTS search_tombstones (collection text NOT NULL, label bigint NOT NULL, seq bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS search_tombstones_by_seq ON search_tombstones (collection, seq);
 """
-# How long a request waits for a pooled connection before the store counts as unreachable (503).
-POOL_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -92,13 +90,18 @@ def _row(label: int, doc_id: str, text: str, title: str | None, metadata: Any = 
 class PostgresStore:
     """PostgreSQL document store over a psycopg connection pool; safe to share between threads."""
 
-    def __init__(self, url: str, *, tombstone_retention: int = 0, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, tombstone_retention: int = 0, timeout: float = 5.0, pool_size: int = 8) -> None:
         """`tombstone_retention`: `prune_tombstones` keeps the tombstones of this many latest sequences, so
-        replicas that are that far behind can still catch up without a rebuild."""
+        replicas that are that far behind can still catch up without a rebuild. `timeout`: how long a call
+        waits for a connection before the store counts as unreachable."""
         self.url = url
         self.tombstone_retention = tombstone_retention
-        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                                 timeout=POOL_TIMEOUT_SECONDS, name="search-store")
+        self.timeout = timeout
+        # `check`: a connection the server dropped (a restart) is replaced before use, not handed to a request.
+        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=timeout,
+                                                 check=psycopg_pool.ConnectionPool.check_connection,
+                                                 kwargs={"connect_timeout": max(1, round(timeout))},
+                                                 name="search-store")
         self._pool.open(wait=False)
         self._identity: str | None = None
         self._identity_lock = threading.Lock()
@@ -286,7 +289,7 @@ class PostgresStore:
             conn.rollback()
 
     def listener(self) -> "Listener":
-        return Listener(self.url)
+        return Listener(self.url, self.timeout)
 
 
 class FeedView:
@@ -336,9 +339,9 @@ class FeedView:
 class Listener:
     """A LISTEN connection of its own (autocommit, outside the pool): wakes a follower when a write commits."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float) -> None:
         with _reachable():
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=int(POOL_TIMEOUT_SECONDS))
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
 
     def wait(self, timeout: float) -> int | None:
