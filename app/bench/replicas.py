@@ -173,11 +173,10 @@ def lag_summary(figures: ReplicaFigures) -> tuple[float, float]:
 
 
 
-def replica_rows(figures: ReplicaFigures, sqlite_load_rate: float, sqlite_hybrid_p50: float) -> list[tuple[
-        str, str, str, str, bool | None]]:
-    """(measure, value, comparison, target, met) for the table; the SQLite figures are the same size's, from the
-    same run."""
-    label = f"{figures.size:,}"
+def replica_rows(figures: ReplicaFigures, label: str, sqlite_load_rate: float, sqlite_hybrid_p50: float
+                 ) -> list[tuple[str, str, str, str, bool | None]]:
+    """(measure, value, comparison, target, met) for the table; the SQLite figures are the same size's (`label`),
+    from the same run."""
     one, two = (median([r.qps for r in runs]) for runs in (figures.one, figures.two))
     p50_pg = median(figures.hybrid_p50s)
     lag50, lag99 = lag_summary(figures)

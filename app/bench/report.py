@@ -164,7 +164,7 @@ def _memory_rows(sizes: list[SizeFigures], model: MemoryModel) -> list[Row]:
 
 def _replica_rows(replicas: ReplicaFigures, sizes: list[SizeFigures]) -> list[Row]:
     same = next(fig for fig in sizes if fig.size == replicas.size)
-    rows = [Row("replicas", *row) for row in replica_rows(replicas, same.load_rate,
+    rows = [Row("replicas", *row) for row in replica_rows(replicas, size_label(same.size), same.load_rate,
                                                           median([r.p50 for r in same.runs[("hybrid", 1)]]))]
     rows.append(Row("replicas", "HTTP errors in the replicas' query runs", str(replicas.errors), "", "= 0",
                     replicas.errors == 0))
