@@ -195,7 +195,7 @@ class Follower:
             labels = np.asarray([r.label for r in rows], dtype=np.int64)
             with collection.lock.write():
                 self._remove(collection, dead)
-                self.store.mirror.apply(name, (), rows, vectors)
+                self.store.mirror.apply(name, (), rows)
                 collection.lexical.upsert(labels.tolist(), tokens)
                 collection.dense.stage(labels, vectors)
             dead = []
@@ -209,7 +209,7 @@ class Follower:
 
     def _remove(self, collection: Collection, labels: list[int]) -> None:
         if labels:
-            self.store.mirror.apply(collection.name, labels, (), np.empty((0, 0), np.float32))
+            self.store.mirror.apply(collection.name, labels, ())
             collection.lexical.delete(labels)
             collection.dense.delete(labels)
 

@@ -6,8 +6,6 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from app.store.base import StoredRow
 from app.store.sqlite import SqliteStore
 
@@ -18,7 +16,8 @@ CREATE TABLE IF NOT EXISTS mirror_of (identity TEXT NOT NULL);
 
 
 class MirrorStore(SqliteStore):
-    """Written only by the follower, with the labels the shared store gave; a cache, so `synchronous=NORMAL`
+    """Written only by the follower, with the labels the shared store gave, without vectors (its `iter_rows` and
+    `vectors` are not to be used); a cache, so `synchronous=NORMAL`
     (WAL: a killed process loses nothing, a power cut may lose the last writes, which `applied` then shows)."""
 
     def __init__(self, path: Path, identity: str) -> None:
@@ -43,16 +42,16 @@ class MirrorStore(SqliteStore):
                                      (collection,)).fetchone()
         return int(row[1]) if row is not None and row[0] == uid else 0
 
-    def apply(self, collection: str, dead: Sequence[int], rows: Sequence[StoredRow], vectors: np.ndarray) -> None:
-        """Removes the dead labels and writes the rows (the live version of each id), in one transaction."""
+    def apply(self, collection: str, dead: Sequence[int], rows: Sequence[StoredRow]) -> None:
+        """Removes the dead labels and writes the rows (the live version of each id), in one transaction. No
+        vectors: the indexes hold them, and a rebuild reads them from the shared store."""
         with self._write_lock, self._transaction():
             self._writer.executemany("DELETE FROM documents WHERE collection = ? AND label = ?",
                                      [(collection, int(label)) for label in dead])
             self._writer.executemany(
                 "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(collection, row.id, row.label, row.title, row.text, json.dumps(row.metadata),
-                  np.ascontiguousarray(vector, dtype=np.float32).tobytes())
-                 for row, vector in zip(rows, vectors, strict=True)])
+                [(collection, row.id, row.label, row.title, row.text, json.dumps(row.metadata), b"")
+                 for row in rows])
 
     def mark_applied(self, collection: str, uid: str, seq: int) -> None:
         with self._write_lock:

@@ -25,6 +25,7 @@ import numpy as np
 import psycopg
 import psycopg_pool
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from app.engine.types import FilterCondition
 from app.errors import CollectionConflict, CollectionNotFound, InvalidInput, StoreUnavailable
@@ -53,6 +54,15 @@ CREATE INDEX IF NOT EXISTS search_documents_by_label ON search_documents (collec
 CREATE TABLE IF NOT EXISTS search_tombstones (collection text NOT NULL, label bigint NOT NULL, seq bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS search_tombstones_by_seq ON search_tombstones (collection, seq);
 """
+
+
+_DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea"]
+
+
+def _already_json(text: str) -> str:
+    """Metadata is serialised before the transaction (so a TypeError fails the batch before it takes the lock);
+    COPY then takes that text as it is."""
+    return text
 
 
 @dataclass
@@ -173,7 +183,7 @@ class PostgresStore:
     def upsert(self, collection: str, docs: Sequence[NewDocument]) -> WriteResult:
         """The whole batch in one transaction: committed or not at all. Everything that can fail on the input
         is prepared before the transaction, which then holds the sequence lock only for the inserts."""
-        prepared = [(doc.id, doc.title, doc.text, json.dumps(doc.metadata),
+        prepared = [(doc.id, doc.title, doc.text, Jsonb(json.dumps(doc.metadata), dumps=_already_json),
                      np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes()) for doc in docs]
         try:
             with self._write() as conn:
@@ -183,6 +193,7 @@ class PostgresStore:
                 current = dict(conn.execute(
                     "SELECT id, label FROM search_documents WHERE collection = %s AND id = ANY(%s)",
                     (collection, [doc.id for doc in docs])).fetchall())
+                replaced = set(current)
                 new_labels, old_labels, tombstones, final = [], [], [], {}
                 for offset, (doc_id, *fields) in enumerate(prepared):
                     label = first + offset
@@ -194,11 +205,14 @@ class PostgresStore:
                     new_labels.append(label)
                 with conn.cursor() as cur:
                     cur.executemany("INSERT INTO search_tombstones VALUES (%s, %s, %s)", tombstones)
-                    cur.executemany(
-                        "INSERT INTO search_documents VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s) "
-                        "ON CONFLICT (collection, id) DO UPDATE SET label = excluded.label, title = excluded.title, "
-                        "text = excluded.text, metadata = excluded.metadata, vector = excluded.vector",
-                        list(final.values()))
+                    # Replaced rows out, then every row in by COPY: several times faster than upserting row by row.
+                    cur.execute("DELETE FROM search_documents WHERE collection = %s AND id = ANY(%s)",
+                                (collection, [doc_id for doc_id in final if doc_id in replaced]))
+                    with cur.copy("COPY search_documents (collection, id, label, title, text, metadata, vector) "
+                                  "FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(_DOCUMENT_TYPES)
+                        for row in final.values():
+                            copy.write_row(row)
         except psycopg.DataError as exc:  # e.g. a NUL character, which PostgreSQL's text cannot hold
             raise InvalidInput(f"the store refused the batch: {str(exc).strip()}") from None
         return WriteResult(new_labels, old_labels, last)
