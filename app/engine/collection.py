@@ -17,7 +17,7 @@ from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
 from app.engine.types import CollectionSettings
-from app.errors import CollectionNotFound
+from app.errors import CollectionNotFound, StoreUnavailable
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
 from app.store.snapshots import SnapshotDir
 
@@ -237,4 +237,7 @@ class Collection:
 
             self.snapshots.publish(write)
             self.writes_since_snapshot -= written
-        self.store.prune_tombstones(self.name, seq)
+        try:
+            self.store.prune_tombstones(self.name, seq)
+        except StoreUnavailable as exc:  # only compaction is put off: the snapshot stands, the next one prunes
+            log.warning("collection %s: tombstones not compacted: %s", self.name, exc.message)

@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
+from app.engine.follower import Follower, open_replica_store
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.jobs import TrainingJobs
@@ -38,9 +38,6 @@ from app.settings import Settings
 from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.sqlite import SqliteStore
 
-if TYPE_CHECKING:
-    from app.engine.follower import Follower
-
 log = logging.getLogger("app.engine")
 # PR-AUC a collection's own adapter must gain over the default on its judgments to replace it (a noise margin).
 SELECTION_MARGIN = 0.01
@@ -60,12 +57,9 @@ class SearchEngine:
         self.settings = settings
         data_dir = Path(settings.data_dir)
         self.embedder = embedder
-        self.follower: Follower | None = None
-        if store is None and settings.database_url:
-            from app.engine.follower import open_replica_store
-
-            store = open_replica_store(settings)
-        self.store: DocumentStore = SqliteStore(data_dir / "documents.sqlite3") if store is None else store
+        replica_store = open_replica_store(settings) if store is None and settings.database_url else None
+        self.store: DocumentStore = replica_store or (
+            SqliteStore(data_dir / "documents.sqlite3") if store is None else store)
         self.index_root = data_dir / "indexes"
         self.default_adapter = self._load_default_adapter()
         self.fallback_adapter = self._load_fallback_adapter()
@@ -74,11 +68,10 @@ class SearchEngine:
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
         self.training_jobs = TrainingJobs()
-        if settings.database_url:
-            from app.engine.follower import Follower as Following
-
+        self.follower: Follower | None = None
+        if replica_store is not None:
             # Ready only once caught up to (at least) the store's sequence at start; then followed in the background.
-            self.follower = Following(self, self.store)  # type: ignore[arg-type]
+            self.follower = Follower(self, replica_store)
             self.follower.catch_up()
             self.follower.start()
             return
@@ -142,7 +135,7 @@ class SearchEngine:
             return collection, True
 
     def _create_shared(self, name: str, settings: CollectionSettings,
-                       follower: "Follower") -> tuple[Collection, bool]:
+                       follower: Follower) -> tuple[Collection, bool]:
         """Over the shared store: created there, then this replica follows up to it (as every other does)."""
         follower.catch_up()  # another replica may have created it since
         existing = self._collections.get(name)

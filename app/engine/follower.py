@@ -167,7 +167,7 @@ class Follower:
                 collection.reset_indexes(self.engine.settings.threads)
             if not collection.applied_seq:
                 self.store.mirror.forget(name)  # rows the store may have deleted since: rebuilt in full
-            self._apply(collection, view, head)
+            self._apply(collection, state, view, head)
             self.engine.adopt_collection(collection)
         elif 0 < collection.applied_seq < state.pruned_through:
             log.warning("collection %s fell behind the store's tombstone compaction (%d < %d); rebuilding",
@@ -176,17 +176,22 @@ class Follower:
             self._follow_collection(state, view, head)
             return
         else:
-            self._apply(collection, view, head)
+            self._apply(collection, state, view, head)
         if state.adapter_seq != collection.adapter_seq:
             stored = view.adapter(name)
             collection.adapter = None if stored is None else adapter_from_store(stored)
             collection.adapter_seq = state.adapter_seq
 
-    def _apply(self, collection: Collection, view: FeedView, head: int) -> None:
+    def _apply(self, collection: Collection, state: CollectionState, view: FeedView, head: int) -> None:
         """The tombstones and live documents numbered after the collection's applied sequence, into the mirror
         and both indexes; the tombstones go with the first documents, so a replaced document never vanishes."""
         name, after = collection.name, collection.applied_seq
         if after >= head:
+            return
+        if after and state.changed_seq <= after:  # no document written since: nothing to read
+            with collection.lock.write():
+                collection.applied_seq = head
+            self.store.mirror.mark_applied(name, collection.record.uid, head)
             return
         dead = [label for label, _ in view.tombstones_after(name, after)] if after else []
         applied = len(dead)

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS search_seq (
 INSERT INTO search_seq VALUES (true, 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS search_collections (
     name text PRIMARY KEY, uid text NOT NULL, dimension integer NOT NULL, settings jsonb NOT NULL,
-    pruned_through bigint NOT NULL DEFAULT 0,
+    pruned_through bigint NOT NULL DEFAULT 0, changed_seq bigint NOT NULL DEFAULT 0,
     adapter_seq bigint NOT NULL DEFAULT 0, adapter_meta text, adapter_weights bytea);
 CREATE TABLE IF NOT EXISTS search_documents (
     collection text NOT NULL, id text NOT NULL, label bigint NOT NULL UNIQUE,
@@ -71,6 +71,7 @@ class CollectionState:
 
     record: CollectionRecord
     pruned_through: int  # tombstones up to this sequence are gone: a replica behind it must rebuild
+    changed_seq: int  # the sequence of its last document write: a replica past it has nothing to read
     adapter_seq: int  # 0: no trained adapter
 
 
@@ -188,6 +189,7 @@ class PostgresStore:
         try:
             with self._write() as conn:
                 last = self._take_seq(conn, len(docs))
+                _mark_changed(conn, collection, last)
                 first = last - len(docs) + 1
                 # Looked up under the sequence lock, so no other writer replaces these ids meanwhile.
                 current = dict(conn.execute(
@@ -221,6 +223,7 @@ class PostgresStore:
         with self._write() as conn:
             # The lock first, then the look-up: no other writer can change this id in between.
             seq = self._take_seq(conn, 1)
+            _mark_changed(conn, collection, seq)
             row = conn.execute("DELETE FROM search_documents WHERE collection = %s AND id = %s RETURNING label",
                                (collection, doc_id)).fetchone()
             if row is None:
@@ -374,10 +377,18 @@ class Listener:
 
 
 def _collection_states(conn: psycopg.Connection[Any]) -> list[CollectionState]:
-    rows = conn.execute("SELECT name, uid, dimension, settings, pruned_through, adapter_seq "
+    rows = conn.execute("SELECT name, uid, dimension, settings, pruned_through, changed_seq, adapter_seq "
                         "FROM search_collections ORDER BY name").fetchall()
-    return [CollectionState(CollectionRecord(name, uid, int(dim), settings), int(pruned), int(adapter_seq))
-            for name, uid, dim, settings, pruned, adapter_seq in rows]
+    return [CollectionState(CollectionRecord(name, uid, int(dim), settings), int(pruned), int(changed), int(adapter))
+            for name, uid, dim, settings, pruned, changed, adapter in rows]
+
+
+def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> None:
+    """Records the collection's last write, inside the write's transaction; CollectionNotFound when another
+    replica has deleted it meanwhile (its documents would otherwise outlive it)."""
+    done = conn.execute("UPDATE search_collections SET changed_seq = %s WHERE name = %s", (seq, collection))
+    if done.rowcount == 0:
+        raise CollectionNotFound(f"collection {collection!r} was deleted")
 
 
 _satisfies_protocol: type[DocumentStore] = PostgresStore  # mypy checks PostgresStore against the Protocol

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
+from app.errors import CollectionNotFound
 from app.store.base import DocumentStore, NewDocument
 from app.store.postgres import PostgresStore
 from app.store.sqlite import SqliteStore
@@ -25,6 +26,8 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], DocumentStore]] = {
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentStore]:
     backend = BACKENDS[request.param](request, tmp_path)
+    for name in ("c", "other"):  # the engine writes only to a collection it created
+        backend.create_collection(name, 4, {})
     yield backend
     backend.close()
 
@@ -34,25 +37,27 @@ def _doc(doc_id: str, **metadata: object) -> NewDocument:
 
 
 def test_labels_are_fresh_and_replacements_leave_tombstones(store: DocumentStore) -> None:
+    s = store.seq()  # a backend may number collection changes too
     first = store.upsert("c", [_doc("a"), _doc("b")])
-    assert first.new_labels == [1, 2] and first.old_labels == []
+    assert first.new_labels == [s + 1, s + 2] and first.old_labels == [] and first.seq == s + 2
     second = store.upsert("c", [_doc("a")])
-    assert second.new_labels == [3] and second.old_labels == [1]
-    assert store.delete("c", "b") == 2
+    assert second.new_labels == [s + 3] and second.old_labels == [s + 1]
+    assert store.delete("c", "b") == s + 2
     assert store.delete("c", "b") is None
-    assert store.tombstones_after("c", 2) == [1, 2]
+    assert store.tombstones_after("c", s + 2) == [s + 1, s + 2]
     assert [[r.id for r in rows] for rows, _ in store.iter_rows("c", after_seq=0)] == [["a"]]
-    assert store.seq() == 4
-    store.prune_tombstones("c", 4)
+    assert store.seq() == s + 4
+    store.prune_tombstones("c", s + 4)
     assert store.tombstones_after("c", 0) == []
 
 
 def test_a_failing_batch_writes_nothing(store: DocumentStore) -> None:
     store.upsert("c", [_doc("a")])
+    before = store.seq()
     broken = NewDocument("b", "text", None, {"bad": object()}, np.ones(4, dtype=np.float32))
     with pytest.raises(TypeError):
         store.upsert("c", [_doc("z"), broken])
-    assert store.count("c") == 1 and store.get("c", "z") is None and store.seq() == 1
+    assert store.count("c") == 1 and store.get("c", "z") is None and store.seq() == before
 
 
 def test_committed_batches_are_on_disk_for_another_connection(tmp_path: Path) -> None:
@@ -84,3 +89,17 @@ def test_metadata_filters(store: DocumentStore) -> None:
     assert ids({"year": Range(gte="2020")}) == []  # strings do not compare with numbers
     assert ids({"missing": Equals(1)}) == []
     assert ids({'we"ird': Equals(1)}) == []
+
+
+def test_a_write_to_a_collection_another_replica_deleted_is_refused(database_url: str) -> None:
+    """Over the shared store a replica may not have heard of a drop yet: its write must not outlive the drop."""
+    store = PostgresStore(database_url)
+    store.create_collection("c", 4, {})
+    store.drop_collection("c")
+    with pytest.raises(CollectionNotFound):
+        store.upsert("c", [_doc("a")])
+    with pytest.raises(CollectionNotFound):
+        store.delete("c", "a")
+    store.create_collection("c", 4, {})
+    assert store.count("c") == 0
+    store.close()
