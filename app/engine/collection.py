@@ -18,7 +18,7 @@ from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
 from app.engine.types import CollectionSettings
 from app.errors import CollectionNotFound, StoreUnavailable
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
 from app.store.snapshots import SnapshotDir
 
 
@@ -27,8 +27,26 @@ class SharedWrites(Protocol):
     store's change feed (app/engine/follower.py), so a write commits to the store and then waits until this
     replica has applied the store's changes up to it."""
 
-    def sync(self, seq: int) -> None: ...
+    def sync(self, seq: int, own: "OwnWrite | None" = None) -> None: ...
     def save_adapter(self, collection: str, adapter: CosineAdapter) -> None: ...
+
+@dataclass
+class OwnWrite:
+    """A batch this replica just committed, tokenised and with its vectors: the follower applies it as it is
+    when nothing else was committed before it, instead of reading it back from the store."""
+
+    collection: "Collection"
+    docs: list[NewDocument]
+    tokens: list[list[str]]
+    vectors: np.ndarray
+    result: WriteResult
+
+    def kept(self) -> list[int]:
+        """Positions of the documents that hold their id at the end (a batch naming one id twice keeps the last;
+        the earlier copy is already a tombstone)."""
+        superseded = set(self.result.old_labels)
+        return [i for i, label in enumerate(self.result.new_labels) if label not in superseded]
+
 
 log = logging.getLogger("app.collection")
 _SNAPSHOT_FORMAT = 1
@@ -146,18 +164,17 @@ class Collection:
 
     def upsert(self, docs: list[NewDocument]) -> None:
         """Durably stores the batch, then applies it to both indexes, all under the write lock."""
-        if self.shared is not None:
-            self._check_live()
-            self.shared.sync(self.store.upsert(self.name, docs).seq)
-            return
         tokens = [self.tokenizer(document_text(d.title, d.text)) for d in docs]
         vectors = np.stack([d.vector for d in docs])
+        if self.shared is not None:
+            self._check_live()
+            result = self.store.upsert(self.name, docs)
+            self.shared.sync(result.seq, OwnWrite(self, docs, tokens, vectors, result))
+            return
         with self.lock.write():
             self._check_live()
             result = self.store.upsert(self.name, docs)
-            # A batch naming one id twice keeps the last; the earlier copy is already a tombstone.
-            superseded = set(result.old_labels)
-            keep = [i for i, label in enumerate(result.new_labels) if label not in superseded]
+            keep = OwnWrite(self, docs, tokens, vectors, result).kept()
             self.lexical.delete(result.old_labels)
             self.dense.delete(result.old_labels)
             self.lexical.upsert([result.new_labels[i] for i in keep], [tokens[i] for i in keep])

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.engine.collection import Collection
+from app.engine.collection import Collection, OwnWrite
 from app.engine.embedder import document_text
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance.adapter import META_FILE, WEIGHTS_FILE
 from app.errors import StoreUnavailable
 from app.settings import Settings
+from app.store.base import StoredRow
 from app.store.mirror import MirrorStore
 from app.store.postgres import CollectionState, FeedView, Listener, PostgresStore, StoredAdapter
 from app.store.replica import ReplicaStore
@@ -74,8 +75,13 @@ class Follower:
     def _saw(self, seq: int) -> None:
         if seq > self._store_seq:
             self._store_seq = seq
-            if self._behind_since is None:
+            if seq > self._applied and self._behind_since is None:
                 self._behind_since = time.monotonic()
+
+    def _advance(self, seq: int) -> None:
+        self._applied = seq
+        if seq >= self._store_seq:
+            self._behind_since = None
 
     # --- the background loop ----------------------------------------------------------------
 
@@ -119,9 +125,32 @@ class Follower:
 
     # --- catching up ------------------------------------------------------------------------
 
-    def sync(self, seq: int) -> None:
-        """Returns once this replica has applied every change up to `seq` (a write it just committed)."""
+    def sync(self, seq: int, own: OwnWrite | None = None) -> None:
+        """Returns once this replica has applied every change up to `seq` (a write it just committed). `own`, that
+        write's batch, is applied as it is when it is the only change since the last one applied."""
+        with self._catch_up_lock:
+            if self._applied >= seq:
+                return
+            if own is not None and self._applied == own.result.new_labels[0] - 1:
+                self._apply_own(own)
+                return
         self.catch_up(at_least=seq)
+
+    def _apply_own(self, own: OwnWrite) -> None:
+        collection, result, kept = own.collection, own.result, own.kept()
+        labels = np.asarray([result.new_labels[i] for i in kept], dtype=np.int64)
+        rows = [StoredRow(int(label), own.docs[i].id, own.docs[i].text, own.docs[i].title, own.docs[i].metadata)
+                for i, label in zip(kept, labels, strict=True)]
+        with collection.lock.write():
+            self._remove(collection, result.old_labels)
+            self.store.mirror.apply(collection.name, (), rows)
+            collection.lexical.upsert(labels.tolist(), [own.tokens[i] for i in kept])
+            collection.dense.stage(labels, own.vectors[kept])
+            collection.applied_seq = result.seq
+            collection.writes_since_snapshot += len(own.docs)
+        collection.settle()
+        self.store.mirror.mark_applied(collection.name, collection.record.uid, result.seq)
+        self._advance(result.seq)
 
     def catch_up(self, at_least: int | None = None) -> int:
         """Applies the store's changes up to its current head; returns the sequence applied."""
@@ -135,9 +164,7 @@ class Follower:
                 self._drop_missing(states)
                 for state in states.values():
                     self._follow_collection(state, view, head)
-            self._applied = head
-            if self._applied >= self._store_seq:
-                self._behind_since = None
+            self._advance(head)
             return head
 
     def _drop_missing(self, states: dict[str, CollectionState]) -> None:
