@@ -8,8 +8,9 @@ from its index snapshot if one fits, else built; each collection then applies th
 numbered after its applied sequence, and loads its trained adapter when the store holds a newer one. A replica
 whose snapshot is older than the store's tombstone compaction rebuilds that collection, since it cannot learn
 which of its documents were deleted. A background thread waits on LISTEN/NOTIFY (or a poll, if a notification
-is lost with a connection) and catches up; writes through this replica call `sync`, which catches up before
-the write is answered.
+is lost with a connection) and catches up; a write through this replica calls `sync` before it is answered,
+which applies the write's own batch as it is when nothing else was committed before it (no read-back), else
+catches up.
 """
 
 import logging
