@@ -156,6 +156,8 @@ class PostgresStore:
 
     def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord:
         with self._write() as conn:
+            # Every write takes the counter first: one lock order, so writers never deadlock on each other.
+            self._take_seq(conn, 1)
             row = conn.execute(
                 "INSERT INTO search_collections (name, uid, dimension, settings) "
                 "VALUES (%s, replace(gen_random_uuid()::text, '-', ''), %s, %s::jsonb) "
@@ -163,7 +165,6 @@ class PostgresStore:
             if row is None:
                 # Another replica created it since this one last caught up.
                 raise CollectionConflict(f"collection {name!r} was just created through another replica; retry")
-            self._take_seq(conn, 1)
         return CollectionRecord(name, str(row[0]), dimension, settings)
 
     def drop_collection(self, name: str) -> None:
