@@ -132,6 +132,7 @@ def _bench(args: argparse.Namespace) -> int:
     config = BenchConfig.quick(sizes) if args.quick else BenchConfig(sizes=sizes) if sizes else BenchConfig()
     config.rounds = args.rounds or config.rounds
     config.keep = Path(args.keep) if args.keep else None
+    config.database_url = args.database_url
     print(run(config))
     return 0
 
@@ -194,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny sizes and few requests: a smoke test")
     bench.add_argument("--rounds", type=int, help="repetitions each figure is the median of (default 3)")
     bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
+    bench.add_argument("--database-url", help="an empty PostgreSQL database for the replica rows (default: the "
+                                              "benchmark starts its own, with pgserver)")
     bench.set_defaults(func=_bench, extra="bench")
 
     from app.commands import add_commands

@@ -15,7 +15,8 @@
      ├── Unauthorized                  401 unauthorized
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
-     │    └── JobCancelled             503 cancelled (a training job that the service's stop ended)
+     │    ├── JobCancelled             503 cancelled (a training job that the service's stop ended)
+     │    └── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached)
      ├── DataDirLocked                 raised at start when another process holds the data dir
      └── EncoderMismatch               raised at start when collections were encoded by another encoder
 
@@ -102,6 +103,12 @@ class NotReady(SearchServiceError):
 
 class JobCancelled(NotReady):
     code = "cancelled"
+
+
+class StoreUnavailable(NotReady):
+    """A write (or a read that needs the store) while PostgreSQL cannot be reached: nothing was written."""
+
+    code = "store_unavailable"
 
 
 class DataDirLocked(SearchServiceError):

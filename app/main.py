@@ -104,6 +104,8 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
     app.state.metrics = Metrics()
     app.state.metrics.watch_collections(
         lambda: {c.name: len(c.lexical) for c in (app.state.engine.list_collections() if app.state.engine else [])})
+    app.state.metrics.watch_replication(lambda: _replication(app), lambda: {
+        c.name: c.applied_seq for c in (app.state.engine.list_collections() if app.state.engine else [])})
     install_handlers(app)
     for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
@@ -116,6 +118,16 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
         app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _replication(app: FastAPI) -> dict[str, float] | None:
+    engine: SearchEngine | None = app.state.engine
+    if engine is None or engine.follower is None:
+        return None
+    status = engine.follower.status()
+    return {"applied_seq": status.applied_seq, "store_seq": status.store_seq,
+            "lag_sequences": status.store_seq - status.applied_seq, "lag_seconds": status.lag_seconds,
+            "degraded": float(status.degraded is not None)}
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

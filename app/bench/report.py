@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from app.bench.inprocess import DenseFigures, LexicalFigures
 from app.bench.measures import median
 from app.bench.phases import CLIENTS, LONG_QUERY_CHARS, MODES, IngestFigures, SizeFigures
+from app.bench.replicas import ReplicaFigures, replica_rows
 
 INGEST_TARGET, RANK_TARGET, BM25S_TARGET, ADD_TARGET_S, RECALL_TARGET = 0.9, 50.0, 2.0, 1.0, 0.95
 
@@ -161,11 +162,20 @@ def _memory_rows(sizes: list[SizeFigures], model: MemoryModel) -> list[Row]:
     return rows
 
 
+def _replica_rows(replicas: ReplicaFigures, sizes: list[SizeFigures]) -> list[Row]:
+    same = next(fig for fig in sizes if fig.size == replicas.size)
+    rows = [Row("replicas", *row) for row in replica_rows(replicas, size_label(same.size), same.load_rate,
+                                                          median([r.p50 for r in same.runs[("hybrid", 1)]]))]
+    rows.append(Row("replicas", "HTTP errors in the replicas' query runs", str(replicas.errors), "", "= 0",
+                    replicas.errors == 0))
+    return rows
+
+
 def build_rows(ingest: IngestFigures, per_pair: int, threads: int, batch: int, sizes: list[SizeFigures],
-               lexical: LexicalFigures, dense: list[DenseFigures], control: DenseFigures, model: MemoryModel
-               ) -> list[Row]:
-    return [*_ingest_rows(ingest, per_pair, threads, batch), *_query_rows(sizes), *_lexical_rows(lexical),
-            *_dense_rows(dense, control, model.m), *_memory_rows(sizes, model)]
+               lexical: LexicalFigures, dense: list[DenseFigures], control: DenseFigures, model: MemoryModel,
+               replicas: ReplicaFigures) -> list[Row]:
+    return [*_ingest_rows(ingest, per_pair, threads, batch), *_query_rows(sizes), *_replica_rows(replicas, sizes),
+            *_lexical_rows(lexical), *_dense_rows(dense, control, model.m), *_memory_rows(sizes, model)]
 
 
 def render(rows: list[Row], title: str) -> str:

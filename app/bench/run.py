@@ -22,6 +22,7 @@ from app.bench.corpus import (
 from app.bench.inprocess import dense_recall, document_tokens, lexical_vs_peers
 from app.bench.measures import BareEncoder
 from app.bench.phases import LONG_QUERY_CHARS, LoadPlan, encoder_and_ingest, progress, restart_phase, size_phase
+from app.bench.replicas import replica_phase
 from app.bench.report import MemoryModel, build_rows, render, size_label
 from app.engine.tokenizer import Tokenizer
 from app.settings import Settings
@@ -47,12 +48,15 @@ class BenchConfig:
     restarts: int = 3  # of the largest data dir, each beside a start on an empty one
     seed: int = 13
     keep: Path | None = None  # keep the data dirs and server logs here
+    replica_texts: int = 1024  # server-encoded texts ingested through the replicas (half on one, half on two)
+    database_url: str | None = None  # the replicas' (an empty database); by default a PostgreSQL of their own
 
     @classmethod
     def quick(cls, sizes: list[int] | None = None) -> "BenchConfig":
         """Tiny: a smoke test of every row in a minute or two, not a measurement."""
         return cls(sizes=sizes or list(QUICK_SIZES), pairs=3, per_pair=16, real_docs=48, queries=60, long_queries=10,
-                   requests=30, seconds=0.8, sample=8, rank_queries=20, batch=500, restarts=1)
+                   requests=30, seconds=0.8, sample=8, rank_queries=20, batch=500, restarts=1,
+                   replica_texts=128)
 
 
 def _lexical_size(sizes: list[int]) -> int:
@@ -103,6 +107,8 @@ def _run(config: BenchConfig) -> str:
         plan = LoadPlan(config.rounds, config.requests, config.seconds, config.sample, config.batch)
         figures = [size_phase(encoder, corpus, size, queries, long_queries, plan, work) for size in sizes]
         restart_phase(figures[-1], queries, config.restarts, threads, work)
+        replica_texts = [corpus.text(i) for i in range(config.replica_texts)]
+        replicas = replica_phase(corpus, sizes[0], replica_texts, queries, plan, threads, work, config.database_url)
         progress(f"lexical index against rank-bm25 and bm25s at {lex_size} documents")
         tokens = document_tokens(corpus, lex_size + extra)
         tokenize = Tokenizer()
@@ -116,7 +122,7 @@ def _run(config: BenchConfig) -> str:
             dense.append(dense_recall(vectors[:size], query_vectors, hnsw))
         control = dense_recall(real.vectors, query_vectors, hnsw)
         rows = build_rows(ingest, config.per_pair, threads, settings.encode_batch_size, figures, lexical, dense,
-                          control, MemoryModel(vectors.shape[1], hnsw.m, unique_terms))
+                          control, MemoryModel(vectors.shape[1], hnsw.m, unique_terms), replicas)
     finally:
         if config.keep is None:
             shutil.rmtree(work, ignore_errors=True)

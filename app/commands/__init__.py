@@ -55,6 +55,11 @@ def _reencode(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
     settings = Settings()
+    if settings.database_url:
+        # Vectors rewritten in place carry no new sequence numbers, so the other replicas would never see them.
+        print("reencode: works on the embedded store only; over a shared PostgreSQL store, create a collection "
+              "and ingest its documents again with the new encoder", file=sys.stderr)
+        return 2
     try:
         outcomes = reencode(settings, args.collection or None, progress=not args.quiet)
     except DataDirLocked as exc:

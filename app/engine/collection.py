@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -16,9 +17,36 @@ from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
 from app.engine.types import CollectionSettings
-from app.errors import CollectionNotFound
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
+from app.errors import CollectionNotFound, StoreUnavailable
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
 from app.store.snapshots import SnapshotDir
+
+
+class SharedWrites(Protocol):
+    """How a collection over a shared store (PostgreSQL) writes: its indexes change only by following the
+    store's change feed (app/engine/follower.py), so a write commits to the store and then waits until this
+    replica has applied the store's changes up to it."""
+
+    def sync(self, seq: int, own: "OwnWrite | None" = None) -> None: ...
+    def save_adapter(self, collection: str, adapter: CosineAdapter) -> None: ...
+
+@dataclass
+class OwnWrite:
+    """A batch this replica just committed, tokenised and with its vectors: the follower applies it as it is
+    when nothing else was committed before it, instead of reading it back from the store."""
+
+    collection: "Collection"
+    docs: list[NewDocument]
+    tokens: list[list[str]]
+    vectors: np.ndarray
+    result: WriteResult
+
+    def kept(self) -> list[int]:
+        """Positions of the documents that hold their id at the end (a batch naming one id twice keeps the last;
+        the earlier copy is already a tombstone)."""
+        superseded = set(self.result.old_labels)
+        return [i for i, label in enumerate(self.result.new_labels) if label not in superseded]
+
 
 log = logging.getLogger("app.collection")
 _SNAPSHOT_FORMAT = 1
@@ -59,20 +87,28 @@ class Collection:
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     writes_since_snapshot: int = 0
     dropped: bool = False  # set under the write lock when the collection is deleted
+    shared: SharedWrites | None = None  # set when the store is shared by replicas
+    applied_seq: int = 0  # shared store: every change up to this sequence is in the indexes (set under the lock)
+    adapter_seq: int = 0  # shared store: the sequence of the trained adapter in use (0: none)
 
     @property
     def name(self) -> str:
         return self.record.name
 
     @classmethod
-    def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int) -> "Collection":
-        """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed."""
+    def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int,
+             shared: SharedWrites | None = None) -> "Collection":
+        """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed. Over a
+        shared store (`shared`) it only loads the snapshot, at `applied_seq`: the follower applies the rest."""
         settings = CollectionSettings.from_dict(record.settings)
         snapshots = SnapshotDir(index_root / record.uid)
         collection = cls(record, settings, store, snapshots, Tokenizer(),
                          LexicalIndex(settings.bm25.k1, settings.bm25.b),
                          DenseIndex(record.dimension, settings.hnsw, capacity=max(1024, store.count(record.name)),
-                                    threads=threads))
+                                    threads=threads), shared=shared)
+        if shared is not None:
+            collection.applied_seq = collection._load_snapshot(threads)
+            return collection
         adapter_dir = SnapshotDir(snapshots.root / "adapter").current()
         if adapter_dir is not None:
             try:
@@ -83,6 +119,12 @@ class Collection:
         collection._replay(after)
         return collection
 
+    def reset_indexes(self, threads: int) -> None:
+        """Empty indexes, to be rebuilt from the store (a snapshot the store can no longer bring up to date)."""
+        self.lexical = LexicalIndex(self.settings.bm25.k1, self.settings.bm25.b)
+        self.dense = DenseIndex(self.record.dimension, self.settings.hnsw, capacity=1024, threads=threads)
+        self.applied_seq = 0
+
     def _load_snapshot(self, threads: int) -> int:
         path = self.snapshots.current()
         if path is None:
@@ -91,6 +133,8 @@ class Collection:
             manifest = json.loads((path / "manifest.json").read_text())
             if manifest.get("format") != _SNAPSHOT_FORMAT or manifest.get("uid") != self.record.uid:
                 raise ValueError("snapshot belongs to another collection or format")
+            if manifest.get("store", "") != self.store.identity():
+                raise ValueError("snapshot was made against another database")
             lexical = LexicalIndex.load(path / "lexical")
             dense = DenseIndex.load(path / "dense", self.settings.hnsw, threads=threads)
         except (OSError, ValueError, KeyError) as exc:
@@ -122,20 +166,23 @@ class Collection:
         """Durably stores the batch, then applies it to both indexes, all under the write lock."""
         tokens = [self.tokenizer(document_text(d.title, d.text)) for d in docs]
         vectors = np.stack([d.vector for d in docs])
+        if self.shared is not None:
+            self._check_live()
+            result = self.store.upsert(self.name, docs)
+            self.shared.sync(result.seq, OwnWrite(self, docs, tokens, vectors, result))
+            return
         with self.lock.write():
             self._check_live()
             result = self.store.upsert(self.name, docs)
-            # A batch naming one id twice keeps the last; the earlier copy is already a tombstone.
-            superseded = set(result.old_labels)
-            keep = [i for i, label in enumerate(result.new_labels) if label not in superseded]
+            keep = OwnWrite(self, docs, tokens, vectors, result).kept()
             self.lexical.delete(result.old_labels)
             self.dense.delete(result.old_labels)
             self.lexical.upsert([result.new_labels[i] for i in keep], [tokens[i] for i in keep])
             self.dense.stage(np.asarray([result.new_labels[i] for i in keep], dtype=np.int64), vectors[keep])
             self.writes_since_snapshot += len(docs)
-        self._settle()
+        self.settle()
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Staged vectors into the graph in turns of the write lock of about SETTLE_TURN_SECONDS each; the
         readers that queued during a turn go before the next one."""
         count = 1
@@ -151,6 +198,12 @@ class Collection:
             count = next_turn(count, seconds)
 
     def delete(self, doc_id: str) -> bool:
+        if self.shared is not None:
+            self._check_live()
+            if self.store.delete(self.name, doc_id) is None:
+                return False
+            self.shared.sync(self.store.seq())  # at least this delete's sequence
+            return True
         with self.lock.write():
             self._check_live()
             label = self.store.delete(self.name, doc_id)
@@ -169,6 +222,10 @@ class Collection:
     def set_adapter(self, adapter: CosineAdapter) -> None:
         """Persists a trained adapter beside the snapshots, then swaps it in for new searches; CollectionNotFound
         once the collection is dropped (a drop takes the write lock, then removes the folder)."""
+        if self.shared is not None:
+            self._check_live()
+            self.shared.save_adapter(self.name, adapter)
+            return
         with self.lock.read():  # the save takes milliseconds
             self._check_live()  # else the adapter would land where a new collection of this name loads its own
             SnapshotDir(self.snapshots.root / "adapter").publish(adapter.save)
@@ -181,7 +238,9 @@ class Collection:
         with self.snapshot_lock, self.lock.read(long=True):
             if self.dropped:
                 return
-            seq = self.store.seq()
+            # Over a shared store other replicas' writes move its sequence without this lock: what the
+            # indexes hold is what was applied.
+            seq = self.store.seq() if self.shared is None else self.applied_seq
             written = self.writes_since_snapshot
 
             def write(directory: Path) -> None:
@@ -190,8 +249,12 @@ class Collection:
                 self.lexical.save(directory / "lexical")
                 self.dense.save(directory / "dense")
                 (directory / "manifest.json").write_text(json.dumps(
-                    {"format": _SNAPSHOT_FORMAT, "uid": self.record.uid, "seq": seq, "count": len(self.lexical)}))
+                    {"format": _SNAPSHOT_FORMAT, "uid": self.record.uid, "seq": seq, "count": len(self.lexical),
+                     "store": self.store.identity()}))
 
             self.snapshots.publish(write)
             self.writes_since_snapshot -= written
-        self.store.prune_tombstones(self.name, seq)
+        try:
+            self.store.prune_tombstones(self.name, seq)
+        except StoreUnavailable as exc:  # only compaction is put off: the snapshot stands, the next one prunes
+            log.warning("collection %s: tombstones not compacted: %s", self.name, exc.message)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.embedder import document_text, normalise
 from app.engine.encoders import Encoder, EncoderIdentity, recorded_encoder
+from app.engine.follower import Follower, open_replica_store
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.jobs import TrainingJobs
@@ -37,6 +39,7 @@ from app.errors import (
 )
 from app.settings import Settings
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
+from app.store.replica import ReplicaStore
 from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
@@ -53,7 +56,9 @@ class SearchEngine:
 
     def __init__(self, settings: Settings, embedder: Encoder, store: DocumentStore | None = None) -> None:
         """`store`: any DocumentStore backend, which the engine then owns (closes); by default the SQLite one in
-        the data directory. EncoderMismatch when a collection's vectors were made by another encoder."""
+        the data directory, or with `settings.database_url` the shared PostgreSQL one, which this engine then
+        follows as one replica among any number (app/engine/follower.py). EncoderMismatch when a collection's
+        vectors were made by another encoder."""
         self.settings = settings
         self.embedder = embedder
         self.store: DocumentStore = open_store(settings) if store is None else store
@@ -70,6 +75,13 @@ class SearchEngine:
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
         self.training_jobs = TrainingJobs()
+        self.follower: Follower | None = None
+        if isinstance(self.store, ReplicaStore):
+            # Ready only once caught up to (at least) the store's sequence at start; then followed in the background.
+            self.follower = Follower(self, self.store)
+            self.follower.catch_up()
+            self.follower.start()
+            return
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
@@ -126,6 +138,10 @@ class SearchEngine:
         again is a no-op, other settings conflict."""
         defaults = self.settings.collection_defaults
         settings = CollectionSettings(hnsw=hnsw or defaults.hnsw, bm25=bm25 or defaults.bm25)
+        # What the store keeps: the settings and the encoder that will make the collection's vectors.
+        stored = {**settings.to_dict(), "encoder": self.embedder.identity.to_dict()}
+        if self.follower is not None:
+            return self._create_shared(name, settings, stored, self.follower)
         with self._collections_lock:
             existing = self._collections.get(name)
             if existing is not None:
@@ -134,13 +150,48 @@ class SearchEngine:
                         f"collection {name!r} exists with other settings",
                         [{"existing": existing.settings.to_dict(), "requested": settings.to_dict()}])
                 return existing, False
-            record = self.store.create_collection(
-                name, self.embedder.dim, {**settings.to_dict(), "encoder": self.embedder.identity.to_dict()})
+            record = self.store.create_collection(name, self.embedder.dim, stored)
             collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
             self._collections[name] = collection
             return collection, True
 
+    def _create_shared(self, name: str, settings: CollectionSettings, stored: dict[str, Any],
+                       follower: Follower) -> tuple[Collection, bool]:
+        """Over the shared store: created there, then this replica follows up to it (as every other does)."""
+        follower.catch_up()  # another replica may have created it since
+        existing = self._collections.get(name)
+        if existing is None:
+            self.store.create_collection(name, self.embedder.dim, stored)
+            follower.catch_up()
+        collection = self.collection(name)
+        if existing is not None and collection.settings != settings:
+            raise CollectionConflict(f"collection {name!r} exists with other settings",
+                                     [{"existing": collection.settings.to_dict(), "requested": settings.to_dict()}])
+        return collection, existing is None
+
+    def local_collection(self, name: str) -> Collection | None:
+        with self._collections_lock:
+            return self._collections.get(name)
+
+    def adopt_collection(self, collection: Collection) -> None:
+        """The follower's: a collection it opened from the store starts serving."""
+        with self._collections_lock:
+            self._collections[collection.name] = collection
+
+    def forget_collection(self, name: str) -> None:
+        """The follower's: a collection the store no longer holds stops serving (writes waiting on it fail)."""
+        with self._collections_lock:
+            collection = self._collections.pop(name, None)
+        if collection is not None:
+            with collection.lock.write():
+                collection.dropped = True
+
     def drop_collection(self, name: str) -> None:
+        if self.follower is not None:
+            self.collection(name)  # 404 if unknown here
+            self.store.drop_collection(name)
+            self.follower.catch_up()
+            return
         with self._collections_lock:
             collection = self.collection(name)
             with collection.lock.write():
@@ -268,6 +319,8 @@ class SearchEngine:
 
     def close(self) -> None:
         """Ends the training jobs, snapshots every collection that changed and closes the store."""
+        if self.follower is not None:
+            self.follower.stop()
         self.training_jobs.stop()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
@@ -279,7 +332,10 @@ class SearchEngine:
 
 
 def open_store(settings: Settings) -> DocumentStore:
-    """The store of record the settings name."""
+    """The store of record the settings name: the shared PostgreSQL one (through this replica's mirror) when
+    `database_url` is set, else the embedded SQLite one in the data directory."""
+    if settings.database_url:
+        return open_replica_store(settings)
     return SqliteStore(Path(settings.data_dir) / "documents.sqlite3")
 
 

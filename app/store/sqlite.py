@@ -63,6 +63,9 @@ class SqliteStore:
         with self._write_lock:
             self._writer.close()
 
+    def identity(self) -> str:
+        return ""  # the embedded store lives in the data dir beside its snapshots
+
     # --- collections ------------------------------------------------------------------------
 
     def collections(self) -> list[CollectionRecord]:

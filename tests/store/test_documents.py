@@ -12,15 +12,22 @@ import numpy as np
 import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
+from app.errors import CollectionNotFound
 from app.store.base import DocumentStore, NewDocument
+from app.store.postgres import PostgresStore
 from app.store.sqlite import SqliteStore
 
-BACKENDS: dict[str, Callable[[Path], DocumentStore]] = {"sqlite": lambda tmp: SqliteStore(tmp / "s.db")}
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], DocumentStore]] = {
+    "sqlite": lambda request, tmp: SqliteStore(tmp / "s.db"),
+    "postgres": lambda request, tmp: PostgresStore(request.getfixturevalue("database_url")),
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentStore]:
-    backend = BACKENDS[request.param](tmp_path)
+    backend = BACKENDS[request.param](request, tmp_path)
+    for name in ("c", "other"):  # the engine writes only to a collection it created
+        backend.create_collection(name, 4, {})
     yield backend
     backend.close()
 
@@ -30,25 +37,27 @@ def _doc(doc_id: str, **metadata: object) -> NewDocument:
 
 
 def test_labels_are_fresh_and_replacements_leave_tombstones(store: DocumentStore) -> None:
+    s = store.seq()  # a backend may number collection changes too
     first = store.upsert("c", [_doc("a"), _doc("b")])
-    assert first.new_labels == [1, 2] and first.old_labels == []
+    assert first.new_labels == [s + 1, s + 2] and first.old_labels == [] and first.seq == s + 2
     second = store.upsert("c", [_doc("a")])
-    assert second.new_labels == [3] and second.old_labels == [1]
-    assert store.delete("c", "b") == 2
+    assert second.new_labels == [s + 3] and second.old_labels == [s + 1]
+    assert store.delete("c", "b") == s + 2
     assert store.delete("c", "b") is None
-    assert store.tombstones_after("c", 2) == [1, 2]
+    assert store.tombstones_after("c", s + 2) == [s + 1, s + 2]
     assert [[r.id for r in rows] for rows, _ in store.iter_rows("c", after_seq=0)] == [["a"]]
-    assert store.seq() == 4
-    store.prune_tombstones("c", 4)
+    assert store.seq() == s + 4
+    store.prune_tombstones("c", s + 4)
     assert store.tombstones_after("c", 0) == []
 
 
 def test_a_failing_batch_writes_nothing(store: DocumentStore) -> None:
     store.upsert("c", [_doc("a")])
+    before = store.seq()
     broken = NewDocument("b", "text", None, {"bad": object()}, np.ones(4, dtype=np.float32))
     with pytest.raises(TypeError):
         store.upsert("c", [_doc("z"), broken])
-    assert store.count("c") == 1 and store.get("c", "z") is None and store.seq() == 1
+    assert store.count("c") == 1 and store.get("c", "z") is None and store.seq() == before
 
 
 def test_committed_batches_are_on_disk_for_another_connection(tmp_path: Path) -> None:
@@ -84,8 +93,9 @@ def test_metadata_filters(store: DocumentStore) -> None:
 
 def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentStore) -> None:
     """What `reencode` relies on: every new vector and the new settings, or (the batches failing midway) none."""
-    store.create_collection("c", 4, {"encoder": {"model": "m", "backend": "torch"}})
-    labels = store.upsert("c", [_doc("a"), _doc("b"), _doc("z")]).new_labels
+    store.create_collection("enc", 4, {"encoder": {"model": "m", "backend": "torch"}})
+    labels = store.upsert("enc", [_doc("a"), _doc("b"), _doc("z")]).new_labels
+    seq = store.seq()
     new = np.eye(4, dtype=np.float32)[:3]
 
     def failing() -> Iterator[tuple[list[int], np.ndarray]]:
@@ -93,16 +103,30 @@ def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentS
         raise RuntimeError("killed midway")
 
     with pytest.raises(RuntimeError):
-        store.replace_vectors("c", failing(), 4, {"encoder": {"model": "m", "backend": "onnx"}})
-    [record] = store.collections()
+        store.replace_vectors("enc", failing(), 4, {"encoder": {"model": "m", "backend": "onnx"}})
+    record = next(r for r in store.collections() if r.name == "enc")
     assert record.settings["encoder"]["backend"] == "torch"
-    assert all(np.allclose(v, 0.5) for _, vectors in store.iter_rows("c") for v in vectors)
+    assert all(np.allclose(v, 0.5) for _, vectors in store.iter_rows("enc") for v in vectors)
 
-    written = store.replace_vectors("c", iter([(labels[:2], new[:2]), (labels[2:], new[2:])]), 4,
+    written = store.replace_vectors("enc", iter([(labels[:2], new[:2]), (labels[2:], new[2:])]), 4,
                                     {"encoder": {"model": "m", "backend": "onnx"}})
     assert written == 3
-    [record] = store.collections()
+    record = next(r for r in store.collections() if r.name == "enc")
     assert record.settings["encoder"]["backend"] == "onnx" and record.dimension == 4
-    [(rows, vectors)] = list(store.iter_rows("c"))
+    [(rows, vectors)] = list(store.iter_rows("enc"))
     assert [r.label for r in rows] == labels and np.array_equal(vectors, new)
-    assert store.seq() == 3  # labels and sequence untouched: no replay, the caller rebuilds the indexes
+    assert store.seq() == seq  # labels and sequence untouched: no replay, the caller rebuilds the indexes
+
+
+def test_a_write_to_a_collection_another_replica_deleted_is_refused(database_url: str) -> None:
+    """Over the shared store a replica may not have heard of a drop yet: its write must not outlive the drop."""
+    store = PostgresStore(database_url)
+    store.create_collection("c", 4, {})
+    store.drop_collection("c")
+    with pytest.raises(CollectionNotFound):
+        store.upsert("c", [_doc("a")])
+    with pytest.raises(CollectionNotFound):
+        store.delete("c", "a")
+    store.create_collection("c", 4, {})
+    assert store.count("c") == 0
+    store.close()

@@ -1,0 +1,276 @@
+"""A replica following the shared store's change feed: its collections, indexes, mirror and adapters kept equal
+to the store's at the last sequence it applied.
+
+Each catch-up reads one REPEATABLE READ snapshot of the store at its head sequence H (which, because the store
+numbers writes in commit order, holds every change up to H; see app/store/postgres.py) and reconciles: a
+collection gone from the store, or replaced by another of the same name, is dropped here; a new one is opened
+from its index snapshot if one fits, else built; each collection then applies the tombstones and live documents
+numbered after its applied sequence, and loads its trained adapter when the store holds a newer one. A replica
+whose snapshot is older than the store's tombstone compaction rebuilds that collection, since it cannot learn
+which of its documents were deleted. A background thread waits on LISTEN/NOTIFY (or a poll, if a notification
+is lost with a connection) and catches up; a write through this replica calls `sync` before it is answered,
+which applies the write's own batch as it is when nothing else was committed before it (no read-back), else
+catches up.
+"""
+
+import logging
+import tempfile
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.engine.collection import Collection, OwnWrite
+from app.engine.embedder import document_text
+from app.engine.relevance import CosineAdapter
+from app.engine.relevance.adapter import META_FILE, WEIGHTS_FILE
+from app.errors import StoreUnavailable
+from app.settings import Settings
+from app.store.base import StoredRow
+from app.store.mirror import MirrorStore
+from app.store.postgres import CollectionState, FeedView, Listener, PostgresStore, StoredAdapter
+from app.store.replica import ReplicaStore
+
+if TYPE_CHECKING:
+    from app.engine.engine import SearchEngine
+
+log = logging.getLogger("app.follower")
+# With no notification, the follower still looks at the store this often: a NOTIFY lost with a dropped
+# connection then costs at most this much lag.
+POLL_SECONDS = 1.0
+# While PostgreSQL is unreachable, the follower retries this often.
+RETRY_SECONDS = 0.5
+
+
+@dataclass
+class ReplicationStatus:
+    applied_seq: int
+    store_seq: int  # the latest sequence this replica knows the store has reached
+    lag_seconds: float  # since it first knew of a change it has not applied yet (0 when caught up)
+    degraded: str | None  # why the store is unreachable, while it is
+
+
+class Follower:
+    def __init__(self, engine: "SearchEngine", store: ReplicaStore) -> None:
+        self.engine = engine
+        self.store = store
+        self._catch_up_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._applied = 0
+        self._store_seq = 0
+        self._behind_since: float | None = None
+        self._degraded: str | None = None
+
+    # --- status -----------------------------------------------------------------------------
+
+    def status(self) -> ReplicationStatus:
+        behind = self._behind_since
+        lag = 0.0 if behind is None or self._applied >= self._store_seq else time.monotonic() - behind
+        return ReplicationStatus(self._applied, max(self._store_seq, self._applied), lag, self._degraded)
+
+    def _saw(self, seq: int) -> None:
+        if seq > self._store_seq:
+            self._store_seq = seq
+            if seq > self._applied and self._behind_since is None:
+                self._behind_since = time.monotonic()
+
+    def _advance(self, seq: int) -> None:
+        self._applied = seq
+        if seq >= self._store_seq:
+            self._behind_since = None
+
+    # --- the background loop ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        listener: Listener | None = None
+        while not self._stop.is_set():
+            try:
+                if listener is None:
+                    # Listening before catching up: a change committed meanwhile is announced, not missed.
+                    listener = self.store.shared.listener()
+                self.catch_up()
+                if self._degraded is not None:
+                    log.warning("the store is reachable again; following resumed at sequence %d", self._applied)
+                    self._degraded = None
+                announced = listener.wait(POLL_SECONDS)
+                if announced is not None:
+                    self._saw(announced)
+            except StoreUnavailable as exc:
+                if self._degraded is None:
+                    log.error("following stopped: %s; serving reads from memory, retrying", exc.message)
+                self._degraded = exc.message
+                if listener is not None:
+                    with suppress(Exception):
+                        listener.close()
+                    listener = None
+                self._stop.wait(RETRY_SECONDS)
+            except Exception:
+                log.exception("applying the store's changes failed; retrying")
+                self._stop.wait(RETRY_SECONDS)
+        if listener is not None:
+            listener.close()
+
+    # --- catching up ------------------------------------------------------------------------
+
+    def sync(self, seq: int, own: OwnWrite | None = None) -> None:
+        """Returns once this replica has applied every change up to `seq` (a write it just committed). `own`, that
+        write's batch, is applied as it is when it is the only change since the last one applied."""
+        with self._catch_up_lock:
+            if self._applied >= seq:
+                return
+            if own is not None and self._applied == own.result.new_labels[0] - 1:
+                self._apply_own(own)
+                return
+        self.catch_up(at_least=seq)
+
+    def _apply_own(self, own: OwnWrite) -> None:
+        collection, result, kept = own.collection, own.result, own.kept()
+        labels = np.asarray([result.new_labels[i] for i in kept], dtype=np.int64)
+        rows = [StoredRow(int(label), own.docs[i].id, own.docs[i].text, own.docs[i].title, own.docs[i].metadata)
+                for i, label in zip(kept, labels, strict=True)]
+        with collection.lock.write():
+            self._remove(collection, result.old_labels)
+            self.store.mirror.apply(collection.name, (), rows)
+            collection.lexical.upsert(labels.tolist(), [own.tokens[i] for i in kept])
+            collection.dense.stage(labels, own.vectors[kept])
+            collection.applied_seq = result.seq
+            collection.writes_since_snapshot += len(own.docs)
+        collection.settle()
+        self.store.mirror.mark_applied(collection.name, collection.record.uid, result.seq)
+        self._advance(result.seq)
+
+    def catch_up(self, at_least: int | None = None) -> int:
+        """Applies the store's changes up to its current head; returns the sequence applied."""
+        with self._catch_up_lock:
+            if at_least is not None and self._applied >= at_least:
+                return self._applied
+            with self.store.shared.feed() as view:
+                head = view.seq()
+                self._saw(head)
+                states = {state.record.name: state for state in view.collections()}
+                self._drop_missing(states)
+                for state in states.values():
+                    self._follow_collection(state, view, head)
+            self._advance(head)
+            return head
+
+    def _drop_missing(self, states: dict[str, CollectionState]) -> None:
+        for collection in self.engine.list_collections():
+            state = states.get(collection.name)
+            if state is None or state.record.uid != collection.record.uid:
+                self._forget(collection)
+
+    def _forget(self, collection: Collection) -> None:
+        self.engine.forget_collection(collection.name)
+        self.store.mirror.forget(collection.name)
+        collection.snapshots.remove()
+
+    def _follow_collection(self, state: CollectionState, view: FeedView, head: int) -> None:
+        name, uid = state.record.name, state.record.uid
+        collection = self.engine.local_collection(name)
+        if collection is None:
+            collection = Collection.open(self.store, state.record, self.engine.index_root, self.engine.settings.threads,
+                                         shared=self)
+            snapshot_seq = collection.applied_seq
+            # The snapshot is usable only if the store still holds every tombstone after it and the mirror
+            # (written before any snapshot) is at least as far.
+            if snapshot_seq and (snapshot_seq < state.pruned_through
+                                 or self.store.mirror.applied(name, uid) < snapshot_seq):
+                log.warning("collection %s: snapshot at %d is older than what the store still holds (%d) or "
+                            "than its local copy; rebuilding from the store", name, snapshot_seq, state.pruned_through)
+                collection.reset_indexes(self.engine.settings.threads)
+            if not collection.applied_seq:
+                self.store.mirror.forget(name)  # rows the store may have deleted since: rebuilt in full
+            self._apply(collection, state, view, head)
+            self.engine.adopt_collection(collection)
+        elif 0 < collection.applied_seq < state.pruned_through:
+            log.warning("collection %s fell behind the store's tombstone compaction (%d < %d); rebuilding",
+                        name, collection.applied_seq, state.pruned_through)
+            self._forget(collection)
+            self._follow_collection(state, view, head)
+            return
+        else:
+            self._apply(collection, state, view, head)
+        if state.adapter_seq != collection.adapter_seq:
+            stored = view.adapter(name)
+            collection.adapter = None if stored is None else adapter_from_store(stored)
+            collection.adapter_seq = state.adapter_seq
+
+    def _apply(self, collection: Collection, state: CollectionState, view: FeedView, head: int) -> None:
+        """The tombstones and live documents numbered after the collection's applied sequence, into the mirror
+        and both indexes; the tombstones go with the first documents, so a replaced document never vanishes."""
+        name, after = collection.name, collection.applied_seq
+        if after >= head:
+            return
+        if after and state.changed_seq <= after:  # no document written since: nothing to read
+            with collection.lock.write():
+                collection.applied_seq = head
+            self.store.mirror.mark_applied(name, collection.record.uid, head)
+            return
+        dead = [label for label, _ in view.tombstones_after(name, after)] if after else []
+        applied = len(dead)
+        for rows, vectors in view.iter_rows(name, after):
+            tokens = [collection.tokenizer(document_text(r.title, r.text)) for r in rows]
+            labels = np.asarray([r.label for r in rows], dtype=np.int64)
+            with collection.lock.write():
+                self._remove(collection, dead)
+                self.store.mirror.apply(name, (), rows)
+                collection.lexical.upsert(labels.tolist(), tokens)
+                collection.dense.stage(labels, vectors)
+            dead = []
+            applied += len(rows)
+            collection.settle()
+        with collection.lock.write():
+            self._remove(collection, dead)
+            collection.applied_seq = head
+            collection.writes_since_snapshot += applied
+        self.store.mirror.mark_applied(name, collection.record.uid, head)
+
+    def _remove(self, collection: Collection, labels: list[int]) -> None:
+        if labels:
+            self.store.mirror.apply(collection.name, labels, ())
+            collection.lexical.delete(labels)
+            collection.dense.delete(labels)
+
+    # --- adapters ---------------------------------------------------------------------------
+
+    def save_adapter(self, collection: str, adapter: CosineAdapter) -> None:
+        """Stores a trained adapter in the store of record; every replica (this one first) then loads it."""
+        meta, weights = adapter_to_store(adapter)
+        self.sync(self.store.shared.save_adapter(collection, meta, weights))
+
+
+# The adapter's own format is two files (JSON metadata, a pickle-free .npz); the store keeps those bytes, so
+# there is one format and one loader (with its checks) for both.
+def adapter_to_store(adapter: CosineAdapter) -> tuple[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter.save(Path(tmp))
+        return (Path(tmp) / META_FILE).read_text(encoding="utf-8"), (Path(tmp) / WEIGHTS_FILE).read_bytes()
+
+
+def adapter_from_store(stored: StoredAdapter) -> CosineAdapter:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / META_FILE).write_text(stored.meta, encoding="utf-8")
+        (Path(tmp) / WEIGHTS_FILE).write_bytes(stored.weights)
+        return CosineAdapter.load(Path(tmp))
+
+
+def open_replica_store(settings: Settings) -> ReplicaStore:
+    """The shared store at `settings.database_url`, read through a mirror in the replica's data dir."""
+    shared = PostgresStore(settings.database_url, tombstone_retention=settings.tombstone_retention,
+                           timeout=settings.database_timeout_seconds)
+    return ReplicaStore(shared, MirrorStore(Path(settings.data_dir) / "replica.sqlite3", shared.identity()))

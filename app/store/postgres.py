@@ -1,0 +1,414 @@
+"""The shared document store (PostgreSQL): the store of record that any number of replicas write and follow.
+
+Labels, sequence numbers and tombstones work as app/store/base.py describes, with one more promise that
+replicas rely on: **sequence order is commit order**. Every write (documents, a collection created or
+dropped, an adapter trained) takes its numbers with `UPDATE search_seq ... RETURNING` on the one counter
+row, whose row lock it then holds until it commits; the next writer waits on that lock. So when a reader's
+snapshot shows the counter at H, every change numbered up to H is committed and visible in that snapshot,
+and no change numbered H or below can commit later: a follower that reads "after my last sequence, up to
+H" in one REPEATABLE READ snapshot never skips a transaction (tests/store/test_feed.py races writers to
+show it). The price is that writes to the whole database are serialised from their numbering to their
+commit; the slow part of an ingest, encoding, happens before that.
+
+Each write also sends NOTIFY search_changes (delivered at commit) so followers wake at once.
+"""
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from app.engine.types import FilterCondition
+from app.errors import CollectionConflict, CollectionNotFound, InvalidInput, StoreUnavailable
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
+from app.store.filters import compile_jsonb_filter
+
+log = logging.getLogger("app.store.postgres")
+CHANNEL = "search_changes"
+# Serialises schema creation when several replicas start at once (CREATE ... IF NOT EXISTS races otherwise).
+_SCHEMA_LOCK = 727_1301
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS search_meta (key text PRIMARY KEY, value text NOT NULL);
+INSERT INTO search_meta VALUES ('identity', gen_random_uuid()::text) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS search_seq (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), value bigint NOT NULL);
+INSERT INTO search_seq VALUES (true, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS search_collections (
+    name text PRIMARY KEY, uid text NOT NULL, dimension integer NOT NULL, settings jsonb NOT NULL,
+    pruned_through bigint NOT NULL DEFAULT 0, changed_seq bigint NOT NULL DEFAULT 0,
+    adapter_seq bigint NOT NULL DEFAULT 0, adapter_meta text, adapter_weights bytea);
+CREATE TABLE IF NOT EXISTS search_documents (
+    collection text NOT NULL, id text NOT NULL, label bigint NOT NULL UNIQUE,
+    title text, text text NOT NULL, metadata jsonb NOT NULL, vector bytea NOT NULL,
+    PRIMARY KEY (collection, id));
+CREATE INDEX IF NOT EXISTS search_documents_by_label ON search_documents (collection, label);
+CREATE TABLE IF NOT EXISTS search_tombstones (collection text NOT NULL, label bigint NOT NULL, seq bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS search_tombstones_by_seq ON search_tombstones (collection, seq);
+"""
+
+
+_DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea"]
+
+
+def _already_json(text: str) -> str:
+    """Metadata is serialised before the transaction (so a TypeError fails the batch before it takes the lock);
+    COPY then takes that text as it is."""
+    return text
+
+
+@dataclass
+class CollectionState:
+    """A collection as the store holds it at one sequence: what a follower reconciles against."""
+
+    record: CollectionRecord
+    pruned_through: int  # tombstones up to this sequence are gone: a replica behind it must rebuild
+    changed_seq: int  # the sequence of its last document write: a replica past it has nothing to read
+    adapter_seq: int  # 0: no trained adapter
+
+
+@dataclass
+class StoredAdapter:
+    """A trained relevance adapter as its two files (JSON metadata and a pickle-free .npz)."""
+
+    seq: int
+    meta: str
+    weights: bytes
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500)."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise StoreUnavailable(f"the PostgreSQL store is unreachable: {str(exc).strip() or type(exc).__name__}",
+                               [{"reason": type(exc).__name__}]) from exc
+
+
+def _row(label: int, doc_id: str, text: str, title: str | None, metadata: Any = None) -> StoredRow:
+    return StoredRow(int(label), doc_id, text, title, metadata if metadata is not None else {})
+
+
+class PostgresStore:
+    """PostgreSQL document store over a psycopg connection pool; safe to share between threads."""
+
+    def __init__(self, url: str, *, tombstone_retention: int = 0, timeout: float = 5.0, pool_size: int = 8) -> None:
+        """`tombstone_retention`: `prune_tombstones` keeps the tombstones of this many latest sequences, so
+        replicas that are that far behind can still catch up without a rebuild. `timeout`: how long a call
+        waits for a connection before the store counts as unreachable."""
+        self.url = url
+        self.tombstone_retention = tombstone_retention
+        self.timeout = timeout
+        # `check`: a connection the server dropped (a restart) is replaced before use, not handed to a request.
+        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=timeout,
+                                                 check=psycopg_pool.ConnectionPool.check_connection,
+                                                 kwargs={"connect_timeout": max(1, round(timeout))},
+                                                 name="search-store")
+        self._pool.open(wait=False)
+        self._identity: str | None = None
+        self._identity_lock = threading.Lock()
+        with _reachable(), self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def identity(self) -> str:
+        """A random id fixed when the schema was created: a snapshot made against another database is refused."""
+        with self._identity_lock:
+            if self._identity is None:
+                with _reachable(), self._pool.connection() as conn:
+                    row = conn.execute("SELECT value FROM search_meta WHERE key = 'identity'").fetchone()
+                self._identity = str(row[0]) if row else ""
+            return self._identity
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction, committed on leaving (rolled back on an exception), with errors mapped."""
+        with _reachable(), self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @staticmethod
+    def _take_seq(conn: psycopg.Connection[Any], n: int) -> int:
+        """Reserves n sequence numbers and holds the counter's row lock until commit (the module docstring
+        says why); returns the last; announces it to followers at commit."""
+        row = conn.execute("UPDATE search_seq SET value = value + %s RETURNING value", (n,)).fetchone()
+        assert row is not None
+        last = int(row[0])
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
+        return last
+
+    # --- collections ------------------------------------------------------------------------
+
+    def collections(self) -> list[CollectionRecord]:
+        with _reachable(), self._pool.connection() as conn:
+            return [state.record for state in _collection_states(conn)]
+
+    def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord:
+        with self._write() as conn:
+            # Every write takes the counter first: one lock order, so writers never deadlock on each other.
+            self._take_seq(conn, 1)
+            row = conn.execute(
+                "INSERT INTO search_collections (name, uid, dimension, settings) "
+                "VALUES (%s, replace(gen_random_uuid()::text, '-', ''), %s, %s::jsonb) "
+                "ON CONFLICT (name) DO NOTHING RETURNING uid", (name, dimension, json.dumps(settings))).fetchone()
+            if row is None:
+                # Another replica created it since this one last caught up.
+                raise CollectionConflict(f"collection {name!r} was just created through another replica; retry")
+        return CollectionRecord(name, str(row[0]), dimension, settings)
+
+    def drop_collection(self, name: str) -> None:
+        with self._write() as conn:
+            self._take_seq(conn, 1)
+            for table, column in (("search_collections", "name"), ("search_documents", "collection"),
+                                  ("search_tombstones", "collection")):
+                conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(table),
+                                                                          sql.Identifier(column)), (name,))
+
+    def count(self, collection: str) -> int:
+        with _reachable(), self._pool.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM search_documents WHERE collection = %s", (collection,))
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def upsert(self, collection: str, docs: Sequence[NewDocument]) -> WriteResult:
+        """The whole batch in one transaction: committed or not at all. Everything that can fail on the input
+        is prepared before the transaction, which then holds the sequence lock only for the inserts."""
+        prepared = [(doc.id, doc.title, doc.text, Jsonb(json.dumps(doc.metadata), dumps=_already_json),
+                     np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes()) for doc in docs]
+        try:
+            with self._write() as conn:
+                last = self._take_seq(conn, len(docs))
+                _mark_changed(conn, collection, last)
+                first = last - len(docs) + 1
+                # Looked up under the sequence lock, so no other writer replaces these ids meanwhile.
+                current = dict(conn.execute(
+                    "SELECT id, label FROM search_documents WHERE collection = %s AND id = ANY(%s)",
+                    (collection, [doc.id for doc in docs])).fetchall())
+                replaced = set(current)
+                new_labels, old_labels, tombstones, final = [], [], [], {}
+                for offset, (doc_id, *fields) in enumerate(prepared):
+                    label = first + offset
+                    if doc_id in current:
+                        old_labels.append(int(current[doc_id]))
+                        tombstones.append((collection, current[doc_id], label))
+                    current[doc_id] = label
+                    final[doc_id] = (collection, doc_id, label, *fields)
+                    new_labels.append(label)
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO search_tombstones VALUES (%s, %s, %s)", tombstones)
+                    # Replaced rows out, then every row in by COPY: several times faster than upserting row by row.
+                    cur.execute("DELETE FROM search_documents WHERE collection = %s AND id = ANY(%s)",
+                                (collection, [doc_id for doc_id in final if doc_id in replaced]))
+                    with cur.copy("COPY search_documents (collection, id, label, title, text, metadata, vector) "
+                                  "FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(_DOCUMENT_TYPES)
+                        for row in final.values():
+                            copy.write_row(row)
+        except psycopg.DataError as exc:  # e.g. a NUL character, which PostgreSQL's text cannot hold
+            raise InvalidInput(f"the store refused the batch: {str(exc).strip()}") from None
+        return WriteResult(new_labels, old_labels, last)
+
+    def delete(self, collection: str, doc_id: str) -> int | None:
+        with self._write() as conn:
+            # The lock first, then the look-up: no other writer can change this id in between.
+            seq = self._take_seq(conn, 1)
+            _mark_changed(conn, collection, seq)
+            row = conn.execute("DELETE FROM search_documents WHERE collection = %s AND id = %s RETURNING label",
+                               (collection, doc_id)).fetchone()
+            if row is None:
+                raise psycopg.Rollback()  # nothing to delete: give the sequence number back
+            conn.execute("INSERT INTO search_tombstones VALUES (%s, %s, %s)", (collection, row[0], seq))
+        return None if row is None else int(row[0])
+
+    def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
+                        dimension: int, settings: dict[str, Any]) -> int:
+        """Every vector and the settings in one transaction (DocumentStore.replace_vectors). No sequence is taken,
+        so followers do not see it: `reencode` refuses a shared store and this serves the store contract only."""
+        written = 0
+        with self._write() as conn:
+            for labels, vectors in batches:
+                rows = [(int(label), np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+                        for label, vector in zip(labels, vectors, strict=True)]
+                with conn.cursor() as cur:
+                    cur.executemany("UPDATE search_documents SET vector = %s WHERE collection = %s AND label = %s",
+                                    [(vector, collection, label) for label, vector in rows])
+                written += len(rows)
+            done = conn.execute("UPDATE search_collections SET dimension = %s, settings = %s::jsonb WHERE name = %s",
+                                (dimension, json.dumps(settings), collection))
+            if done.rowcount == 0:
+                raise CollectionNotFound(f"collection {collection!r} was deleted")
+        return written
+
+    def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
+        """Drops the tombstones up to `up_to_seq`, less the retention window that replicas behind may still need,
+        and records how far it went, so that a replica behind that point rebuilds instead of missing deletes."""
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM search_seq").fetchone()
+            through = min(up_to_seq, int(row[0]) - self.tombstone_retention)  # type: ignore[index]
+            if through <= 0:
+                return
+            conn.execute("DELETE FROM search_tombstones WHERE collection = %s AND seq <= %s", (collection, through))
+            conn.execute("UPDATE search_collections SET pruned_through = greatest(pruned_through, %s) "
+                         "WHERE name = %s", (through, collection))
+
+    def save_adapter(self, collection: str, meta: str, weights: bytes) -> int:
+        """Stores a collection's trained adapter (replacing any); returns the sequence followers load it at."""
+        with self._write() as conn:
+            seq = self._take_seq(conn, 1)
+            done = conn.execute("UPDATE search_collections SET adapter_seq = %s, adapter_meta = %s, "
+                                "adapter_weights = %s WHERE name = %s", (seq, meta, weights, collection))
+            if done.rowcount == 0:
+                raise CollectionNotFound(f"collection {collection!r} was deleted")
+        return seq
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def seq(self) -> int:
+        with _reachable(), self._pool.connection() as conn:
+            return int(conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
+
+    def get(self, collection: str, doc_id: str) -> StoredRow | None:
+        with _reachable(), self._pool.connection() as conn:
+            row = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
+                               "WHERE collection = %s AND id = %s", (collection, doc_id)).fetchone()
+        return None if row is None else _row(*row)
+
+    def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
+        with _reachable(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
+                                "WHERE collection = %s AND label = ANY(%s)",
+                                (collection, [int(x) for x in labels])).fetchall()
+        return {int(r[0]): _row(*r) for r in rows}
+
+    def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
+        with _reachable(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT id, label FROM search_documents WHERE collection = %s AND id = ANY(%s)",
+                                (collection, list(ids))).fetchall()
+        return {doc_id: int(label) for doc_id, label in rows}
+
+    def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
+        where, params = compile_jsonb_filter(conditions)
+        with _reachable(), self._pool.connection() as conn:
+            rows = conn.execute(f"SELECT label FROM search_documents WHERE collection = %s AND {where} "
+                                "ORDER BY label", (collection, *params)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
+                  ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
+        with self.feed() as view:
+            yield from view.iter_rows(collection, after_seq, chunk)
+
+    def tombstones_after(self, collection: str, after_seq: int) -> list[int]:
+        with self.feed() as view:
+            return [label for label, _ in view.tombstones_after(collection, after_seq)]
+
+    # --- following --------------------------------------------------------------------------
+
+    @contextmanager
+    def feed(self) -> Iterator["FeedView"]:
+        """A read-only REPEATABLE READ snapshot of the store: its `seq()` is H, and it shows exactly the
+        changes numbered up to H (see the module docstring)."""
+        with _reachable(), self._pool.connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield FeedView(conn)
+            conn.rollback()
+
+    def listener(self) -> "Listener":
+        return Listener(self.url, self.timeout)
+
+
+class FeedView:
+    """Reads of one store snapshot (FeedView objects come from PostgresStore.feed)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def seq(self) -> int:
+        with _reachable():
+            return int(self._conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
+
+    def collections(self) -> list[CollectionState]:
+        with _reachable():
+            return _collection_states(self._conn)
+
+    def adapter(self, collection: str) -> StoredAdapter | None:
+        with _reachable():
+            row = self._conn.execute("SELECT adapter_seq, adapter_meta, adapter_weights FROM search_collections "
+                                     "WHERE name = %s AND adapter_seq > 0", (collection,)).fetchone()
+        return None if row is None else StoredAdapter(int(row[0]), str(row[1]), bytes(row[2]))
+
+    def tombstones_after(self, collection: str, after_seq: int) -> list[tuple[int, int]]:
+        """(label, seq) of the tombstones numbered after `after_seq`."""
+        with _reachable():
+            rows = self._conn.execute("SELECT label, seq FROM search_tombstones WHERE collection = %s AND seq > %s",
+                                      (collection, after_seq)).fetchall()
+        return [(int(label), int(seq)) for label, seq in rows]
+
+    def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
+                  ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
+        """Live documents written after `after_seq`, in label order, metadata included."""
+        last = after_seq
+        while True:
+            with _reachable():
+                rows = self._conn.execute(
+                    "SELECT label, id, text, title, metadata, vector FROM search_documents "
+                    "WHERE collection = %s AND label > %s ORDER BY label LIMIT %s", (collection, last, chunk)
+                ).fetchall()
+            if not rows:
+                return
+            yield ([_row(*r[:5]) for r in rows],
+                   np.stack([np.frombuffer(r[5], dtype=np.float32) for r in rows]))
+            last = int(rows[-1][0])
+
+
+class Listener:
+    """A LISTEN connection of its own (autocommit, outside the pool): wakes a follower when a write commits."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        with _reachable():
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+
+    def wait(self, timeout: float) -> int | None:
+        """The highest sequence announced within `timeout` seconds (all pending ones drained), else None."""
+        best: int | None = None
+        with _reachable():
+            for notice in self._conn.notifies(timeout=timeout, stop_after=1):
+                best = max(best or 0, int(notice.payload))
+            # Others that arrived together with the first are read without waiting.
+            for notice in self._conn.notifies(timeout=0):
+                best = max(best or 0, int(notice.payload))
+        return best
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _collection_states(conn: psycopg.Connection[Any]) -> list[CollectionState]:
+    rows = conn.execute("SELECT name, uid, dimension, settings, pruned_through, changed_seq, adapter_seq "
+                        "FROM search_collections ORDER BY name").fetchall()
+    return [CollectionState(CollectionRecord(name, uid, int(dim), settings), int(pruned), int(changed), int(adapter))
+            for name, uid, dim, settings, pruned, changed, adapter in rows]
+
+
+def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> None:
+    """Records the collection's last write, inside the write's transaction; CollectionNotFound when another
+    replica has deleted it meanwhile (its documents would otherwise outlive it)."""
+    done = conn.execute("UPDATE search_collections SET changed_seq = %s WHERE name = %s", (seq, collection))
+    if done.rowcount == 0:
+        raise CollectionNotFound(f"collection {collection!r} was deleted")
+
+
+_satisfies_protocol: type[DocumentStore] = PostgresStore  # mypy checks PostgresStore against the Protocol

@@ -1,0 +1,252 @@
+"""Replicas over one PostgreSQL store (a real one, started by the tests): writes through either are served by
+both, concurrent writers through two replicas leave every replica with exactly the store's documents, and
+start-up replays, rebuilds or refuses snapshots as the store requires."""
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
+
+from app.engine.collection import Collection
+from app.engine.embedder import Embedder
+from app.engine.engine import SearchEngine
+from app.engine.types import DocumentInput
+from app.errors import DocumentNotFound
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import wait_ready
+from tests.helpers import ANIMALS
+
+Replica = Callable[..., AbstractContextManager[TestClient]]
+
+
+@pytest.fixture
+def replica(tmp_path: Path, embedder: Embedder, database_url: str) -> Replica:
+    """replica(name, **settings): a ready app over the test's database, with its own data dir tmp_path/name."""
+
+    @contextmanager
+    def factory(name: str, **overrides: Any) -> Iterator[TestClient]:
+        settings = Settings(**{"data_dir": tmp_path / name, "database_url": database_url, **overrides})
+        with TestClient(create_app(settings, embedder)) as client:
+            wait_ready(client)
+            yield client
+
+    return factory
+
+
+def engine_of(client: TestClient) -> SearchEngine:
+    engine: SearchEngine = client.app.state.engine  # type: ignore[attr-defined]
+    return engine
+
+
+def wait_applied(client: TestClient, seq: int, timeout: float = 10.0) -> None:
+    """Waits (bounded) until the replica reports every change up to `seq` applied, as a user would see it."""
+    wait_for(lambda: engine_of(client).follower.status().applied_seq >= seq, timeout)  # type: ignore[union-attr]
+
+
+def store_labels(url: str, collection: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT id, label FROM search_documents WHERE collection = %s",
+                                 (collection,)).fetchall())
+
+
+def replica_labels(collection: Collection) -> tuple[set[int], set[int], dict[str, int]]:
+    """What the replica serves from: lexical labels, dense labels, its local copy's id -> label."""
+    with collection.lock.read():
+        lexical = set(collection.lexical._slot_of)  # the index's own map; no public listing exists
+        dense = set(collection.dense._live_labels().tolist())
+    rows = collection.store.get_by_labels(collection.name, sorted(lexical | dense))
+    return lexical, dense, {row.id: label for label, row in rows.items()}
+
+
+def ids(response: Any) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [hit["id"] for hit in response.json()["hits"]]
+
+
+def test_writes_through_either_replica_are_served_by_both(replica: Replica) -> None:
+    with replica("a") as a, replica("b") as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+        query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
+        # Read-your-writes on the replica that took the write: no wait.
+        assert "dog" in ids(a.post("/v1/collections/animals/search", json=query))
+        seq = a.get("/v1/collections/animals").json()["applied_seq"]
+        wait_applied(b, seq)
+        assert b.put("/v1/collections/animals").status_code == 200  # exists there too, same settings
+        assert "dog" in ids(b.post("/v1/collections/animals/search", json=query))
+        assert b.get("/v1/collections/animals/documents/dog").json()["id"] == "dog"
+
+        assert b.delete("/v1/collections/animals/documents/dog").status_code == 204
+        assert "dog" not in ids(b.post("/v1/collections/animals/search", json=query))
+        wait_applied(a, b.get("/v1/collections/animals").json()["applied_seq"])
+        assert "dog" not in ids(a.post("/v1/collections/animals/search", json=query))
+        assert a.get("/v1/collections/animals/documents/dog").status_code == 404
+
+        metrics = b.get("/metrics").text
+        assert 'search_collection_applied_seq{collection="animals"}' in metrics
+        assert "search_replication_lag_sequences 0.0" in metrics
+
+        assert a.delete("/v1/collections/animals").status_code == 204
+        wait_applied(b, engine_of(a).follower.status().applied_seq)  # type: ignore[union-attr]
+        assert b.get("/v1/collections/animals").status_code == 404
+
+
+def test_a_trained_adapter_replicates(replica: Replica) -> None:
+    with replica("a") as a, replica("b") as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        engine_a = engine_of(a)
+        adapter = engine_a.default_adapter
+        assert adapter is not None
+        adapter.info["marker"] = "trained through a"
+        engine_a.collection("animals").set_adapter(adapter)
+        wait_applied(b, engine_a.follower.status().applied_seq)  # type: ignore[union-attr]
+        served = engine_of(b).collection("animals").adapter
+        assert served is not None and served.info["marker"] == "trained through a"
+        assert np.allclose(served.weights["w1"], adapter.weights["w1"])
+
+
+def _random_batches(rng: random.Random, dim: int, n: int) -> list[list[DocumentInput]]:
+    batches = []
+    for _ in range(n):
+        docs = []
+        for _ in range(rng.randint(1, 8)):
+            doc_id = f"d{rng.randrange(60)}"  # few ids: many replacements race
+            docs.append(DocumentInput(id=doc_id, text=f"text {doc_id} {rng.random()}", title=None, metadata={},
+                                      vector=[rng.gauss(0, 1) for _ in range(dim)]))
+        batches.append(docs)
+    return batches
+
+
+def test_concurrent_writers_through_two_replicas_leave_each_with_exactly_the_stores_documents(
+        replica: Replica, database_url: str) -> None:
+    """The ordering hazard: writers through both replicas at once (upserts replacing each other's ids, and
+    deletes); a follower that skipped a transaction committing after a later-numbered one would miss its
+    documents or tombstones for good."""
+    with replica("a") as a, replica("b") as b:
+        assert a.put("/v1/collections/race").status_code == 201
+        wait_applied(b, engine_of(a).follower.status().applied_seq)  # type: ignore[union-attr]
+        engines = [engine_of(a), engine_of(b)]
+        dim = engines[0].embedder.dim
+        errors: list[BaseException] = []
+        start = threading.Barrier(8)
+
+        def writer(engine: SearchEngine, seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                start.wait()
+                for batch in _random_batches(rng, dim, 25):
+                    engine.upsert("race", batch)
+                    if rng.random() < 0.3:
+                        with suppress(DocumentNotFound):  # another writer may have deleted it first
+                            engine.delete("race", f"d{rng.randrange(60)}")
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(engines[i % 2], i)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        expected = store_labels(database_url, "race")
+        head = max(engine.store.seq() for engine in engines)
+        for client in (a, b):
+            wait_applied(client, head)
+            lexical, dense, mirror = replica_labels(engine_of(client).collection("race"))
+            assert lexical == dense == set(expected.values())
+            assert mirror == expected
+
+
+def test_restart_replays_the_tail_and_an_empty_disk_builds_from_the_store(replica: Replica) -> None:
+    query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
+    with replica("a") as a:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:3]}).status_code == 200
+    # "a" stopped with a snapshot; "b" (empty disk) builds from the store and writes the rest.
+    with replica("b") as b:
+        assert b.get("/v1/collections/animals").json()["count"] == 3
+        assert b.post("/v1/collections/animals/documents", json={"documents": ANIMALS[3:]}).status_code == 200
+        seq = b.get("/v1/collections/animals").json()["applied_seq"]
+    with replica("a") as a:
+        info = a.get("/v1/collections/animals").json()
+        assert info["count"] == len(ANIMALS) and info["applied_seq"] >= seq
+        assert "dog" in ids(a.post("/v1/collections/animals/search", json=query))
+
+
+def test_a_replica_behind_the_stores_tombstone_compaction_rebuilds(replica: Replica) -> None:
+    with replica("b", tombstone_retention=0) as b:
+        assert b.put("/v1/collections/animals").status_code == 201
+        assert b.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+    # "b" is stopped with a snapshot holding "dog"; meanwhile "dog" is deleted and its tombstone compacted away.
+    with replica("a", tombstone_retention=0) as a:
+        assert a.delete("/v1/collections/animals/documents/dog").status_code == 204
+        engine_of(a).collection("animals").snapshot()  # compacts the tombstones it covers
+    with replica("b", tombstone_retention=0) as b:
+        query = {"query": "a loyal pet that barks", "k": 10, "relevance": {"enabled": False}}
+        assert "dog" not in ids(b.post("/v1/collections/animals/search", json=query))
+        assert b.get("/v1/collections/animals").json()["count"] == len(ANIMALS) - 1
+
+
+def test_a_snapshot_made_against_another_database_is_rebuilt(replica: Replica, postgres: Any,
+                                                             tmp_path: Path, embedder: Embedder) -> None:
+    with replica("a") as a:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+        record = engine_of(a).collection("animals").record
+    # Another database holding a collection of the same id (as after copying a data dir between clusters).
+    other = postgres.database()
+    SearchEngine(Settings(data_dir=tmp_path / "scratch", database_url=other), embedder).close()
+    with psycopg.connect(other) as conn:
+        conn.execute("INSERT INTO search_collections (name, uid, dimension, settings) VALUES (%s, %s, %s, %s)",
+                     (record.name, record.uid, record.dimension, Jsonb(record.settings)))
+        conn.execute("UPDATE search_seq SET value = value + 1")
+    with replica("a", database_url=other) as a:
+        assert a.get("/v1/collections/animals").json()["count"] == 0
+        query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
+        assert ids(a.post("/v1/collections/animals/search", json=query)) == []
+
+
+def test_while_the_store_is_unreachable_reads_go_on_writes_fail_whole_and_following_resumes(
+        replica: Replica, postgres: Any, database_url: str) -> None:
+    query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
+    fresh = [{"id": "new-1", "text": "A parrot repeats words."}, {"id": "new-2", "text": "A hamster runs."}]
+    with replica("a", database_timeout_seconds=1) as a, replica("b", database_timeout_seconds=1) as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+        wait_applied(b, a.get("/v1/collections/animals").json()["applied_seq"])
+        postgres.stop()
+        try:
+            refused = a.post("/v1/collections/animals/documents", json={"documents": fresh})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "store_unavailable"
+            for client in (a, b):
+                assert "dog" in ids(client.post("/v1/collections/animals/search", json=query))
+                assert client.get("/v1/collections/animals/documents/dog").status_code == 200
+                wait_for(lambda c=client: c.get("/ready").json()["status"] == "degraded")
+                assert client.get("/ready").status_code == 200  # still serving reads: stays in rotation
+        finally:
+            postgres.start()
+        for client in (a, b):
+            wait_for(lambda c=client: c.get("/ready").json()["status"] == "ready")
+        assert set(store_labels(database_url, "animals")) == {doc["id"] for doc in ANIMALS}  # nothing half-written
+        assert b.post("/v1/collections/animals/documents", json={"documents": fresh}).status_code == 200
+        wait_applied(a, b.get("/v1/collections/animals").json()["applied_seq"])
+        assert a.get("/v1/collections/animals/documents/new-1").status_code == 200
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Polls a condition a user would observe, bounded."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
