@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # oversubscribing a small machine.
     threads: int = Field(1, ge=1, le=64)
     encode_batch_size: int = Field(32, ge=1, le=1024)
+    # Concurrent searches share the encoder's forward passes (app/engine/batching.py): at most this many queries
+    # a pass, and a pass that found others queued waits at most this long for the rest of a burst.
+    query_batch_size: int = Field(16, ge=1, le=256)
+    query_batch_wait_ms: float = Field(1.0, ge=0.0, le=100.0)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_batch_documents: int = Field(2000, ge=1)
     # Index snapshots: taken at shutdown and when this many writes have accumulated.

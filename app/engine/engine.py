@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from app.engine import hybrid
+from app.engine.batching import QueryBatcher
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
 from app.engine.fusion_fit import describe as describe_fusion
@@ -64,6 +65,7 @@ class SearchEngine:
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
         self.training_jobs = TrainingJobs()
+        self.queries = QueryBatcher(embedder, settings.query_batch_size, settings.query_batch_wait_ms / 1000)
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
 
@@ -148,13 +150,25 @@ class SearchEngine:
         to_encode = [i for i, d in enumerate(documents) if d.vector is None]
         given = [i for i, d in enumerate(documents) if d.vector is not None]
         if to_encode:
-            vectors[to_encode] = self.embedder.encode_documents(
+            vectors[to_encode] = self._encode_documents(
                 [document_text(documents[i].title, documents[i].text) for i in to_encode])
         if given:
             vectors[given] = normalise(np.asarray([documents[i].vector for i in given], dtype=np.float32))
         collection.upsert([NewDocument(d.id, d.text, d.title, dict(d.metadata), vectors[i])
                            for i, d in enumerate(documents)])
         return [d.id for d in documents]
+
+    def _encode_documents(self, texts: list[str]) -> np.ndarray:
+        """In chunks of the encoder's batch size, longest first as sentence-transformers orders them (less
+        padding), each chunk after the searches waiting on the encoder: a bulk load does not starve them."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        size, chunks = self.settings.encode_batch_size, []
+        for start in range(0, len(order), size):
+            self.queries.yield_to_queries()
+            chunks.append(self.embedder.encode_documents([texts[i] for i in order[start:start + size]]))
+        vectors = np.empty((len(texts), self.embedder.dim), dtype=np.float32)
+        vectors[order] = np.concatenate(chunks)
+        return vectors
 
     def get(self, name: str, doc_id: str) -> StoredRow:
         row = self.store.get(self.collection(name).name, doc_id)
@@ -173,7 +187,7 @@ class SearchEngine:
         adapter = self.adapter_for(collection)
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
         wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
-        query = self.embedder.encode_query(request.query) if wants_vector else None
+        query = self.queries.encode(request.query) if wants_vector else None
         return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
 
     def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:
@@ -248,6 +262,7 @@ class SearchEngine:
     def close(self) -> None:
         """Ends the training jobs, snapshots every collection that changed and closes the store."""
         self.training_jobs.stop()
+        self.queries.close()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()
