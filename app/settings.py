@@ -14,7 +14,7 @@ from pydantic_settings import (
 )
 
 from app.engine.relevance.adapter import DEFAULT_FAMILY, Family
-from app.engine.types import CollectionSettings, SearchDefaults
+from app.engine.types import HNSW_RECALL_TARGET, CollectionSettings, SearchDefaults
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "settings.toml"
@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Index snapshots: taken at shutdown and when this many writes have accumulated.
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
+    # Recall@10 (of a collection's own vectors, against exact search) that the self-tuned ef_search must meet.
+    hnsw_recall_target: float = Field(HNSW_RECALL_TARGET, gt=0.0, le=1.0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
     fallback_adapter_dir: Path = FALLBACK_ADAPTER_DIR
     adapter_family: Family = DEFAULT_FAMILY

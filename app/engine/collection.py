@@ -11,11 +11,12 @@ import numpy as np
 
 from app.engine.dense import DenseIndex
 from app.engine.embedder import document_text
+from app.engine.hnsw_tuning import TuningCancelled, due, measure
 from app.engine.lexical import LexicalIndex
 from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
-from app.engine.types import CollectionSettings
+from app.engine.types import HNSW_RECALL_TARGET, CollectionSettings
 from app.errors import CollectionNotFound
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
 from app.store.snapshots import SnapshotDir
@@ -59,20 +60,26 @@ class Collection:
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     writes_since_snapshot: int = 0
     dropped: bool = False  # set under the write lock when the collection is deleted
+    recall_target: float = HNSW_RECALL_TARGET  # of the self-tuned ef_search
+    _tuner: threading.Thread | None = None
+    _tuner_guard: threading.Lock = field(default_factory=threading.Lock)
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def name(self) -> str:
         return self.record.name
 
     @classmethod
-    def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int) -> "Collection":
-        """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed."""
+    def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int,
+             recall_target: float = HNSW_RECALL_TARGET) -> "Collection":
+        """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed. A
+        self-tuned ef_search the snapshot lacks (or has outgrown) is measured in the background."""
         settings = CollectionSettings.from_dict(record.settings)
         snapshots = SnapshotDir(index_root / record.uid)
         collection = cls(record, settings, store, snapshots, Tokenizer(),
                          LexicalIndex(settings.bm25.k1, settings.bm25.b),
                          DenseIndex(record.dimension, settings.hnsw, capacity=max(1024, store.count(record.name)),
-                                    threads=threads))
+                                    threads=threads), recall_target=recall_target)
         adapter_dir = SnapshotDir(snapshots.root / "adapter").current()
         if adapter_dir is not None:
             try:
@@ -81,6 +88,7 @@ class Collection:
                 log.warning("collection %s: trained adapter unreadable (%s); using the default", record.name, exc)
         after = collection._load_snapshot(threads)
         collection._replay(after)
+        collection.tune_if_due()
         return collection
 
     def _load_snapshot(self, threads: int) -> int:
@@ -134,6 +142,7 @@ class Collection:
             self.dense.stage(np.asarray([result.new_labels[i] for i in keep], dtype=np.int64), vectors[keep])
             self.writes_since_snapshot += len(docs)
         self._settle()
+        self.tune_if_due()
 
     def _settle(self) -> None:
         """Staged vectors into the graph in turns of the write lock of about SETTLE_TURN_SECONDS each; the
@@ -149,6 +158,51 @@ class Collection:
             if not left:
                 return
             count = next_turn(count, seconds)
+
+    # --- self-tuned ef_search ---------------------------------------------------------------
+
+    def tune_if_due(self) -> None:
+        """Starts measuring ef_search in the background when the graph has reached its first size or doubled
+        since the last measurement; an explicit ef_search in the settings is never tuned."""
+        if self.settings.hnsw.ef_search is not None or self._closing.is_set():
+            return
+        with self._tuner_guard:
+            if self._tuner is not None and self._tuner.is_alive():
+                return  # the running one is re-checked when it ends
+            if not due(len(self.dense) - self.dense.staged, self.dense.tuning):
+                return
+            self._tuner = threading.Thread(target=self._tune, name=f"tune-{self.name}", daemon=True)
+            self._tuner.start()
+
+    def _tune(self) -> None:
+        try:
+            tuning = measure(self.dense, self.lock, self.recall_target, self._closing)
+        except TuningCancelled:
+            return
+        except Exception:
+            log.exception("collection %s: measuring ef_search failed; it stays at %d", self.name,
+                          self.dense.ef_search)
+            return
+        if tuning is None:
+            return
+        with self.lock.write():
+            if self.dropped:
+                return
+            self.dense.tuning = tuning
+            self.writes_since_snapshot += 1  # so the next snapshot keeps it: a restart need not measure again
+        log.info("collection %s: ef_search %d (recall@%d %.3f, target %.2f, %d vectors)", self.name,
+                 tuning.ef_search, tuning.k, tuning.recall, tuning.target, tuning.measured_at)
+
+    def wait_tuned(self, timeout: float | None = None) -> None:
+        """Until the measurement in progress, if any, ends."""
+        tuner = self._tuner
+        if tuner is not None:
+            tuner.join(timeout)
+
+    def stop_tuning(self) -> None:
+        """Ends a measurement in progress at its next step and waits for it; none starts after this."""
+        self._closing.set()
+        self.wait_tuned()
 
     def delete(self, doc_id: str) -> bool:
         with self.lock.write():

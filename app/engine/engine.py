@@ -67,7 +67,8 @@ class SearchEngine:
         self.training_jobs = TrainingJobs()
         self.queries = QueryBatcher(embedder, settings.query_batch_size, settings.query_batch_wait_ms / 1000)
         for record in self.store.collections():
-            self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
+            self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads,
+                                                             settings.hnsw_recall_target)
 
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)
@@ -119,13 +120,15 @@ class SearchEngine:
                         [{"existing": existing.settings.to_dict(), "requested": settings.to_dict()}])
                 return existing, False
             record = self.store.create_collection(name, self.embedder.dim, settings.to_dict())
-            collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
+            collection = Collection.open(self.store, record, self.index_root, self.settings.threads,
+                                         self.settings.hnsw_recall_target)
             self._collections[name] = collection
             return collection, True
 
     def drop_collection(self, name: str) -> None:
         with self._collections_lock:
             collection = self.collection(name)
+            collection.stop_tuning()  # first: a measurement holds the read lock until it ends
             with collection.lock.write():
                 self.store.drop_collection(name)
                 collection.dropped = True
@@ -263,6 +266,8 @@ class SearchEngine:
         """Ends the training jobs, snapshots every collection that changed and closes the store."""
         self.training_jobs.stop()
         self.queries.close()
+        for collection in self.list_collections():
+            collection.stop_tuning()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()
