@@ -131,6 +131,8 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()] if args.sizes else None
     config = BenchConfig.quick(sizes) if args.quick else BenchConfig(sizes=sizes) if sizes else BenchConfig()
     config.rounds = args.rounds or config.rounds
+    if args.encoders:
+        config.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     config.keep = Path(args.keep) if args.keep else None
     print(run(config))
     return 0
@@ -194,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny sizes and few requests: a smoke test")
     bench.add_argument("--rounds", type=int, help="repetitions each figure is the median of (default 3)")
     bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
+    bench.add_argument("--encoders", help="SEARCH_ENCODER backends to compare, the candidate first and compared "
+                                          "with torch, e.g. onnx-int8,torch (default torch)")
     bench.set_defaults(func=_bench, extra="bench")
 
     from app.commands import add_commands

@@ -19,6 +19,7 @@ from app.bench.corpus import (
     rounded,
     stdlib_sentences,
 )
+from app.bench.encoders import encoder_phase
 from app.bench.inprocess import dense_recall, document_tokens, lexical_vs_peers
 from app.bench.measures import BareEncoder
 from app.bench.phases import LONG_QUERY_CHARS, LoadPlan, encoder_and_ingest, progress, restart_phase, size_phase
@@ -46,6 +47,9 @@ class BenchConfig:
     batch: int = 1000  # documents a bulk-load request
     restarts: int = 3  # of the largest data dir, each beside a start on an empty one
     seed: int = 13
+    # SEARCH_ENCODER of the encoder comparison's servers, the candidate (new default) first; compared with
+    # "torch" when listed. Only torch exists until the ONNX backends land.
+    encoders: list[str] = field(default_factory=lambda: ["torch"])
     keep: Path | None = None  # keep the data dirs and server logs here
 
     @classmethod
@@ -102,6 +106,10 @@ def _run(config: BenchConfig) -> str:
         corpus = extend(real, max(max(sizes), lex_size + extra), config.seed + 2)
         plan = LoadPlan(config.rounds, config.requests, config.seconds, config.sample, config.batch)
         figures = [size_phase(encoder, corpus, size, queries, long_queries, plan, work) for size in sizes]
+        compare = _lexical_size(sizes)
+        progress(f"encoder backends {', '.join(config.encoders)} at {compare} documents")
+        encoders = encoder_phase(config.encoders, encoder, corpus, compare, queries,
+                                 real.texts(0, config.pairs * config.per_pair), plan, work)
         restart_phase(figures[-1], queries, config.restarts, threads, work)
         progress(f"lexical index against rank-bm25 and bm25s at {lex_size} documents")
         tokens = document_tokens(corpus, lex_size + extra)
@@ -113,10 +121,10 @@ def _run(config: BenchConfig) -> str:
         dense, vectors = [], corpus.vectors if corpus.vectors is not None else np.zeros((0, 0), np.float32)
         for size in sizes:
             progress(f"dense index recall at {size} documents")
-            dense.append(dense_recall(vectors[:size], query_vectors, hnsw))
-        control = dense_recall(real.vectors, query_vectors, hnsw)
+            dense.append(dense_recall(vectors[:size], query_vectors, hnsw, settings.hnsw_recall_target))
+        control = dense_recall(real.vectors, query_vectors, hnsw, settings.hnsw_recall_target)
         rows = build_rows(ingest, config.per_pair, threads, settings.encode_batch_size, figures, lexical, dense,
-                          control, MemoryModel(vectors.shape[1], hnsw.m, unique_terms))
+                          control, MemoryModel(vectors.shape[1], hnsw.m, unique_terms), encoders)
     finally:
         if config.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -22,7 +22,8 @@ def free_port() -> int:
 class BenchServer:
     """One uvicorn process on its own data dir. As a context manager it never outlives the block."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, threads: int) -> None:
+    def __init__(self, data_dir: Path, log_dir: Path, threads: int, env: dict[str, str] | None = None) -> None:
+        """`env`: more SEARCH_* settings for the process (e.g. SEARCH_ENCODER)."""
         self.data_dir = data_dir
         self.log_path = log_dir / f"server-{data_dir.name}.log"
         self.port = free_port()
@@ -30,7 +31,7 @@ class BenchServer:
         # Snapshots only at shutdown, so that none lands in the middle of a measurement; no keys.
         self.env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "SEARCH_LOG_LEVEL": "warning",
                     "SEARCH_THREADS": str(threads), "SEARCH_SNAPSHOT_EVERY_WRITES": str(10**9),
-                    "SEARCH_API_KEYS": "", "SEARCH_ADMIN_KEYS": "", "HF_HUB_OFFLINE": "1"}
+                    "SEARCH_API_KEYS": "", "SEARCH_ADMIN_KEYS": "", "HF_HUB_OFFLINE": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = SearchClient(self.url, timeout=60)
 
