@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.engine.dense import DenseIndex
-from app.engine.hnsw_tuning import FIRST_TUNING_AT, TuningCancelled, due, measure
+from app.engine.hnsw_tuning import FIRST_TUNING_AT, TuningCancelled, due, measure, probes
 from app.engine.rwlock import ReadWriteLock
 from app.engine.types import EF_SEARCH_UNTUNED, HnswSettings
 
@@ -36,6 +36,14 @@ def test_exact_top_is_brute_force(index: DenseIndex) -> None:
     np.testing.assert_array_equal(index.exact_top(queries, 10), expected)
 
 
+def test_probes_are_unit_vectors_away_from_any_one_document(index: DenseIndex) -> None:
+    queries = probes(index, index.graph_labels(), 50)
+    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+    nearest = (queries @ clustered(1500).T).max(axis=1)
+    assert nearest.max() < 0.99  # not a document's own vector, whose nearest neighbour is itself
+    assert np.array_equal(queries, probes(index, index.graph_labels(), 50))  # seeded: the same on every run
+
+
 def test_measure_picks_the_smallest_ef_that_meets_the_target(index: DenseIndex) -> None:
     tuning = measure(index, ReadWriteLock(), 0.95)
     assert tuning is not None
@@ -43,15 +51,11 @@ def test_measure_picks_the_smallest_ef_that_meets_the_target(index: DenseIndex) 
     smaller = [recall for ef, recall in tuning.trials.items() if ef < tuning.ef_search]
     assert smaller and max(smaller) < 0.95  # the poor graph needed more than the smallest candidate
     assert (tuning.measured_at, tuning.sample, tuning.k) == (1500, 200, 10)
-    # An independent check of the recall reported, from a brute-force ground truth and the graph at that ef.
-    rng = np.random.default_rng(0)
-    picked = rng.choice(np.arange(1500), size=200, replace=False)
-    vectors = clustered(1500)
-    sims = vectors[picked] @ vectors.T
-    sims[np.arange(200), picked] = -np.inf
-    truth = np.argsort(-sims, axis=1)[:, :10]
-    found = index.walk(vectors[picked], 11, tuning.ef_search)
-    hits = sum(len(set(row[row != own][:10]) & set(t)) for row, own, t in zip(found, picked, truth, strict=True))
+    # An independent check of the recall reported: the same probes, a brute-force ground truth, the graph at that ef.
+    queries = probes(index, index.graph_labels(), 200)
+    truth = np.argsort(-(queries @ clustered(1500).T), axis=1)[:, :10]
+    found = index.walk(queries, 10, tuning.ef_search)
+    hits = sum(len(set(row.tolist()) & set(t.tolist())) for row, t in zip(found, truth, strict=True))
     assert hits / 2000 == pytest.approx(tuning.recall, abs=1e-9)
     # a lower target never needs a larger ef
     lower = measure(index, ReadWriteLock(), 0.5)
