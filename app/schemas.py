@@ -126,6 +126,7 @@ class HnswTuning(BaseModel):
     k: int | None = None
     sample: int | None = Field(None, description="the collection's own vectors used as queries")
     measured_at: int | None = Field(None, description="vectors in the graph when measured; re-measured at twice that")
+    measuring: bool = Field(False, description="a measurement is running in the background")
 
 
 class CollectionInfo(BaseModel):

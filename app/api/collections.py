@@ -63,11 +63,11 @@ def describe(engine: EngineDep, name: str) -> CollectionInfo:
 
 
 def hnsw_tuning(collection: Collection) -> HnswTuning:
-    dense = collection.dense
+    dense, target = collection.dense, collection.recall_target
     if collection.settings.hnsw.ef_search is not None:
-        return HnswTuning(ef_search=dense.ef_search, source="explicit", recall_target=collection.recall_target)
-    tuning = dense.tuning
+        return HnswTuning(ef_search=dense.ef_search, source="explicit", recall_target=target)
+    tuning, measuring = dense.tuning, collection.measuring
     if tuning is None:
-        return HnswTuning(ef_search=dense.ef_search, source="untuned", recall_target=collection.recall_target)
+        return HnswTuning(ef_search=dense.ef_search, source="untuned", recall_target=target, measuring=measuring)
     return HnswTuning(ef_search=tuning.ef_search, source="tuned", recall_target=tuning.target, recall=tuning.recall,
-                      k=tuning.k, sample=tuning.sample, measured_at=tuning.measured_at)
+                      k=tuning.k, sample=tuning.sample, measured_at=tuning.measured_at, measuring=measuring)

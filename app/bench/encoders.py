@@ -9,13 +9,12 @@ from pathlib import Path
 
 from app.bench.corpus import Corpus
 from app.bench.measures import BareEncoder, LoadResult, ingest_texts, load_corpus, median, query_load
-from app.bench.phases import COLLECTION, LoadPlan, progress
+from app.bench.phases import COLLECTION, LoadPlan, progress, wait_for_tuning
 from app.bench.server import BenchServer
 from app.client import SearchClient
 
 BASELINE = "torch"  # the backend every other one is compared with
 LOADED_CLIENTS = 8
-TUNING_WAIT_S = 600.0  # for the collection's first ef_search measurement after the load
 
 
 @dataclass
@@ -53,7 +52,7 @@ def _one_backend(backend: str, encoder: BareEncoder, corpus: Corpus, size: int, 
         progress(f"encoder {backend}: ingest {figures.ingest_rate:.1f} docs/s; loading {size} docs with vectors")
         server.client.create_collection(COLLECTION)
         load_corpus(server.url, COLLECTION, corpus, size, plan.batch)
-        figures.tuned_ef, figures.tuned_recall = _wait_for_tuning(server.client)
+        figures.tuned_ef, figures.tuned_recall = wait_for_tuning(server.client)
         for r in range(plan.rounds):
             figures.bare_p50s.append(median(encoder.query_latencies_ms(
                 [queries[(r * 11 + i) % len(queries)] for i in range(plan.sample)])))
@@ -66,18 +65,6 @@ def _one_backend(backend: str, encoder: BareEncoder, corpus: Corpus, size: int, 
             progress(f"encoder {backend}: round {r + 1}/{plan.rounds} done")
         _searches_during_ingest(server.url, queries, texts, plan, figures)
     return figures
-
-
-def _wait_for_tuning(client: SearchClient) -> tuple[int | None, float | None]:
-    """The collection's first ef_search measurement runs in the background after the load: the query rounds
-    wait for it, so they measure the ef the collection will keep (a bench polls; tests never do)."""
-    deadline = time.monotonic() + TUNING_WAIT_S
-    while time.monotonic() < deadline:
-        tuning = client.get_collection(COLLECTION).get("hnsw_tuning") or {}
-        if tuning.get("source") != "untuned":
-            return tuning.get("ef_search"), tuning.get("recall")
-        time.sleep(0.2)
-    raise TimeoutError(f"ef_search not measured in {TUNING_WAIT_S:.0f} s")
 
 
 def _searches_during_ingest(url: str, queries: list[str], texts: list[str], plan: LoadPlan,

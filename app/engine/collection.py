@@ -167,8 +167,8 @@ class Collection:
         if self.settings.hnsw.ef_search is not None or self._closing.is_set():
             return
         with self._tuner_guard:
-            if self._tuner is not None and self._tuner.is_alive():
-                return  # the running one is re-checked when it ends
+            if self.measuring and self._tuner is not threading.current_thread():
+                return  # the running one checks again when it ends
             if not due(len(self.dense) - self.dense.staged, self.dense.tuning):
                 return
             self._tuner = threading.Thread(target=self._tune, name=f"tune-{self.name}", daemon=True)
@@ -192,12 +192,20 @@ class Collection:
             self.writes_since_snapshot += 1  # so the next snapshot keeps it: a restart need not measure again
         log.info("collection %s: ef_search %d (recall@%d %.3f, target %.2f, %d vectors)", self.name,
                  tuning.ef_search, tuning.k, tuning.recall, tuning.target, tuning.measured_at)
+        self.tune_if_due()  # the graph may have doubled again meanwhile (writes wait only for the measurement)
+
+    @property
+    def measuring(self) -> bool:
+        tuner = self._tuner
+        return tuner is not None and tuner.is_alive()
 
     def wait_tuned(self, timeout: float | None = None) -> None:
-        """Until the measurement in progress, if any, ends."""
-        tuner = self._tuner
-        if tuner is not None:
-            tuner.join(timeout)
+        """Until no measurement runs (one that ends may start the next), or `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (tuner := self._tuner) is not None and tuner.is_alive():
+            tuner.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                return
 
     def stop_tuning(self) -> None:
         """Ends a measurement in progress at its next step and waits for it; none starts after this."""

@@ -32,7 +32,8 @@ def test_ef_search_is_tuned_as_the_collection_grows_and_kept_across_a_restart(ma
         info = client.get("/v1/collections/grow").json()
         assert info["settings"]["hnsw"]["ef_search"] is None
         assert info["hnsw_tuning"] == {"ef_search": 512, "source": "untuned", "recall_target": 0.95, "recall": None,
-                                       "k": None, "sample": None, "measured_at": None}
+                                       "k": None, "sample": None, "measured_at": None,
+                                       "measuring": False}
         _post(client, "grow", 0, 500)
         assert _tuning(client, "grow")["source"] == "untuned"  # too small to measure
         _post(client, "grow", 500, 700)  # 1,000 after its first batch, then 1,200
