@@ -15,7 +15,8 @@
      ├── Unauthorized                  401 unauthorized
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
-     │    └── JobCancelled             503 cancelled (a training job that the service's stop ended)
+     │    ├── JobCancelled             503 cancelled (a training job that the service's stop ended)
+     │    └── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
      └── DataDirLocked                 raised at start when another process holds the data dir
 
 Each carries its HTTP status and machine-readable code as plain class attributes, so this module needs no web
@@ -101,6 +102,10 @@ class NotReady(SearchServiceError):
 
 class JobCancelled(NotReady):
     code = "cancelled"
+
+
+class ShuttingDown(NotReady):
+    code = "shutting_down"
 
 
 class DataDirLocked(SearchServiceError):

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.errors import NotReady
+from app.errors import ShuttingDown
 
 log = logging.getLogger("app.batching")
 # Bound on the wait of an ingest chunk for the queries before it: under a stream of searches that never leaves
@@ -32,12 +32,6 @@ class QueryEncoder(Protocol):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors, in one forward pass."""
         ...
-
-
-class EncoderClosed(NotReady):
-    """The service is stopping: no more queries are encoded."""
-
-    code = "shutting_down"
 
 
 class QueryBatcher:
@@ -63,7 +57,7 @@ class QueryBatcher:
         future: Future[np.ndarray] = Future()
         with self._cond:
             if self._closed:
-                raise EncoderClosed("the service is shutting down")
+                raise ShuttingDown("the service is shutting down")
             self._pending.append((text, future))
             self._cond.notify_all()
         return future
@@ -83,14 +77,14 @@ class QueryBatcher:
                 self._cond.wait(remaining)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stops taking queries, fails the queued ones (EncoderClosed), lets the batch in the encoder finish."""
+        """Stops taking queries, fails the queued ones (ShuttingDown), lets the batch in the encoder finish."""
         with self._cond:
             self._closed = True
             abandoned = list(self._pending)
             self._pending.clear()
             self._cond.notify_all()
         for _, future in abandoned:
-            future.set_exception(EncoderClosed("the service is shutting down"))
+            future.set_exception(ShuttingDown("the service is shutting down"))
         self._worker.join(timeout)
         if self._worker.is_alive():
             log.warning("the query encoder is still busy after %.0f s; not waiting for it", timeout)
@@ -104,6 +98,11 @@ class QueryBatcher:
                 return
             try:
                 self._encode(batch)
+            except BaseException as exc:  # the worker is going down: no caller may wait forever
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
             finally:
                 with self._cond:
                     self._busy = False

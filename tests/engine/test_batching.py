@@ -7,8 +7,9 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from app.engine.batching import EncoderClosed, QueryBatcher
+from app.engine.batching import QueryBatcher
 from app.engine.embedder import Embedder
+from app.errors import ShuttingDown
 
 
 class GatedEncoder:
@@ -101,12 +102,12 @@ def test_close_fails_queued_queries_finishes_the_running_pass_and_refuses_new_on
     queued = batcher.submit("queued")
     closer = threading.Thread(target=batcher.close)
     closer.start()
-    assert isinstance(queued.exception(30), EncoderClosed)  # failed at once, not left waiting on the encoder
+    assert isinstance(queued.exception(30), ShuttingDown)  # failed at once, not left waiting on the encoder
     encoder.gate.set()
     closer.join(30)
     assert not closer.is_alive()
     assert running.result(0)[0] == len("first")
-    with pytest.raises(EncoderClosed):
+    with pytest.raises(ShuttingDown):
         batcher.submit("late")
 
 
