@@ -109,7 +109,7 @@ def _run(config: BenchConfig) -> str:
         compare = _lexical_size(sizes)
         progress(f"encoder backends {', '.join(config.encoders)} at {compare} documents")
         encoders = encoder_phase(config.encoders, encoder, corpus, compare, queries,
-                                 real.texts(0, config.pairs * config.per_pair), plan, work)
+                                 real.texts(0, 2 * config.per_pair), plan, work)
         restart_phase(figures[-1], queries, config.restarts, threads, work)
         progress(f"lexical index against rank-bm25 and bm25s at {lex_size} documents")
         tokens = document_tokens(corpus, lex_size + extra)
