@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.state.metrics = Metrics()
     app.state.metrics.watch_collections(
         lambda: {c.name: len(c.lexical) for c in (app.state.engine.list_collections() if app.state.engine else [])})
+    app.state.metrics.watch_query_encoder(lambda: _query_encoder_counts(app))
     install_handlers(app)
     for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
@@ -112,6 +113,11 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _query_encoder_counts(app: FastAPI) -> tuple[int, int]:
+    engine: SearchEngine | None = app.state.engine
+    return (0, 0) if engine is None else (engine.queries.batches, engine.queries.texts)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +19,19 @@ class _CollectionSizes(Collector):
         for name, count in self._counts().items():
             family.add_metric([name], count)
         yield family
+
+
+class _QueryEncoderPasses(Collector):
+    """Forward passes of the query encoder and the searches they encoded: their ratio is how many searches
+    shared a pass (1 when every search encodes alone)."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        passes, texts = self._counts()
+        yield CounterMetricFamily("search_query_encoder_passes", "Forward passes of the query encoder", passes)
+        yield CounterMetricFamily("search_query_encoder_queries", "Queries encoded by those passes", texts)
 
 
 class Metrics:
@@ -43,6 +56,10 @@ class Metrics:
 
     def watch_collections(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_CollectionSizes(counts))
+
+    def watch_query_encoder(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """`counts`: (forward passes, queries encoded) so far."""
+        self.registry.register(_QueryEncoderPasses(counts))
 
     def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
         self.queries.labels(collection).inc()

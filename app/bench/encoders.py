@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from app.bench.corpus import Corpus
 from app.bench.measures import BareEncoder, LoadResult, ingest_texts, load_corpus, median, query_load
 from app.bench.phases import COLLECTION, LoadPlan, progress, wait_for_tuning
@@ -27,6 +29,7 @@ class EncoderFigures:
     bare_p50s: list[float] = field(default_factory=list)  # bare PyTorch single-query encode per round, ms
     single: list[LoadResult] = field(default_factory=list)  # hybrid, 1 client, one per round
     loaded: list[LoadResult] = field(default_factory=list)  # hybrid, LOADED_CLIENTS clients, one per round
+    per_pass: list[float] = field(default_factory=list)  # queries a forward pass of the server's encoder, loaded
     during_ingest: LoadResult | None = None  # hybrid, 1 client, while text is bulk-ingested
     ingested_during: float = 0.0  # docs/s of that ingest
 
@@ -60,11 +63,21 @@ def _one_backend(backend: str, encoder: BareEncoder, corpus: Corpus, size: int, 
             offset = r * plan.requests
             figures.single.append(query_load(server.url, COLLECTION, queries, body, 1, plan.requests, plan.seconds,
                                              offset=offset))
+            passes, encoded = _encoder_counts(server.client)
             figures.loaded.append(query_load(server.url, COLLECTION, queries, body, LOADED_CLIENTS, plan.requests,
                                              plan.seconds, offset=offset))
+            passes_after, encoded_after = _encoder_counts(server.client)
+            figures.per_pass.append((encoded_after - encoded) / max(passes_after - passes, 1))
             progress(f"encoder {backend}: round {r + 1}/{plan.rounds} done")
         _searches_during_ingest(server.url, queries, texts, plan, figures)
     return figures
+
+
+def _encoder_counts(client: SearchClient) -> tuple[float, float]:
+    """(forward passes, queries encoded) of the server's query encoder so far, from /metrics."""
+    found = {sample.name: sample.value for family in text_string_to_metric_families(client.metrics())
+             for sample in family.samples}
+    return found["search_query_encoder_passes_total"], found["search_query_encoder_queries_total"]
 
 
 def _searches_during_ingest(url: str, queries: list[str], texts: list[str], plan: LoadPlan,
