@@ -124,7 +124,7 @@ class HnswTuning(BaseModel):
     recall_target: float
     recall: float | None = Field(None, description="recall@k measured at ef_search (tuned only)")
     k: int | None = None
-    sample: int | None = Field(None, description="the collection's own vectors used as queries")
+    sample: int | None = Field(None, description="probe queries, each a mix of 4 of the collection's vectors")
     measured_at: int | None = Field(None, description="vectors in the graph when measured; re-measured at twice that")
     measuring: bool = Field(False, description="a measurement is running in the background")
 

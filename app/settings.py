@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     # Index snapshots: taken at shutdown and when this many writes have accumulated.
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
-    # Recall@10 (of a collection's own vectors, against exact search) that the self-tuned ef_search must meet.
+    # Recall@10 (of probe queries made of a collection's vectors, against exact search) that the self-tuned
+    # ef_search must meet.
     hnsw_recall_target: float = Field(HNSW_RECALL_TARGET, gt=0.0, le=1.0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
     fallback_adapter_dir: Path = FALLBACK_ADAPTER_DIR

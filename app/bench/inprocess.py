@@ -101,7 +101,7 @@ def lexical_vs_peers(docs: list[list[str]], extra: list[list[str]], queries: lis
 class DenseFigures:
     docs: int
     tuned_ef: int  # self-tuned (EF_SEARCH_UNTUNED when the index is too small to measure)
-    tuned_self_recall: float | None  # recall@10 the tuning measured on the index's own vectors
+    tuned_self_recall: float | None  # recall@10 the tuning measured, on its probe queries
     tune_seconds: float  # the measurement: what a collection's writes wait for once a doubling
     recall_at_10: float  # the benchmark's queries at tuned_ef
     p50_ms: float
@@ -133,7 +133,7 @@ def _timed_search(index: DenseIndex, queries: np.ndarray, k: int) -> tuple[list[
 def dense_recall(vectors: np.ndarray, queries: np.ndarray, hnsw: HnswSettings, recall_target: float,
                  efs: tuple[int, ...] = (256, 2048), k: int = 10) -> DenseFigures:
     """Recall@k of the HNSW index against exact search on the same vectors and its query p50: at the ef the
-    collection tunes for itself (as the service does, on a sample of its own vectors) and at the fixed
+    collection tunes for itself (as the service does, with probes made of its vectors) and at the fixed
     EF_SEARCH_UNTUNED; then the recall at each of `efs` on the same graph."""
     n = len(vectors)
     settings = dataclasses.replace(hnsw, ef_search=None)

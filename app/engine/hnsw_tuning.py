@@ -1,4 +1,4 @@
-"""Self-tuned ef_search: the smallest ef at which the graph finds a collection's own vectors' exact neighbours.
+"""Self-tuned ef_search: the smallest ef at which the graph finds the exact neighbours of query-like probes.
 
 Query-like probes made of the collection's own vectors (`probes`) are searched exactly (the int8 copy, re-scored
 from float32) and through the graph at rising ef; the first ef whose mean recall@k meets the target wins. A fixed

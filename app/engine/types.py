@@ -29,8 +29,8 @@ BOOST_WEIGHT = Interval(ge=-1.0, le=1.0)
 _FORBID_EXTRA: dict[str, Any] = {"extra": "forbid"}
 
 
-# Self-tuned ef_search (app/engine/hnsw_tuning.py): the smallest ef whose recall@10 of a sample of the collection's
-# own vectors against exact search meets this target; until a collection is first measured, ef_search is
+# Self-tuned ef_search (app/engine/hnsw_tuning.py): the smallest ef whose recall@10 of probe queries made of the
+# collection's vectors, against exact search, meets this target; until a collection is first measured, ef_search is
 # EF_SEARCH_UNTUNED (the fixed value of earlier versions, chosen for the benchmark corpus's near-ties).
 HNSW_RECALL_TARGET = 0.95
 EF_SEARCH_UNTUNED = 512
