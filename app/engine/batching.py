@@ -2,10 +2,11 @@
 
 Hand-written because none of the well-kept pieces fits: a thread pool runs each query alone, and the batching
 servers (Triton, TorchServe, Ray Serve) are whole services of their own. This is one worker thread, a queue
-and a condition. A lone query on an idle encoder goes at once; the queries that arrive while a batch is in the
-encoder wait for it to finish and then share the next forward pass (topped up for at most `max_wait` seconds
-when others were already queued, so that stragglers of a burst join it). Document encodes (ingest) run in
-their own threads and give way between chunks to the queries waiting here (`yield_to_queries`).
+and a condition. A lone query on an idle encoder goes at once, on its caller's thread; the queries that
+arrive while a pass is in the encoder wait for it to finish and then share the worker's next pass (topped up
+for at most `max_wait` seconds when others were already queued, so that stragglers of a burst join it).
+Document encodes (ingest) run in their own threads and give way between chunks to the queries waiting here
+(`yield_to_queries`).
 """
 
 import logging
@@ -63,7 +64,32 @@ class QueryBatcher:
         return future
 
     def encode(self, text: str) -> np.ndarray:
-        return self.submit(text).result()
+        """The query's unit vector. On an idle encoder the caller's own thread runs the pass: no hand-over to the
+        worker and back, each of which may wait up to the interpreter's switch interval (5 ms) for the GIL
+        while other threads run Python (a bulk load parsing its JSON). Queries that arrive meanwhile queue for
+        the worker, which takes them as one batch when this pass ends."""
+        with self._cond:
+            if self._closed:
+                raise ShuttingDown("the service is shutting down")
+            inline = not self._busy and not self._pending
+            if inline:
+                self._busy = True
+        if not inline:
+            return self.submit(text).result()
+        try:
+            vector = self.encoder.encode_queries([text])[0]
+            self._count(1)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+        return vector
+
+    def _count(self, texts: int) -> None:
+        """One forward pass of `texts` queries (callers and the worker both count)."""
+        with self._cond:
+            self.batches += 1
+            self.texts += texts
 
     def yield_to_queries(self, timeout: float = INGEST_YIELD_SECONDS) -> None:
         """Waits (at most `timeout`) until no query is queued or in the encoder: an ingest calls it before each
@@ -110,7 +136,7 @@ class QueryBatcher:
 
     def _next_batch(self) -> list[tuple[str, "Future[np.ndarray]"]] | None:
         with self._cond:
-            while not self._pending and not self._closed:
+            while (not self._pending or self._busy) and not self._closed:  # busy: a caller encodes inline
                 self._cond.wait()
             if self._closed:
                 return None
@@ -149,8 +175,7 @@ class QueryBatcher:
             for text, future in batch:
                 self._encode_alone(text, future)
             return
-        self.batches += 1
-        self.texts += len(batch)
+        self._count(len(batch))
         for (_, future), vector in zip(batch, vectors, strict=True):
             future.set_result(vector)
 
@@ -160,6 +185,5 @@ class QueryBatcher:
         except Exception as exc:
             future.set_exception(exc)
             return
-        self.batches += 1
-        self.texts += 1
+        self._count(1)
         future.set_result(vector)

@@ -127,3 +127,31 @@ def test_shared_passes_give_each_query_the_vector_it_gets_alone(embedder: Embedd
     assert encoder.calls[1] == texts  # one forward pass for the four
     assert shared.dtype == np.float32 and shared.shape == (len(texts), embedder.dim)
     assert np.all(np.sum(shared * alone, axis=1) >= 0.9999)
+
+
+def test_a_query_on_an_idle_encoder_runs_on_its_callers_thread_and_the_queries_behind_it_share_a_pass() -> None:
+    encoder = GatedEncoder()
+    threads: list[int] = []
+    inner = encoder.encode_queries
+
+    def recording(texts: Sequence[str]) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return inner(texts)
+
+    encoder.encode_queries = recording  # type: ignore[method-assign]
+    batcher = QueryBatcher(encoder, max_batch=16, max_wait=0.0)
+    try:
+        caller: list[np.ndarray] = []
+        inline = threading.Thread(target=lambda: caller.append(batcher.encode("first")))
+        inline.start()
+        assert encoder.entered.wait(30)  # "first" holds the encoder, on the caller's thread
+        queued = [batcher.submit(f"q{i}") for i in range(5)]
+        encoder.gate.set()
+        inline.join(30)
+        assert caller[0][0] == len("first") and [f.result(30)[0] for f in queued] == [2.0] * 5
+        assert threads[0] == inline.ident and threads[1] != inline.ident
+        assert encoder.calls == [["first"], [f"q{i}" for i in range(5)]]
+        assert (batcher.batches, batcher.texts) == (2, 6)
+    finally:
+        encoder.gate.set()
+        batcher.close()
