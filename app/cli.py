@@ -131,6 +131,8 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()] if args.sizes else None
     config = BenchConfig.quick(sizes) if args.quick else BenchConfig(sizes=sizes) if sizes else BenchConfig()
     config.rounds = args.rounds or config.rounds
+    if args.encoders:
+        config.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     config.keep = Path(args.keep) if args.keep else None
     config.database_url = args.database_url
     print(run(config))
@@ -197,6 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep", help="keep the data dirs and server logs under this folder")
     bench.add_argument("--database-url", help="an empty PostgreSQL database for the replica rows (default: the "
                                               "benchmark starts its own, with pgserver)")
+    bench.add_argument("--encoders", help="SEARCH_ENCODER backends to compare, the candidate first and compared "
+                                          "with torch, (default onnx-int8,torch)")
     bench.set_defaults(func=_bench, extra="bench")
 
     from app.commands import add_commands

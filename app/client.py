@@ -158,6 +158,13 @@ class SearchClient:
                 raise NotReadyError(503, "not_ready", f"the service was not ready within {timeout:.0f} s")
             time.sleep(interval)
 
+    def metrics(self) -> str:
+        """The Prometheus text of /metrics."""
+        response = self.http.get("/metrics")
+        if response.status_code != 200:
+            raise ApiError.from_response(response)
+        return str(response.text)
+
     # --- collections ---------------------------------------------------------------------------------
 
     def create_collection(self, name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,7 +16,8 @@
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
      │    ├── JobCancelled             503 cancelled (a training job that the service's stop ended)
-     │    └── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached)
+     │    ├── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached)
+     │    └── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
      ├── DataDirLocked                 raised at start when another process holds the data dir
      └── EncoderMismatch               raised at start when collections were encoded by another encoder
 
@@ -109,6 +110,10 @@ class StoreUnavailable(NotReady):
     """A write (or a read that needs the store) while PostgreSQL cannot be reached: nothing was written."""
 
     code = "store_unavailable"
+
+
+class ShuttingDown(NotReady):
+    code = "shutting_down"
 
 
 class DataDirLocked(SearchServiceError):

@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
         lambda: {c.name: len(c.lexical) for c in (app.state.engine.list_collections() if app.state.engine else [])})
     app.state.metrics.watch_replication(lambda: _replication(app), lambda: {
         c.name: c.applied_seq for c in (app.state.engine.list_collections() if app.state.engine else [])})
+    app.state.metrics.watch_query_encoder(lambda: _query_encoder_counts(app))
     install_handlers(app)
     for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
@@ -128,6 +129,11 @@ def _replication(app: FastAPI) -> dict[str, float] | None:
     return {"applied_seq": status.applied_seq, "store_seq": status.store_seq,
             "lag_sequences": status.store_seq - status.applied_seq, "lag_seconds": status.lag_seconds,
             "degraded": float(status.degraded is not None)}
+
+
+def _query_encoder_counts(app: FastAPI) -> tuple[int, int]:
+    engine: SearchEngine | None = app.state.engine
+    return (0, 0) if engine is None else (engine.queries.batches, engine.queries.texts)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

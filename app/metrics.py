@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +45,19 @@ class _Replication(Collector):
         yield family
 
 
+class _QueryEncoderPasses(Collector):
+    """Forward passes of the query encoder and the searches they encoded: their ratio is how many searches
+    shared a pass (1 when every search encodes alone)."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        passes, texts = self._counts()
+        yield CounterMetricFamily("search_query_encoder_passes", "Forward passes of the query encoder", passes)
+        yield CounterMetricFamily("search_query_encoder_queries", "Queries encoded by those passes", texts)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -71,6 +84,10 @@ class Metrics:
     def watch_replication(self, status: Callable[[], dict[str, float] | None],
                           applied: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_Replication(status, applied))
+
+    def watch_query_encoder(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """`counts`: (forward passes, queries encoded) so far."""
+        self.registry.register(_QueryEncoderPasses(counts))
 
     def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
         self.queries.labels(collection).inc()

@@ -76,7 +76,8 @@ _HNSW, _BM25 = types.HnswSettings(), types.Bm25Settings()  # the defaults, and b
 class HnswSettings(Strict):
     m: Annotated[int, types.HNSW_M, JsonInteger] = _HNSW.m
     ef_construction: Annotated[int, types.HNSW_EF_CONSTRUCTION, JsonInteger] = _HNSW.ef_construction
-    ef_search: Annotated[int, types.HNSW_EF_SEARCH, JsonInteger] = _HNSW.ef_search
+    # null (the default): the collection tunes its own to the configured recall target (see `hnsw_tuning`)
+    ef_search: Annotated[int, types.HNSW_EF_SEARCH, JsonInteger] | None = _HNSW.ef_search
 
     def to_engine(self) -> types.HnswSettings:
         return types.HnswSettings(self.m, self.ef_construction, self.ef_search)
@@ -113,6 +114,21 @@ class CollectionList(BaseModel):
     collections: list[CollectionSummary]
 
 
+class HnswTuning(BaseModel):
+    """The ef_search in use and where it comes from: `explicit` (the collection's settings), `tuned` (the smallest
+    ef whose measured recall@k meets the target) or `untuned` (not yet measured: too few vectors, or the first
+    measurement still running)."""
+
+    ef_search: int
+    source: Literal["explicit", "tuned", "untuned"]
+    recall_target: float
+    recall: float | None = Field(None, description="recall@k measured at ef_search (tuned only)")
+    k: int | None = None
+    sample: int | None = Field(None, description="probe queries, each a mix of 4 of the collection's vectors")
+    measured_at: int | None = Field(None, description="vectors in the graph when measured; re-measured at twice that")
+    measuring: bool = Field(False, description="a measurement is running in the background")
+
+
 class CollectionInfo(BaseModel):
     name: str
     count: int
@@ -122,6 +138,7 @@ class CollectionInfo(BaseModel):
     applied_seq: int | None = Field(
         None, description="Replicas over PostgreSQL: every change to the store up to this sequence is in this "
                           "replica's indexes; null with the embedded store")
+    hnsw_tuning: HnswTuning
 
 
 # --- documents ----------------------------------------------------------------------------------

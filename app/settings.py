@@ -16,7 +16,7 @@ from pydantic_settings import (
 
 from app.engine.encoders import Backend, Encoder, load_encoder, machine_cores
 from app.engine.relevance.adapter import DEFAULT_FAMILY, Family
-from app.engine.types import CollectionSettings, SearchDefaults
+from app.engine.types import HNSW_RECALL_TARGET, CollectionSettings, SearchDefaults
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "settings.toml"
@@ -51,17 +51,25 @@ class Settings(BaseSettings):
     # Threads for torch (encoder) and the index builds. One per request keeps concurrent requests from
     # oversubscribing a small machine.
     threads: int = Field(1, ge=1, le=64)
-    # The encoder for document batches: unset, the cores this process may use (queries keep `threads`).
-    ingest_threads: int | None = Field(None, ge=1, le=64)
     # int8 ONNX: SciFact test dense nDCG@10 0.648 against PyTorch's 0.645, every CI floor met (README, "Encoders").
     encoder: Backend = "onnx-int8"
     onnx_dir: Path = ONNX_DIR
     encode_batch_size: int = Field(32, ge=1, le=1024)
+    # Threads that encode ingested documents (app/engine/ingest_pool.py), a chunk at a time each on one core, at a
+    # lower priority than searches (queries keep `threads`); unset: the cores this process may use.
+    ingest_threads: int | None = Field(None, ge=1, le=64)
+    # Concurrent searches share the encoder's forward passes (app/engine/batching.py): at most this many queries
+    # a pass, and a pass that found others queued waits at most this long for the rest of a burst.
+    query_batch_size: int = Field(16, ge=1, le=256)
+    query_batch_wait_ms: float = Field(1.0, ge=0.0, le=100.0)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_batch_documents: int = Field(2000, ge=1)
     # Index snapshots: taken at shutdown and when this many writes have accumulated.
     snapshot_every_writes: int = Field(20_000, ge=1)
     snapshot_check_seconds: float = Field(30.0, gt=0)
+    # Recall@10 (of probe queries made of a collection's vectors, against exact search) that the self-tuned
+    # ef_search must meet.
+    hnsw_recall_target: float = Field(HNSW_RECALL_TARGET, gt=0.0, le=1.0)
     adapter_dir: Path = DEFAULT_ADAPTER_DIR
     fallback_adapter_dir: Path = FALLBACK_ADAPTER_DIR
     adapter_family: Family = DEFAULT_FAMILY
@@ -99,8 +107,10 @@ class Settings(BaseSettings):
     def ingest_thread_count(self) -> int:
         return self.ingest_threads or machine_cores()
 
-    def load_encoder(self) -> Encoder:
-        """The configured encoder backend, loaded (not warmed up)."""
+    def load_encoder(self, document_threads: int = 1) -> Encoder:
+        """The configured encoder backend, loaded (not warmed up). `document_threads`: the intra-op threads of one
+        document encode. The service's ingest pool runs `ingest_threads` encodes side by side, one thread each (so
+        the two never multiply); a command that encodes documents directly may give it the cores."""
         return load_encoder(self.encoder, self.model_path(), threads=self.threads,
-                            ingest_threads=self.ingest_thread_count(), batch_size=self.encode_batch_size,
+                            ingest_threads=document_threads, batch_size=self.encode_batch_size,
                             onnx_dir=self.onnx_dir)

@@ -8,7 +8,15 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.deps import AdminAccess, EngineDep, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
-from app.schemas import CollectionInfo, CollectionList, CollectionRequest, CollectionSettings, CollectionSummary
+from app.engine.collection import Collection
+from app.schemas import (
+    CollectionInfo,
+    CollectionList,
+    CollectionRequest,
+    CollectionSettings,
+    CollectionSummary,
+    HnswTuning,
+)
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses(401, 422, 503))
 
@@ -51,4 +59,16 @@ def describe(engine: EngineDep, name: str) -> CollectionInfo:
     return CollectionInfo(name=name, count=len(collection.lexical),
                           settings=CollectionSettings.from_engine(collection.settings),
                           dimension=collection.record.dimension, relevance=relevance_status(engine, name),
-                          applied_seq=collection.applied_seq if engine.follower is not None else None)
+                          applied_seq=collection.applied_seq if engine.follower is not None else None,
+                          hnsw_tuning=hnsw_tuning(collection))
+
+
+def hnsw_tuning(collection: Collection) -> HnswTuning:
+    dense, target = collection.dense, collection.recall_target
+    if collection.settings.hnsw.ef_search is not None:
+        return HnswTuning(ef_search=dense.ef_search, source="explicit", recall_target=target)
+    tuning, measuring = dense.tuning, collection.measuring
+    if tuning is None:
+        return HnswTuning(ef_search=dense.ef_search, source="untuned", recall_target=target, measuring=measuring)
+    return HnswTuning(ef_search=tuning.ef_search, source="tuned", recall_target=tuning.target, recall=tuning.recall,
+                      k=tuning.k, sample=tuning.sample, measured_at=tuning.measured_at, measuring=measuring)

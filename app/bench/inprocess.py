@@ -12,9 +12,11 @@ import numpy as np
 from app.bench.corpus import Corpus
 from app.bench.measures import median
 from app.engine.dense import DenseIndex
+from app.engine.hnsw_tuning import measure
 from app.engine.lexical import LexicalIndex
+from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
-from app.engine.types import Bm25Settings, HnswSettings
+from app.engine.types import EF_SEARCH_UNTUNED, Bm25Settings, HnswSettings
 
 
 def document_tokens(corpus: Corpus, stop: int) -> list[list[str]]:
@@ -98,10 +100,15 @@ def lexical_vs_peers(docs: list[list[str]], extra: list[list[str]], queries: lis
 @dataclass
 class DenseFigures:
     docs: int
-    recall_at_10: float  # at the configured ef
+    tuned_ef: int  # self-tuned (EF_SEARCH_UNTUNED when the index is too small to measure)
+    tuned_self_recall: float | None  # recall@10 the tuning measured, on its probe queries
+    tune_seconds: float  # the measurement: what a collection's writes wait for once a doubling
+    recall_at_10: float  # the benchmark's queries at tuned_ef
     p50_ms: float
-    ef: int
-    other_efs: dict[int, float]  # recall@10 at larger ef, same graph
+    fixed_ef: int
+    fixed_recall: float  # the same queries at fixed_ef (the earlier fixed default)
+    fixed_p50_ms: float
+    other_efs: dict[int, float]  # recall@10 at other ef, same graph
 
 
 def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[set[int]]:
@@ -113,25 +120,39 @@ def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[set[int
     return top
 
 
-def dense_recall(vectors: np.ndarray, queries: np.ndarray, hnsw: HnswSettings, efs: tuple[int, ...] = (256, 512, 2048),
-                 k: int = 10) -> DenseFigures:
-    """Recall@k of the HNSW index against exact search on the same vectors and its query p50, at the
-    configured ef; then the recall at each of `efs` on the same graph."""
-    n = len(vectors)
-    index = DenseIndex(vectors.shape[1], hnsw, capacity=n, threads=os.cpu_count() or 1)
-    index.upsert(np.arange(n, dtype=np.int64), vectors)  # the build is not timed: all cores
-    exact = _exact_top(vectors, queries, min(k, n - 1))
+def _timed_search(index: DenseIndex, queries: np.ndarray, k: int) -> tuple[list[np.ndarray], float]:
     found, latencies = [], []
     for query in queries:
         start = time.perf_counter()
         labels, _ = index.search(query, k)
         latencies.append((time.perf_counter() - start) * 1000)
         found.append(labels)
-    recall = {hnsw.ef_search: _recall(found, exact)}
+    return found, median(latencies)
+
+
+def dense_recall(vectors: np.ndarray, queries: np.ndarray, hnsw: HnswSettings, recall_target: float,
+                 efs: tuple[int, ...] = (256, 2048), k: int = 10) -> DenseFigures:
+    """Recall@k of the HNSW index against exact search on the same vectors and its query p50: at the ef the
+    collection tunes for itself (as the service does, with probes made of its vectors) and at the fixed
+    EF_SEARCH_UNTUNED; then the recall at each of `efs` on the same graph."""
+    n = len(vectors)
+    settings = dataclasses.replace(hnsw, ef_search=None)
+    index = DenseIndex(vectors.shape[1], settings, capacity=n, threads=os.cpu_count() or 1)
+    index.upsert(np.arange(n, dtype=np.int64), vectors)  # the build is not timed: all cores
+    start = time.perf_counter()
+    index.tuning = measure(index, ReadWriteLock(), recall_target)
+    tune_seconds = time.perf_counter() - start
+    exact = _exact_top(vectors, queries, min(k, n - 1))
+    found, p50 = _timed_search(index, queries, k)
+    tuned_ef = index.ef_search
+    index.settings = dataclasses.replace(hnsw, ef_search=EF_SEARCH_UNTUNED)
+    fixed, fixed_p50 = _timed_search(index, queries, k)
+    recall = {}
     for ef in efs:
         index.settings = dataclasses.replace(hnsw, ef_search=ef)
         recall[ef] = _recall([index.search(query, k)[0] for query in queries], exact)
-    return DenseFigures(n, recall.pop(hnsw.ef_search), median(latencies), hnsw.ef_search, recall)
+    return DenseFigures(n, tuned_ef, index.tuning.recall if index.tuning else None, tune_seconds,
+                        _recall(found, exact), p50, EF_SEARCH_UNTUNED, _recall(fixed, exact), fixed_p50, recall)
 
 
 def _recall(found: list[np.ndarray], exact: list[set[int]]) -> float:

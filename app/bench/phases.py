@@ -1,6 +1,7 @@
 """The phases against a real server: encoder against ingest, then each corpus size loaded, queried and restarted."""
 
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ MODES = ("hybrid", "lexical", "dense")
 CLIENTS = (1, 4)
 COLLECTION = "bench"
 LONG_QUERY_CHARS = 5_000  # a pasted paragraph (queries may be up to 32,768 characters)
+TUNING_WAIT_S = 600.0  # for a collection's ef_search measurement after a load
 
 
 def progress(message: str) -> None:
@@ -100,6 +102,18 @@ class LoadPlan:
     batch: int  # documents per bulk-load request
 
 
+def wait_for_tuning(client: SearchClient) -> tuple[int | None, float | None]:
+    """The collection's first ef_search measurement runs in the background after the load: the query rounds
+    wait for it, so they measure the ef the collection will keep (a bench polls; tests never do)."""
+    deadline = time.monotonic() + TUNING_WAIT_S
+    while time.monotonic() < deadline:
+        tuning = client.get_collection(COLLECTION).get("hnsw_tuning") or {}
+        if tuning.get("source") != "untuned" and not tuning.get("measuring"):
+            return tuning.get("ef_search"), tuning.get("recall")
+        time.sleep(0.2)
+    raise TimeoutError(f"ef_search not measured in {TUNING_WAIT_S:.0f} s")
+
+
 def _rotate(items: list[str], start: int, count: int) -> list[str]:
     return [items[(start + i) % len(items)] for i in range(count)]
 
@@ -120,6 +134,7 @@ def size_phase(encoder: BareEncoder, corpus: Corpus, size: int, queries: list[st
         if count != size:
             raise RuntimeError(f"the collection holds {count} documents, not {size}")
         figures = SizeFigures(size, load_rate, rss_empty, server.rss_bytes(), plan.batch)
+        wait_for_tuning(server.client)  # so that no measurement in the background shares the cores with a round
         progress(f"{size} docs: loaded at {load_rate:.0f} docs/s; querying")
         for r in range(plan.rounds):
             figures.encode_p50s.append(median(encoder.query_latencies_ms(_rotate(queries, r * 7, plan.sample))))

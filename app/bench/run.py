@@ -19,6 +19,7 @@ from app.bench.corpus import (
     rounded,
     stdlib_sentences,
 )
+from app.bench.encoders import encoder_phase
 from app.bench.inprocess import dense_recall, document_tokens, lexical_vs_peers
 from app.bench.measures import BareEncoder
 from app.bench.phases import LONG_QUERY_CHARS, LoadPlan, encoder_and_ingest, progress, restart_phase, size_phase
@@ -47,6 +48,9 @@ class BenchConfig:
     batch: int = 1000  # documents a bulk-load request
     restarts: int = 3  # of the largest data dir, each beside a start on an empty one
     seed: int = 13
+    # SEARCH_ENCODER of the encoder comparison's servers, the candidate (the default) first; compared with
+    # "torch" when listed.
+    encoders: list[str] = field(default_factory=lambda: ["onnx-int8", "torch"])
     keep: Path | None = None  # keep the data dirs and server logs here
     replica_texts: int = 1024  # server-encoded texts ingested through the replicas (half on one, half on two)
     database_url: str | None = None  # the replicas' (an empty database); by default a PostgreSQL of their own
@@ -106,6 +110,10 @@ def _run(config: BenchConfig) -> str:
         corpus = extend(real, max(max(sizes), lex_size + extra), config.seed + 2)
         plan = LoadPlan(config.rounds, config.requests, config.seconds, config.sample, config.batch)
         figures = [size_phase(encoder, corpus, size, queries, long_queries, plan, work) for size in sizes]
+        compare = _lexical_size(sizes)
+        progress(f"encoder backends {', '.join(config.encoders)} at {compare} documents")
+        encoders = encoder_phase(config.encoders, encoder, corpus, compare, queries,
+                                 real.texts(0, 2 * config.per_pair), plan, work)
         restart_phase(figures[-1], queries, config.restarts, threads, work)
         replica_texts = [corpus.text(i) for i in range(config.replica_texts)]
         replicas = replica_phase(corpus, sizes[0], replica_texts, queries, plan, threads, work, config.database_url)
@@ -119,10 +127,10 @@ def _run(config: BenchConfig) -> str:
         dense, vectors = [], corpus.vectors if corpus.vectors is not None else np.zeros((0, 0), np.float32)
         for size in sizes:
             progress(f"dense index recall at {size} documents")
-            dense.append(dense_recall(vectors[:size], query_vectors, hnsw))
-        control = dense_recall(real.vectors, query_vectors, hnsw)
+            dense.append(dense_recall(vectors[:size], query_vectors, hnsw, settings.hnsw_recall_target))
+        control = dense_recall(real.vectors, query_vectors, hnsw, settings.hnsw_recall_target)
         rows = build_rows(ingest, config.per_pair, threads, settings.encode_batch_size, figures, lexical, dense,
-                          control, MemoryModel(vectors.shape[1], hnsw.m, unique_terms), replicas)
+                          control, MemoryModel(vectors.shape[1], hnsw.m, unique_terms), encoders, replicas)
     finally:
         if config.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,7 @@ class BenchServer:
     """One uvicorn process on its own data dir. As a context manager it never outlives the block."""
 
     def __init__(self, data_dir: Path, log_dir: Path, threads: int, env: dict[str, str] | None = None) -> None:
-        """`env`: more settings (SEARCH_*) for this server."""
+        """`env`: more SEARCH_* settings for the process (e.g. SEARCH_ENCODER)."""
         self.data_dir = data_dir
         self.log_path = log_dir / f"server-{data_dir.name}.log"
         self.port = free_port()

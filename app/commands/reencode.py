@@ -49,7 +49,7 @@ def reencode(settings: Settings, names: Sequence[str] | None, encoder: Encoder |
         unknown = sorted(set(names or ()) - set(records))
         if unknown:
             raise KeyError(f"no collection {', '.join(map(repr, unknown))}; there are: {', '.join(sorted(records))}")
-        encoder = encoder or settings.load_encoder()
+        encoder = encoder or settings.load_encoder(document_threads=settings.ingest_thread_count())
         return [_reencode_one(settings, store, records[name], encoder, progress)
                 for name in (names or sorted(records))]
     finally:
@@ -76,7 +76,10 @@ def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRe
         adapter.remove()
     # The indexes rebuilt from the new vectors and snapshotted, so the service's next start loads them.
     rebuilt = replace(record, dimension=encoder.dim, settings=new_settings)
-    Collection.open(store, rebuilt, index_root(settings), settings.ingest_thread_count()).snapshot()
+    rebuilt_collection = Collection.open(store, rebuilt, index_root(settings), settings.ingest_thread_count(),
+                                         recall_target=settings.hnsw_recall_target)
+    rebuilt_collection.stop_tuning()  # its tuned ef_search is measured by the service, not here
+    rebuilt_collection.snapshot()
     return outcome
 
 

@@ -12,11 +12,12 @@ import numpy as np
 
 from app.engine.dense import DenseIndex
 from app.engine.embedder import document_text
+from app.engine.hnsw_tuning import TuningCancelled, due, measure
 from app.engine.lexical import LexicalIndex
 from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
 from app.engine.tokenizer import Tokenizer
-from app.engine.types import CollectionSettings
+from app.engine.types import HNSW_RECALL_TARGET, CollectionSettings
 from app.errors import CollectionNotFound, StoreUnavailable
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
 from app.store.snapshots import SnapshotDir
@@ -90,6 +91,10 @@ class Collection:
     shared: SharedWrites | None = None  # set when the store is shared by replicas
     applied_seq: int = 0  # shared store: every change up to this sequence is in the indexes (set under the lock)
     adapter_seq: int = 0  # shared store: the sequence of the trained adapter in use (0: none)
+    recall_target: float = HNSW_RECALL_TARGET  # of the self-tuned ef_search
+    _tuner: threading.Thread | None = None
+    _tuner_guard: threading.Lock = field(default_factory=threading.Lock)
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def name(self) -> str:
@@ -97,18 +102,19 @@ class Collection:
 
     @classmethod
     def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int,
-             shared: SharedWrites | None = None) -> "Collection":
+             shared: SharedWrites | None = None, recall_target: float = HNSW_RECALL_TARGET) -> "Collection":
         """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed. Over a
-        shared store (`shared`) it only loads the snapshot, at `applied_seq`: the follower applies the rest."""
+        shared store (`shared`) it only loads the snapshot, at `applied_seq`: the follower applies the rest. A
+        self-tuned ef_search the snapshot lacks (or has outgrown) is measured in the background."""
         settings = CollectionSettings.from_dict(record.settings)
         snapshots = SnapshotDir(index_root / record.uid)
         collection = cls(record, settings, store, snapshots, Tokenizer(),
                          LexicalIndex(settings.bm25.k1, settings.bm25.b),
                          DenseIndex(record.dimension, settings.hnsw, capacity=max(1024, store.count(record.name)),
-                                    threads=threads), shared=shared)
+                                    threads=threads), shared=shared, recall_target=recall_target)
         if shared is not None:
             collection.applied_seq = collection._load_snapshot(threads)
-            return collection
+            return collection  # measured once the follower has applied the store's rows
         adapter_dir = SnapshotDir(snapshots.root / "adapter").current()
         if adapter_dir is not None:
             try:
@@ -117,6 +123,7 @@ class Collection:
                 log.warning("collection %s: trained adapter unreadable (%s); using the default", record.name, exc)
         after = collection._load_snapshot(threads)
         collection._replay(after)
+        collection.tune_if_due()
         return collection
 
     def reset_indexes(self, threads: int) -> None:
@@ -181,6 +188,7 @@ class Collection:
             self.dense.stage(np.asarray([result.new_labels[i] for i in keep], dtype=np.int64), vectors[keep])
             self.writes_since_snapshot += len(docs)
         self.settle()
+        self.tune_if_due()
 
     def settle(self) -> None:
         """Staged vectors into the graph in turns of the write lock of about SETTLE_TURN_SECONDS each; the
@@ -196,6 +204,59 @@ class Collection:
             if not left:
                 return
             count = next_turn(count, seconds)
+
+    # --- self-tuned ef_search ---------------------------------------------------------------
+
+    def tune_if_due(self) -> None:
+        """Starts measuring ef_search in the background when the graph has reached its first size or doubled
+        since the last measurement; an explicit ef_search in the settings is never tuned."""
+        if self.settings.hnsw.ef_search is not None or self._closing.is_set():
+            return
+        with self._tuner_guard:
+            if self.measuring and self._tuner is not threading.current_thread():
+                return  # the running one checks again when it ends
+            if not due(len(self.dense) - self.dense.staged, self.dense.tuning):
+                return
+            self._tuner = threading.Thread(target=self._tune, name=f"tune-{self.name}", daemon=True)
+            self._tuner.start()
+
+    def _tune(self) -> None:
+        try:
+            tuning = measure(self.dense, self.lock, self.recall_target, self._closing)
+        except TuningCancelled:
+            return
+        except Exception:
+            log.exception("collection %s: measuring ef_search failed; it stays at %d", self.name,
+                          self.dense.ef_search)
+            return
+        if tuning is None:
+            return
+        with self.lock.write():
+            if self.dropped:
+                return
+            self.dense.tuning = tuning
+            self.writes_since_snapshot += 1  # so the next snapshot keeps it: a restart need not measure again
+        log.info("collection %s: ef_search %d (recall@%d %.3f, target %.2f, %d vectors)", self.name,
+                 tuning.ef_search, tuning.k, tuning.recall, tuning.target, tuning.measured_at)
+        self.tune_if_due()  # the graph may have doubled again meanwhile (writes wait only for the measurement)
+
+    @property
+    def measuring(self) -> bool:
+        tuner = self._tuner
+        return tuner is not None and tuner.is_alive()
+
+    def wait_tuned(self, timeout: float | None = None) -> None:
+        """Until no measurement runs (one that ends may start the next), or `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (tuner := self._tuner) is not None and tuner.is_alive():
+            tuner.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def stop_tuning(self) -> None:
+        """Ends a measurement in progress at its next step and waits for it; none starts after this."""
+        self._closing.set()
+        self.wait_tuned()
 
     def delete(self, doc_id: str) -> bool:
         if self.shared is not None:

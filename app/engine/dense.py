@@ -8,8 +8,9 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from app.engine.hnsw_tuning import Tuning
 from app.engine.quantized import Int8Vectors
-from app.engine.types import HnswSettings
+from app.engine.types import EF_SEARCH_UNTUNED, HnswSettings
 
 _FORMAT = 2  # 2 adds the int8 copy; a format-1 snapshot loads and rebuilds the copy from the graph
 # Below this many allowed documents a filtered query is answered exactly: scanning the int8 copy of
@@ -28,22 +29,25 @@ class DenseIndex:
     a readers-writer lock and calls `upsert`, `stage`, `settle` and `delete` only under its write side. Inserting
     into the graph is slow (~2-4 ms a vector at 100K-1M), so a collection `stage`s a batch, which searches
     scan exactly, and `settle`s it into the graph a few vectors at a time, letting searches in between.
-    `ef` is global state on the graph, so queries serialise on a small mutex.
+    `ef` is global state on the graph, so queries serialise on a small mutex. With `settings.ef_search` None the
+    ef comes from `tuning` (app/engine/hnsw_tuning.py measures it), kept with the snapshot.
     """
 
     def __init__(self, dim: int, settings: HnswSettings, capacity: int = 1024, threads: int = 1, *,
-                 graph: hnswlib.Index | None = None, int8: Int8Vectors | None = None, live: int = 0) -> None:
+                 graph: hnswlib.Index | None = None, int8: Int8Vectors | None = None, live: int = 0,
+                 tuning: Tuning | None = None) -> None:
         """An empty index, or (from `load`) one over a graph, its int8 copy and live count read from disk."""
         self.dim = dim
         self.settings = settings
         self.threads = threads
         self._query_lock = threading.Lock()
+        self.tuning = tuning
         if graph is None:
             graph = hnswlib.Index(space="cosine", dim=dim)
             graph.init_index(max_elements=capacity, ef_construction=settings.ef_construction,
                              M=settings.m, allow_replace_deleted=True)
-        graph.set_ef(settings.ef_search)
         self._index = graph
+        graph.set_ef(self.ef_search)
         self._int8 = Int8Vectors(dim, capacity) if int8 is None else int8
         self._live = live
         self._staged = _EMPTY_LABELS
@@ -51,6 +55,13 @@ class DenseIndex:
 
     def __len__(self) -> int:
         return self._live
+
+    @property
+    def ef_search(self) -> int:
+        """The collection's explicit ef_search, else the tuned one, else EF_SEARCH_UNTUNED."""
+        if self.settings.ef_search is not None:
+            return self.settings.ef_search
+        return EF_SEARCH_UNTUNED if self.tuning is None else self.tuning.ef_search
 
     @property
     def staged(self) -> int:
@@ -115,7 +126,7 @@ class DenseIndex:
         distances = np.empty((1, 0), dtype=np.float32)
         if walk > 0:
             with self._query_lock:
-                self._index.set_ef(max(self.settings.ef_search, walk))
+                self._index.set_ef(max(self.ef_search, walk))
                 try:
                     labels, distances = self._index.knn_query(
                         query, k=walk, num_threads=1,
@@ -133,6 +144,33 @@ class DenseIndex:
             top = np.lexsort((found, -sims))[:k]
             found, sims = found[top], sims[top]
         return found, sims
+
+    def graph_labels(self) -> np.ndarray:
+        """Live labels in the graph (not staged), ascending."""
+        labels = self._int8.labels()
+        return labels[~np.isin(labels, self._staged)] if len(self._staged) else labels
+
+    def walk(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+        """(len(queries), k) labels from the graph alone at this ef: what a tuning measures. The caller holds the
+        collection's read lock."""
+        with self._query_lock:
+            self._index.set_ef(max(ef, k))
+            try:
+                labels, _ = self._index.knn_query(queries, k=k, num_threads=1)
+            finally:
+                self._index.set_ef(self.ef_search)
+        return labels.astype(np.int64)
+
+    def exact_top(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(len(queries), k) labels of each unit query's exact top k among the graph's vectors, best first: the
+        int8 copy's best k + a margin, re-scored from the float32 vectors. The caller holds the read lock."""
+        rough = self._int8.top(queries, k + _RESCORE_MARGIN, exclude=self._staged)
+        out = np.empty((len(queries), k), np.int64)
+        for row, (query, head) in enumerate(zip(queries, rough, strict=True)):
+            head = head[head >= 0]
+            sims = self.vectors(head) @ query.astype(np.float32)
+            out[row] = head[np.lexsort((head, -sims))[:k]]
+        return out
 
     def _exact(self, query: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among `labels`, which must all be live (the store's filter guarantees it): ranked by
@@ -180,7 +218,8 @@ class DenseIndex:
         np.save(directory / "staged-labels.npy", self._staged, allow_pickle=False)
         np.save(directory / "staged-vectors.npy", self._staged_vectors, allow_pickle=False)
         (directory / "dense.json").write_text(json.dumps(
-            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": asdict(self.settings)}))
+            {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": asdict(self.settings),
+             "tuning": None if self.tuning is None else self.tuning.to_dict()}))
 
     @classmethod
     def load(cls, directory: Path, settings: HnswSettings, threads: int = 1) -> "DenseIndex":
@@ -193,7 +232,9 @@ class DenseIndex:
             graph.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
             format_1 = manifest["format"] == 1
             int8 = Int8Vectors(dim) if format_1 else Int8Vectors.load(directory, dim)
-            index = cls(dim, settings, threads=threads, graph=graph, int8=int8, live=int(manifest["live"]))
+            tuning = manifest.get("tuning")  # absent from snapshots older than self-tuning
+            index = cls(dim, settings, threads=threads, graph=graph, int8=int8, live=int(manifest["live"]),
+                        tuning=None if tuning is None else Tuning.from_dict(tuning))
             if format_1:
                 live = index._live_labels()
                 for start in range(0, len(live), 10_000):

@@ -57,13 +57,14 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
-        # The model's own tokenize and forward, without encode()'s batching machinery: the same vector
-        # (tested), ~2.5 ms sooner of ~17 ms on this machine, and the query encode is most of a search.
         vector: np.ndarray = self.encode_queries([text])[0]
         return vector
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Queries that arrive together, in one forward pass (padded to the longest) on the query threads."""
+        """(n, dim) float32 unit vectors in one forward pass: the interface QueryBatcher needs of every backend.
+        The model's own tokenize and forward, without encode()'s batching machinery: the same vectors (tested),
+        ~2.5 ms sooner of ~17 ms on this machine, and the query encode is most of a search. Shorter texts are
+        padded; mean pooling reads the attention mask, so a text's vector does not depend on its batch."""
         import torch
 
         if not texts:

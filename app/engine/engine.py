@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 
 from app.engine import hybrid
+from app.engine.batching import QueryBatcher
 from app.engine.collection import Collection
 from app.engine.embedder import document_text, normalise
 from app.engine.encoders import Encoder, EncoderIdentity, recorded_encoder
 from app.engine.follower import Follower, open_replica_store
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
+from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
 from app.engine.judgments import TrainingSet, build_training_set, probabilities, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
@@ -75,6 +77,9 @@ class SearchEngine:
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
         self.training_jobs = TrainingJobs()
+        self.queries = QueryBatcher(embedder, settings.query_batch_size, settings.query_batch_wait_ms / 1000)
+        self.documents = DocumentEncoderPool(embedder, self.queries, settings.ingest_thread_count(),
+                                             settings.encode_batch_size)
         self.follower: Follower | None = None
         if isinstance(self.store, ReplicaStore):
             # Ready only once caught up to (at least) the store's sequence at start; then followed in the background.
@@ -83,7 +88,8 @@ class SearchEngine:
             self.follower.start()
             return
         for record in self.store.collections():
-            self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads)
+            self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads,
+                                                             recall_target=settings.hnsw_recall_target)
 
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)
@@ -151,7 +157,8 @@ class SearchEngine:
                         [{"existing": existing.settings.to_dict(), "requested": settings.to_dict()}])
                 return existing, False
             record = self.store.create_collection(name, self.embedder.dim, stored)
-            collection = Collection.open(self.store, record, self.index_root, self.settings.threads)
+            collection = Collection.open(self.store, record, self.index_root, self.settings.threads,
+                                         recall_target=self.settings.hnsw_recall_target)
             self._collections[name] = collection
             return collection, True
 
@@ -183,6 +190,7 @@ class SearchEngine:
         with self._collections_lock:
             collection = self._collections.pop(name, None)
         if collection is not None:
+            collection.stop_tuning()  # first: a measurement holds the read lock until it ends
             with collection.lock.write():
                 collection.dropped = True
 
@@ -194,6 +202,7 @@ class SearchEngine:
             return
         with self._collections_lock:
             collection = self.collection(name)
+            collection.stop_tuning()  # first: a measurement holds the read lock until it ends
             with collection.lock.write():
                 self.store.drop_collection(name)
                 collection.dropped = True
@@ -219,7 +228,7 @@ class SearchEngine:
         to_encode = [i for i, d in enumerate(documents) if d.vector is None]
         given = [i for i, d in enumerate(documents) if d.vector is not None]
         if to_encode:
-            vectors[to_encode] = self.embedder.encode_documents(
+            vectors[to_encode] = self.documents.encode(
                 [document_text(documents[i].title, documents[i].text) for i in to_encode])
         if given:
             vectors[given] = normalise(np.asarray([documents[i].vector for i in given], dtype=np.float32))
@@ -244,7 +253,7 @@ class SearchEngine:
         adapter = self.adapter_for(collection)
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
         wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
-        query = self.embedder.encode_query(request.query) if wants_vector else None
+        query = self.queries.encode(request.query) if wants_vector else None
         return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
 
     def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:
@@ -322,6 +331,10 @@ class SearchEngine:
         if self.follower is not None:
             self.follower.stop()
         self.training_jobs.stop()
+        self.queries.close()
+        self.documents.close()
+        for collection in self.list_collections():
+            collection.stop_tuning()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()

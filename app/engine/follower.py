@@ -150,6 +150,7 @@ class Follower:
             collection.applied_seq = result.seq
             collection.writes_since_snapshot += len(own.docs)
         collection.settle()
+        collection.tune_if_due()
         self.store.mirror.mark_applied(collection.name, collection.record.uid, result.seq)
         self._advance(result.seq)
 
@@ -184,7 +185,7 @@ class Follower:
         collection = self.engine.local_collection(name)
         if collection is None:
             collection = Collection.open(self.store, state.record, self.engine.index_root, self.engine.settings.threads,
-                                         shared=self)
+                                         shared=self, recall_target=self.engine.settings.hnsw_recall_target)
             snapshot_seq = collection.applied_seq
             # The snapshot is usable only if the store still holds every tombstone after it and the mirror
             # (written before any snapshot) is at least as far.
@@ -239,6 +240,7 @@ class Follower:
             collection.applied_seq = head
             collection.writes_since_snapshot += applied
         self.store.mirror.mark_applied(name, collection.record.uid, head)
+        collection.tune_if_due()
 
     def _remove(self, collection: Collection, labels: list[int]) -> None:
         if labels:

@@ -76,6 +76,28 @@ class Int8Vectors:
             raise KeyError("cosines asked for a label the index does not hold")
         return (self._codes[rows] @ np.asarray(query, np.float32)) * self._scales[rows]
 
+    def labels(self) -> np.ndarray:
+        """Every live label, ascending."""
+        return self._labels[: self._rows][self._alive[: self._rows]]
+
+    def top(self, queries: np.ndarray, count: int, exclude: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+        """(len(queries), count) labels of the best approximate cosines with each unit query among the live
+        labels not in `exclude`, in no particular order; a matrix product a chunk of rows at a time."""
+        queries = np.asarray(queries, np.float32)
+        best = np.full((len(queries), count), -1, np.int64)
+        best_sims = np.full((len(queries), count), -np.inf, np.float32)
+        for start in range(0, self._rows, chunk):
+            stop = min(start + chunk, self._rows)
+            sims = (self._codes[start:stop].astype(np.float32) @ queries.T).T * self._scales[start:stop]
+            labels = self._labels[start:stop]
+            sims[:, ~self._alive[start:stop] | np.isin(labels, exclude)] = -np.inf
+            merged = np.concatenate([best_sims, sims], axis=1)
+            merged_labels = np.concatenate([best, np.broadcast_to(labels, sims.shape)], axis=1)
+            keep = np.argpartition(-merged, count - 1, axis=1)[:, :count]
+            best_sims = np.take_along_axis(merged, keep, axis=1)
+            best = np.take_along_axis(merged_labels, keep, axis=1)
+        return best
+
     def _rows_of(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each label, and whether the label has one."""
         held = self._labels[: self._rows]

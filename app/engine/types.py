@@ -29,16 +29,24 @@ BOOST_WEIGHT = Interval(ge=-1.0, le=1.0)
 _FORBID_EXTRA: dict[str, Any] = {"extra": "forbid"}
 
 
+# Self-tuned ef_search (app/engine/hnsw_tuning.py): the smallest ef whose recall@10 of probe queries made of the
+# collection's vectors, against exact search, meets this target; until a collection is first measured, ef_search is
+# EF_SEARCH_UNTUNED (the fixed value of earlier versions, chosen for the benchmark corpus's near-ties).
+HNSW_RECALL_TARGET = 0.95
+EF_SEARCH_UNTUNED = 512
+
+
 @dataclass(frozen=True)
 class HnswSettings:
     """HNSW graph parameters. At 100K benchmark documents (real MiniLM vectors + noise-derived ones) recall@10
     against exact search was 0.72 at m 16 / ef 128 and 0.97 at m 32 / ef 512, for ~0.8 ms more a query (the
-    encoder takes ~17 ms)."""
+    encoder takes ~17 ms). `ef_search` None (the default): each collection tunes its own to HNSW_RECALL_TARGET;
+    a number: that ef, always."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID_EXTRA
     m: Annotated[int, HNSW_M] = 32
     ef_construction: Annotated[int, HNSW_EF_CONSTRUCTION] = 200
-    ef_search: Annotated[int, HNSW_EF_SEARCH] = 512
+    ef_search: Annotated[int, HNSW_EF_SEARCH] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,9 @@ class CollectionSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CollectionSettings":
         hnsw, bm25 = data["hnsw"], data["bm25"]
-        return cls(HnswSettings(int(hnsw["m"]), int(hnsw["ef_construction"]), int(hnsw["ef_search"])),
+        ef_search = hnsw.get("ef_search")  # None: self-tuned
+        return cls(HnswSettings(int(hnsw["m"]), int(hnsw["ef_construction"]),
+                                None if ef_search is None else int(ef_search)),
                    Bm25Settings(float(bm25["k1"]), float(bm25["b"])))
 
 

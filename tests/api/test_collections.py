@@ -6,8 +6,10 @@ from fastapi.testclient import TestClient
 def test_create_is_idempotent_and_conflicts_on_other_settings(client: TestClient) -> None:
     assert client.put("/v1/collections/books").status_code == 201
     assert client.put("/v1/collections/books").status_code == 200
-    same = client.put("/v1/collections/books", json={"hnsw": {"m": 32, "ef_construction": 200, "ef_search": 512}})
+    same = client.put("/v1/collections/books", json={"hnsw": {"m": 32, "ef_construction": 200, "ef_search": None}})
     assert same.status_code == 200
+    # an explicit ef_search is not the default's self-tuned one
+    assert client.put("/v1/collections/books", json={"hnsw": {"ef_search": 512}}).status_code == 409
     other = client.put("/v1/collections/books", json={"bm25": {"k1": 0.9, "b": 0.4}})
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "collection_conflict"

@@ -54,3 +54,17 @@ def test_request_ids_are_echoed_or_made(client: TestClient) -> None:
     assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
     made = {client.get("/health").headers["x-request-id"] for _ in range(3)}
     assert len(made) == 3 and all(len(rid) == 32 for rid in made)
+
+
+def test_metrics_count_the_query_encoders_passes(animals: TestClient) -> None:
+    before = samples(animals)
+    for query in ("salmon", "eagles", "bone"):
+        animals.post(SEARCH, json={"query": query})
+    animals.post(SEARCH, json={"query": "salmon", "mode": "lexical", "relevance": {"enabled": False}})  # no encode
+    after = samples(animals)
+
+    def delta(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    # one client, one search at a time: each encoded alone, in a pass of its own
+    assert delta("search_query_encoder_passes_total") == delta("search_query_encoder_queries_total") == 3
