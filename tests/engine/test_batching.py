@@ -10,6 +10,7 @@ import pytest
 from app.engine.batching import QueryBatcher
 from app.engine.embedder import Embedder
 from app.errors import ShuttingDown
+from app.settings import Settings
 
 
 class GatedEncoder:
@@ -111,8 +112,16 @@ def test_close_fails_queued_queries_finishes_the_running_pass_and_refuses_new_on
         batcher.submit("late")
 
 
-def test_shared_passes_give_each_query_the_vector_it_gets_alone(embedder: Embedder) -> None:
-    """The real encoder, padded: short queries batched with a long one get their own vectors."""
+# torch and fp32 ONNX: the attention mask makes padding invisible. int8 quantises activations with one scale a
+# batch, so a batch moves a vector a little (README, "Encoders": worst 0.987 over 64 SciFact queries; here the
+# one-letter query beside a 480-character one is the worst, 0.977).
+AGREEMENT = {"torch": 0.9999, "onnx": 0.9999, "onnx-int8": 0.97}
+
+
+@pytest.mark.parametrize("backend", sorted(AGREEMENT))
+def test_shared_passes_give_each_query_the_vector_it_gets_alone(backend: str) -> None:
+    """The real encoders, padded: short queries batched with a long one get their own vectors."""
+    embedder = Settings(encoder=backend).load_encoder()
     texts = ["salmon", "what does the os module do with file descriptors and pipes? " * 8, "ünïcödé 数据", "x"]
     alone = np.stack([embedder.encode_queries([text])[0] for text in texts])
     encoder = GatedEncoder(embedder)
@@ -126,7 +135,7 @@ def test_shared_passes_give_each_query_the_vector_it_gets_alone(embedder: Embedd
         batcher.close()
     assert encoder.calls[1] == texts  # one forward pass for the four
     assert shared.dtype == np.float32 and shared.shape == (len(texts), embedder.dim)
-    assert np.all(np.sum(shared * alone, axis=1) >= 0.9999)
+    assert np.all(np.sum(shared * alone, axis=1) >= AGREEMENT[backend])
 
 
 def test_a_query_on_an_idle_encoder_runs_on_its_callers_thread_and_the_queries_behind_it_share_a_pass() -> None:
