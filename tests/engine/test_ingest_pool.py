@@ -5,10 +5,12 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from app.engine.batching import QueryBatcher
-from app.engine.embedder import Embedder
 from app.engine.ingest_pool import INGEST_NICENESS, DocumentEncoderPool
+from app.settings import Settings
+from tests.engine.test_batching import AGREEMENT
 
 
 class Recording:
@@ -43,13 +45,21 @@ def test_chunks_come_back_in_order_from_low_priority_threads() -> None:
         queries.close()
 
 
-def test_the_real_encoder_gives_the_vectors_of_one_batch(embedder: Embedder) -> None:
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8", "torch"])
+def test_the_real_encoder_gives_the_vectors_of_one_batch(backend: str) -> None:
+    """Chunks on the pool's threads, in the texts' order: the vectors of one batch (int8's depend a little on the
+    batch, its activations taking one scale a batch: tests/engine/test_batching.py)."""
+    embedder = Settings(encoder=backend).load_encoder()
     queries = QueryBatcher(embedder, max_batch=4, max_wait=0.0)
     pool = DocumentEncoderPool(embedder, queries, workers=2, chunk=2)
     try:
         texts = ["salmon swim upstream", "a much longer text about the os module and its file descriptors " * 3,
                  "x", "ünïcödé 数据", "rockets burn propellant"]
-        np.testing.assert_allclose(pool.encode(texts), embedder.encode_documents(texts), atol=1e-5)
+        pooled, whole = pool.encode(texts), embedder.encode_documents(texts)
+        if backend == "onnx-int8":
+            assert np.all(np.sum(pooled * whole, axis=1) >= AGREEMENT[backend])
+        else:
+            np.testing.assert_allclose(pooled, whole, atol=1e-5)
     finally:
         pool.close()
         queries.close()
