@@ -250,3 +250,23 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
+
+
+def test_a_collection_made_by_another_encoder_is_not_served_by_a_replica(
+        tmp_path: Path, embedder: Embedder, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Two replicas misconfigured with different encoders: the one that did not make a collection's vectors does
+    not serve it (its queries would be encoded unlike the documents), and says why."""
+    torch = Settings(encoder="torch").load_encoder()
+    assert torch.identity != embedder.identity
+    with TestClient(create_app(Settings(data_dir=tmp_path / "t", database_url=database_url), torch)) as other:
+        wait_ready(other)
+        with TestClient(create_app(Settings(data_dir=tmp_path / "a", database_url=database_url), embedder)) as a:
+            wait_ready(a)
+            assert a.put("/v1/collections/animals").status_code == 201
+            assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:3]}).status_code == 200
+            seq = a.get("/v1/collections/animals").json()["applied_seq"]
+            wait_applied(other, seq)
+            assert other.get("/v1/collections/animals").status_code == 404
+            assert a.get("/v1/collections/animals").json()["count"] == 3
+    assert any("does not serve it" in record.getMessage() and "animals" in record.getMessage()
+               for record in caplog.records)

@@ -26,6 +26,7 @@ import numpy as np
 
 from app.engine.collection import Collection, OwnWrite
 from app.engine.embedder import document_text
+from app.engine.encoders import recorded_encoder
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance.adapter import META_FILE, WEIGHTS_FILE
 from app.errors import StoreUnavailable
@@ -65,6 +66,7 @@ class Follower:
         self._store_seq = 0
         self._behind_since: float | None = None
         self._degraded: str | None = None
+        self._refused: set[str] = set()  # collections another encoder made, not served here (logged once)
 
     # --- status -----------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class Follower:
     def _follow_collection(self, state: CollectionState, view: FeedView, head: int) -> None:
         name, uid = state.record.name, state.record.uid
         collection = self.engine.local_collection(name)
+        if collection is None and not self._same_encoder(state):
+            return
         if collection is None:
             collection = Collection.open(self.store, state.record, self.engine.index_root, self.engine.settings.threads,
                                          shared=self, recall_target=self.engine.settings.hnsw_recall_target)
@@ -210,6 +214,20 @@ class Follower:
             stored = view.adapter(name)
             collection.adapter = None if stored is None else adapter_from_store(stored)
             collection.adapter_seq = state.adapter_seq
+
+    def _same_encoder(self, state: CollectionState) -> bool:
+        """A collection another replica created with another encoder is not served here: its queries would be
+        encoded unlike its documents (the start-up check covers the collections that existed at start)."""
+        ours = self.engine.embedder.identity
+        made_by = recorded_encoder(state.record.settings, ours.model)
+        if made_by == ours:
+            return True
+        if state.record.name not in self._refused:
+            self._refused.add(state.record.name)
+            log.error("collection %s: its vectors are made by %s and this replica encodes with %s, so it does not "
+                      "serve it; every replica over one store must run one encoder (SEARCH_ENCODER, SEARCH_MODEL)",
+                      state.record.name, made_by, ours)
+        return False
 
     def _apply(self, collection: Collection, state: CollectionState, view: FeedView, head: int) -> None:
         """The tombstones and live documents numbered after the collection's applied sequence, into the mirror
