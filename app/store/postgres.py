@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,12 +27,19 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.engine.types import FilterCondition
-from app.errors import CollectionConflict, CollectionNotFound, InvalidInput, StoreUnavailable
+from app.errors import CollectionConflict, CollectionNotFound, InvalidInput
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
 from app.store.filters import compile_jsonb_filter
+from app.store.postgres_feed import (
+    CHANNEL,
+    FeedView,
+    Listener,
+    collection_states,
+    reachable,
+    stored_row,
+)
 
 log = logging.getLogger("app.store.postgres")
-CHANNEL = "search_changes"
 # Serialises schema creation when several replicas start at once (CREATE ... IF NOT EXISTS races otherwise).
 _SCHEMA_LOCK = 727_1301
 _SCHEMA = """
@@ -65,39 +71,6 @@ def _already_json(text: str) -> str:
     return text
 
 
-@dataclass
-class CollectionState:
-    """A collection as the store holds it at one sequence: what a follower reconciles against."""
-
-    record: CollectionRecord
-    pruned_through: int  # tombstones up to this sequence are gone: a replica behind it must rebuild
-    changed_seq: int  # the sequence of its last document write: a replica past it has nothing to read
-    adapter_seq: int  # 0: no trained adapter
-
-
-@dataclass
-class StoredAdapter:
-    """A trained relevance adapter as its two files (JSON metadata and a pickle-free .npz)."""
-
-    seq: int
-    meta: str
-    weights: bytes
-
-
-@contextmanager
-def _reachable() -> Iterator[None]:
-    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500)."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise StoreUnavailable(f"the PostgreSQL store is unreachable: {str(exc).strip() or type(exc).__name__}",
-                               [{"reason": type(exc).__name__}]) from exc
-
-
-def _row(label: int, doc_id: str, text: str, title: str | None, metadata: Any = None) -> StoredRow:
-    return StoredRow(int(label), doc_id, text, title, metadata if metadata is not None else {})
-
-
 class PostgresStore:
     """PostgreSQL document store over a psycopg connection pool; safe to share between threads."""
 
@@ -116,7 +89,7 @@ class PostgresStore:
         self._pool.open(wait=False)
         self._identity: str | None = None
         self._identity_lock = threading.Lock()
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             conn.execute(_SCHEMA)
 
@@ -127,7 +100,7 @@ class PostgresStore:
         """A random id fixed when the schema was created: a snapshot made against another database is refused."""
         with self._identity_lock:
             if self._identity is None:
-                with _reachable(), self._pool.connection() as conn:
+                with reachable(), self._pool.connection() as conn:
                     row = conn.execute("SELECT value FROM search_meta WHERE key = 'identity'").fetchone()
                 self._identity = str(row[0]) if row else ""
             return self._identity
@@ -135,7 +108,7 @@ class PostgresStore:
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction, committed on leaving (rolled back on an exception), with errors mapped."""
-        with _reachable(), self._pool.connection() as conn, conn.transaction():
+        with reachable(), self._pool.connection() as conn, conn.transaction():
             yield conn
 
     @staticmethod
@@ -151,8 +124,8 @@ class PostgresStore:
     # --- collections ------------------------------------------------------------------------
 
     def collections(self) -> list[CollectionRecord]:
-        with _reachable(), self._pool.connection() as conn:
-            return [state.record for state in _collection_states(conn)]
+        with reachable(), self._pool.connection() as conn:
+            return [state.record for state in collection_states(conn)]
 
     def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord:
         with self._write() as conn:
@@ -176,7 +149,7 @@ class PostgresStore:
                                                                           sql.Identifier(column)), (name,))
 
     def count(self, collection: str) -> int:
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             row = conn.execute("SELECT count(*) FROM search_documents WHERE collection = %s", (collection,))
             return int(row.fetchone()[0])  # type: ignore[index]
 
@@ -276,31 +249,31 @@ class PostgresStore:
     # --- reads ------------------------------------------------------------------------------
 
     def seq(self) -> int:
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             return int(conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
 
     def get(self, collection: str, doc_id: str) -> StoredRow | None:
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             row = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
                                "WHERE collection = %s AND id = %s", (collection, doc_id)).fetchone()
-        return None if row is None else _row(*row)
+        return None if row is None else stored_row(*row)
 
     def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             rows = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
                                 "WHERE collection = %s AND label = ANY(%s)",
                                 (collection, [int(x) for x in labels])).fetchall()
-        return {int(r[0]): _row(*r) for r in rows}
+        return {int(r[0]): stored_row(*r) for r in rows}
 
     def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             rows = conn.execute("SELECT id, label FROM search_documents WHERE collection = %s AND id = ANY(%s)",
                                 (collection, list(ids))).fetchall()
         return {doc_id: int(label) for doc_id, label in rows}
 
     def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
         where, params = compile_jsonb_filter(conditions)
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             rows = conn.execute(f"SELECT label FROM search_documents WHERE collection = %s AND {where} "
                                 "ORDER BY label", (collection, *params)).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -320,87 +293,13 @@ class PostgresStore:
     def feed(self) -> Iterator["FeedView"]:
         """A read-only REPEATABLE READ snapshot of the store: its `seq()` is H, and it shows exactly the
         changes numbered up to H (see the module docstring)."""
-        with _reachable(), self._pool.connection() as conn:
+        with reachable(), self._pool.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield FeedView(conn)
             conn.rollback()
 
     def listener(self) -> "Listener":
         return Listener(self.url, self.timeout)
-
-
-class FeedView:
-    """Reads of one store snapshot (FeedView objects come from PostgresStore.feed)."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._conn = conn
-
-    def seq(self) -> int:
-        with _reachable():
-            return int(self._conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
-
-    def collections(self) -> list[CollectionState]:
-        with _reachable():
-            return _collection_states(self._conn)
-
-    def adapter(self, collection: str) -> StoredAdapter | None:
-        with _reachable():
-            row = self._conn.execute("SELECT adapter_seq, adapter_meta, adapter_weights FROM search_collections "
-                                     "WHERE name = %s AND adapter_seq > 0", (collection,)).fetchone()
-        return None if row is None else StoredAdapter(int(row[0]), str(row[1]), bytes(row[2]))
-
-    def tombstones_after(self, collection: str, after_seq: int) -> list[tuple[int, int]]:
-        """(label, seq) of the tombstones numbered after `after_seq`."""
-        with _reachable():
-            rows = self._conn.execute("SELECT label, seq FROM search_tombstones WHERE collection = %s AND seq > %s",
-                                      (collection, after_seq)).fetchall()
-        return [(int(label), int(seq)) for label, seq in rows]
-
-    def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
-                  ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
-        """Live documents written after `after_seq`, in label order, metadata included."""
-        last = after_seq
-        while True:
-            with _reachable():
-                rows = self._conn.execute(
-                    "SELECT label, id, text, title, metadata, vector FROM search_documents "
-                    "WHERE collection = %s AND label > %s ORDER BY label LIMIT %s", (collection, last, chunk)
-                ).fetchall()
-            if not rows:
-                return
-            yield ([_row(*r[:5]) for r in rows],
-                   np.stack([np.frombuffer(r[5], dtype=np.float32) for r in rows]))
-            last = int(rows[-1][0])
-
-
-class Listener:
-    """A LISTEN connection of its own (autocommit, outside the pool): wakes a follower when a write commits."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        with _reachable():
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
-            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-
-    def wait(self, timeout: float) -> int | None:
-        """The highest sequence announced within `timeout` seconds (all pending ones drained), else None."""
-        best: int | None = None
-        with _reachable():
-            for notice in self._conn.notifies(timeout=timeout, stop_after=1):
-                best = max(best or 0, int(notice.payload))
-            # Others that arrived together with the first are read without waiting.
-            for notice in self._conn.notifies(timeout=0):
-                best = max(best or 0, int(notice.payload))
-        return best
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def _collection_states(conn: psycopg.Connection[Any]) -> list[CollectionState]:
-    rows = conn.execute("SELECT name, uid, dimension, settings, pruned_through, changed_seq, adapter_seq "
-                        "FROM search_collections ORDER BY name").fetchall()
-    return [CollectionState(CollectionRecord(name, uid, int(dim), settings), int(pruned), int(changed), int(adapter))
-            for name, uid, dim, settings, pruned, changed, adapter in rows]
 
 
 def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> None:

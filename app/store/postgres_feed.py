@@ -1,0 +1,125 @@
+"""Reading the PostgreSQL store's change feed: one snapshot's view (FeedView), the LISTEN connection that wakes
+a follower (Listener), and what both share with the store itself (app/store/postgres.py, whose docstring says
+why a snapshot's sequence H covers exactly the changes numbered up to H)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from app.errors import StoreUnavailable
+from app.store.base import CollectionRecord, StoredRow
+
+CHANNEL = "search_changes"
+
+
+@dataclass
+class CollectionState:
+    """A collection as the store holds it at one sequence: what a follower reconciles against."""
+
+    record: CollectionRecord
+    pruned_through: int  # tombstones up to this sequence are gone: a replica behind it must rebuild
+    changed_seq: int  # the sequence of its last document write: a replica past it has nothing to read
+    adapter_seq: int  # 0: no trained adapter
+
+
+@dataclass
+class StoredAdapter:
+    """A trained relevance adapter as its two files (JSON metadata and a pickle-free .npz)."""
+
+    seq: int
+    meta: str
+    weights: bytes
+
+
+@contextmanager
+def reachable() -> Iterator[None]:
+    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500)."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise StoreUnavailable(f"the PostgreSQL store is unreachable: {str(exc).strip() or type(exc).__name__}",
+                               [{"reason": type(exc).__name__}]) from exc
+
+
+def stored_row(label: int, doc_id: str, text: str, title: str | None, metadata: Any = None) -> StoredRow:
+    return StoredRow(int(label), doc_id, text, title, metadata if metadata is not None else {})
+
+
+class FeedView:
+    """Reads of one store snapshot (FeedView objects come from PostgresStore.feed)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def seq(self) -> int:
+        with reachable():
+            return int(self._conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
+
+    def collections(self) -> list[CollectionState]:
+        with reachable():
+            return collection_states(self._conn)
+
+    def adapter(self, collection: str) -> StoredAdapter | None:
+        with reachable():
+            row = self._conn.execute("SELECT adapter_seq, adapter_meta, adapter_weights FROM search_collections "
+                                     "WHERE name = %s AND adapter_seq > 0", (collection,)).fetchone()
+        return None if row is None else StoredAdapter(int(row[0]), str(row[1]), bytes(row[2]))
+
+    def tombstones_after(self, collection: str, after_seq: int) -> list[tuple[int, int]]:
+        """(label, seq) of the tombstones numbered after `after_seq`."""
+        with reachable():
+            rows = self._conn.execute("SELECT label, seq FROM search_tombstones WHERE collection = %s AND seq > %s",
+                                      (collection, after_seq)).fetchall()
+        return [(int(label), int(seq)) for label, seq in rows]
+
+    def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
+                  ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
+        """Live documents written after `after_seq`, in label order, metadata included."""
+        last = after_seq
+        while True:
+            with reachable():
+                rows = self._conn.execute(
+                    "SELECT label, id, text, title, metadata, vector FROM search_documents "
+                    "WHERE collection = %s AND label > %s ORDER BY label LIMIT %s", (collection, last, chunk)
+                ).fetchall()
+            if not rows:
+                return
+            yield ([stored_row(*r[:5]) for r in rows],
+                   np.stack([np.frombuffer(r[5], dtype=np.float32) for r in rows]))
+            last = int(rows[-1][0])
+
+
+class Listener:
+    """A LISTEN connection of its own (autocommit, outside the pool): wakes a follower when a write commits."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        with reachable():
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+
+    def wait(self, timeout: float) -> int | None:
+        """The highest sequence announced within `timeout` seconds (all pending ones drained), else None."""
+        best: int | None = None
+        with reachable():
+            for notice in self._conn.notifies(timeout=timeout, stop_after=1):
+                best = max(best or 0, int(notice.payload))
+            # Others that arrived together with the first are read without waiting.
+            for notice in self._conn.notifies(timeout=0):
+                best = max(best or 0, int(notice.payload))
+        return best
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def collection_states(conn: psycopg.Connection[Any]) -> list[CollectionState]:
+    rows = conn.execute("SELECT name, uid, dimension, settings, pruned_through, changed_seq, adapter_seq "
+                        "FROM search_collections ORDER BY name").fetchall()
+    return [CollectionState(CollectionRecord(name, uid, int(dim), settings), int(pruned), int(changed), int(adapter))
+            for name, uid, dim, settings, pruned, changed, adapter in rows]
