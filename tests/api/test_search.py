@@ -1,12 +1,15 @@
 """Search: modes, fusion, filters, paging, explain, and bad requests."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from app.engine.embedder import Embedder, normalise
+from app.main import create_app
+from app.settings import Settings
 from tests.helpers import ANIMALS, ids, search
 
 OFF = {"enabled": False}
@@ -162,3 +165,15 @@ def test_a_query_of_32769_characters_is_422(animals: TestClient) -> None:
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_input" and error["details"][0]["loc"] == ["body", "query"]
+
+
+def test_search_before_ready_is_503_and_the_key_check_comes_first(tmp_path: Path) -> None:
+    # No lifespan (no `with`): the engine never loads, as in the seconds after a start.
+    open_app = TestClient(create_app(Settings(data_dir=tmp_path / "open")))
+    response = open_app.post("/v1/collections/k/search", json={"query": "q"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+    keyed = TestClient(create_app(Settings(data_dir=tmp_path / "keyed", api_keys=["read-key-123"])))
+    assert keyed.post("/v1/collections/k/search", json={"query": "q"}).status_code == 401
+    response = keyed.post("/v1/collections/k/search", json={"query": "q"},
+                          headers={"Authorization": "Bearer read-key-123"})
+    assert response.status_code == 503
