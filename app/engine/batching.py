@@ -48,6 +48,7 @@ class QueryBatcher:
         self._pending: deque[tuple[str, Future[np.ndarray]]] = deque()
         self._busy = False  # a batch is in the encoder
         self._closed = False
+        self._yielding = 0  # ingest threads waiting in yield_to_queries
         self.batches = 0  # forward passes so far (and texts through them): the sharing, observable
         self.texts = 0
         self._worker = threading.Thread(target=self._run, name="query-encoder", daemon=True)
@@ -82,7 +83,10 @@ class QueryBatcher:
         finally:
             with self._cond:
                 self._busy = False
-                self._cond.notify_all()
+                # Only those who wait for this pass to end are woken: waking the idle worker for nothing after
+                # every lone search cost a thread switch and a GIL hand-off each time.
+                if self._pending or self._yielding:
+                    self._cond.notify_all()
         return vector
 
     def _count(self, texts: int) -> None:
@@ -96,11 +100,15 @@ class QueryBatcher:
         chunk of documents, so that a search's encode does not share the cores with a document batch."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while (self._pending or self._busy) and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._cond.wait(remaining)
+            self._yielding += 1
+            try:
+                while (self._pending or self._busy) and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._cond.wait(remaining)
+            finally:
+                self._yielding -= 1
 
     def close(self, timeout: float = 10.0) -> None:
         """Stops taking queries, fails the queued ones (ShuttingDown), lets the batch in the encoder finish."""

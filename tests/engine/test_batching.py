@@ -164,3 +164,24 @@ def test_a_query_on_an_idle_encoder_runs_on_its_callers_thread_and_the_queries_b
     finally:
         encoder.gate.set()
         batcher.close()
+
+
+def test_an_ingest_waiting_for_an_inline_query_is_woken_when_it_ends() -> None:
+    """The end of a search's own pass wakes only those who wait for it (here an ingest's yield), and them at once."""
+    encoder = GatedEncoder()
+    batcher = QueryBatcher(encoder, max_batch=16, max_wait=0.0)
+    try:
+        inline = threading.Thread(target=batcher.encode, args=("first",))
+        inline.start()
+        assert encoder.entered.wait(30)
+        yielded = threading.Event()
+        ingest = threading.Thread(target=lambda: (batcher.yield_to_queries(timeout=60), yielded.set()))
+        ingest.start()
+        assert not yielded.wait(0.2)  # the query still holds the encoder
+        encoder.gate.set()
+        assert yielded.wait(30)  # woken by the pass's end, long before its 60 s bound
+        inline.join(30)
+        ingest.join(30)
+    finally:
+        encoder.gate.set()
+        batcher.close()
