@@ -30,6 +30,7 @@ class EncoderFigures:
     single: list[LoadResult] = field(default_factory=list)  # hybrid, 1 client, one per round
     loaded: list[LoadResult] = field(default_factory=list)  # hybrid, LOADED_CLIENTS clients, one per round
     per_pass: list[float] = field(default_factory=list)  # queries a forward pass of the server's encoder, loaded
+    cpu_ms: list[float] = field(default_factory=list)  # the server's CPU a search (all threads), loaded, per round
     during_ingest: LoadResult | None = None  # hybrid, 1 client, while text is bulk-ingested
     ingested_during: float = 0.0  # docs/s of that ingest
 
@@ -63,9 +64,11 @@ def _one_backend(backend: str, encoder: BareEncoder, corpus: Corpus, size: int, 
             offset = r * plan.requests
             figures.single.append(query_load(server.url, COLLECTION, queries, body, 1, plan.requests, plan.seconds,
                                              offset=offset))
-            passes, encoded = _encoder_counts(server.client)
-            figures.loaded.append(query_load(server.url, COLLECTION, queries, body, LOADED_CLIENTS, plan.requests,
-                                             plan.seconds, offset=offset))
+            passes, encoded, cpu = *_encoder_counts(server.client), server.cpu_seconds()
+            loaded = query_load(server.url, COLLECTION, queries, body, LOADED_CLIENTS, plan.requests, plan.seconds,
+                                offset=offset)
+            figures.loaded.append(loaded)
+            figures.cpu_ms.append((server.cpu_seconds() - cpu) * 1000 / max(len(loaded.latencies_ms), 1))
             passes_after, encoded_after = _encoder_counts(server.client)
             figures.per_pass.append((encoded_after - encoded) / max(passes_after - passes, 1))
             progress(f"encoder {backend}: round {r + 1}/{plan.rounds} done")

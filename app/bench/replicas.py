@@ -1,7 +1,6 @@
 """Replicas over PostgreSQL, beside the embedded store in the same run: query and ingest throughput of two
 replicas against one, replication lag during an ingest, and one replica on PostgreSQL against one on SQLite."""
 
-import asyncio
 import queue
 import tempfile
 import threading
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.bench.corpus import Corpus
-from app.bench.measures import LoadResult, _query_load, load_corpus, median, percentile, query_load
+from app.bench.measures import LoadResult, load_corpus, median, percentile, query_load
 from app.bench.phases import COLLECTION, LoadPlan, progress
 from app.bench.server import BenchServer
 from app.client import SearchClient
@@ -77,28 +76,14 @@ def replica_phase(corpus: Corpus, size: int, texts: list[str], queries: list[str
                                                   offset).p50)
             figures.one.append(query_load(a.url, COLLECTION, queries, body, CLIENTS, plan.requests, plan.seconds,
                                           offset))
-            figures.two.append(_spread_load([a.url, b.url], queries, body, plan, offset))
+            figures.two.append(query_load([a.url, b.url], COLLECTION, queries, body, CLIENTS, plan.requests,
+                                          plan.seconds, offset))
             progress(f"replicas: round {r + 1}/{plan.rounds} done")
         half = len(texts) // 2
         figures.ingest_one, figures.lags_ms = _ingest_watching_lag(a, b, texts[:half], "one")
         figures.ingest_two = _ingest_spread([a, b], texts[half:], "two")
         progress(f"replicas: ingest {figures.ingest_one:.1f} docs/s on one, {figures.ingest_two:.1f} on two")
     return figures
-
-
-def _spread_load(urls: list[str], queries: list[str], body: dict[str, object], plan: LoadPlan,
-                 offset: int) -> LoadResult:
-    """CLIENTS clients, dealt round-robin over the replicas, all at once; one result over all of them."""
-    per = CLIENTS // len(urls)
-
-    async def together() -> list[LoadResult]:
-        return await asyncio.gather(*(_query_load(url, COLLECTION, queries, body, per, plan.requests // len(urls),
-                                                  plan.seconds, offset + n * plan.requests)
-                                      for n, url in enumerate(urls)))
-
-    results = asyncio.run(together())
-    return LoadResult([x for r in results for x in r.latencies_ms], sum(r.errors for r in results),
-                      max(r.seconds for r in results))
 
 
 def _applied(client: SearchClient) -> int:

@@ -1,5 +1,6 @@
 """The benchmark's one table: a row per figure, with its comparison and target (met / NOT met)."""
 
+import os
 from dataclasses import dataclass
 
 from app.bench.encoders import BASELINE, LOADED_CLIENTS, EncoderFigures
@@ -176,13 +177,15 @@ def _backend_rows(fig: EncoderFigures, candidate: bool, versus: bool, base_qps: 
     vs_bare = median([r.p50 / b for r, b in zip(fig.single, fig.bare_p50s, strict=True)])
     qps, loaded_p50, p99 = (median([getattr(r, a) for r in fig.loaded]) for a in ("qps", "p50", "p99"))
     ingest = fig.ingest_rate / base_ingest
+    cpu, cpus = median(fig.cpu_ms), os.cpu_count() or 1
     rows = [
         Row("encoder", f"hybrid @{label}, 1 client, {name}", f"p50 {p50:.1f} ms",
             f"{vs_bare:.2f}x a bare PyTorch single-query encode of the same rounds ({median(fig.bare_p50s):.1f} ms)",
             *_target(candidate, f"≤ {P50_VS_TORCH_TARGET}x", vs_bare <= P50_VS_TORCH_TARGET)),
         Row("encoder", f"hybrid @{label}, {LOADED_CLIENTS} clients, {name}",
             f"{qps:.1f} QPS, p50 {loaded_p50:.1f} ms, p99 {p99:.1f} ms",
-            f"QPS {qps / base_qps:.2f}x {BASELINE}'s; {median(fig.per_pass):.1f} queries a forward pass",
+            f"QPS {qps / base_qps:.2f}x {BASELINE}'s; {median(fig.per_pass):.1f} queries a forward pass; server CPU "
+            f"{cpu:.1f} ms a search: {cpus} cores serve at most {1000 * cpus / cpu:.0f} QPS",
             *_target(versus, f"≥ {QPS_VS_TORCH_TARGET:g}x", qps / base_qps >= QPS_VS_TORCH_TARGET)),
         Row("encoder", f"POST /documents, text only, encoded by the server, {name}", f"{fig.ingest_rate:.1f} docs/s",
             f"{ingest:.2f}x {BASELINE}'s",

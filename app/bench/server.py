@@ -83,6 +83,13 @@ class BenchServer:
             raise RuntimeError(f"server exited with {code} on SIGTERM:\n{self.log_tail()}")
         return time.perf_counter() - started
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far, all its threads (utime, stime in /proc/PID/stat)."""
+        if self.proc is None:
+            raise RuntimeError("server not started")
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
