@@ -4,6 +4,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +30,9 @@ class SharedWrites(Protocol):
     replica has applied the store's changes up to it."""
 
     def sync(self, seq: int, own: "OwnWrite | None" = None) -> None: ...
+    def writing(self) -> AbstractContextManager[None]:
+        """Held from a write's store call to the end of its `sync`."""
+        ...
     def save_adapter(self, collection: str, adapter: CosineAdapter) -> None: ...
 
 @dataclass
@@ -175,8 +179,9 @@ class Collection:
         vectors = np.stack([d.vector for d in docs])
         if self.shared is not None:
             self._check_live()
-            result = self.store.upsert(self.name, docs)
-            self.shared.sync(result.seq, OwnWrite(self, docs, tokens, vectors, result))
+            with self.shared.writing():
+                result = self.store.upsert(self.name, docs)
+                self.shared.sync(result.seq, OwnWrite(self, docs, tokens, vectors, result))
             return
         with self.lock.write():
             self._check_live()

@@ -10,14 +10,15 @@ whose snapshot is older than the store's tombstone compaction rebuilds that coll
 which of its documents were deleted. A background thread waits on LISTEN/NOTIFY (or a poll, if a notification
 is lost with a connection) and catches up; a write through this replica calls `sync` before it is answered,
 which applies the write's own batch as it is when nothing else was committed before it (no read-back), else
-catches up.
+catches up; while such writes are under way the background thread leaves catching up to them.
 """
 
 import logging
 import tempfile
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,8 @@ class Follower:
         self._behind_since: float | None = None
         self._degraded: str | None = None
         self._refused: set[str] = set()  # collections another encoder made, not served here (logged once)
+        self._own_writes = 0  # upserts through this replica between their store call and the end of their sync
+        self._own_writes_done = threading.Condition()
 
     # --- status -----------------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class Follower:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._own_writes_done:
+            self._own_writes_done.notify_all()
         if self._thread is not None:
             self._thread.join()
 
@@ -105,6 +110,7 @@ class Follower:
                 if listener is None:
                     # Listening before catching up: a change committed meanwhile is announced, not missed.
                     listener = self.store.shared.listener()
+                self._await_own_writes()
                 self.catch_up()
                 if self._degraded is not None:
                     log.warning("the store is reachable again; following resumed at sequence %d", self._applied)
@@ -127,7 +133,29 @@ class Follower:
         if listener is not None:
             listener.close()
 
+    def _await_own_writes(self) -> None:
+        """Waits while writes through this replica are under way. Each one's `sync` applies its batch as it is;
+        a catch-up woken by that batch's NOTIFY and taking the lock first would read it back from the store
+        instead (every other batch of a bulk load with two requests in flight did). Nothing committed waits
+        for long: a write's `sync` catches up on whatever was committed before it, and the last one to
+        finish lets this loop go on."""
+        with self._own_writes_done:
+            while self._own_writes and not self._stop.is_set():
+                self._own_writes_done.wait(POLL_SECONDS)
+
     # --- catching up ------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held by an upsert through this replica from its store call to the end of its `sync`."""
+        with self._own_writes_done:
+            self._own_writes += 1
+        try:
+            yield
+        finally:
+            with self._own_writes_done:
+                self._own_writes -= 1
+                self._own_writes_done.notify_all()
 
     def sync(self, seq: int, own: OwnWrite | None = None) -> None:
         """Returns once this replica has applied every change up to `seq` (a write it just committed). `own`, that
