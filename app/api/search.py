@@ -8,7 +8,7 @@ from app.api.deps import ReadEngineDep
 from app.api.errors import error_responses
 from app.api.params import CollectionName, locate
 from app.errors import InvalidInput
-from app.schemas import FacetValue, Hit, SearchRequest, SearchResponse
+from app.schemas.search import FacetValue, Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
 # Where each engine query field comes from in the body, for the errors the engine raises about one.

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.engine import hybrid
-from app.schemas import SearchRequest
+from app.schemas.search import SearchRequest
 
 
 @pytest.mark.parametrize("body", [{"query": "animal that hunts"},

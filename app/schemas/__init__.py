@@ -1,0 +1,216 @@
+"""Request and response models of the HTTP contract (shared/API.md), with every bound on input: the types they
+share and the collections, documents, relevance and error models here, the search ones in app/schemas/search.py."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints
+
+from app.engine import types
+from app.engine.jobs import KEEP_FINISHED
+from app.engine.lexical_scoring import MAX_QUERY_TERMS
+from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
+
+MAX_ID_CHARS = 512
+MAX_TITLE_CHARS = 2_000
+MAX_TEXT_CHARS = 100_000
+MAX_QUERY_CHARS = 32_768  # a pasted paragraph or page; the encoder reads its window, BM25 its rarest terms
+MAX_METADATA_KEYS = 64
+MAX_METADATA_LIST = 256
+MAX_METADATA_STRING = 2_048
+MAX_VECTOR_DIM = 4_096
+MAX_K = 1_000
+MAX_OFFSET = 10_000
+MAX_CANDIDATES = types.MAX_CANDIDATES
+MAX_FILTER_VALUES = 1_024
+MAX_TRAIN_EXAMPLES = 50_000
+MAX_JUDGED_IDS = 1_000
+MAX_FACET_FIELDS = 16
+MAX_BOOSTS = 16
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+QUERY_DESCRIPTION = (
+    f"up to {MAX_QUERY_CHARS:,} characters. The encoder reads the start of a long query, up to its own window "
+    f"(256 word pieces for the bundled model), and BM25 scores with the query's distinct terms, each counted as "
+    f"often as it occurs: its {MAX_QUERY_TERMS:,} rarest in the collection when it has more")
+
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+# No NUL in a key: SQLite ends a JSON path at it, and a filter on such a key failed with a 500 (fuzz test).
+METADATA_KEY_PATTERN = r"^[^\x00]+$"
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=METADATA_KEY_PATTERN)]
+# pydantic checks a dict's keys but does not write their pattern into the JSON schema: say it there too.
+KEYS_DOCUMENTED = {"propertyNames": {"pattern": METADATA_KEY_PATTERN}}
+MetadataString = Annotated[str, StringConstraints(max_length=MAX_METADATA_STRING)]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: lax pydantic would also read true as 1 and "7" as 7; strict would refuse 7.0,
+    # which JSON Schema counts as an integer. So: only JSON numbers, then pydantic's lax conversion.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInteger = BeforeValidator(_json_integer)
+# In an optional field, write the bounds before JsonInteger: after it they are lost from the JSON schema.
+Int = Annotated[int, JsonInteger]
+# Strict floats take ints and refuse true and "7" (and validate a vector 6x faster than a validator would).
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+# bool first in the unions, so that true stays a boolean and never becomes 1.
+MetadataValue = bool | Int | Number | MetadataString | Annotated[
+    list[MetadataString], Field(max_length=MAX_METADATA_LIST)
+]
+Scalar = bool | Int | Number | MetadataString
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- collections --------------------------------------------------------------------------------
+
+
+_HNSW, _BM25 = types.HnswSettings(), types.Bm25Settings()  # the defaults, and bounds, are the engine's
+
+
+class HnswSettings(Strict):
+    m: Annotated[int, types.HNSW_M, JsonInteger] = _HNSW.m
+    ef_construction: Annotated[int, types.HNSW_EF_CONSTRUCTION, JsonInteger] = _HNSW.ef_construction
+    # null (the default): the collection tunes its own to the configured recall target (see `hnsw_tuning`)
+    ef_search: Annotated[int, types.HNSW_EF_SEARCH, JsonInteger] | None = _HNSW.ef_search
+
+    def to_engine(self) -> types.HnswSettings:
+        return types.HnswSettings(self.m, self.ef_construction, self.ef_search)
+
+
+class Bm25Settings(Strict):
+    k1: Annotated[Number, types.BM25_K1] = _BM25.k1
+    b: Annotated[Number, types.BM25_B] = _BM25.b
+
+    def to_engine(self) -> types.Bm25Settings:
+        return types.Bm25Settings(self.k1, self.b)
+
+
+class CollectionSettings(Strict):
+    hnsw: HnswSettings = HnswSettings()
+    bm25: Bm25Settings = Bm25Settings()
+
+    @classmethod
+    def from_engine(cls, settings: types.CollectionSettings) -> "CollectionSettings":
+        return cls.model_validate(settings.to_dict())
+
+
+class CollectionRequest(Strict):
+    hnsw: HnswSettings | None = None
+    bm25: Bm25Settings | None = None
+
+
+class CollectionSummary(BaseModel):
+    name: str
+    count: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary]
+
+
+class HnswTuning(BaseModel):
+    """The ef_search in use and where it comes from: `explicit` (the collection's settings), `tuned` (the smallest
+    ef whose measured recall@k meets the target) or `untuned` (not yet measured: too few vectors, or the first
+    measurement still running)."""
+
+    ef_search: int
+    source: Literal["explicit", "tuned", "untuned"]
+    recall_target: float
+    recall: float | None = Field(None, description="recall@k measured at ef_search (tuned only)")
+    k: int | None = None
+    sample: int | None = Field(None, description="probe queries, each a mix of 4 of the collection's vectors")
+    measured_at: int | None = Field(None, description="vectors in the graph when measured; re-measured at twice that")
+    measuring: bool = Field(False, description="a measurement is running in the background")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    count: int
+    settings: CollectionSettings
+    dimension: int
+    relevance: dict[str, Any]
+    applied_seq: int | None = Field(
+        None, description="Replicas over PostgreSQL: every change to the store up to this sequence is in this "
+                          "replica's indexes; null with the embedded store")
+    hnsw_tuning: HnswTuning
+
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+class Document(Strict):
+    id: DocumentId
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+    title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue],
+                        Field(max_length=MAX_METADATA_KEYS, json_schema_extra=KEYS_DOCUMENTED)] = {}
+    vector: Annotated[list[Number], Field(min_length=1, max_length=MAX_VECTOR_DIM)] | None = None
+
+    def to_engine(self) -> types.DocumentInput:
+        return types.DocumentInput(self.id, self.text, self.title, self.metadata, self.vector)
+
+
+class DocumentBatch(Strict):
+    documents: Annotated[list[Document], Field(min_length=1)]
+
+
+class UpsertResult(BaseModel):
+    upserted: int
+    ids: list[str]
+
+
+class StoredDocument(BaseModel):
+    id: str
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+# --- relevance ----------------------------------------------------------------------------------
+
+
+class TrainingExample(Strict):
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
+                     Field(description=QUERY_DESCRIPTION)]
+    relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
+    irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
+
+    def to_engine(self) -> types.TrainingExample:
+        return types.TrainingExample(self.query, tuple(self.relevant_ids), tuple(self.irrelevant_ids))
+
+
+class TrainRequest(Strict):
+    examples: Annotated[list[TrainingExample], Field(min_length=1, max_length=MAX_TRAIN_EXAMPLES)]
+    recall_target: Number = Field(DEFAULT_RECALL_TARGET, gt=0.0, le=1.0)
+    family: Family | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[Any] = []
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TrainJob(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"description": (
+        "A relevance training job. Jobs live in the server's memory: a restart forgets them (a training cut short "
+        f"leaves the adapter it would have replaced), and only the last {KEEP_FINISHED} finished ones are kept.")})
+
+    job: str = Field(description="the job's id")
+    status: Literal["running", "done", "failed"]
+    progress: float = Field(ge=0.0, le=1.0, description="fraction done, at coarse steps; 1.0 once done")
+    examples: int = Field(description="judged queries posted")
+    started_at: float = Field(description="Unix time")
+    finished_at: float | None = Field(None, description="Unix time")
+    result: dict[str, Any] | None = Field(
+        None, description="once done: what a waited-for training answers (held-out metrics and the threshold)")
+    error: ErrorDetail | None = Field(
+        None, description="once failed: why (the error a waited-for training would answer); adapter unchanged")
