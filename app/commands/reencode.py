@@ -16,7 +16,7 @@ from tqdm import tqdm
 from app.engine.collection import Collection
 from app.engine.embedder import document_text
 from app.engine.encoders import Encoder, recorded_encoder
-from app.engine.engine import index_root, open_store
+from app.engine.storage import index_root, open_store
 from app.settings import Settings
 from app.store.base import CollectionRecord, DocumentStore
 from app.store.lock import DataDirLock

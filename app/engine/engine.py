@@ -15,13 +15,14 @@ from app.engine.batching import QueryBatcher
 from app.engine.collection import Collection
 from app.engine.embedder import document_text, normalise
 from app.engine.encoders import Encoder, check_encoders
-from app.engine.follower import Follower, open_replica_store
+from app.engine.follower import Follower
 from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
 from app.engine.judgments import TrainingSet, build_training_set, probabilities, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
+from app.engine.storage import index_root, open_store
 from app.engine.types import (
     Bm25Settings,
     CollectionSettings,
@@ -42,7 +43,6 @@ from app.errors import (
 from app.settings import Settings
 from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.replica import ReplicaStore
-from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
 # PR-AUC a collection's own adapter must gain over the default on its judgments to replace it (a noise margin).
@@ -340,15 +340,3 @@ class SearchEngine:
                 collection.snapshot()
         self._beside.shutdown()
         self.store.close()
-
-
-def open_store(settings: Settings) -> DocumentStore:
-    """The store of record the settings name: the shared PostgreSQL one (through this replica's mirror) when
-    `database_url` is set, else the embedded SQLite one in the data directory."""
-    if settings.database_url:
-        return open_replica_store(settings)
-    return SqliteStore(Path(settings.data_dir) / "documents.sqlite3")
-
-
-def index_root(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "indexes"

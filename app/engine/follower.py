@@ -31,10 +31,7 @@ from app.engine.encoders import recorded_encoder
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance.adapter import META_FILE, WEIGHTS_FILE
 from app.errors import StoreUnavailable
-from app.settings import Settings
 from app.store.base import StoredRow
-from app.store.mirror import MirrorStore
-from app.store.postgres import PostgresStore
 from app.store.postgres_feed import CollectionState, FeedView, Listener, StoredAdapter
 from app.store.replica import ReplicaStore
 
@@ -316,10 +313,3 @@ def adapter_from_store(stored: StoredAdapter) -> CosineAdapter:
         (Path(tmp) / META_FILE).write_text(stored.meta, encoding="utf-8")
         (Path(tmp) / WEIGHTS_FILE).write_bytes(stored.weights)
         return CosineAdapter.load(Path(tmp))
-
-
-def open_replica_store(settings: Settings) -> ReplicaStore:
-    """The shared store at `settings.database_url`, read through a mirror in the replica's data dir."""
-    shared = PostgresStore(settings.database_url, tombstone_retention=settings.tombstone_retention,
-                           timeout=settings.database_timeout_seconds)
-    return ReplicaStore(shared, MirrorStore(Path(settings.data_dir) / "replica.sqlite3", shared.identity()))
