@@ -167,9 +167,7 @@ class DenseIndex:
         rough = self._int8.top(queries, k + _RESCORE_MARGIN, exclude=self._staged)
         out = np.empty((len(queries), k), np.int64)
         for row, (query, head) in enumerate(zip(queries, rough, strict=True)):
-            head = head[head >= 0]
-            sims = self.vectors(head) @ query.astype(np.float32)
-            out[row] = head[np.lexsort((head, -sims))[:k]]
+            out[row] = self._rescored(query, head[head >= 0], k)[0]
         return out
 
     def _exact(self, query: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +176,10 @@ class DenseIndex:
         if len(labels) == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         rough = self._int8.cosines(labels, query)
-        head = labels[np.argsort(-rough, kind="stable")[:k + _RESCORE_MARGIN]]
+        return self._rescored(query, labels[np.argsort(-rough, kind="stable")[:k + _RESCORE_MARGIN]], k)
+
+    def _rescored(self, query: np.ndarray, head: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best k of `head` (the int8 copy's best candidates) by their float32 cosines, ties by label."""
         sims = self.vectors(head) @ query.astype(np.float32)
         top = np.lexsort((head, -sims))[:k]
         return head[top], sims[top]
