@@ -100,15 +100,20 @@ def _train_adapter(args: argparse.Namespace) -> int:
 
 
 def _fit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"hidden": args.hidden, "steps": args.steps, "val_fraction": args.val_fraction}
+    return {"hidden": args.hidden, "steps": args.steps, "val_fraction": args.val_fraction,
+            "cosine_scale": args.cosine_scale}
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    from app.engine.relevance.adapter import COSINE_SCALES, DEFAULT_COSINE_SCALE
+
     # The shipped default was trained with --hidden 32 --steps 300 --val-fraction 0 (README).
     parser.add_argument("--hidden", type=int, default=64, help="hidden units of each network")
     parser.add_argument("--steps", type=int, default=600, help="full-batch steps (at most, with a validation split)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="queries held out of each network's fit to stop it early (0: train every step)")
+    parser.add_argument("--cosine-scale", default=DEFAULT_COSINE_SCALE, choices=COSINE_SCALES,
+                        help="how the map reads a cosine: min-max scaled over the query's list (default) or raw")
 
 
 def _lodo(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from app.engine.facets import count_facets
 from app.engine.fusion import DENSE_FLOOR, convex_fusion, normalize, rank_by, rrf_fusion
 from app.engine.highlight import highlight
 from app.engine.relevance import CosineAdapter
-from app.engine.relevance.adapter import query_stats
+from app.engine.relevance.adapter import STATS_DEPTH, query_stats
 from app.engine.types import SearchDefaults, SearchQuery
 from app.errors import InvalidInput
 from app.store.base import StoredRow
@@ -162,7 +162,11 @@ def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: Sear
     the request's threshold (else the one calibrated for its recall target, else the adapter's own)."""
     if adapter is None or query is None or candidates.cosine is None:
         return Relevance(order, None, None)
-    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25), stats)
+    # A min-max scaling map reads each cosine against the list it was trained on: the query's top hits in the
+    # order the search ranks them (build_training_set's pool), not every candidate either retriever brought.
+    reference = candidates.cosine[order[:STATS_DEPTH]] if order.size else None
+    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25), stats,
+                                          reference)
     if not request.relevance_enabled:
         return Relevance(order, probabilities, None)
     threshold = request.threshold

@@ -28,6 +28,15 @@ INPUTS: tuple[str, ...] = ("embedding", "stats")
 STATS: tuple[str, ...] = ("top1_cosine", "top5_cosine", "top10_cosine", "mean_cosine", "std_cosine",
                           "log1p_best_bm25", "log1p_query_terms")
 STATS_DEPTH = 100  # the statistics read the best this many cosines: the dense top-100 of a default search
+# How the map reads a candidate's cosine: as it is ("raw"), or min-max scaled over the query's own list ("minmax":
+# the best of the search's top-100 is 1, the worst 0). Scaled, the map reads where a candidate sits in its list
+# rather than an encoder- and collection-dependent level; the query's level still reaches the network through
+# STATS and the embedding. Chosen by leave-one-domain-out runs (README).
+COSINE_SCALES: tuple[str, ...] = ("raw", "minmax")
+# The scale of the shipped recipe (train-adapter, lodo), whose networks also read STATS. A network reading only
+# the embedding (a collection's own adapter trained from scratch) keeps "raw": scaled, it would lose the level.
+DEFAULT_COSINE_SCALE = "minmax"
+_MIN_RANGE = 1e-6  # a list whose cosines are all alike scales to 0, not to a division by zero
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "adapter.json"
 POWER_MAX_EXPONENT = 2.0
@@ -61,6 +70,16 @@ def query_stats(cosines: np.ndarray, bm25: np.ndarray, n_terms: int) -> np.ndarr
                      math.log1p(max(best_bm25, 0.0)), math.log1p(max(n_terms, 0))])
 
 
+def minmax_scaled(cosines: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """`cosines` with the best of `reference` (by default, of themselves) at 1 and its worst at 0."""
+    x = np.asarray(cosines, dtype=np.float64)
+    ref = x if reference is None else np.asarray(reference, dtype=np.float64)
+    if ref.size == 0:
+        return np.zeros_like(x)
+    low = float(ref.min())
+    return (x - low) / max(float(ref.max()) - low, _MIN_RANGE)
+
+
 class CosineAdapter:
     """One hidden tanh layer reads the query (its embedding, its candidates' STATS, or both) and emits
     (a, b[, k | c]) of a map with a > 0 (c > 0)."""
@@ -75,6 +94,7 @@ class CosineAdapter:
         inputs: tuple[str, ...] = ("embedding",),
         stats_center: np.ndarray | None = None,
         stats_scale: np.ndarray | None = None,
+        cosine_scale: str = "raw",
     ) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
@@ -96,6 +116,9 @@ class CosineAdapter:
             raise ValueError("weights contain non-finite values")
         if not inputs or any(i not in INPUTS for i in inputs) or len(set(inputs)) != len(inputs):
             raise ValueError(f"inputs must be some of {INPUTS}, got {inputs!r}")
+        if cosine_scale not in COSINE_SCALES:
+            raise ValueError(f"cosine_scale must be one of {COSINE_SCALES}, got {cosine_scale!r}")
+        self.cosine_scale = cosine_scale
         self.inputs = tuple(i for i in INPUTS if i in inputs)
         n_stats = len(STATS) if "stats" in self.inputs else 0
         if n_stats:
@@ -158,7 +181,7 @@ class CosineAdapter:
 
     def input_spec(self) -> dict[str, Any]:
         """The keyword arguments that give another adapter the same inputs."""
-        spec: dict[str, Any] = {"inputs": self.inputs}
+        spec: dict[str, Any] = {"inputs": self.inputs, "cosine_scale": self.cosine_scale}
         if self.uses_stats:
             spec.update(stats_center=self.stats_center, stats_scale=self.stats_scale)
         return spec
@@ -190,10 +213,17 @@ class CosineAdapter:
         """The map's parameters for this query (the members' means)."""
         return {name: float(values.mean()) for name, values in self._member_params(query_emb, stats).items()}
 
+    def scaled(self, cosines: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """The cosines as the map reads them (`COSINE_SCALES`); `reference`: the query's list to scale over (by
+        default, `cosines` themselves)."""
+        if self.cosine_scale == "minmax":
+            return minmax_scaled(cosines, reference)
+        return np.asarray(cosines, dtype=np.float64)
+
     def logits(self, query_emb: np.ndarray | None, cosines: np.ndarray, lexical: np.ndarray | None = None,
-               stats: np.ndarray | None = None) -> np.ndarray:
+               stats: np.ndarray | None = None, reference: np.ndarray | None = None) -> np.ndarray:
         p = self._member_params(query_emb, stats)
-        x = np.asarray(cosines, dtype=np.float64)
+        x = self.scaled(cosines, reference)
         if self.family == "linear":
             return np.asarray(p["a"].mean() * x + p["b"].mean())
         if self.family == "hybrid":
@@ -206,8 +236,9 @@ class CosineAdapter:
         return np.asarray(member_logits.mean(axis=0))
 
     def probabilities(self, query_emb: np.ndarray | None, cosines: np.ndarray,
-                      lexical: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
-        return sigmoid(self.logits(query_emb, cosines, lexical, stats))
+                      lexical: np.ndarray | None = None, stats: np.ndarray | None = None,
+                      reference: np.ndarray | None = None) -> np.ndarray:
+        return sigmoid(self.logits(query_emb, cosines, lexical, stats, reference))
 
     def threshold_for(self, recall_target: float | None = None) -> float:
         if self.calibration is None:
@@ -237,6 +268,7 @@ class CosineAdapter:
             "members": self.members,
             "activation": "tanh",
             "inputs": list(self.inputs),
+            "cosine_scale": self.cosine_scale,
             "fusion": self.fusion,
             "stats_center": self.stats_center.tolist() if self.uses_stats else None,
             "stats_scale": self.stats_scale.tolist() if self.uses_stats else None,
@@ -275,7 +307,8 @@ class CosineAdapter:
             raise ValueError("adapter info must be a JSON object")
         inputs = tuple(meta.get("inputs") or ("embedding",))  # adapters saved before STATS read the embedding
         adapter = cls(str(meta.get("family")), weights, calibration=calibration, info=info, inputs=inputs,
-                      stats_center=meta.get("stats_center"), stats_scale=meta.get("stats_scale"))
+                      stats_center=meta.get("stats_center"), stats_scale=meta.get("stats_scale"),
+                      cosine_scale=str(meta.get("cosine_scale") or "raw"))  # saved before scaling: raw
         fusion = meta.get("fusion")
         if fusion is not None and not isinstance(fusion, dict):
             raise ValueError("adapter fusion must be a JSON object")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +89,54 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     precision = tps / (last + 1)
     recall_gain = np.diff(np.r_[0, tps]) / n_pos
     return float(np.sum(recall_gain * precision))
+
+
+def group_threshold(probs: list[np.ndarray], labels: list[np.ndarray], groups: Sequence[str],
+                    recall_target: float) -> float:
+    """Highest t at which every group with a positive (a collection, say) keeps at least ``recall_target`` of
+    its own positives: the lowest of the groups' own thresholds.
+
+    Pooled instead, the groups whose relevant documents score high carry the target, and a collection that
+    judges loosely (NFCorpus's "partially relevant") is cut at half its recall when it is left out in training
+    (README, leave-one-domain-out). Per group, the threshold is the one that held on every collection it was
+    chosen on, which is what a new collection needs to be promised."""
+    names = dict.fromkeys(groups)
+    if len(groups) != len(probs):
+        raise ValueError(f"need one group per query: {len(groups)} groups, {len(probs)} queries")
+    chosen = []
+    for name in names:
+        idx = [i for i, g in enumerate(groups) if g == name]
+        ys = np.concatenate([labels[i] for i in idx])
+        if ys.any():
+            chosen.append(choose_threshold(np.concatenate([probs[i] for i in idx]), ys, recall_target))
+    if not chosen:
+        raise ValueError("cannot choose a threshold: no positive labels")
+    return min(chosen)
+
+
+def calibrate(out_of_fold: list[np.ndarray], xs: list[np.ndarray], ys: list[np.ndarray], recall_target: float,
+              n_folds: int, groups: Sequence[str] | None = None) -> Calibration:
+    """Thresholds on the out-of-fold probabilities for every recall target (pooled, or with `groups` met on
+    every group: `group_threshold`), and the metrics at the chosen one beside those of raw cosine (`xs`) at its
+    own threshold for the same target, chosen by the same rule."""
+    pooled_probs, pooled_labels = np.concatenate(out_of_fold), np.concatenate(ys)
+    targets = sorted({*DEFAULT_RECALL_TARGETS, float(recall_target)})
+    if groups is None:
+        thresholds = {t: choose_threshold(pooled_probs, pooled_labels, t) for t in targets}
+        raw_threshold = choose_threshold(np.concatenate(xs), pooled_labels, recall_target)
+    else:
+        thresholds = {t: group_threshold(out_of_fold, ys, groups, t) for t in targets}
+        raw_threshold = group_threshold(xs, ys, groups, recall_target)
+    metrics = filter_metrics(out_of_fold, ys, thresholds[recall_target])
+    raw_metrics = filter_metrics(xs, ys, raw_threshold)
+    metrics.update({f"raw_cosine_{k}": v for k, v in raw_metrics.items()})
+    metrics.update({"folds": float(n_folds), "queries": float(len(xs)), "positive_pairs": float(pooled_labels.sum())})
+    return Calibration(
+        threshold=thresholds[recall_target],
+        recall_target=float(recall_target),
+        thresholds=thresholds,
+        metrics=metrics,
+    )
 
 
 def precision_at_recall(scores_pooled: np.ndarray, labels_pooled: np.ndarray, recall_target: float) -> float:

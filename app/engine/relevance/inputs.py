@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.relevance.adapter import STATS
+from app.engine.relevance.adapter import COSINE_SCALES, STATS
 
 
 def group_weights(groups: Sequence[str], cosines: list[np.ndarray]) -> np.ndarray:
@@ -20,9 +20,13 @@ def group_weights(groups: Sequence[str], cosines: list[np.ndarray]) -> np.ndarra
     return np.array([total / (len(names) * pairs[g]) for g in groups], dtype=np.float64)
 
 
-def input_spec(inputs: tuple[str, ...], stats: np.ndarray | None, n_queries: int) -> dict[str, Any]:
-    """The adapter's input keywords: which inputs, and the STATS' centre and scale over the training queries."""
-    spec: dict[str, Any] = {"inputs": tuple(inputs)}
+def input_spec(inputs: tuple[str, ...], stats: np.ndarray | None, n_queries: int,
+               cosine_scale: str = "raw") -> dict[str, Any]:
+    """The adapter's input keywords: which inputs, the STATS' centre and scale over the training queries, and
+    how the map reads the cosines."""
+    if cosine_scale not in COSINE_SCALES:
+        raise ValueError(f"cosine_scale must be one of {COSINE_SCALES}, got {cosine_scale!r}")
+    spec: dict[str, Any] = {"inputs": tuple(inputs), "cosine_scale": cosine_scale}
     if "stats" not in inputs:
         return spec
     if stats is None or np.shape(stats) != (n_queries, len(STATS)) or not np.all(np.isfinite(stats)):

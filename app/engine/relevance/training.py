@@ -12,16 +12,10 @@ from app.engine.relevance.adapter import (
     FAMILIES,
     WEIGHT_NAMES,
     CosineAdapter,
+    minmax_scaled,
     softplus_inverse,
 )
-from app.engine.relevance.calibration import (
-    DEFAULT_RECALL_TARGET,
-    DEFAULT_RECALL_TARGETS,
-    Calibration,
-    choose_threshold,
-    filter_metrics,
-    fit_logistic,
-)
+from app.engine.relevance.calibration import DEFAULT_RECALL_TARGET, calibrate, fit_logistic
 from app.engine.relevance.inputs import features as features_of
 from app.engine.relevance.inputs import group_weights, input_spec
 
@@ -252,6 +246,7 @@ def train_and_calibrate(
     stats: np.ndarray | None = None,
     groups: Sequence[str] | None = None,
     start: CosineAdapter | None = None,
+    cosine_scale: str = "raw",
     **fit_kwargs: Any,
 ) -> CosineAdapter:
     """Fits ``repeats`` adapters (seeds) per fold and serves their ensemble, with global thresholds chosen
@@ -264,8 +259,10 @@ def train_and_calibrate(
 
     ``inputs`` says what the network reads of a query: its embedding (``query_embs``) and/or ``stats``, one
     row of `adapter.STATS` per query (standardised here; the adapter keeps the centre and scale). With
-    ``groups`` (a name per query, e.g. its collection), every group weighs the same in the loss. With
-    ``start``, every member fine-tunes one of its members (its family, inputs and STATS scaling are kept).
+    ``groups`` (a name per query, e.g. its collection), every group weighs the same in the loss and the
+    thresholds meet their recall target on every group (`calibration.group_threshold`). ``cosine_scale``:
+    how the map reads the cosines (`adapter.COSINE_SCALES`). With ``start``, every member fine-tunes one of its
+    members (its family, inputs, STATS scaling and cosine scale are kept).
     """
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
@@ -276,10 +273,13 @@ def train_and_calibrate(
         family = start.family
         fit_kwargs = {**fit_kwargs, "hidden": start.hidden, "start": start}
     else:
-        spec = input_spec(inputs, stats, len(cosines))
+        spec = input_spec(inputs, stats, len(cosines), cosine_scale)
     features = features_of(query_embs, stats, spec)
     weights = None if groups is None else group_weights(groups, cosines)
-    data = _checked(features, cosines, labels, family, lexical, weights)
+    raw = _checked(features, cosines, labels, family, lexical, weights)
+    # The members are fitted on the cosines as the served map reads them (each query's own list).
+    data = raw._replace(cosines=[minmax_scaled(c) for c in raw.cosines]) \
+        if spec["cosine_scale"] == "minmax" else raw
     n_pos = sum(bool(y.any()) for y in data.labels)
     if n_pos < MIN_POSITIVE_QUERIES:
         raise ValueError(
@@ -295,7 +295,7 @@ def train_and_calibrate(
                  "n_queries": len(data.cosines), "n_pairs": int(sum(x.size for x in data.cosines))})
     ensemble = CosineAdapter.ensemble(parts)
     adapter = CosineAdapter(ensemble.family, ensemble.weights, info=info, **spec)
-    adapter.calibration = _calibrate(out_of_fold, data.cosines, data.labels, recall_target, n_folds)
+    adapter.calibration = calibrate(out_of_fold, raw.cosines, data.labels, recall_target, n_folds, groups)
     return adapter
 
 
@@ -304,8 +304,8 @@ def recalibrate(adapter: CosineAdapter, probabilities: list[np.ndarray], cosines
     """The same network with its thresholds chosen on these judgments, where `probabilities` are its own on
     them (out of sample for an adapter that never saw them): a per-collection recalibration."""
     copy = CosineAdapter(adapter.family, adapter.weights, info=dict(adapter.info), **adapter.input_spec())
-    copy.calibration = _calibrate(probabilities, [np.asarray(c, np.float64) for c in cosines],
-                                  [np.asarray(y, np.float64) for y in labels], recall_target, n_folds=0)
+    copy.calibration = calibrate(probabilities, [np.asarray(c, np.float64) for c in cosines],
+                                 [np.asarray(y, np.float64) for y in labels], recall_target, n_folds=0)
     return copy
 
 
@@ -328,23 +328,3 @@ def _cross_fit(
             out_of_fold[i] = fold_adapter.probabilities(data.queries[i], data.cosines[i],
                                                         None if data.lexical is None else data.lexical[i])
     return parts, out_of_fold
-
-
-def _calibrate(out_of_fold: list[np.ndarray], xs: list[np.ndarray], ys: list[np.ndarray], recall_target: float,
-               n_folds: int) -> Calibration:
-    """Thresholds on the out-of-fold probabilities for every recall target, and the metrics at the chosen
-    one beside those of raw cosine (`xs`) at its own threshold for the same target."""
-    pooled_probs, pooled_labels = np.concatenate(out_of_fold), np.concatenate(ys)
-    targets = sorted({*DEFAULT_RECALL_TARGETS, float(recall_target)})
-    thresholds = {t: choose_threshold(pooled_probs, pooled_labels, t) for t in targets}
-    raw_threshold = choose_threshold(np.concatenate(xs), pooled_labels, recall_target)
-    metrics = filter_metrics(out_of_fold, ys, thresholds[recall_target])
-    raw_metrics = filter_metrics(xs, ys, raw_threshold)
-    metrics.update({f"raw_cosine_{k}": v for k, v in raw_metrics.items()})
-    metrics.update({"folds": float(n_folds), "queries": float(len(xs)), "positive_pairs": float(pooled_labels.sum())})
-    return Calibration(
-        threshold=thresholds[recall_target],
-        recall_target=float(recall_target),
-        thresholds=thresholds,
-        metrics=metrics,
-    )
