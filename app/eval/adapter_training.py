@@ -92,13 +92,16 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
         encoder = engine_of(client).embedder.identity.to_dict()
     trained_on = f"{', '.join(described)}, {nonwords} non-word queries each; hybrid top-100 candidates"
     reports = {}
-    for spec_inputs, path in ((inputs, out), (("stats",), fallback_out)):
+    # The fallback reads raw cosine: reading no embedding, with the cosine scaled it has only the STATS to tell a
+    # non-word query's best hit from a real one, and on a 16-document collection that hit passed it.
+    for spec_inputs, path, scale in ((inputs, out, None), (("stats",), fallback_out, "raw")):
         if path is None:
             continue
+        settings = {**(fit or {}), **({} if scale is None else {"cosine_scale": scale})}
         adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
                                       stats=data.stats, inputs=spec_inputs, groups=groups, family=family,
                                       recall_target=recall_target, folds=folds, repeats=repeats, seed=seed,
-                                      threads=threads, progress=True, **(fit or {}))
+                                      threads=threads, progress=True, **settings)
         adapter.info["trained_on"] = trained_on
         adapter.info["encoder"] = encoder  # the engine serves it only to collections of this model
         _save(adapter, path)
