@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.engine.fusion_fit import FUSION_MARGIN, FusionCase, fit_fusion, grid, ndcg_at_10
+from app.engine.fusion_fit import FUSION_MARGIN, FusionCase, fit_fusion, grid, ndcg_at_10, required_gain
 from app.engine.types import SearchDefaults
 
 
@@ -33,7 +33,19 @@ def test_a_collection_whose_lexical_side_knows_better_gets_a_lexical_fusion() ->
     fitted, report = fit_fusion(cases, default)
     assert fitted is not None and report["kept"] == "fitted"
     assert fitted.method == "rrf" or fitted.alpha < default.alpha
-    assert report["fitted"]["ndcg@10_out_of_fold"] > report["default"]["ndcg@10"] + FUSION_MARGIN
+    assert report["fitted"]["ndcg@10_out_of_fold"] > report["default"]["ndcg@10"] + report["margin"]
+    assert report["margin"] >= FUSION_MARGIN
+
+
+def test_a_win_within_the_noise_of_the_per_query_differences_is_not_enough() -> None:
+    # Ten queries 0.30 better, ten 0.28 worse: a mean gain of 0.01, above the fixed margin, but its standard
+    # error is 0.066, so the fit must win by 2 of them.
+    noisy = np.array([0.30, -0.28] * 10)
+    assert required_gain(noisy) == pytest.approx(2 * noisy.std(ddof=1) / np.sqrt(20))
+    assert noisy.mean() > FUSION_MARGIN and noisy.mean() < required_gain(noisy)
+    # The same mean gain on every query is a real one: the fixed margin is what it must beat.
+    assert required_gain(np.full(20, 0.01)) == FUSION_MARGIN
+    assert required_gain(np.array([0.5])) == np.inf
 
 
 def test_the_default_stays_when_fitting_cannot_beat_it() -> None:
