@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
+from app.engine.jobs import Progress
 from app.engine.types import DocumentInput
 from app.errors import DocumentNotFound
 from app.main import create_app
@@ -320,3 +321,29 @@ def test_a_collection_made_by_another_encoder_is_not_served_by_a_replica(
             assert a.get("/v1/collections/animals").json()["count"] == 3
     assert any("does not serve it" in record.getMessage() and "animals" in record.getMessage()
                for record in caplog.records)
+
+
+def test_any_replica_answers_for_a_training_job_that_another_runs(replica: Replica) -> None:
+    """Behind a load balancer, a client polls whichever replica it lands on: the job is in the store."""
+    with replica("a") as a, replica("b") as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        gate, started = threading.Event(), threading.Event()
+
+        def work(progress: Progress) -> dict[str, Any]:
+            progress(0.2)
+            started.set()
+            assert gate.wait(timeout=30)
+            return {"status": "trained", "threshold": 0.3}
+
+        job = engine_of(a).training_jobs.start("animals", 12, work)
+        assert started.wait(timeout=30)
+        url = f"/v1/collections/animals/relevance/jobs/{job.id}"
+        seen = b.get(url)
+        assert seen.status_code == 200, seen.text
+        assert (seen.json()["status"], seen.json()["progress"], seen.json()["examples"]) == ("running", 0.2, 12)
+        gate.set()
+        engine_of(a).training_jobs.wait(job)
+        done = b.get(url).json()
+        assert (done["status"], done["progress"], done["result"]) == ("done", 1.0, {"status": "trained",
+                                                                                    "threshold": 0.3})
+        assert b.get("/v1/collections/animals/relevance/jobs/no-such-job").status_code == 404

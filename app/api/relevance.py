@@ -39,7 +39,8 @@ def _job_view(job: TrainingJob) -> TrainJob:
                  "Searches go on with the current adapter until the new one is swapped in, atomically, at the end; "
                  "a training that fails leaves the current adapter in place. One training at a time per collection "
                  f"(409). Up to {MAX_WAITED_EXAMPLES} examples the request waits (200); more train as a job (202), "
-                 "unless `wait` says otherwise. Jobs live in the server's memory: a restart forgets them."))
+                 "unless `wait` says otherwise. On the embedded store jobs live in the server's memory: a restart "
+                 "forgets them; over PostgreSQL any replica answers for any replica's job."))
 def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response: Response,
           wait: Annotated[bool | None, Query(
               description=f"true: answer 200 with the result once trained; false: answer 202 with a job at once. "
@@ -72,7 +73,7 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
 
 @router.get("/jobs/{job_id}", dependencies=[ReadAccess], response_model=TrainJob,
             responses={404: {"model": ErrorBody, "description": "unknown collection, or no such job on it "
-                                                                "(a restart forgets jobs)"}},
+                                                                "(on the embedded store, a restart forgets jobs)"}},
             summary="A training job: its status, progress and, once finished, its result or error")
 def get_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, max_length=64)],
             engine: EngineDep) -> TrainJob:

@@ -1,6 +1,8 @@
 """The search engine: the store, the encoder and every collection's indexes, composed."""
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +78,9 @@ class SearchEngine:
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
         self._collections: dict[str, Collection] = {}
-        self.training_jobs = TrainingJobs()
+        # Over the shared store, any replica answers for any replica's job (app/engine/jobs.py).
+        self.training_jobs = TrainingJobs(board=self.store.shared, owner=f"{socket.gethostname()}:{os.getpid()}") \
+            if isinstance(self.store, ReplicaStore) else TrainingJobs()
         self.queries = QueryBatcher(embedder, settings.query_batch_size, settings.query_batch_wait_ms / 1000)
         self.documents = DocumentEncoderPool(embedder, self.queries, settings.ingest_thread_count(),
                                              settings.encode_batch_size)

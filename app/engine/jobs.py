@@ -1,8 +1,11 @@
 """Relevance training jobs: each runs in its own thread, one at a time per collection, and is kept in memory.
 
-Jobs live in this process only. A restart forgets every job, finished or not; a training cut short by a stop
-never swaps its adapter in, so the collection keeps the one it had. The last `KEEP_FINISHED` finished jobs
-stay readable with their result or error; running jobs are never forgotten.
+Jobs live in this process. A training cut short by a stop never swaps its adapter in, so the collection keeps
+the one it had. The last `KEEP_FINISHED` finished jobs stay readable with their result or error; running jobs
+are never forgotten. Over a shared store (replicas), each job is also published to a `JobBoard` there, at its
+start, at each progress step, every HEARTBEAT_SECONDS while it runs and at its end, so that any replica answers
+for it: a client behind a load balancer polls whichever replica it lands on. A published job whose replica
+stopped updating it for LOST_AFTER_SECONDS is shown as failed.
 """
 
 import logging
@@ -12,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from app.errors import JobCancelled, JobNotFound, NotReady, SearchServiceError, TrainingInProgress
 
@@ -20,6 +23,8 @@ log = logging.getLogger("app.engine.jobs")
 
 KEEP_FINISHED = 100  # finished jobs kept for their result; older ones are forgotten, oldest first
 STOP_WAIT_SECONDS = 30.0  # how long a stop waits for running jobs to reach their next progress step
+HEARTBEAT_SECONDS = 10.0  # how often a running job's record on the board is refreshed
+LOST_AFTER_SECONDS = 60.0  # a published running job not refreshed for this long: its replica stopped
 
 JobStatus = Literal["running", "done", "failed"]
 Progress = Callable[[float], None]
@@ -44,15 +49,54 @@ class TrainingJob:
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
-class TrainingJobs:
-    """The registry of one engine's training jobs."""
+class JobBoard(Protocol):
+    """Where replicas publish their jobs for each other (the shared store)."""
 
-    def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
+    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> None: ...
+
+    def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
+        """(collection, record, seconds since it was last published), or None."""
+
+
+def job_record(job: TrainingJob, owner: str) -> dict[str, Any]:
+    """What the board keeps of a job (JSON): everything `TrainingJob` says, and which replica runs it."""
+    error = None if job.error is None else {"status": job.error.status, "code": job.error.code,
+                                            "message": job.error.message, "details": job.error.details}
+    return {"examples": job.examples, "started_at": job.started_at, "status": job.status,
+            "progress": job.progress, "result": job.result, "error": error, "finished_at": job.finished_at,
+            "owner": owner}
+
+
+def job_from_record(job_id: str, collection: str, record: dict[str, Any], age: float) -> TrainingJob:
+    """The job a board record describes; a running one whose replica stopped refreshing it, as failed."""
+    job = TrainingJob(job_id, collection, int(record["examples"]), float(record["started_at"]),
+                      status=record["status"], progress=float(record["progress"]), result=record.get("result"),
+                      finished_at=record.get("finished_at"))
+    raw = record.get("error")
+    if raw is not None:
+        job.error = SearchServiceError(str(raw["message"]), list(raw.get("details") or []))
+        job.error.status, job.error.code = int(raw["status"]), str(raw["code"])
+    elif job.status == "running" and age > LOST_AFTER_SECONDS:
+        job.status, job.finished_at = "failed", None
+        job.error = JobCancelled(f"the replica running this job ({record.get('owner')}) stopped updating it "
+                                 f"{age:.0f} s ago: it was stopped or lost its store; the adapter is unchanged "
+                                 "unless it had finished")
+    return job
+
+
+class TrainingJobs:
+    """The registry of one engine's training jobs; with a `board`, published there as `owner`."""
+
+    def __init__(self, keep_finished: int = KEEP_FINISHED, board: JobBoard | None = None, owner: str = "") -> None:
         self._keep = keep_finished
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, TrainingJob] = OrderedDict()  # by id, oldest first
         self._running: dict[str, tuple[TrainingJob, threading.Thread]] = {}  # by collection
         self._stopping = False
+        self._board, self._owner = board, owner
+        self._publishing = threading.Lock()  # one publish at a time, each of the job's state as it is then
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def start(self, collection: str, examples: int, work: Work) -> TrainingJob:
         """Runs `work` in a new thread as this collection's job; TrainingInProgress while another one runs."""
@@ -67,17 +111,46 @@ class TrainingJobs:
             thread = threading.Thread(target=self._run, args=(job, work), name=f"train-{collection}", daemon=True)
             self._jobs[job.id] = job
             self._running[collection] = (job, thread)
+            if self._board is not None and self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="train-heartbeat", daemon=True)
+                self._heartbeat.start()
             thread.start()
-            return replace(job)
+            snapshot = replace(job)
+        self._publish(job)
+        return snapshot
+
+    def _publish(self, job: TrainingJob) -> None:
+        """Puts the job's record, as it is now, on the board (if any). Publishes take turns and each reads the
+        job's state when its turn comes, so the last one holds the last state (a heartbeat never writes a
+        finished job back to running). A store that cannot be reached only costs the other replicas' view of
+        the job (logged), never the job. Not to be called holding the registry's lock."""
+        if self._board is None:
+            return
+        with self._publishing:
+            with self._lock:
+                record = job_record(job, self._owner)
+            try:
+                self._board.publish_job(job.id, job.collection, record)
+            except Exception as exc:  # the job goes on; its next publish tries again
+                log.warning("could not publish training job %s: %s", job.id, exc)
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                running = [job for job, _ in self._running.values()]
+            for job in running:
+                self._publish(job)
 
     def get(self, collection: str, job_id: str) -> TrainingJob:
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.collection != collection:
-                raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} (jobs are kept in "
-                                  f"memory: a restart forgets them, and only the last {self._keep} finished ones "
-                                  "are kept)")
-            return replace(job)
+            if job is not None and job.collection == collection:
+                return replace(job)
+        found = None if self._board is None else self._board.lookup_job(job_id)
+        if found is not None and found[0] == collection:
+            return job_from_record(job_id, *found)
+        raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} (jobs are kept in memory: a "
+                          f"restart forgets them, and only the last {self._keep} finished ones are kept)")
 
     def running(self, collection: str) -> TrainingJob | None:
         with self._lock:
@@ -94,6 +167,7 @@ class TrainingJobs:
         with self._lock:
             self._stopping = True
             threads = [thread for _, thread in self._running.values()]
+        self._stopped.set()
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -105,6 +179,7 @@ class TrainingJobs:
             raise JobCancelled("the service stopped before the training finished; the adapter is unchanged")
         with self._lock:
             job.progress = max(job.progress, min(1.0, max(0.0, float(fraction))))
+        self._publish(job)
 
     def _run(self, job: TrainingJob, work: Work) -> None:
         result, error = None, None
@@ -125,4 +200,5 @@ class TrainingJobs:
             finished = [job_id for job_id, j in self._jobs.items() if j.status != "running"]
             for job_id in finished[: max(0, len(finished) - self._keep)]:
                 del self._jobs[job_id]
+        self._publish(job)
         job.finished.set()

@@ -59,7 +59,10 @@ CREATE TABLE IF NOT EXISTS search_documents (
 CREATE INDEX IF NOT EXISTS search_documents_by_label ON search_documents (collection, label);
 CREATE TABLE IF NOT EXISTS search_tombstones (collection text NOT NULL, label bigint NOT NULL, seq bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS search_tombstones_by_seq ON search_tombstones (collection, seq);
+CREATE TABLE IF NOT EXISTS search_jobs (
+    id text PRIMARY KEY, collection text NOT NULL, record jsonb NOT NULL, updated_at timestamptz NOT NULL);
 """
+JOB_RETENTION = "7 days"  # finished training jobs' records are kept this long for any replica to answer
 
 
 _DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea"]
@@ -120,6 +123,22 @@ class PostgresStore:
         last = int(row[0])
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
         return last
+
+    # --- training jobs: published by the replica running each, read by any (app/engine/jobs.py) ----------
+
+    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> None:
+        with reachable(), self._pool.connection() as conn:
+            conn.execute("INSERT INTO search_jobs VALUES (%s, %s, %s, now()) ON CONFLICT (id) DO UPDATE "
+                         "SET record = EXCLUDED.record, updated_at = now()", (job_id, collection, Jsonb(record)))
+            if record.get("status") != "running":
+                conn.execute("DELETE FROM search_jobs WHERE updated_at < now() - %s::interval "
+                             "AND record->>'status' <> 'running'", (JOB_RETENTION,))
+
+    def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
+        with reachable(), self._pool.connection() as conn:
+            row = conn.execute("SELECT collection, record, extract(epoch FROM now() - updated_at) "
+                               "FROM search_jobs WHERE id = %s", (job_id,)).fetchone()
+        return None if row is None else (str(row[0]), dict(row[1]), float(row[2]))
 
     # --- collections ------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """TrainingJobs: one running job per collection, results and errors kept, old finished jobs forgotten, stop."""
 
+import json
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from app.engine.jobs import Progress, TrainingJobs, Work
+from app.engine.jobs import LOST_AFTER_SECONDS, Progress, TrainingJobs, Work
 from app.errors import InvalidInput, JobCancelled, JobNotFound, NotReady, TrainingInProgress
 
 
@@ -104,3 +106,90 @@ def test_stop_cancels_running_jobs_at_their_next_step_and_refuses_new_ones() -> 
     assert cancelled.status == "failed" and isinstance(cancelled.error, JobCancelled) and swapped == []
     with pytest.raises(NotReady):
         jobs.start("c", 1, _returns({}))
+
+
+class _Board:
+    """An in-memory JobBoard: what a shared store keeps of each job, and how long since it was published."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.published: list[str] = []  # the status of each publish, in order
+        self.age = 0.0
+
+    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> None:
+        self.records[job_id] = (collection, json.loads(json.dumps(record)))  # as JSON, as a store keeps it
+        self.published.append(record["status"])
+
+    def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
+        found = self.records.get(job_id)
+        return None if found is None else (*found, self.age)
+
+
+def _waits_for(gate: threading.Event) -> Work:
+    def work(progress: Progress) -> dict[str, Any]:
+        assert gate.wait(timeout=30)
+        return {}
+
+    return work
+
+
+def test_another_replica_answers_for_a_job_from_the_board() -> None:
+    board = _Board()
+    runner, other, gate, halfway = TrainingJobs(board=board, owner="a:1"), TrainingJobs(board=board), \
+        threading.Event(), threading.Event()
+
+    def work(progress: Progress) -> dict[str, Any]:
+        progress(0.4)
+        halfway.set()
+        assert gate.wait(timeout=30)
+        return {"threshold": 0.25}
+
+    job = runner.start("c", 9, work)
+    assert halfway.wait(timeout=30)
+    seen = other.get("c", job.id)
+    assert (seen.status, seen.progress, seen.examples, seen.started_at) == ("running", 0.4, 9, job.started_at)
+    with pytest.raises(JobNotFound):
+        other.get("another-collection", job.id)
+    gate.set()
+    runner.wait(job)
+    done = other.get("c", job.id)
+    assert (done.status, done.progress, done.result, done.error) == ("done", 1.0, {"threshold": 0.25}, None)
+
+    def fails(progress: Progress) -> dict[str, Any]:
+        raise InvalidInput("need at least 5 queries", [{"queries": 2}])
+
+    failed = runner.wait(runner.start("c", 2, fails))
+    seen = other.get("c", failed.id)
+    assert seen.status == "failed" and seen.error is not None
+    assert (seen.error.status, seen.error.code, seen.error.message, seen.error.details) == \
+        (422, "invalid_input", "need at least 5 queries", [{"queries": 2}])
+
+
+def test_a_running_job_whose_replica_stopped_publishing_is_shown_failed() -> None:
+    board = _Board()
+    gate = threading.Event()
+    runner = TrainingJobs(board=board, owner="a:1")
+    job = runner.start("c", 1, _waits_for(gate))
+    assert TrainingJobs(board=board).get("c", job.id).status == "running"
+    board.age = LOST_AFTER_SECONDS + 1  # as if replica a had been killed a minute ago
+    lost = TrainingJobs(board=board).get("c", job.id)
+    assert lost.status == "failed" and lost.error is not None and "a:1" in lost.error.message
+    gate.set()
+    runner.wait(job)
+
+
+def test_heartbeats_keep_a_running_job_fresh_and_never_outlive_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.engine.jobs.HEARTBEAT_SECONDS", 0.01)
+    board, gate = _Board(), threading.Event()
+    publishes = board.published
+    runner = TrainingJobs(board=board, owner="a:1")
+    job = runner.start("c", 1, _waits_for(gate))
+    deadline = time.monotonic() + 10
+    while publishes.count("running") < 5 and time.monotonic() < deadline:  # the heartbeat publishes again
+        time.sleep(0.01)
+    assert publishes.count("running") >= 5
+    gate.set()
+    runner.wait(job)
+    time.sleep(0.1)  # several heartbeat periods after the end
+    assert publishes[-1] == "done" and board.records[job.id][1]["status"] == "done"
+    runner.stop()
