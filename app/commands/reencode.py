@@ -76,9 +76,10 @@ def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRe
         adapter.remove()
     # The indexes rebuilt from the new vectors and snapshotted, so the service's next start loads them.
     rebuilt = replace(record, dimension=encoder.dim, settings=new_settings)
+    # Its tuned ef_search is measured by the service, not here (started and cancelled, the measurement's exact
+    # top-k alone cost seconds at 100K).
     rebuilt_collection = Collection.open(store, rebuilt, index_root(settings), settings.ingest_thread_count(),
-                                         recall_target=settings.hnsw_recall_target)
-    rebuilt_collection.stop_tuning()  # its tuned ef_search is measured by the service, not here
+                                         recall_target=settings.hnsw_recall_target, tune=False)
     rebuilt_collection.snapshot()
     return outcome
 

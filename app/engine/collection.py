@@ -106,10 +106,12 @@ class Collection:
 
     @classmethod
     def open(cls, store: DocumentStore, record: CollectionRecord, index_root: Path, threads: int,
-             shared: SharedWrites | None = None, recall_target: float = HNSW_RECALL_TARGET) -> "Collection":
+             shared: SharedWrites | None = None, recall_target: float = HNSW_RECALL_TARGET,
+             tune: bool = True) -> "Collection":
         """Loads the latest snapshot and replays newer store rows; rebuilds from the store when needed. Over a
         shared store (`shared`) it only loads the snapshot, at `applied_seq`: the follower applies the rest. A
-        self-tuned ef_search the snapshot lacks (or has outgrown) is measured in the background."""
+        self-tuned ef_search the snapshot lacks (or has outgrown) is measured in the background, unless not
+        `tune` (an offline rebuild, whose service measures it)."""
         settings = CollectionSettings.from_dict(record.settings)
         snapshots = SnapshotDir(index_root / record.uid)
         collection = cls(record, settings, store, snapshots, Tokenizer(),
@@ -127,7 +129,8 @@ class Collection:
                 log.warning("collection %s: trained adapter unreadable (%s); using the default", record.name, exc)
         after = collection._load_snapshot(threads)
         collection._replay(after)
-        collection.tune_if_due()
+        if tune:
+            collection.tune_if_due()
         return collection
 
     def reset_indexes(self, threads: int) -> None:

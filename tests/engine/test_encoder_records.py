@@ -143,6 +143,18 @@ def test_reencode_moves_a_collection_to_the_configured_encoder(made_by_torch: Se
     assert all(o.skipped for o in again)  # nothing to do twice
 
 
+def test_reencode_leaves_measuring_ef_search_to_the_service(made_by_torch: Settings,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuilt indexes are snapshotted untuned: no measurement is started (and cancelled) offline."""
+    import app.engine.collection as collection_module
+
+    started: list[str] = []
+    monkeypatch.setattr(collection_module, "due", lambda count, last: True)  # every graph due, whatever its size
+    monkeypatch.setattr(collection_module, "measure", lambda *args, **kwargs: started.append("measure"))
+    reencode(made_by_torch, ["papers"], StubEncoder("onnx-int8"), progress=False)
+    assert started == []
+
+
 def test_a_reencode_that_dies_midway_leaves_the_old_vectors_and_encoder(made_by_torch: Settings) -> None:
     before_settings, before = _stored(made_by_torch, "papers")
 
