@@ -49,6 +49,15 @@ class WriteResult:
     seq: int
 
 
+def checked_vectors(labels: Sequence[int], vectors: np.ndarray, dimension: int) -> np.ndarray:
+    """A `replace_vectors` batch's vectors as float32 rows, or ValueError when they are not one `dimension`-d
+    vector per label (every backend refuses the same batches)."""
+    array = np.asarray(vectors)
+    if array.shape != (len(labels), dimension):
+        raise ValueError(f"vectors of shape {array.shape} for {len(labels)} {dimension}-d documents")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 class DocumentStore(Protocol):
     """Safe to call from many threads at once; writes are serialised by the backend."""
 
@@ -70,7 +79,9 @@ class DocumentStore(Protocol):
         """Overwrites the vectors of existing documents (by label, from each batch as it comes), then the
         collection's dimension and settings, all in ONE transaction: a crash or an exception from `batches` leaves
         the old vectors and settings, never a mix. Labels and sequence numbers do not change, so the caller
-        discards the collection's index snapshots first. Returns the number of vectors written."""
+        discards the collection's index snapshots first. Returns the number of vectors written. ValueError for
+        a batch that is not one `dimension`-d vector per label (`checked_vectors`), CollectionNotFound for an
+        unknown collection; either way nothing is written."""
         ...
 
     # writes

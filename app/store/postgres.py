@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 
 from app.engine.types import FilterCondition
 from app.errors import CollectionConflict, CollectionNotFound, InvalidInput
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
 from app.store.filters import compile_jsonb_filter
 from app.store.postgres_feed import (
     CHANNEL,
@@ -231,8 +231,8 @@ class PostgresStore:
         written = 0
         with self._write() as conn:
             for labels, vectors in batches:
-                rows = [(int(label), np.ascontiguousarray(vector, dtype=np.float32).tobytes())
-                        for label, vector in zip(labels, vectors, strict=True)]
+                rows = [(int(label), vector.tobytes())
+                        for label, vector in zip(labels, checked_vectors(labels, vectors, dimension), strict=True)]
                 with conn.cursor() as cur:
                     cur.executemany("UPDATE search_documents SET vector = %s WHERE collection = %s AND label = %s",
                                     [(vector, collection, label) for label, vector in rows])
@@ -240,7 +240,7 @@ class PostgresStore:
             done = conn.execute("UPDATE search_collections SET dimension = %s, settings = %s::jsonb WHERE name = %s",
                                 (dimension, json.dumps(settings), collection))
             if done.rowcount == 0:
-                raise CollectionNotFound(f"collection {collection!r} was deleted")
+                raise CollectionNotFound(f"collection {collection!r} does not exist")
         return written
 
     def prune_tombstones(self, collection: str, up_to_seq: int) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from app.engine.types import FilterCondition
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
+from app.errors import CollectionNotFound
+from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
 from app.store.filters import compile_filter
 
 _SCHEMA = """
@@ -92,17 +93,15 @@ class SqliteStore:
         written = 0
         with self._write_lock, self._transaction():
             for labels, vectors in batches:
-                if vectors.shape != (len(labels), dimension):
-                    raise ValueError(f"vectors of shape {vectors.shape} for {len(labels)} {dimension}-d documents")
                 self._writer.executemany(
                     "UPDATE documents SET vector = ? WHERE collection = ? AND label = ?",
-                    [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), collection, int(label))
-                     for label, v in zip(labels, vectors, strict=True)])
+                    [(v.tobytes(), collection, int(label))
+                     for label, v in zip(labels, checked_vectors(labels, vectors, dimension), strict=True)])
                 written += len(labels)
             updated = self._writer.execute("UPDATE collections SET dimension = ?, settings = ? WHERE name = ?",
                                            (dimension, json.dumps(settings), collection))
             if updated.rowcount != 1:
-                raise KeyError(f"no collection {collection!r}")
+                raise CollectionNotFound(f"collection {collection!r} does not exist")
         return written
 
     def count(self, collection: str) -> int:

@@ -118,6 +118,19 @@ def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentS
     assert store.seq() == seq  # labels and sequence untouched: no replay, the caller rebuilds the indexes
 
 
+def test_replacing_vectors_refuses_bad_batches_and_unknown_collections_alike(store: DocumentStore) -> None:
+    store.create_collection("enc", 4, {"encoder": {"model": "m", "backend": "torch"}})
+    labels = store.upsert("enc", [_doc("a"), _doc("b")]).new_labels
+    for bad in (np.ones((2, 3), np.float32), np.ones((1, 4), np.float32)):  # wrong dimension, one vector short
+        with pytest.raises(ValueError, match="vectors of shape"):
+            store.replace_vectors("enc", iter([(labels, bad)]), 4, {"encoder": {"model": "m", "backend": "onnx"}})
+    with pytest.raises(CollectionNotFound):
+        store.replace_vectors("nowhere", iter([]), 4, {})
+    record = next(r for r in store.collections() if r.name == "enc")
+    assert record.settings["encoder"]["backend"] == "torch"
+    assert all(np.allclose(v, 0.5) for _, vectors in store.iter_rows("enc") for v in vectors)
+
+
 def test_a_write_to_a_collection_another_replica_deleted_is_refused(database_url: str) -> None:
     """Over the shared store a replica may not have heard of a drop yet: its write must not outlive the drop."""
     store = PostgresStore(database_url)
