@@ -52,7 +52,7 @@ class BenchConfig:
     # "torch" when listed.
     encoders: list[str] = field(default_factory=lambda: ["onnx-int8", "torch"])
     keep: Path | None = None  # keep the data dirs and server logs here
-    replica_texts: int = 1024  # server-encoded texts ingested through the replicas (half on one, half on two)
+    replica_texts: int = 1024  # server-encoded texts ingested through the replicas (a quarter at a time)
     database_url: str | None = None  # the replicas' (an empty database); by default a PostgreSQL of their own
 
     @classmethod
