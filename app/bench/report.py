@@ -227,10 +227,8 @@ def _memory_rows(sizes: list[SizeFigures], model: MemoryModel) -> list[Row]:
     return rows
 
 
-def _replica_rows(replicas: ReplicaFigures, sizes: list[SizeFigures]) -> list[Row]:
-    same = next(fig for fig in sizes if fig.size == replicas.size)
-    rows = [Row("replicas", *row) for row in replica_rows(replicas, size_label(same.size), same.load_rate,
-                                                          median([r.p50 for r in same.runs[("hybrid", 1)]]))]
+def _replica_rows(replicas: ReplicaFigures) -> list[Row]:
+    rows = [Row("replicas", *row) for row in replica_rows(replicas, size_label(replicas.size))]
     rows.append(Row("replicas", "HTTP errors in the replicas' query runs", str(replicas.errors), "", "= 0",
                     replicas.errors == 0))
     return rows
@@ -240,7 +238,7 @@ def build_rows(ingest: IngestFigures, per_pair: int, threads: int, batch: int, s
                lexical: LexicalFigures, dense: list[DenseFigures], control: DenseFigures, model: MemoryModel,
                encoders: list[EncoderFigures], replicas: ReplicaFigures) -> list[Row]:
     return [*_ingest_rows(ingest, per_pair, threads, batch), *_query_rows(sizes), *_encoder_rows(encoders),
-            *_replica_rows(replicas, sizes),
+            *_replica_rows(replicas),
             *_lexical_rows(lexical), *_dense_rows(dense, control, model.m), *_memory_rows(sizes, model)]
 
 
