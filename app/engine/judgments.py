@@ -89,6 +89,7 @@ def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:
         "family": adapter.family,
         "dimension": adapter.dim,
         "inputs": list(adapter.inputs),
+        "cosine_scale": adapter.cosine_scale,  # how its map reads a candidate's cosine (adapter.COSINE_SCALES)
         "threshold": None if calibration is None else calibration.threshold,
         "recall_target": None if calibration is None else calibration.recall_target,
         "thresholds": {} if calibration is None else {str(k): v for k, v in calibration.thresholds.items()},

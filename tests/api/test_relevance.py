@@ -58,6 +58,7 @@ def test_hits_carry_probabilities_and_the_default_adapter_filters(client: TestCl
     _load(client)
     relevance = client.get("/v1/collections/topics/relevance").json()
     assert relevance["status"] == "default" and 0 < relevance["threshold"] < 1
+    assert relevance["cosine_scale"] == "minmax"  # the shipped default reads the cosine scaled over its list
     unfiltered = search(client, "galaxies and supernovae", "topics", k=16, relevance={"enabled": False}, explain=True)
     assert len(unfiltered["hits"]) == 16 and unfiltered["filtered_out"] == 0
     for hit in unfiltered["hits"]:
@@ -173,6 +174,7 @@ def test_another_encoder_gets_the_dimension_free_fallback_adapter(make_client: A
         _load(client)
         relevance = client.get("/v1/collections/topics/relevance").json()
         assert relevance["status"] == "fallback" and relevance["dimension"] == 0 and relevance["inputs"] == ["stats"]
+        assert relevance["cosine_scale"] == "raw"  # the shipped fallback reads raw cosine (README)
         on = {"enabled": True}
         relevant = search(client, "galaxies and supernovae", "topics", k=16, relevance=on)
         assert relevant["hits"] and all(hit["relevance"] is not None for hit in relevant["hits"])
