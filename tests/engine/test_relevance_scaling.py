@@ -51,7 +51,7 @@ def test_the_cosine_scale_is_saved_and_old_adapters_load_as_raw(tmp_path: Path) 
     (tmp_path / "old" / META_FILE).write_text(json.dumps(meta))
     assert CosineAdapter.load(tmp_path / "old").cosine_scale == "raw"
     with pytest.raises(ValueError, match="cosine_scale"):
-        CosineAdapter.identity_like(3, 1.0, 0.0).__class__("linear", _adapter("raw").weights, cosine_scale="z")
+        CosineAdapter("linear", _adapter("raw").weights, cosine_scale="z")
 
 
 def test_a_search_scales_over_its_top_hits_not_every_candidate() -> None:

@@ -70,6 +70,20 @@ def query_stats(cosines: np.ndarray, bm25: np.ndarray, n_terms: int) -> np.ndarr
                      math.log1p(max(best_bm25, 0.0)), math.log1p(max(n_terms, 0))])
 
 
+def check_cosine_scale(scale: str) -> str:
+    if scale not in COSINE_SCALES:
+        raise ValueError(f"cosine_scale must be one of {COSINE_SCALES}, got {scale!r}")
+    return scale
+
+
+def scaled_cosines(cosines: np.ndarray, scale: str, reference: np.ndarray | None = None) -> np.ndarray:
+    """The cosines as a map on `scale` (COSINE_SCALES) reads them; `reference`: the query's list to scale over (by
+    default, `cosines` themselves)."""
+    if scale == "minmax":
+        return minmax_scaled(cosines, reference)
+    return np.asarray(cosines, dtype=np.float64)
+
+
 def minmax_scaled(cosines: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """`cosines` with the best of `reference` (by default, of themselves) at 1 and its worst at 0."""
     x = np.asarray(cosines, dtype=np.float64)
@@ -116,9 +130,7 @@ class CosineAdapter:
             raise ValueError("weights contain non-finite values")
         if not inputs or any(i not in INPUTS for i in inputs) or len(set(inputs)) != len(inputs):
             raise ValueError(f"inputs must be some of {INPUTS}, got {inputs!r}")
-        if cosine_scale not in COSINE_SCALES:
-            raise ValueError(f"cosine_scale must be one of {COSINE_SCALES}, got {cosine_scale!r}")
-        self.cosine_scale = cosine_scale
+        self.cosine_scale = check_cosine_scale(cosine_scale)
         self.inputs = tuple(i for i in INPUTS if i in inputs)
         n_stats = len(STATS) if "stats" in self.inputs else 0
         if n_stats:
@@ -213,17 +225,10 @@ class CosineAdapter:
         """The map's parameters for this query (the members' means)."""
         return {name: float(values.mean()) for name, values in self._member_params(query_emb, stats).items()}
 
-    def scaled(self, cosines: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-        """The cosines as the map reads them (`COSINE_SCALES`); `reference`: the query's list to scale over (by
-        default, `cosines` themselves)."""
-        if self.cosine_scale == "minmax":
-            return minmax_scaled(cosines, reference)
-        return np.asarray(cosines, dtype=np.float64)
-
     def logits(self, query_emb: np.ndarray | None, cosines: np.ndarray, lexical: np.ndarray | None = None,
                stats: np.ndarray | None = None, reference: np.ndarray | None = None) -> np.ndarray:
         p = self._member_params(query_emb, stats)
-        x = self.scaled(cosines, reference)
+        x = scaled_cosines(cosines, self.cosine_scale, reference)
         if self.family == "linear":
             return np.asarray(p["a"].mean() * x + p["b"].mean())
         if self.family == "hybrid":

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.relevance.adapter import COSINE_SCALES, STATS
+from app.engine.relevance.adapter import STATS, check_cosine_scale
 
 
 def group_weights(groups: Sequence[str], cosines: list[np.ndarray]) -> np.ndarray:
@@ -24,9 +24,7 @@ def input_spec(inputs: tuple[str, ...], stats: np.ndarray | None, n_queries: int
                cosine_scale: str = "raw") -> dict[str, Any]:
     """The adapter's input keywords: which inputs, the STATS' centre and scale over the training queries, and
     how the map reads the cosines."""
-    if cosine_scale not in COSINE_SCALES:
-        raise ValueError(f"cosine_scale must be one of {COSINE_SCALES}, got {cosine_scale!r}")
-    spec: dict[str, Any] = {"inputs": tuple(inputs), "cosine_scale": cosine_scale}
+    spec: dict[str, Any] = {"inputs": tuple(inputs), "cosine_scale": check_cosine_scale(cosine_scale)}
     if "stats" not in inputs:
         return spec
     if stats is None or np.shape(stats) != (n_queries, len(STATS)) or not np.all(np.isfinite(stats)):

@@ -12,7 +12,7 @@ from app.engine.relevance.adapter import (
     FAMILIES,
     WEIGHT_NAMES,
     CosineAdapter,
-    minmax_scaled,
+    scaled_cosines,
     softplus_inverse,
 )
 from app.engine.relevance.calibration import DEFAULT_RECALL_TARGET, calibrate, fit_logistic
@@ -278,8 +278,7 @@ def train_and_calibrate(
     weights = None if groups is None else group_weights(groups, cosines)
     raw = _checked(features, cosines, labels, family, lexical, weights)
     # The members are fitted on the cosines as the served map reads them (each query's own list).
-    data = raw._replace(cosines=[minmax_scaled(c) for c in raw.cosines]) \
-        if spec["cosine_scale"] == "minmax" else raw
+    data = raw._replace(cosines=[scaled_cosines(c, spec["cosine_scale"]) for c in raw.cosines])
     n_pos = sum(bool(y.any()) for y in data.labels)
     if n_pos < MIN_POSITIVE_QUERIES:
         raise ValueError(
