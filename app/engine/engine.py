@@ -288,7 +288,8 @@ class SearchEngine:
         warm = base is not None and family in (None, base.family)
         try:
             tuned = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
-                                        stats=data.stats, recall_target=recall_target,
+                                        stats=data.stats, references=data.references or None,
+                                        recall_target=recall_target,
                                         family=family or self.settings.adapter_family,
                                         start=base if warm else None, threads=self.settings.threads)
         except ValueError as exc:

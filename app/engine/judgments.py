@@ -27,12 +27,19 @@ class TrainingSet:
     lexical: list[np.ndarray]  # lexical evidence of each candidate (see hybrid.lexical_evidence)
     stats: np.ndarray  # one row of the adapter's STATS per query, from its candidates as a search sees them
     fusion_cases: list[FusionCase] = field(default_factory=list)  # the same candidates, to fit the fusion on
+    # Each query's shown top-`depth` cosines, which a min-max scaling map reads its pool against, as a search
+    # reads its candidates against its own top hits (hybrid.filter_by_relevance). Empty: each pool scales itself.
+    references: list[np.ndarray] = field(default_factory=list)
+
+    def reference(self, i: int) -> np.ndarray | None:
+        return self.references[i] if self.references else None
 
 
 def probabilities(adapter: CosineAdapter, data: TrainingSet) -> list[np.ndarray]:
     """The adapter's probabilities for every query's candidates in `data`."""
-    return [adapter.probabilities(q, c, x, s)
-            for q, c, x, s in zip(data.query_embs, data.cosines, data.lexical, data.stats, strict=True)]
+    return [adapter.probabilities(q, c, x, s, data.reference(i))
+            for i, (q, c, x, s) in enumerate(zip(data.query_embs, data.cosines, data.lexical, data.stats,
+                                                 strict=True))]
 
 
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
@@ -58,7 +65,7 @@ def build_training_set(collection: Collection, embedder: Encoder, examples: Sequ
     """
     labels_of = resolve_ids(collection, examples)
     query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
-    cosines, labels, lexical, stats = [], [], [], []
+    cosines, labels, lexical, stats, references = [], [], [], [], []
     cases: list[FusionCase] = []
     for ex, query in zip(examples, query_embs, strict=True):
         request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", candidates=depth,
@@ -77,10 +84,12 @@ def build_training_set(collection: Collection, embedder: Encoder, examples: Sequ
         cases.append(FusionCase(candidates.labels, candidates.bm25, candidates.cosine, candidates.bm25_rank,
                                 candidates.dense_rank, np.isin(candidates.labels, list(relevant)), len(relevant)))
         cosines.append(pool_cosines.astype(np.float64))
+        # Judged-irrelevant documents beyond the shown list must not stretch the scale a search never sees.
+        references.append(cosines[-1][np.isin(pool, shown)])
         lexical.append(hybrid.lexical_evidence(pool_bm25))
         labels.append(np.fromiter((int(x) in relevant for x in pool), dtype=np.float64, count=len(pool)))
     return TrainingSet(np.asarray(query_embs, dtype=np.float32), cosines, labels, lexical,
-                       np.asarray(stats, dtype=np.float64).reshape(len(examples), -1), cases)
+                       np.asarray(stats, dtype=np.float64).reshape(len(examples), -1), cases, references)
 
 
 def describe_adapter(adapter: CosineAdapter) -> dict[str, Any]:

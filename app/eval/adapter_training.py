@@ -63,7 +63,8 @@ def collect(client: SearchClient, datasets: Sequence[tuple[Path, str]], nonwords
 def merge(parts: Sequence[TrainingSet]) -> TrainingSet:
     return TrainingSet(np.vstack([p.query_embs for p in parts]), [c for p in parts for c in p.cosines],
                        [y for p in parts for y in p.labels], [x for p in parts for x in p.lexical],
-                       np.vstack([p.stats for p in parts]), [f for p in parts for f in p.fusion_cases])
+                       np.vstack([p.stats for p in parts]), [f for p in parts for f in p.fusion_cases],
+                       [r for p in parts for r in p.references])
 
 
 def _save(adapter: CosineAdapter, out: Path) -> None:
@@ -99,7 +100,8 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
             continue
         settings = {**(fit or {}), **({} if scale is None else {"cosine_scale": scale})}
         adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
-                                      stats=data.stats, inputs=spec_inputs, groups=groups, family=family,
+                                      stats=data.stats, references=data.references or None,
+                                      inputs=spec_inputs, groups=groups, family=family,
                                       recall_target=recall_target, folds=folds, repeats=repeats, seed=seed,
                                       threads=threads, progress=True, **settings)
         adapter.info["trained_on"] = trained_on

@@ -35,7 +35,8 @@ RECALIBRATION_DRAWS = 5
 
 def _subset(data: TrainingSet, idx: Sequence[int]) -> TrainingSet:
     return TrainingSet(data.query_embs[list(idx)], [data.cosines[i] for i in idx], [data.labels[i] for i in idx],
-                       [data.lexical[i] for i in idx], data.stats[list(idx)])
+                       [data.lexical[i] for i in idx], data.stats[list(idx)],
+                       references=[data.references[i] for i in idx] if data.references else [])
 
 
 def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], target: float, n: int) -> dict[str, float]:
@@ -93,7 +94,8 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
         held = [i for i, (s, g) in enumerate(zip(sources, groups, strict=True)) if s == held_out and g != "non-words"]
         train = _subset(data, others)
         adapter = train_and_calibrate(train.query_embs, train.cosines, train.labels, lexical=train.lexical,
-                                      stats=train.stats, inputs=inputs, groups=[groups[i] for i in others],
+                                      stats=train.stats, references=train.references or None,
+                                      inputs=inputs, groups=[groups[i] for i in others],
                                       family=DEFAULT_FAMILY, recall_target=recall_target, folds=folds,
                                       repeats=repeats, threads=threads, **(fit or {}))
         results[held_out] = _measure(adapter, _subset(data, held), junk[held_out], recall_target)

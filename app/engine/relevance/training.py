@@ -247,6 +247,7 @@ def train_and_calibrate(
     groups: Sequence[str] | None = None,
     start: CosineAdapter | None = None,
     cosine_scale: str = "raw",
+    references: Sequence[np.ndarray] | None = None,
     **fit_kwargs: Any,
 ) -> CosineAdapter:
     """Fits ``repeats`` adapters (seeds) per fold and serves their ensemble, with global thresholds chosen
@@ -277,8 +278,13 @@ def train_and_calibrate(
     features = features_of(query_embs, stats, spec)
     weights = None if groups is None else group_weights(groups, cosines)
     raw = _checked(features, cosines, labels, family, lexical, weights)
-    # The members are fitted on the cosines as the served map reads them (each query's own list).
-    data = raw._replace(cosines=[scaled_cosines(c, spec["cosine_scale"]) for c in raw.cosines])
+    # The members are fitted on the cosines as the served map reads them: scaled over each query's `references`
+    # (the shown list a search scales over), by default its own pool.
+    if references is not None and len(references) != len(raw.cosines):
+        raise ValueError(f"got {len(references)} references for {len(raw.cosines)} queries")
+    refs: Sequence[np.ndarray | None] = [None] * len(raw.cosines) if references is None else references
+    data = raw._replace(cosines=[scaled_cosines(c, spec["cosine_scale"], r)
+                                 for c, r in zip(raw.cosines, refs, strict=True)])
     n_pos = sum(bool(y.any()) for y in data.labels)
     if n_pos < MIN_POSITIVE_QUERIES:
         raise ValueError(
