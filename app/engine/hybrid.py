@@ -100,6 +100,17 @@ def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], qu
                       _ranks(labels, lex_labels), _ranks(labels, dense_labels))
 
 
+def within_depth(candidates: Candidates, depth: int) -> Candidates:
+    """The candidates that either retriever ranked in its top `depth` (ranks are 1-based, 0: not retrieved)."""
+    keep = ((candidates.bm25_rank > 0) & (candidates.bm25_rank <= depth)) | \
+        ((candidates.dense_rank > 0) & (candidates.dense_rank <= depth))
+    if keep.all():
+        return candidates
+    return Candidates(candidates.labels[keep], candidates.bm25[keep],
+                      None if candidates.cosine is None else candidates.cosine[keep],
+                      candidates.bm25_rank[keep], candidates.dense_rank[keep])
+
+
 def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray:
     if request.mode == "lexical" or candidates.cosine is None:
         return candidates.bm25.astype(np.float64)
@@ -156,15 +167,32 @@ def candidate_stats(candidates: Candidates, n_terms: int) -> np.ndarray | None:
     return None if candidates.cosine is None else query_stats(candidates.cosine, candidates.bm25, n_terms)
 
 
+def reads_the_list(adapter: CosineAdapter | None) -> bool:
+    """Whether the adapter reads a query's list as a whole (its STATS, or the min-max scale of its top hits),
+    which it was trained on at STATS_DEPTH candidates a retriever."""
+    return adapter is not None and (adapter.uses_stats or adapter.cosine_scale == "minmax")
+
+
+def scale_reference(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray | None:
+    """The cosines a min-max scaling map reads each candidate against: the query's top STATS_DEPTH hits as its
+    fusion ranks them (build_training_set's pool), not every candidate either retriever brought, and before any
+    boost: a boost reorders what a page shows, not how relevant a document is."""
+    if candidates.cosine is None or candidates.labels.size == 0:
+        return None
+    order = rank_by(fuse(candidates, request, defaults), candidates.labels)
+    return candidates.cosine[order[:STATS_DEPTH]]
+
+
 def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: SearchQuery, query: np.ndarray | None,
-                        adapter: CosineAdapter | None, stats: np.ndarray | None = None) -> Relevance:
+                        adapter: CosineAdapter | None, stats: np.ndarray | None = None,
+                        reference: np.ndarray | None = None) -> Relevance:
     """Scores every candidate with the adapter and, when the filter is on, keeps those of `order` at or above
-    the request's threshold (else the one calibrated for its recall target, else the adapter's own)."""
+    the request's threshold (else the one calibrated for its recall target, else the adapter's own).
+    `reference`: the cosines a min-max map scales over (`scale_reference`); by default the top of `order`."""
     if adapter is None or query is None or candidates.cosine is None:
         return Relevance(order, None, None)
-    # A min-max scaling map reads each cosine against the list it was trained on: the query's top hits in the
-    # order the search ranks them (build_training_set's pool), not every candidate either retriever brought.
-    reference = candidates.cosine[order[:STATS_DEPTH]] if order.size else None
+    if reference is None and order.size:
+        reference = candidates.cosine[order[:STATS_DEPTH]]
     probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25), stats,
                                           reference)
     if not request.relevance_enabled:
@@ -202,16 +230,22 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
            adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
     depth = max(request.candidates or defaults.candidates, request.k + request.offset)
     tokens = collection.tokenizer(request.query)
+    # An adapter that reads the query's list as a whole reads it as it was trained: STATS_DEPTH deep, whatever
+    # depth the request asks for (shallower, the scale's worst hit would sit higher and the filter cut harder).
+    listed = reads_the_list(adapter) and query is not None
     with collection.lock.read():
-        candidates = retrieve(collection, request, tokens, query, depth, beside)
+        retrieved = retrieve(collection, request, tokens, query, max(depth, STATS_DEPTH) if listed else depth, beside)
+        candidates = within_depth(retrieved, depth)
         fused = fuse(candidates, request, defaults)
         boosts = None
         if request.boosts:
             boosts = boost_base(candidates, fused, request, defaults), boost_weights(collection, candidates.labels,
                                                                                     request)
         scores = fused if boosts is None else boosts[0] + boosts[1]
-        stats = candidate_stats(candidates, len(tokens)) if adapter is not None and adapter.uses_stats else None
-        relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats)
+        stats = candidate_stats(retrieved, len(tokens)) if adapter is not None and adapter.uses_stats else None
+        reference = scale_reference(retrieved, request, defaults) if listed else None
+        relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats,
+                                        reference)
         page = relevance.order[request.offset:request.offset + request.k]
         # Facets count every hit that passed (what the pages hold), so then every passing row is read.
         wanted = relevance.order if request.facets else page

@@ -68,3 +68,21 @@ def test_a_failed_walk_still_waits_for_bm25(animals: TestClient, monkeypatch: py
         caller_waits.set()  # a caller that did not wait must not leave BM25 held for the timeout
         beside.shutdown()
     assert done == [True]
+
+
+def test_a_shallow_search_reads_the_list_as_the_adapter_was_trained(animals: TestClient) -> None:
+    """The shipped adapter reads each query's list 100 deep (its STATS, and its min-max scale). A request for
+    fewer candidates must not move that: the hits it shows get the probabilities they get at the default depth,
+    where before, scaled over 3 candidates a retriever, the third hit read as the list's worst."""
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    assert hybrid.reads_the_list(engine.adapter_for(engine.collection("animals")))
+
+    def relevance(candidates: int) -> dict[str, float]:
+        body = {"query": "pets with fur", "k": candidates, "candidates": candidates, "relevance": {"enabled": False}}
+        response = animals.post("/v1/collections/animals/search", json=body)
+        assert response.status_code == 200, response.text
+        return {hit["id"]: hit["relevance"] for hit in response.json()["hits"]}
+
+    shallow, deep = relevance(3), relevance(100)  # deep: every document of the collection
+    assert len(shallow) == 3 and len(deep) > 3
+    assert shallow == pytest.approx({i: deep[i] for i in shallow})
