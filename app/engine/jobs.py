@@ -5,7 +5,8 @@ the one it had. The last `KEEP_FINISHED` finished jobs stay readable with their 
 are never forgotten. Over a shared store (replicas), each job is also published to a `JobBoard` there, at its
 start, at each progress step, every HEARTBEAT_SECONDS while it runs and at its end, so that any replica answers
 for it: a client behind a load balancer polls whichever replica it lands on. A published job whose replica
-stopped updating it for LOST_AFTER_SECONDS is shown as failed.
+stopped updating it for LOST_AFTER_SECONDS is shown as failed. The board also keeps one running job per
+collection across the replicas: a job starts only by claiming its collection there.
 """
 
 import logging
@@ -56,6 +57,10 @@ class JobBoard(Protocol):
 
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
         """(collection, record, seconds since it was last published), or None."""
+
+    def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
+        """Publishes a new running job unless another running job of `collection` was published within
+        `lost_after` seconds; then returns that job's id instead. Atomic across replicas."""
 
 
 def job_record(job: TrainingJob, owner: str) -> dict[str, Any]:
@@ -110,14 +115,33 @@ class TrainingJobs:
             job = TrainingJob(uuid.uuid4().hex, collection, examples, time.time())
             thread = threading.Thread(target=self._run, args=(job, work), name=f"train-{collection}", daemon=True)
             self._jobs[job.id] = job
-            self._running[collection] = (job, thread)
+            self._running[collection] = (job, thread)  # held while the board is asked, as it is outside the lock
+            snapshot = replace(job)
+        try:
+            self._claim(job)
+        except BaseException:
+            with self._lock:
+                del self._jobs[job.id], self._running[collection]
+            raise
+        with self._lock:
             if self._board is not None and self._heartbeat is None:
                 self._heartbeat = threading.Thread(target=self._beat, name="train-heartbeat", daemon=True)
                 self._heartbeat.start()
             thread.start()
-            snapshot = replace(job)
-        self._publish(job)
         return snapshot
+
+    def _claim(self, job: TrainingJob) -> None:
+        """Claims the job's collection on the board (if any): TrainingInProgress when another replica's job runs
+        there; StoreUnavailable when the board cannot be reached, since the training could not store its adapter
+        there either."""
+        if self._board is None:
+            return
+        with self._lock:
+            record = job_record(job, self._owner)
+        other = self._board.claim_job(job.id, job.collection, record, LOST_AFTER_SECONDS)
+        if other is not None:
+            raise TrainingInProgress(f"collection {job.collection!r} is already training on another replica (job "
+                                     f"{other}); wait for it to finish", [{"job": other}])
 
     def _publish(self, job: TrainingJob) -> None:
         """Puts the job's record, as it is now, on the board (if any). Publishes take turns and each reads the

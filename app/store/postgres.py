@@ -134,6 +134,19 @@ class PostgresStore:
                 conn.execute("DELETE FROM search_jobs WHERE updated_at < now() - %s::interval "
                              "AND record->>'status' <> 'running'", (JOB_RETENTION,))
 
+    def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
+        with reachable(), self._pool.connection() as conn, conn.transaction():
+            # Claims of one collection take turns (a lock held to this transaction's end), so two replicas
+            # starting at once cannot both find the collection free.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('search_jobs:' || %s))", (collection,))
+            row = conn.execute("SELECT id FROM search_jobs WHERE collection = %s AND record->>'status' = 'running' "
+                               "AND updated_at > now() - make_interval(secs => %s) LIMIT 1",
+                               (collection, lost_after)).fetchone()
+            if row is not None:
+                return str(row[0])
+            conn.execute("INSERT INTO search_jobs VALUES (%s, %s, %s, now())", (job_id, collection, Jsonb(record)))
+        return None
+
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
         with reachable(), self._pool.connection() as conn:
             row = conn.execute("SELECT collection, record, extract(epoch FROM now() - updated_at) "

@@ -124,6 +124,13 @@ class _Board:
         found = self.records.get(job_id)
         return None if found is None else (*found, self.age)
 
+    def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
+        for other, (where, kept) in self.records.items():
+            if where == collection and kept["status"] == "running" and self.age <= lost_after:
+                return other
+        self.publish_job(job_id, collection, record)
+        return None
+
 
 def _waits_for(gate: threading.Event) -> Work:
     def work(progress: Progress) -> dict[str, Any]:
@@ -193,3 +200,27 @@ def test_heartbeats_keep_a_running_job_fresh_and_never_outlive_its_end(monkeypat
     time.sleep(0.1)  # several heartbeat periods after the end
     assert publishes[-1] == "done" and board.records[job.id][1]["status"] == "done"
     runner.stop()
+
+
+def test_a_collection_trains_on_one_replica_at_a_time() -> None:
+    """Two replicas share the board: while one trains a collection, the other refuses to train it (naming the
+    job) but trains any other; once the job ends, or its replica stops publishing it, the collection is free."""
+    board, gate = _Board(), threading.Event()
+    a, b = TrainingJobs(board=board, owner="a:1"), TrainingJobs(board=board, owner="b:2")
+    job = a.start("c", 1, _waits_for(gate))
+    with pytest.raises(TrainingInProgress) as refused:
+        b.start("c", 1, _waits_for(gate))
+    assert refused.value.details == [{"job": job.id}] and "another replica" in refused.value.message
+    assert b.running("c") is None  # the refused job left nothing behind
+    other = b.start("d", 1, _waits_for(gate))
+    gate.set()
+    a.wait(job), b.wait(other)
+    b.wait(b.start("c", 1, _waits_for(gate)))
+    gate.clear()
+    stuck = a.start("e", 1, _waits_for(gate))
+    board.age = LOST_AFTER_SECONDS + 1  # as if replica a had been killed a minute ago
+    taken_over = b.start("e", 1, _waits_for(gate))
+    gate.set()
+    assert b.wait(taken_over).status == "done" and a.wait(stuck).status == "done"
+    for jobs in (a, b):
+        jobs.stop()

@@ -1,0 +1,51 @@
+"""The training-job board of the PostgreSQL store: one running job per collection across replicas."""
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from app.store.postgres import PostgresStore
+
+
+@pytest.fixture
+def stores(database_url: str) -> Iterator[list[PostgresStore]]:
+    """Two stores over one database, as two replicas have."""
+    opened = [PostgresStore(database_url) for _ in range(2)]
+    yield opened
+    for store in opened:
+        store.close()
+
+
+def _running() -> dict[str, object]:
+    return {"status": "running", "examples": 1}
+
+
+def test_of_replicas_claiming_one_collection_at_once_exactly_one_wins(stores: list[PostgresStore]) -> None:
+    start, results = threading.Barrier(8), {}
+
+    def claim(n: int) -> None:
+        start.wait(timeout=30)
+        results[n] = stores[n % 2].claim_job(f"job{n}", "c", _running(), 60.0)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winners = [n for n, other in results.items() if other is None]
+    assert len(results) == 8 and len(winners) == 1
+    assert {other for other in results.values() if other is not None} == {f"job{winners[0]}"}
+    assert stores[0].claim_job("x", "another", _running(), 60.0) is None  # other collections are free
+
+
+def test_a_finished_or_abandoned_job_frees_its_collection(stores: list[PostgresStore]) -> None:
+    first, second = stores
+    assert first.claim_job("j1", "c", _running(), 60.0) is None
+    assert second.claim_job("j2", "c", _running(), 60.0) == "j1"
+    first.publish_job("j1", "c", {"status": "done", "examples": 1})
+    assert second.claim_job("j2", "c", _running(), 60.0) is None
+    # j2's replica stops publishing: once its record is older than the lost-after time, the collection is free.
+    assert first.claim_job("j3", "c", _running(), 0.0) is None
+    found = second.lookup_job("j3")
+    assert found is not None and found[0] == "c" and found[1]["status"] == "running"
