@@ -38,6 +38,8 @@ class Embedder:
         # Text to model inputs: `preprocess` from sentence-transformers 6 on (where `tokenize` is deprecated).
         self._features = getattr(self._model, "preprocess", None) or self._model.tokenize
 
+    batch_invariant = True  # padding is masked out of the mean pooling (encode_queries)
+
     @property
     def identity(self) -> EncoderIdentity:
         return EncoderIdentity(self.model_name, "torch")

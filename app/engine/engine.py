@@ -81,7 +81,8 @@ class SearchEngine:
         # Over the shared store, any replica answers for any replica's job (app/engine/jobs.py).
         self.training_jobs = TrainingJobs(board=self.store.shared, owner=f"{socket.gethostname()}:{os.getpid()}") \
             if isinstance(self.store, ReplicaStore) else TrainingJobs()
-        self.queries = QueryBatcher(embedder, settings.query_batch_size, settings.query_batch_wait_ms / 1000)
+        self.queries = QueryBatcher(embedder, settings.query_batch_size if embedder.batch_invariant else 1,
+                                    settings.query_batch_wait_ms / 1000)
         self.documents = DocumentEncoderPool(embedder, self.queries, settings.ingest_thread_count(),
                                              settings.encode_batch_size)
         self.follower: Follower | None = None

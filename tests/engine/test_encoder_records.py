@@ -30,6 +30,7 @@ class StubEncoder:
     def __init__(self, backend: Backend = "torch", model_name: str = "stub-model", dim: int = 8) -> None:
         self.backend, self.model_name, self.dim = backend, model_name, dim
         self.encoded = 0
+        self.batch_invariant = True
 
     @property
     def identity(self) -> EncoderIdentity:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from app.engine.embedder import Embedder
+from app.engine.engine import SearchEngine
 from app.engine.encoders import BUNDLED_MODEL, Encoder, EncoderIdentity
 from app.settings import Settings
 
@@ -97,3 +98,32 @@ def test_torch_ingest_threads_do_not_change_the_vectors() -> None:
     one = Embedder(settings.model_path(), threads=1, ingest_threads=1)
     two = Embedder(settings.model_path(), threads=1, ingest_threads=2)
     np.testing.assert_allclose(one.encode_documents(TEXTS), two.encode_documents(TEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx", "torch"])
+def test_a_texts_vector_does_not_depend_on_the_texts_encoded_with_it(backend: str) -> None:
+    """Under load the query batcher gathers concurrent queries; a query's results must not depend on that. The
+    int8 graph quantises a batch with one scale, so it encodes each text alone (before, in a batch of 8 the
+    median cosine to the same query alone was 0.990, and most queries got another dense top-10)."""
+    encoder = Settings(encoder=backend).load_encoder()
+    texts = [*TEXTS, *_corpus(6)]
+    alone = np.vstack([encoder.encode_queries([text]) for text in texts])
+    together = encoder.encode_queries(texts)
+    documents = encoder.encode_documents(texts)
+    if backend == "onnx-int8":
+        assert not encoder.batch_invariant
+        np.testing.assert_array_equal(together, alone)
+        np.testing.assert_array_equal(documents, alone)
+    else:  # masked padding: the same vectors up to float rounding
+        assert encoder.batch_invariant
+        np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_the_engine_shares_forward_passes_only_for_a_batch_invariant_encoder(tmp_path: Path) -> None:
+    for backend, batch in (("onnx-int8", 1), ("onnx", Settings().query_batch_size)):
+        settings = Settings(data_dir=tmp_path / backend, encoder=backend)
+        engine = SearchEngine(settings, settings.load_encoder())
+        try:
+            assert engine.queries.max_batch == batch
+        finally:
+            engine.close()
