@@ -56,8 +56,8 @@ class Encoder(Protocol):
 
     model_name: str
     dim: int
-    # Whether a text gets the same vector encoded with others as alone. The query batcher shares forward passes
-    # only for an encoder that does (engine.SearchEngine): sharing must not make a query's results depend on load.
+    # Whether a query gets the same vector encoded with others as alone. The query batcher shares forward passes
+    # only for an encoder whose queries do (engine.SearchEngine): sharing must not make results depend on load.
     batch_invariant: bool
 
     @property

@@ -51,10 +51,10 @@ class OnnxEncoder:
         # The int8 graph quantises each layer's input with one scale over the whole batch, so a text's vector
         # depends on the texts beside it: in a batch of 8 queries, the median cosine to the same query's vector
         # alone was 0.990 (minimum 0.957), and 63-67% of SciFact's and NFCorpus's test queries got another dense
-        # top-10 (their top hit changed for 7-9%). Each text then goes through the graph alone. For documents
-        # that is also faster (SciFact abstracts: 28 against 23-25 a second on one thread, with no padding); for
-        # queries, batches of 8 had encoded 1.4-1.7x as many a second. The fp32 graph masks padding out of its
-        # pooling, so its vectors do not depend on the batch.
+        # top-10 (their top hit changed for 7-9%). Each query then goes through the graph alone (batches of 8
+        # had encoded 1.4-1.7x as many a second). Documents keep their batches: a document is encoded once, and
+        # the shipped adapters were fitted on documents encoded so (README, "Encoders"). The fp32 graph masks
+        # padding out of its pooling, so its vectors do not depend on the batch.
         self.batch_invariant = backend != "onnx-int8"
         self.batch_size = batch_size
         self._query_session = _session(graph, threads, spin=True)
@@ -71,11 +71,6 @@ class OnnxEncoder:
         self.encode_documents(["warm up the encoder"] * 4)
 
     def _run(self, session: Any, texts: Sequence[str]) -> np.ndarray:
-        if not self.batch_invariant and len(texts) > 1:
-            return np.vstack([self._pass(session, [text]) for text in texts])
-        return self._pass(session, texts)
-
-    def _pass(self, session: Any, texts: Sequence[str]) -> np.ndarray:
         """One forward pass of `texts`, padded to the longest."""
         encodings = self._tokenizer.encode_batch(list(texts))
         feeds = {"input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
@@ -91,6 +86,8 @@ class OnnxEncoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
+        if not self.batch_invariant:
+            return np.vstack([self._run(self._query_session, [text]) for text in texts])
         return self._run(self._query_session, texts)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from app.engine.embedder import Embedder
-from app.engine.engine import SearchEngine
 from app.engine.encoders import BUNDLED_MODEL, Encoder, EncoderIdentity
+from app.engine.engine import SearchEngine
 from app.settings import Settings
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact" / "corpus.jsonl"
@@ -101,21 +101,21 @@ def test_torch_ingest_threads_do_not_change_the_vectors() -> None:
 
 
 @pytest.mark.parametrize("backend", ["onnx-int8", "onnx", "torch"])
-def test_a_texts_vector_does_not_depend_on_the_texts_encoded_with_it(backend: str) -> None:
+def test_a_querys_vector_does_not_depend_on_the_queries_encoded_with_it(backend: str) -> None:
     """Under load the query batcher gathers concurrent queries; a query's results must not depend on that. The
-    int8 graph quantises a batch with one scale, so it encodes each text alone (before, in a batch of 8 the
+    int8 graph quantises a batch with one scale, so it encodes each query alone (before, in a batch of 8 the
     median cosine to the same query alone was 0.990, and most queries got another dense top-10)."""
     encoder = Settings(encoder=backend).load_encoder()
     texts = [*TEXTS, *_corpus(6)]
     alone = np.vstack([encoder.encode_queries([text]) for text in texts])
     together = encoder.encode_queries(texts)
-    documents = encoder.encode_documents(texts)
+    assert encoder.batch_invariant == (backend != "onnx-int8")
     if backend == "onnx-int8":
-        assert not encoder.batch_invariant
         np.testing.assert_array_equal(together, alone)
-        np.testing.assert_array_equal(documents, alone)
+        # Documents keep their batches (encoded once; the shipped adapters were fitted on them): close, not equal.
+        cosines = (encoder.encode_documents(texts) * alone).sum(axis=1)
+        assert cosines.min() > 0.95 and not np.array_equal(encoder.encode_documents(texts), alone)
     else:  # masked padding: the same vectors up to float rounding
-        assert encoder.batch_invariant
         np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
