@@ -113,8 +113,7 @@ def test_a_querys_vector_does_not_depend_on_the_queries_encoded_with_it(backend:
     if backend == "onnx-int8":
         np.testing.assert_array_equal(together, alone)
         # Documents keep their batches (encoded once; the shipped adapters were fitted on them): close, not equal.
-        cosines = (encoder.encode_documents(texts) * alone).sum(axis=1)
-        assert cosines.min() > 0.95 and not np.array_equal(encoder.encode_documents(texts), alone)
+        assert (encoder.encode_documents(texts) * alone).sum(axis=1).min() > 0.95
     else:  # masked padding: the same vectors up to float rounding
         np.testing.assert_allclose(together, alone, atol=1e-5)
 
