@@ -24,7 +24,9 @@ ROWS = [
     "top-10 scores, LexicalIndex vs BM25Okapi", "bm25s", "add 1,000 docs to the 2K index",
     "HNSW recall@10 vs exact @2K", "server RSS per doc @2K after load", "server RSS per doc @2K after restart",
     "process start → /ready, empty data dir", "process start → /ready @2K",
-    "hybrid @2K, 4 clients round-robin over 2 replicas", "ingest, text only, 32 a batch, over 2 replicas",
+    "hybrid @2K, 4 clients round-robin over 2 replicas",
+    "hybrid @2K, 4 clients round-robin over 2 replicas, each held to its own core",
+    "ingest, text only, 32 a batch, over 2 replicas",
     "replication lag on the other replica", "bulk load @2K with vectors, 1 replica on PostgreSQL",
     "hybrid @2K, 1 client, 1 replica on PostgreSQL", "HTTP errors in the replicas' query runs",
 ]

@@ -1,5 +1,6 @@
 """The real service in a subprocess (uvicorn app.main:app) on a free loopback port, for the benchmark."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,6 +83,16 @@ class BenchServer:
         if code not in (0, -signal.SIGTERM):
             raise RuntimeError(f"server exited with {code} on SIGTERM:\n{self.log_tail()}")
         return time.perf_counter() - started
+
+    def pin(self, cores: set[int] | None) -> None:
+        """Runs every thread of the server on `cores` only (None: on any core this benchmark may use), as a
+        container given that many CPUs would; the threads it starts later inherit that from their starters."""
+        if self.proc is None:
+            raise RuntimeError("server not started")
+        allowed = cores if cores is not None else os.sched_getaffinity(0)
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task.name), allowed)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far, all its threads (utime, stime in /proc/PID/stat)."""
