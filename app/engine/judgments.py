@@ -17,6 +17,7 @@ from app.errors import InvalidInput
 
 # The filter is measured on, and so trained on, the top-100 candidates of each retriever.
 TRAINING_DEPTH = 100
+QUERY_CHUNK = 32  # judged queries a call to the encoder (up to 32K characters each, cut at its window)
 
 
 @dataclass
@@ -53,6 +54,14 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
     return found
 
 
+def query_vectors(embedder: Encoder, queries: Sequence[str]) -> np.ndarray:
+    """The queries' vectors as a search encodes them (`encode_queries`: the int8 encoder's alone, not
+    batch-quantised with others as documents are), QUERY_CHUNK at a time."""
+    if not queries:
+        return np.empty((0, embedder.dim), dtype=np.float32)
+    return np.vstack([embedder.encode_queries(queries[i:i + QUERY_CHUNK]) for i in range(0, len(queries), QUERY_CHUNK)])
+
+
 def build_training_set(collection: Collection, embedder: Encoder, examples: Sequence[TrainingExample],
                        defaults: SearchDefaults = SearchDefaults(), depth: int = TRAINING_DEPTH) -> TrainingSet:
     """For each query: its top-`depth` hits as the default hybrid search ranks them (fused with `defaults`)
@@ -64,7 +73,7 @@ def build_training_set(collection: Collection, embedder: Encoder, examples: Sequ
     it would push the threshold for a recall target down to where no real candidate list reaches.
     """
     labels_of = resolve_ids(collection, examples)
-    query_embs = embedder.encode_documents([ex.query for ex in examples]) if examples else np.empty((0, 0))
+    query_embs = query_vectors(embedder, [ex.query for ex in examples])
     cosines, labels, lexical, stats, references = [], [], [], [], []
     cases: list[FusionCase] = []
     for ex, query in zip(examples, query_embs, strict=True):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.judgments import build_training_set, probabilities
+from app.engine.judgments import build_training_set, probabilities, query_vectors
 from app.engine.relevance import CosineAdapter, train_and_calibrate
 from app.engine.relevance.adapter import minmax_scaled
 from app.engine.relevance.calibration import Calibration
@@ -48,3 +48,15 @@ def test_a_minmax_adapter_is_fitted_on_the_cosines_scaled_over_the_references() 
     assert scaled.calibration.threshold == by_hand.calibration.threshold
     with pytest.raises(ValueError, match="references"):
         train_and_calibrate(queries, cosines, labels, cosine_scale="minmax", references=references[:5], **fit)
+
+
+def test_judged_queries_are_encoded_as_a_search_encodes_them(animals: TestClient) -> None:
+    """The adapter reads the query's vector: trained on the vectors a search serves. With int8, queries encoded in
+    one batch with others are quantised with the batch's scale and come out different."""
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    queries = ["pets", "a loyal pet that barks at strangers and fetches sticks in the park", "fish", "x" * 3000]
+    data = build_training_set(engine.collection("animals"), engine.embedder,
+                              [TrainingExample(q, relevant_ids=["dog"]) for q in queries])
+    served = np.vstack([engine.queries.encode(q) for q in queries])
+    np.testing.assert_allclose(data.query_embs, served, atol=1e-6)
+    assert query_vectors(engine.embedder, []).shape == (0, engine.embedder.dim)
