@@ -22,8 +22,8 @@ from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
-from app.engine.judgments import TrainingSet, build_training_set, probabilities, resolve_ids
-from app.engine.relevance import CosineAdapter, Family, recalibrate, train_and_calibrate
+from app.engine.judgments import better_of, build_training_set, resolve_ids
+from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
 from app.engine.storage import index_root, open_store
 from app.engine.types import (
     Bm25Settings,
@@ -47,8 +47,6 @@ from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.replica import ReplicaStore
 
 log = logging.getLogger("app.engine")
-# PR-AUC a collection's own adapter must gain over the default on its judgments to replace it (a noise margin).
-SELECTION_MARGIN = 0.01
 
 # Coarse progress of a training, as a fraction: the training set is built (queries encoded, candidates
 # retrieved), then the adapter is fitted and calibrated; the swap that follows is the end (1.0).
@@ -287,15 +285,17 @@ class SearchEngine:
         report(PROGRESS_SET_BUILT)
         base = self.default_adapter or self.fallback_adapter
         warm = base is not None and family in (None, base.family)
+        out_of_fold: list[np.ndarray] = []
         try:
             tuned = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
                                         stats=data.stats, references=data.references or None,
                                         recall_target=recall_target,
                                         family=family or self.settings.adapter_family,
-                                        start=base if warm else None, threads=self.settings.threads)
+                                        start=base if warm else None, threads=self.settings.threads,
+                                        out_of_fold_into=out_of_fold)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        adapter = tuned if base is None else self._better_of(base, tuned, data, recall_target)
+        adapter = tuned if base is None else better_of(base, tuned, out_of_fold, data, recall_target)
         fitted, adapter.info["fusion_selection"] = fit_fusion(data.fusion_cases, self.settings.search_defaults)
         adapter.fusion = None if fitted is None else describe_fusion(fitted)
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
@@ -303,27 +303,6 @@ class SearchEngine:
         report(PROGRESS_FITTED)
         collection.set_adapter(adapter)
         return adapter
-
-    @staticmethod
-    def _better_of(base: CosineAdapter, tuned: CosineAdapter, data: TrainingSet,
-                   recall_target: float) -> CosineAdapter:
-        """The fine-tuned adapter if its out-of-fold PR-AUC beats the base's on the same judgments (which the
-        base never saw) by SELECTION_MARGIN, else the base with its thresholds recalibrated on them: a small
-        judgment set can then move the threshold but never make the ranking of candidates worse."""
-        recalibrated = recalibrate(base, probabilities(base, data), data.cosines, data.labels, recall_target)
-        tuned_auc = tuned.calibration.metrics["pr_auc"] if tuned.calibration else 0.0
-        base_auc = recalibrated.calibration.metrics["pr_auc"] if recalibrated.calibration else 0.0
-        keep_tuned = tuned_auc > base_auc + SELECTION_MARGIN
-        chosen = tuned if keep_tuned else recalibrated
-        chosen.info["selection"] = {
-            "kept": "trained" if keep_tuned else "default, recalibrated",
-            "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, warm-started "
-                   f"from the default) vs default {base_auc:.3f}; the trained one is kept only when it is better "
-                   f"by more than {SELECTION_MARGIN}",
-            "trained": dict(tuned.calibration.metrics) if tuned.calibration else {},
-            "default_recalibrated": dict(recalibrated.calibration.metrics) if recalibrated.calibration else {},
-        }
-        return chosen
 
     # --- lifecycle --------------------------------------------------------------------------
 

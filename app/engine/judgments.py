@@ -10,13 +10,17 @@ from app.engine import hybrid
 from app.engine.collection import Collection
 from app.engine.encoders import Encoder
 from app.engine.fusion import rank_by
-from app.engine.fusion_fit import FusionCase
-from app.engine.relevance import CosineAdapter
+from app.engine.fusion_fit import SIGNIFICANCE, FusionCase
+from app.engine.relevance import CosineAdapter, recalibrate
+from app.engine.relevance.calibration import pr_auc_difference_se
 from app.engine.types import SearchDefaults, SearchQuery, TrainingExample
 from app.errors import InvalidInput
 
 # The filter is measured on, and so trained on, the top-100 candidates of each retriever.
 TRAINING_DEPTH = 100
+# PR-AUC a collection's own adapter must gain over the default on its judgments to replace it: at least this,
+# and SIGNIFICANCE standard errors of the difference when it is noisier (as the fusion's fit, fusion_fit).
+SELECTION_MARGIN = 0.01
 QUERY_CHUNK = 32  # judged queries a call to the encoder (up to 32K characters each, cut at its window)
 
 
@@ -41,6 +45,33 @@ def probabilities(adapter: CosineAdapter, data: TrainingSet) -> list[np.ndarray]
     return [adapter.probabilities(q, c, x, s, data.reference(i))
             for i, (q, c, x, s) in enumerate(zip(data.query_embs, data.cosines, data.lexical, data.stats,
                                                  strict=True))]
+
+
+def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list[np.ndarray],
+               data: TrainingSet, recall_target: float) -> CosineAdapter:
+    """The fine-tuned adapter if its out-of-fold PR-AUC (`tuned_out_of_fold`: its probabilities on `data`)
+    beats the base's on the same judgments (which the base never saw) by more than the noise, else the base
+    with its thresholds recalibrated on them: a small judgment set can then move the threshold but never make
+    the ranking of candidates worse."""
+    base_probabilities = probabilities(base, data)
+    recalibrated = recalibrate(base, base_probabilities, data.cosines, data.labels, recall_target)
+    tuned_auc = tuned.calibration.metrics["pr_auc"] if tuned.calibration else 0.0
+    base_auc = recalibrated.calibration.metrics["pr_auc"] if recalibrated.calibration else 0.0
+    needed = max(SELECTION_MARGIN, SIGNIFICANCE * pr_auc_difference_se(tuned_out_of_fold, base_probabilities,
+                                                                        data.labels))
+    keep_tuned = tuned_auc > base_auc + needed
+    chosen = tuned if keep_tuned else recalibrated
+    chosen.info["selection"] = {
+        "kept": "trained" if keep_tuned else "default, recalibrated",
+        "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, warm-started "
+               f"from the default) vs default {base_auc:.3f}; the trained one is kept only when it is better "
+               f"by more than {needed:.3f} (the larger of {SELECTION_MARGIN} and {SIGNIFICANCE:g} standard "
+               "errors of the difference, by a bootstrap over the judged queries)",
+        "margin": needed,
+        "trained": dict(tuned.calibration.metrics) if tuned.calibration else {},
+        "default_recalibrated": dict(recalibrated.calibration.metrics) if recalibrated.calibration else {},
+    }
+    return chosen
 
 
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.engine.engine import SELECTION_MARGIN, SearchEngine
-from app.engine.judgments import TrainingSet
+from app.engine.judgments import SELECTION_MARGIN, TrainingSet, better_of, probabilities
 from app.engine.relevance import (
     CosineAdapter,
     choose_threshold,
@@ -19,6 +18,7 @@ from app.engine.relevance import (
     train_and_calibrate,
 )
 from app.engine.relevance.adapter import STATS, query_stats
+from app.engine.relevance.calibration import Calibration, average_precision, pr_auc_difference_se
 from app.engine.relevance.inputs import group_weights
 
 
@@ -125,8 +125,10 @@ def test_a_small_judgment_set_keeps_the_default_when_training_does_not_beat_it()
     lex = [np.zeros(50) for _ in range(100)]
     stats = np.asarray([query_stats(x, np.zeros(50), 3) for x in xs])
     base = CosineAdapter.identity_like(4, slope=20.0, intercept=-8.0)
-    tuned = train_and_calibrate(q, xs, ys, family="linear", hidden=4, steps=30, folds=3, repeats=1)
-    kept = SearchEngine._better_of(base, tuned, _training_set(q, xs, ys, lex, stats), 0.95)
+    out_of_fold: list[np.ndarray] = []
+    tuned = train_and_calibrate(q, xs, ys, family="linear", hidden=4, steps=30, folds=3, repeats=1,
+                                out_of_fold_into=out_of_fold)
+    kept = better_of(base, tuned, out_of_fold, _training_set(q, xs, ys, lex, stats), 0.95)
     selection = kept.info["selection"]
     assert selection["kept"] == "default, recalibrated"
     assert kept.weights["b2"].tolist() == base.weights["b2"].tolist()
@@ -137,11 +139,41 @@ def test_a_small_judgment_set_keeps_the_default_when_training_does_not_beat_it()
 def test_a_judgment_set_that_teaches_something_keeps_the_trained_adapter() -> None:
     q, xs, ys, lex, stats = _sharp_and_diffuse(100, seed=4)
     base = CosineAdapter.identity_like(4, slope=1e-3, intercept=-3.0)  # a default that knows nothing here
+    out_of_fold: list[np.ndarray] = []
     tuned = train_and_calibrate(q, xs, ys, stats=stats, inputs=("stats",), lexical=lex, family="hybrid",
-                                hidden=8, steps=300, folds=3, repeats=1)
-    kept = SearchEngine._better_of(base, tuned, _training_set(q, xs, ys, lex, stats), 0.95)
+                                hidden=8, steps=300, folds=3, repeats=1, out_of_fold_into=out_of_fold)
+    assert len(out_of_fold) == len(xs) and [p.shape for p in out_of_fold] == [x.shape for x in xs]
+    kept = better_of(base, tuned, out_of_fold, _training_set(q, xs, ys, lex, stats), 0.95)
     assert kept.info["selection"]["kept"] == "trained"
     assert kept is tuned
+
+
+def test_a_gain_within_the_noise_of_a_small_judgment_set_keeps_the_default() -> None:
+    """20 judged queries: a trained adapter 0.041 PR-AUC better than the default out of fold, but two
+    standard errors of that difference are 0.078. The fixed 0.01 margin kept it; the default is kept now."""
+    rng = np.random.default_rng(0)
+    q, xs = rng.standard_normal((20, 4)), [rng.uniform(0.2, 0.6, 30) for _ in range(20)]
+    ys = [(rng.random(30) < 0.15 + 0.5 * (x - 0.2)).astype(float) for x in xs]
+    data = _training_set(q, xs, ys, [np.zeros(30)] * 20, np.asarray([query_stats(x, np.zeros(30), 3) for x in xs]))
+    base = CosineAdapter.identity_like(4, slope=10.0, intercept=-5.0)
+    # Out of fold, the trained one lifts some queries' relevant candidates and lowers others': a noisy net gain.
+    out_of_fold = [p + 0.08 * y * rng.normal(0.3, 1.0) for p, y in zip(probabilities(base, data), ys, strict=True)]
+    tuned = CosineAdapter.identity_like(4, slope=1.0, intercept=0.0)
+    tuned.calibration = Calibration(0.5, 0.95, {0.95: 0.5},
+                                    {"pr_auc": average_precision(np.concatenate(out_of_fold), np.concatenate(ys))})
+    kept = better_of(base, tuned, out_of_fold, data, 0.95)
+    selection = kept.info["selection"]
+    gain = selection["trained"]["pr_auc"] - selection["default_recalibrated"]["pr_auc"]
+    assert SELECTION_MARGIN < gain < selection["margin"] and selection["kept"] == "default, recalibrated"
+
+
+def test_pr_auc_difference_se_hand_cases() -> None:
+    labels = [np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([1.0, 0.0, 0.0])]
+    scores = [np.array([0.9, 0.1]), np.array([0.2, 0.8]), np.array([0.7, 0.3, 0.1])]
+    assert pr_auc_difference_se(scores, scores, labels) == 0.0  # the same scores: no difference to be unsure of
+    assert pr_auc_difference_se(scores[:1], scores[:1], labels[:1]) == float("inf")
+    worse = [1.0 - s for s in scores]
+    assert pr_auc_difference_se(scores, worse, labels) > 0.0
 
 
 def test_kept_at_recall_hand_example() -> None:

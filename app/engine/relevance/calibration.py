@@ -91,6 +91,22 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(recall_gain * precision))
 
 
+def pr_auc_difference_se(a: list[np.ndarray], b: list[np.ndarray], labels: list[np.ndarray],
+                         resamples: int = 100, seed: int = 0) -> float:
+    """Standard error of PR-AUC(a) - PR-AUC(b) on the same queries, by a paired bootstrap over queries (each
+    resample draws whole queries, so a query's candidates stay together); infinite for fewer than two queries."""
+    if len(labels) < 2:
+        return math.inf
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(labels), len(labels))
+        y = np.concatenate([labels[i] for i in picked])
+        diffs.append(average_precision(np.concatenate([a[i] for i in picked]), y)
+                     - average_precision(np.concatenate([b[i] for i in picked]), y))
+    return float(np.std(diffs, ddof=1))
+
+
 def group_threshold(probs: list[np.ndarray], labels: list[np.ndarray], groups: Sequence[str],
                     recall_target: float) -> float:
     """Highest t at which every group with a positive (a collection, say) keeps at least ``recall_target`` of

@@ -248,6 +248,7 @@ def train_and_calibrate(
     start: CosineAdapter | None = None,
     cosine_scale: str = "raw",
     references: Sequence[np.ndarray] | None = None,
+    out_of_fold_into: list[np.ndarray] | None = None,
     **fit_kwargs: Any,
 ) -> CosineAdapter:
     """Fits ``repeats`` adapters (seeds) per fold and serves their ensemble, with global thresholds chosen
@@ -301,6 +302,8 @@ def train_and_calibrate(
     ensemble = CosineAdapter.ensemble(parts)
     adapter = CosineAdapter(ensemble.family, ensemble.weights, info=info, **spec)
     adapter.calibration = calibrate(out_of_fold, raw.cosines, data.labels, recall_target, n_folds, groups)
+    if out_of_fold_into is not None:  # the caller compares them with another adapter's on the same queries
+        out_of_fold_into.extend(out_of_fold)
     return adapter
 
 
