@@ -120,6 +120,12 @@ class DataDirLocked(SearchServiceError):
     code = "data_dir_locked"
 
 
+class StoreSchemaMismatch(SearchServiceError):
+    """A shared store written by a later version of the service, whose schema this one does not know."""
+
+    code = "store_schema_mismatch"
+
+
 class EncoderMismatch(SearchServiceError):
     """Collections whose vectors another encoder made: a query encoded by this one would silently score worse."""
 

@@ -24,7 +24,7 @@ from app.api.errors import install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
-from app.errors import DataDirLocked, EncoderMismatch
+from app.errors import DataDirLocked, EncoderMismatch, StoreSchemaMismatch
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
@@ -45,7 +45,7 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> 
                  settings.data_dir, embedder.identity)
     except Exception as exc:
         # A server that can never become ready should exit and let its supervisor see that.
-        if isinstance(exc, EncoderMismatch):
+        if isinstance(exc, (EncoderMismatch, StoreSchemaMismatch)):
             log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
         else:
             log.exception("start-up failed; shutting down")

@@ -38,30 +38,9 @@ from app.store.postgres_feed import (
     reachable,
     stored_row,
 )
+from app.store.postgres_schema import ensure_schema
 
 log = logging.getLogger("app.store.postgres")
-# Serialises schema creation when several replicas start at once (CREATE ... IF NOT EXISTS races otherwise).
-_SCHEMA_LOCK = 727_1301
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_meta (key text PRIMARY KEY, value text NOT NULL);
-INSERT INTO search_meta VALUES ('identity', gen_random_uuid()::text) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS search_seq (
-    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), value bigint NOT NULL);
-INSERT INTO search_seq VALUES (true, 0) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS search_collections (
-    name text PRIMARY KEY, uid text NOT NULL, dimension integer NOT NULL, settings jsonb NOT NULL,
-    pruned_through bigint NOT NULL DEFAULT 0, changed_seq bigint NOT NULL DEFAULT 0,
-    adapter_seq bigint NOT NULL DEFAULT 0, adapter_meta text, adapter_weights bytea);
-CREATE TABLE IF NOT EXISTS search_documents (
-    collection text NOT NULL, id text NOT NULL, label bigint NOT NULL UNIQUE,
-    title text, text text NOT NULL, metadata jsonb NOT NULL, vector bytea NOT NULL,
-    PRIMARY KEY (collection, id));
-CREATE INDEX IF NOT EXISTS search_documents_by_label ON search_documents (collection, label);
-CREATE TABLE IF NOT EXISTS search_tombstones (collection text NOT NULL, label bigint NOT NULL, seq bigint NOT NULL);
-CREATE INDEX IF NOT EXISTS search_tombstones_by_seq ON search_tombstones (collection, seq);
-CREATE TABLE IF NOT EXISTS search_jobs (
-    id text PRIMARY KEY, collection text NOT NULL, record jsonb NOT NULL, updated_at timestamptz NOT NULL);
-"""
 JOB_RETENTION = "7 days"  # finished training jobs' records are kept this long for any replica to answer
 
 
@@ -92,9 +71,12 @@ class PostgresStore:
         self._pool.open(wait=False)
         self._identity: str | None = None
         self._identity_lock = threading.Lock()
-        with reachable(), self._pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            conn.execute(_SCHEMA)
+        try:
+            with reachable(), self._pool.connection() as conn:
+                ensure_schema(conn)
+        except BaseException:
+            self._pool.close()
+            raise
 
     def close(self) -> None:
         self._pool.close()
