@@ -115,7 +115,9 @@ class TrainingJobs:
             job = TrainingJob(uuid.uuid4().hex, collection, examples, time.time())
             thread = threading.Thread(target=self._run, args=(job, work), name=f"train-{collection}", daemon=True)
             self._jobs[job.id] = job
-            self._running[collection] = (job, thread)  # held while the board is asked, as it is outside the lock
+            # Held while the board is asked, which is done outside the lock; until the claim is granted the thread
+            # is not started, and the heartbeat and `stop` leave the job alone (`_started`).
+            self._running[collection] = (job, thread)
             snapshot = replace(job)
         try:
             self._claim(job)
@@ -158,11 +160,15 @@ class TrainingJobs:
             except Exception as exc:  # the job goes on; its next publish tries again
                 log.warning("could not publish training job %s: %s", job.id, exc)
 
+    def _started(self) -> list[tuple[TrainingJob, threading.Thread]]:
+        """The running jobs whose claim was granted (their thread started); the caller holds the lock."""
+        return [(job, thread) for job, thread in self._running.values() if thread.ident is not None]
+
     def _beat(self) -> None:
         while not self._stopped.wait(HEARTBEAT_SECONDS):
             with self._lock:
-                running = [job for job, _ in self._running.values()]
-            for job in running:
+                running = [job for job, _ in self._started()]
+            for job in running:  # never one still claiming: its record would reach the board before its claim
                 self._publish(job)
 
     def get(self, collection: str, job_id: str) -> TrainingJob:
@@ -190,7 +196,8 @@ class TrainingJobs:
         """No new jobs; running ones are cancelled at their next progress step, waited for up to `timeout`."""
         with self._lock:
             self._stopping = True
-            threads = [thread for _, thread in self._running.values()]
+            # A job still claiming is not joined (its thread has not started); it ends at its first progress step.
+            threads = [thread for _, thread in self._started()]
         self._stopped.set()
         deadline = time.monotonic() + timeout
         for thread in threads:

@@ -224,3 +224,34 @@ def test_a_collection_trains_on_one_replica_at_a_time() -> None:
     assert b.wait(taken_over).status == "done" and a.wait(stuck).status == "done"
     for jobs in (a, b):
         jobs.stop()
+
+
+class _SlowClaims(_Board):
+    """A board whose claims take a while and are refused for collection "taken", as another replica's would be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_while_claiming: list[str] = []
+
+    def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
+        time.sleep(0.2)  # twenty heartbeats
+        self.seen_while_claiming += [job_id] if job_id in self.records else []
+        return "elsewhere" if collection == "taken" else super().claim_job(job_id, collection, record, lost_after)
+
+
+def test_the_heartbeat_never_publishes_a_job_before_its_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat that published a job still claiming would put it on the board unclaimed: a refused job would
+    then show there as running and block its collection for a minute."""
+    monkeypatch.setattr("app.engine.jobs.HEARTBEAT_SECONDS", 0.01)
+    board, gate = _SlowClaims(), threading.Event()
+    jobs = TrainingJobs(board=board, owner="a:1")
+    first = jobs.start("c", 1, _waits_for(gate))  # the heartbeat now runs
+    second = jobs.start("d", 1, _waits_for(gate))
+    with pytest.raises(TrainingInProgress):
+        jobs.start("taken", 1, _waits_for(gate))
+    time.sleep(0.05)
+    assert board.seen_while_claiming == []
+    assert {board.records[job_id][0] for job_id in board.records} == {"c", "d"}  # nothing of the refused job
+    gate.set()
+    jobs.wait(first), jobs.wait(second)
+    jobs.stop()
