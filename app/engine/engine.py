@@ -288,7 +288,7 @@ class SearchEngine:
         out_of_fold: list[np.ndarray] = []
         try:
             tuned = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
-                                        stats=data.stats, references=data.references or None,
+                                        stats=data.stats, references=data.references,
                                         recall_target=recall_target,
                                         family=family or self.settings.adapter_family,
                                         start=base if warm else None, threads=self.settings.threads,

@@ -173,14 +173,14 @@ def reads_the_list(adapter: CosineAdapter | None) -> bool:
     return adapter is not None and (adapter.uses_stats or adapter.cosine_scale == "minmax")
 
 
-def scale_reference(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray | None:
+def scale_reference(candidates: Candidates, fused: np.ndarray) -> np.ndarray | None:
     """The cosines a min-max scaling map reads each candidate against: the query's top STATS_DEPTH hits as its
-    fusion ranks them (build_training_set's pool), not every candidate either retriever brought, and before any
-    boost: a boost reorders what a page shows, not how relevant a document is."""
+    fusion ranks them (`fused`: the candidates' fused scores; build_training_set's pool), not every candidate
+    either retriever brought, and before any boost: a boost reorders what a page shows, not how relevant a
+    document is."""
     if candidates.cosine is None or candidates.labels.size == 0:
         return None
-    order = rank_by(fuse(candidates, request, defaults), candidates.labels)
-    return candidates.cosine[order[:STATS_DEPTH]]
+    return candidates.cosine[rank_by(fused, candidates.labels)[:STATS_DEPTH]]
 
 
 def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: SearchQuery, query: np.ndarray | None,
@@ -243,7 +243,10 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
                                                                                     request)
         scores = fused if boosts is None else boosts[0] + boosts[1]
         stats = candidate_stats(retrieved, len(tokens)) if adapter is not None and adapter.uses_stats else None
-        reference = scale_reference(retrieved, request, defaults) if listed else None
+        reference = None
+        if listed:  # the deeper list, fused alike; at the default depth it is the candidates themselves
+            fused_retrieved = fused if retrieved is candidates else fuse(retrieved, request, defaults)
+            reference = scale_reference(retrieved, fused_retrieved)
         relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats,
                                         reference)
         page = relevance.order[request.offset:request.offset + request.k]

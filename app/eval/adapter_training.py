@@ -100,7 +100,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
             continue
         settings = {**(fit or {}), **({} if scale is None else {"cosine_scale": scale})}
         adapter = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
-                                      stats=data.stats, references=data.references or None,
+                                      stats=data.stats, references=data.references,
                                       inputs=spec_inputs, groups=groups, family=family,
                                       recall_target=recall_target, folds=folds, repeats=repeats, seed=seed,
                                       threads=threads, progress=True, **settings)

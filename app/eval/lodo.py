@@ -94,7 +94,7 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
         held = [i for i, (s, g) in enumerate(zip(sources, groups, strict=True)) if s == held_out and g != "non-words"]
         train = _subset(data, others)
         adapter = train_and_calibrate(train.query_embs, train.cosines, train.labels, lexical=train.lexical,
-                                      stats=train.stats, references=train.references or None,
+                                      stats=train.stats, references=train.references,
                                       inputs=inputs, groups=[groups[i] for i in others],
                                       family=DEFAULT_FAMILY, recall_target=recall_target, folds=folds,
                                       repeats=repeats, threads=threads, **(fit or {}))

@@ -280,10 +280,10 @@ def train_and_calibrate(
     weights = None if groups is None else group_weights(groups, cosines)
     raw = _checked(features, cosines, labels, family, lexical, weights)
     # The members are fitted on the cosines as the served map reads them: scaled over each query's `references`
-    # (the shown list a search scales over), by default its own pool.
-    if references is not None and len(references) != len(raw.cosines):
+    # (the shown list a search scales over); without any (None or empty, as TrainingSet has it), its own pool.
+    if references and len(references) != len(raw.cosines):
         raise ValueError(f"got {len(references)} references for {len(raw.cosines)} queries")
-    refs: Sequence[np.ndarray | None] = [None] * len(raw.cosines) if references is None else references
+    refs: Sequence[np.ndarray | None] = references if references else [None] * len(raw.cosines)
     data = raw._replace(cosines=[scaled_cosines(c, spec["cosine_scale"], r)
                                  for c, r in zip(raw.cosines, refs, strict=True)])
     n_pos = sum(bool(y.any()) for y in data.labels)
