@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NotRequired, Protocol, TypedDict, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -216,10 +217,10 @@ class SearchClient:
         return total
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{collection}/documents/{doc_id}"))
+        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{collection}/documents/{quote(doc_id, safe='')}"))
 
     def delete(self, collection: str, doc_id: str) -> None:
-        self.request("DELETE", f"/v1/collections/{collection}/documents/{doc_id}")
+        self.request("DELETE", f"/v1/collections/{collection}/documents/{quote(doc_id, safe='')}")
 
     # --- search and relevance ------------------------------------------------------------------------
 

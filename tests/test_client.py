@@ -23,6 +23,10 @@ def test_every_operation_against_the_app(client: TestClient) -> None:
     assert batches == [4, 2]
     assert api.list_collections() == [{"name": "animals", "count": 6}]
     assert api.get("animals", "cat")["title"] == "Cats"
+    odd = "notes/a b?c#d%"  # escaped in the path, so the id arrives whole
+    api.ingest("animals", [{"id": odd, "text": "odd id"}])
+    assert api.get("animals", odd)["id"] == odd
+    api.delete("animals", odd)
 
     result = api.search("animals", "purring cats", k=3, relevance={"enabled": False})
     assert result["hits"][0]["id"] == "cat" and len(result["hits"]) == 3

@@ -76,13 +76,15 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     return UpsertResult(upserted=len(ids), ids=ids)
 
 
-@router.get("/{doc_id}", response_model=StoredDocument, dependencies=[ReadAccess])
+# `:path`: an id may hold "/" (a file path, say); without it such an id could not be read or deleted, and
+# one ending in "/" was redirected to the id without it, whose document was then read or deleted instead.
+@router.get("/{doc_id:path}", response_model=StoredDocument, dependencies=[ReadAccess])
 def get_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> StoredDocument:
     row = engine.get(name, doc_id)
     return StoredDocument(id=row.id, text=row.text, title=row.title, metadata=row.metadata)
 
 
-@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
+@router.delete("/{doc_id:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
                responses=error_responses(403))
 def delete_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> Response:
     engine.delete(name, doc_id)

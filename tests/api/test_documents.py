@@ -1,6 +1,7 @@
 """Ingest (JSON, NDJSON, own vectors), get, delete, upsert; bad batches change nothing."""
 
 import json
+from urllib.parse import quote
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -105,3 +106,20 @@ def test_limits_give_413_and_write_nothing(make_client: object) -> None:
         assert client.post("/v1/collections/l/documents", content=chunks(),
                            headers={"content-type": "application/json"}).status_code == 413
         assert client.get("/v1/collections/l").json()["count"] == 0
+
+
+def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
+    """Ids are strings: one holding "/" (a file path), ending in "/" or holding "?", "#" or "%" is read and deleted
+    as itself. Before, "a/b" could not be reached and "trail/" was redirected to "trail", deleting that one."""
+    client.put("/v1/collections/p")
+    odd = ["trail", "trail/", "docs/a.md", "/lead", "q?x=1#f", "50%"]
+    docs = [{"id": i, "text": f"document {n}"} for n, i in enumerate(odd)]
+    assert client.post("/v1/collections/p/documents", json={"documents": docs}).status_code == 200
+    for n, doc_id in enumerate(odd):
+        got = client.get(f"/v1/collections/p/documents/{quote(doc_id, safe='')}")
+        assert got.status_code == 200 and got.json()["text"] == f"document {n}", doc_id
+    assert client.get("/v1/collections/p/documents/docs/a.md").json()["id"] == "docs/a.md"  # unescaped too
+    assert client.delete(f"/v1/collections/p/documents/{quote('trail/', safe='')}").status_code == 204
+    assert client.get("/v1/collections/p/documents/trail").status_code == 200
+    assert client.get("/v1/collections/p/documents/trail%2F").status_code == 404
+    assert client.get("/v1/collections/p").json()["count"] == len(odd) - 1
