@@ -97,3 +97,14 @@ def document_text(title: str | None, text: str) -> str:
 def normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def unit_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 unit vectors of any finite float64 rows, and the indexes of the rows that have no direction (all
+    zeros). Each row is divided by its largest component first, so that a norm neither underflows (1e-23 in
+    every component had read as a cosine of millions) nor overflows (1e20 had become a zero vector)."""
+    rows = np.asarray(vectors, dtype=np.float64)
+    peak = np.abs(rows).max(axis=1, keepdims=True)
+    scaled = rows / np.where(peak == 0, 1.0, peak)
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+    return (scaled / np.where(norms == 0, 1.0, norms)).astype(np.float32), np.flatnonzero(peak[:, 0] == 0)

@@ -15,7 +15,7 @@ import numpy as np
 from app.engine import hybrid
 from app.engine.batching import QueryBatcher
 from app.engine.collection import Collection
-from app.engine.embedder import document_text, normalise
+from app.engine.embedder import document_text, unit_rows
 from app.engine.encoders import Encoder, check_encoders
 from app.engine.follower import Follower
 from app.engine.fusion_fit import describe as describe_fusion
@@ -230,11 +230,15 @@ class SearchEngine:
         vectors = np.zeros((len(documents), dim), dtype=np.float32)
         to_encode = [i for i, d in enumerate(documents) if d.vector is None]
         given = [i for i, d in enumerate(documents) if d.vector is not None]
+        if given:
+            vectors[given], flat = unit_rows(np.asarray([documents[i].vector for i in given], dtype=np.float64))
+            if flat.size:
+                raise InvalidInput(
+                    f"document {documents[given[flat[0]]].id!r} has a vector of zeros, which has no direction to "
+                    f"search by", [{"loc": ["documents", given[i], "vector"]} for i in flat.tolist()])
         if to_encode:
             vectors[to_encode] = self.documents.encode(
                 [document_text(documents[i].title, documents[i].text) for i in to_encode])
-        if given:
-            vectors[given] = normalise(np.asarray([documents[i].vector for i in given], dtype=np.float32))
         collection.upsert([NewDocument(d.id, d.text, d.title, dict(d.metadata), vectors[i])
                            for i, d in enumerate(documents)])
         return [d.id for d in documents]
