@@ -24,6 +24,11 @@ import httpx
 RETRY_STATUSES = (429, 503)
 
 
+def _document_path(collection: str, doc_id: str) -> str:
+    """Escaped whole: an id may hold "/", "?", "#" or "%"."""
+    return f"/v1/collections/{collection}/documents/{quote(doc_id, safe='')}"
+
+
 class Session(Protocol):
     """What the client needs of its HTTP client: httpx.Client, or Starlette's TestClient (an httpx2.Client)."""
 
@@ -217,10 +222,10 @@ class SearchClient:
         return total
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{collection}/documents/{quote(doc_id, safe='')}"))
+        return cast(dict[str, Any], self.request("GET", _document_path(collection, doc_id)))
 
     def delete(self, collection: str, doc_id: str) -> None:
-        self.request("DELETE", f"/v1/collections/{collection}/documents/{quote(doc_id, safe='')}")
+        self.request("DELETE", _document_path(collection, doc_id))
 
     # --- search and relevance ------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ share and the collections, documents, relevance and error models here, the searc
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 from app.engine import types
 from app.engine.jobs import KEEP_FINISHED
@@ -28,9 +28,12 @@ MAX_FACET_FIELDS = 16
 MAX_BOOSTS = 16
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 QUERY_DESCRIPTION = (
-    f"up to {MAX_QUERY_CHARS:,} characters. The encoder reads the start of a long query, up to its own window "
-    f"(256 word pieces for the bundled model), and BM25 scores with the query's distinct terms, each counted as "
-    f"often as it occurs: its {MAX_QUERY_TERMS:,} rarest in the collection when it has more")
+    f"up to {MAX_QUERY_CHARS:,} characters, not all of them blank. The encoder reads the start of a long query, "
+    f"up to its own window (256 word pieces for the bundled model), and BM25 scores with the query's distinct "
+    f"terms, each counted as often as it occurs: its {MAX_QUERY_TERMS:,} rarest in the collection when it has more")
+# A blank query used to pass (only "" was refused) and, unfiltered, return arbitrary documents.
+QueryText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S"),
+                      Field(description=QUERY_DESCRIPTION)]
 
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 # No NUL in a key: SQLite ends a JSON path at it, and a filter on such a key failed with a 500 (fuzz test).
@@ -54,11 +57,21 @@ JsonInteger = BeforeValidator(_json_integer)
 Int = Annotated[int, JsonInteger]
 # Strict floats take ints and refuse true and "7" (and validate a vector 6x faster than a validator would).
 Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+def _int64(value: Any) -> Any:
+    # Both stores keep 64-bit integers (SQLite's INTEGER); a larger one failed deep in a filter with a 500.
+    # Refused here rather than read as a float, which the union below would otherwise do without a word.
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ValueError("integers must fit in 64 bits (up to 9223372036854775807); send a larger one as a float")
+    return value
+
+
 # bool first in the unions, so that true stays a boolean and never becomes 1.
-MetadataValue = bool | Int | Number | MetadataString | Annotated[
+MetadataValue = Annotated[bool | Int | Number | MetadataString | Annotated[
     list[MetadataString], Field(max_length=MAX_METADATA_LIST)
-]
-Scalar = bool | Int | Number | MetadataString
+], BeforeValidator(_int64)]
+Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_int64)]
 
 
 class Strict(BaseModel):
@@ -174,10 +187,16 @@ class StoredDocument(BaseModel):
 
 
 class TrainingExample(Strict):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
-                     Field(description=QUERY_DESCRIPTION)]
+    query: QueryText
     relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
     irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
+
+    @model_validator(mode="after")
+    def _judged_once(self) -> "TrainingExample":
+        both = sorted(set(self.relevant_ids) & set(self.irrelevant_ids))
+        if both:
+            raise ValueError(f"judged both relevant and irrelevant: {both[:5]}")
+        return self
 
     def to_engine(self) -> types.TrainingExample:
         return types.TrainingExample(self.query, tuple(self.relevant_ids), tuple(self.irrelevant_ids))

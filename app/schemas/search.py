@@ -3,7 +3,7 @@ boosts and the relevance filter's options."""
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
@@ -18,13 +18,12 @@ from app.schemas import (
     MAX_K,
     MAX_METADATA_KEYS,
     MAX_OFFSET,
-    MAX_QUERY_CHARS,
-    QUERY_DESCRIPTION,
     Int,
     JsonInteger,
     MetadataKey,
     MetadataString,
     Number,
+    QueryText,
     Scalar,
     Strict,
 )
@@ -120,8 +119,7 @@ class RelevanceOptions(Strict):
 
 
 class SearchRequest(Strict):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS),
-                     Field(description=QUERY_DESCRIPTION)]
+    query: QueryText
     k: Int = Field(10, ge=1, le=MAX_K)
     offset: Int = Field(0, ge=0, le=MAX_OFFSET)
     mode: types.Mode = "hybrid"

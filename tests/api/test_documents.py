@@ -69,6 +69,8 @@ def test_bad_batches_change_nothing(animals: TestClient) -> None:
         {"documents": [good, {"id": "x", "text": "t", "metadata": {"nested": {"a": 1}}}]},
         {"documents": [good, {"id": "x", "text": "t", "vector": [float("nan")] * 384}]},
         {"documents": [good, {"id": "x", "text": "t", "vector": [True] * 384}]},
+        {"documents": [good, {"id": "x", "text": "t", "vector": [0.0] * 384}]},  # no direction to normalise
+        {"documents": [good, {"id": "x", "text": "t", "metadata": {"n": 2**63}}]},  # beyond 64 bits
         {"documents": []},
         {"docs": [good]},
     ]
@@ -123,3 +125,17 @@ def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
     assert client.get("/v1/collections/p/documents/trail").status_code == 200
     assert client.get("/v1/collections/p/documents/trail%2F").status_code == 404
     assert client.get("/v1/collections/p").json()["count"] == len(odd) - 1
+
+
+def test_own_vectors_of_any_finite_scale_are_normalised(client: TestClient) -> None:
+    """A vector is normalised whatever its scale: 1e-23 in every component had read as a cosine of millions
+    and ranked first for every query; 1e20 had become a vector of zeros."""
+    client.put("/v1/collections/scale")
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=384)
+    docs = [{"id": f"s{n}", "text": f"scaled {n}", "vector": (direction * scale).tolist()}
+            for n, scale in enumerate((1e-23, 1.0, 1e20, 1e300))]
+    assert client.post("/v1/collections/scale/documents", json={"documents": docs}).status_code == 200
+    hits = search(client, "scaled", "scale", mode="dense", explain=True, k=4, relevance={"enabled": False})["hits"]
+    cosines = [h["explain"]["cosine"] for h in hits]
+    assert len(cosines) == 4 and max(cosines) - min(cosines) < 1e-5 and abs(cosines[0]) <= 1.0

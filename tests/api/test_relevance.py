@@ -278,6 +278,12 @@ def test_bad_input_is_422_before_any_job_starts(client: TestClient) -> None:
     assert _engine(client).training_jobs.running("topics") is None
     assert client.post("/v1/collections/topics/relevance/train?wait=maybe",
                        json={"examples": _examples(by_topic)}).status_code == 422
+    contradicted = {"examples": [{"query": "bread", "relevant_ids": ["cooking-0"], "irrelevant_ids": ["cooking-0"]}]}
+    response = client.post("/v1/collections/topics/relevance/train", json=contradicted)
+    assert response.status_code == 422 and "cooking-0" in response.text
+    assert _engine(client).training_jobs.running("topics") is None
+    blank = {"examples": [{"query": "  ", "relevant_ids": ["cooking-0"]}]}
+    assert client.post("/v1/collections/topics/relevance/train", json=blank).status_code == 422
 
 
 def test_sets_over_the_bound_train_as_a_job_unless_the_client_waits(

@@ -106,6 +106,9 @@ def test_explain_reports_both_retrievers(animals: TestClient) -> None:
     {"query": "x", "fusion": {"alpha": False}}, {"query": "x", "candidates": "100"},
     {"query": "x", "relevance": {"threshold": 2}}, {"query": "x", "filter": {"year": {"between": [1, 2]}}},
     {"query": "x", "filter": {"year": {}}}, {"query": "x", "unknown": True}, {"k": 3},
+    {"query": " \t\n"}, {"query": "x", "filter": {"year": 2**63}},
+    {"query": "x", "filter": {"y": {"in": [-2**63 - 1]}}},
+    {"query": "x", "boosts": [{"filter": {"y": {"in": [10**20]}}, "weight": 0.1}]},
 ])
 def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object]) -> None:
     response = animals.post("/v1/collections/animals/search", json=body)
