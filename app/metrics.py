@@ -124,6 +124,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(route, "path_format", "unmatched")  # {doc_id}, not {doc_id:path}
             self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()
             self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
