@@ -23,6 +23,30 @@ def _sql_value(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
+def _typed_in(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """`value IN (...)` per JSON type, so that 1 never matches true (nor "1" 1), as with an exact match."""
+    by_types: dict[str, list[Any]] = {}
+    for value in values:
+        by_types.setdefault(_json_types(value), []).append(_sql_value(value))
+    parts = [f"(type IN {types} AND value IN ({','.join('?' * len(group))}))" for types, group in by_types.items()]
+    return "(" + " OR ".join(parts) + ")", [v for group in by_types.values() for v in group]
+
+
+def _plain_key(key: str) -> bool:
+    # A JSON path reaches a key only as json.dumps wrote it: non-ASCII is written escaped (\u00e9), and SQLite's
+    # path syntax has no escape for '"' or '\\'. Such keys are found by comparing json_each's decoded keys instead.
+    return key.isascii() and '"' not in key and "\\" not in key
+
+
+def _elements(key: str) -> tuple[str, list[Any]]:
+    """A FROM clause whose rows (value, type) are the key's value, or its elements when it holds a list."""
+    if _plain_key(key):
+        return "json_each(metadata, ?)", ['$."' + key + '"']
+    return ("(SELECT value, type FROM json_each(metadata) WHERE key = ? AND type <> 'array' UNION ALL "
+            "SELECT e.value, e.type FROM json_each(metadata) AS f, json_each(f.value) AS e "
+            "WHERE f.key = ? AND f.type = 'array')"), [key, key]
+
+
 def compile_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str, list[Any]]:
     """WHERE fragment and parameters; all conditions must hold (AND).
 
@@ -32,11 +56,8 @@ def compile_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str, list
     clauses: list[str] = []
     params: list[Any] = []
     for key, condition in conditions.items():
-        path = '$."' + key.replace('"', '""') + '"'
         if isinstance(condition, In):
-            marks = ",".join("?" * len(condition.values))
-            predicate = f"value IN ({marks})"
-            values = [_sql_value(v) for v in condition.values]
+            predicate, values = _typed_in(condition.values)
         elif isinstance(condition, Range):
             parts, values = [], []
             for name, op in _RANGE_OPS.items():
@@ -51,8 +72,9 @@ def compile_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str, list
             values = [_sql_value(condition.value)]
         else:
             raise TypeError(f"not a filter condition: {condition!r}")
-        clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata, ?) WHERE {predicate})")
-        params.append(path)
+        source, source_params = _elements(key)
+        clauses.append(f"EXISTS (SELECT 1 FROM {source} WHERE {predicate})")
+        params.extend(source_params)
         params.extend(values)
     return " AND ".join(clauses) or "1", params
 
@@ -80,7 +102,8 @@ def compile_jsonb_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str
                 if isinstance(bound, str):
                     parts.append(f"(jsonb_typeof(e.v) = 'string' AND (e.v #>> '{{}}') COLLATE \"C\" {op} %s)")
                 else:
-                    parts.append(f"(jsonb_typeof(e.v) = 'number' AND (e.v)::numeric {op} %s)")
+                    # CASE, not AND: PostgreSQL may cast before it checks the type, and a string then fails
+                    parts.append(f"(CASE WHEN jsonb_typeof(e.v) = 'number' THEN (e.v)::numeric {op} %s END)")
                 values.append(bound)
             predicate = " AND ".join(parts)
         elif isinstance(condition, Equals):

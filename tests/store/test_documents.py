@@ -89,6 +89,25 @@ def test_metadata_filters(store: DocumentStore) -> None:
     assert ids({"year": Range(gte="2020")}) == []  # strings do not compare with numbers
     assert ids({"missing": Equals(1)}) == []
     assert ids({'we"ird': Equals(1)}) == []
+    assert ids({"flag": In((1,))}) == [] and ids({"count": In((True,))}) == []  # in: a number is no boolean
+    assert ids({"flag": In((True, 2022))}) == ["a"] and ids({"year": In((True, 2022, "2020"))}) == ["b"]
+
+
+@pytest.mark.parametrize("key", ["café", 'a"b', "a\\b", "naïve.tag", "日付"])
+def test_any_metadata_key_can_be_filtered_on(store: DocumentStore, key: str) -> None:
+    """Non-ASCII keys (written escaped in SQLite's JSON) and keys holding '"' or '\\' (which a JSON path cannot
+    name) matched nothing before, whatever the filter."""
+    store.upsert("c", [_doc("a", **{key: "yes", "n": 1}), _doc("b", **{key: ["no", "yes"]}),
+                       _doc("c", **{key: 3, "flag": True}), _doc("d", **{key: True})])
+
+    def ids(condition: FilterCondition) -> list[str]:
+        labels = store.filter_labels("c", {key: condition})
+        return sorted(row.id for row in store.get_by_labels("c", labels.tolist()).values())
+
+    assert ids(Equals("yes")) == ["a", "b"]
+    assert ids(In(("no", 3))) == ["b", "c"]
+    assert ids(Range(gte=2)) == ["c"]
+    assert ids(Equals(True)) == ["d"] and ids(Equals(1)) == [] and ids(In((1,))) == []
 
 
 def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentStore) -> None:
