@@ -228,7 +228,10 @@ def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, releva
 
 def search(collection: Collection, request: SearchQuery, query: np.ndarray | None,
            adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
-    depth = max(request.candidates or defaults.candidates, request.k + request.offset)
+    # Not deepened by the offset: every page of a query (same candidates and k) is a slice of one list, and a
+    # page past its end is empty (with k + offset, a deep page ranked a longer list: overlapping pages, a
+    # total that grew page by page).
+    depth = max(request.candidates or defaults.candidates, request.k)
     tokens = collection.tokenizer(request.query)
     # An adapter that reads the query's list as a whole reads it as it was trained: STATS_DEPTH deep, whatever
     # depth the request asks for (shallower, the scale's worst hit would sit higher and the filter cut harder).

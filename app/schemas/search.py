@@ -124,7 +124,10 @@ class SearchRequest(Strict):
     offset: Int = Field(0, ge=0, le=MAX_OFFSET)
     mode: types.Mode = "hybrid"
     fusion: Fusion = Fusion()
-    candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES), JsonInteger] | None = None
+    candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES, description=(
+        "how deep each retriever goes before fusion (default 100; at least k). Every page of a query with the same "
+        "candidates and k is a slice of one list of `total` hits; to page further, ask for more candidates on "
+        "every page")), JsonInteger] | None = None
     filter: Filter | None = None
     relevance: RelevanceOptions = RelevanceOptions()
     explain: bool = Field(False, description=(

@@ -180,3 +180,19 @@ def test_search_before_ready_is_503_and_the_key_check_comes_first(tmp_path: Path
     response = keyed.post("/v1/collections/k/search", json={"query": "q"},
                           headers={"Authorization": "Bearer read-key-123"})
     assert response.status_code == 503
+
+
+@pytest.mark.parametrize("candidates", [None, 30])
+def test_deep_pages_are_slices_of_one_list(client: TestClient, candidates: int | None) -> None:
+    """Pages past the candidate depth rank the same list: before, offset 140 deepened the retrievers, the
+    total grew page by page (137, then 197) and pages overlapped."""
+    client.put("/v1/collections/deep")
+    docs = [{"id": f"d{i}", "text": f"note {i} about gardening, tomatoes and {'soil ' * (i % 9)}"} for i in range(400)]
+    client.post("/v1/collections/deep/documents", json={"documents": docs})
+    extra = {} if candidates is None else {"candidates": candidates}
+    pages = [search(client, "gardening tomatoes soil", "deep", k=20, offset=o, relevance=OFF, **extra)
+             for o in range(0, 420, 20)]
+    totals = {page["total"] for page in pages}
+    assert len(totals) == 1, totals
+    listed = [doc for page in pages for doc in ids(page)]
+    assert len(listed) == len(set(listed)) == totals.pop() < 400
