@@ -33,6 +33,8 @@ def log_config(level: str = "info") -> dict[str, Any]:
             "app": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn.access": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            # the connection pool's warnings while PostgreSQL is unreachable (no secrets: the URL is checked first)
+            "psycopg": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
         },
     }
 

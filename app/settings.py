@@ -29,7 +29,9 @@ ONNX_DIR = Path(sys.prefix) / "share" / "hybrid-search" / "onnx"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True)
+    # hide_input_in_errors: a refused value may be a secret (a key, the database URL with its password).
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True,
+                                      hide_input_in_errors=True)
 
     data_dir: Path = Path("./data")
     # postgresql://...: the shared store of record that any number of replicas follow; empty: the embedded
@@ -84,6 +86,24 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str) -> str:
+        """Refused here, without echoing it: handed to the pool, a malformed URL came back in its warnings,
+        password and all (a '%' not percent-encoded), six times at start-up."""
+        if not value:
+            return value
+        from psycopg.conninfo import conninfo_to_dict
+
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or empty for the embedded SQLite store)")
+        try:
+            conninfo_to_dict(value)
+        except Exception:
+            raise ValueError("is not a valid postgresql:// URL; percent-encode reserved characters such as '%', "
+                             "'@' or '/' in the user name and password") from None
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -94,6 +114,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_file = Path(os.environ.get("SEARCH_CONFIG", DEFAULT_CONFIG))
+        if "SEARCH_CONFIG" in os.environ and not config_file.is_file():  # a typo must not start on the defaults
+            raise FileNotFoundError(f"SEARCH_CONFIG names {config_file}, which is not a file")
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file))
 
     def model_path(self) -> str:

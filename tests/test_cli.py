@@ -68,7 +68,7 @@ def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
     """uvicorn's own default logging (what `uvicorn app.main:app` sets up) is switched to serve's JSON lines."""
     from uvicorn.config import LOGGING_CONFIG
 
-    names = ("app", "uvicorn", "uvicorn.access", "uvicorn.error")
+    names = ("app", "uvicorn", "uvicorn.access", "uvicorn.error", "psycopg")
     saved = {name: (lg.handlers[:], lg.level, lg.propagate, lg.filters[:])
              for name, lg in ((n, logging.getLogger(n)) for n in names)}
     try:
@@ -86,6 +86,13 @@ def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
         access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/health", "1.1", 200)
         line = json.loads(stream.getvalue())
         assert line["logger"] == "uvicorn.access" and "GET /health" in line["message"] and "request_id" in line
+        pool = logging.getLogger("psycopg.pool")  # its warnings while PostgreSQL is down were plain text
+        assert pool.getEffectiveLevel() <= logging.WARNING
+        handler = logging.getLogger("psycopg").handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream := io.StringIO())
+        pool.warning("error connecting in %r: connection is bad", "search-store")
+        assert json.loads(stream.getvalue())["logger"] == "psycopg.pool"
     finally:
         for name, (handlers, level, propagate, filters) in saved.items():
             logger = logging.getLogger(name)

@@ -46,3 +46,22 @@ def test_a_bad_value_or_unknown_key_fails_at_start(config: Path, text: str) -> N
     config.write_text(text)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_config_file_that_is_not_there_fails_at_start(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCH_CONFIG", str(config.with_name("thre.toml")))  # a typo: not the defaults, silently
+    with pytest.raises(FileNotFoundError, match=r"thre\.toml"):
+        Settings()
+
+
+@pytest.mark.parametrize("url", ["postgresql://search:hunter2%zzSECRET@127.0.0.1:5432/search",
+                                 "postgresq://search:hunter2SECRET@127.0.0.1/search", "mysql://u:hunter2SECRET@h/db"])
+def test_a_bad_database_url_fails_at_start_without_its_secret(
+        config: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("SEARCH_DATABASE_URL", url)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "database_url" in str(refused.value) and "postgresql://" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+    monkeypatch.setenv("SEARCH_DATABASE_URL", "postgresql://u:p%25w@db.example:5432/search?sslmode=require")
+    assert Settings().database_url.endswith("sslmode=require")
