@@ -105,6 +105,22 @@ def test_writes_through_either_replica_are_served_by_both(replica: Replica) -> N
         assert b.get("/v1/collections/animals").status_code == 404
 
 
+def test_two_replicas_creating_one_collection_at_once_both_succeed(replica: Replica) -> None:
+    """Two loaders starting behind a load balancer PUT the same collection through two replicas at once: one
+    creates it (201), the other finds it (200), as a PUT of an existing collection with the same settings.
+    Before, the second got a 409 whenever it had not yet applied the first's creation."""
+    with replica("a") as a, replica("b") as b, ThreadPoolExecutor(2) as pool:
+        for n in range(12):
+            barrier = threading.Barrier(2)
+
+            def put(client: TestClient, name: str = f"race{n}", gate: threading.Barrier = barrier) -> int:
+                gate.wait()
+                return client.put(f"/v1/collections/{name}").status_code
+
+            codes = sorted(pool.map(put, (a, b)))
+            assert codes == [200, 201], (n, codes)
+
+
 def test_a_trained_adapter_replicates(replica: Replica) -> None:
     with replica("a") as a, replica("b") as b:
         assert a.put("/v1/collections/animals").status_code == 201

@@ -171,7 +171,15 @@ class SearchEngine:
         follower.catch_up()  # another replica may have created it since
         existing = self._collections.get(name)
         if existing is None:
-            self.store.create_collection(name, self.embedder.dim, stored)
+            try:
+                self.store.create_collection(name, self.embedder.dim, stored)
+            except CollectionConflict:
+                # Another replica created it between that catch-up and this insert (two loaders starting at
+                # once): then it exists, and the answer is the one a PUT of an existing collection gets.
+                follower.catch_up()
+                existing = self._collections.get(name)
+                if existing is None:
+                    raise
             follower.catch_up()
         collection = self.collection(name)
         if existing is not None and collection.settings != settings:
