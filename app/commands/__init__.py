@@ -17,7 +17,7 @@ def _client(args: argparse.Namespace) -> SearchClient:
 def _ingest(args: argparse.Namespace) -> int:
     import httpx
 
-    from app.commands.ingest import ingest
+    from app.commands.ingest import BatchRefused, ingest
 
     try:
         with _client(args) as client:
@@ -27,12 +27,17 @@ def _ingest(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except BatchRefused as exc:
+        print(f"ingest failed: {exc}", file=sys.stderr)
+        return 1
     except (ApiError, httpx.HTTPError, OSError) as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
 
 
 def _search(args: argparse.Namespace) -> int:
+    import httpx
+
     from app.commands.search import render
 
     body: dict[str, Any] = {"k": args.k, "mode": args.mode}
@@ -44,7 +49,12 @@ def _search(args: argparse.Namespace) -> int:
         with _client(args) as client:
             print(render(client.search(args.collection, args.query, **body)))
     except ApiError as exc:
-        print(f"search failed: {exc}", file=sys.stderr)
+        why = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}" for d in exc.details
+                        if isinstance(d, dict) and "msg" in d)
+        print(f"search failed: {exc}" + (f" ({why})" if why else ""), file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"search failed: could not reach {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0
 

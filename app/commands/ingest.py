@@ -55,15 +55,20 @@ class Source:
                     before += number <= skip
         return total, before
 
-    def lines(self, skip: int) -> Iterator[tuple[int, str]]:
-        with self.path.open(encoding="utf-8") as f:
+    def lines(self, skip: int) -> Iterator[tuple[int, bytes]]:
+        # Bytes: a line that is not UTF-8 is then a bad line with its number, not a crash of the whole run.
+        with self.path.open("rb") as f:
             for number, line in enumerate(f, start=1):
                 if number > skip and line.strip():
                     yield number, line
 
 
-def parse_line(number: int, line: str) -> dict[str, Any]:
+def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     """A document of the documents route; BEIR's `_id` is read as `id` and an empty title as none."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine(number, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
     try:
         doc = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -109,13 +114,29 @@ class Progress:
 
 
 def _server_bad_line(error: ApiError, batch: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
-    """The batch's first document the service refused (422 details name its index), as (index, why)."""
+    """The batch's first document the service refused (422 details name its index), as (index, why). The
+    request's validation says ["body", "documents", i, ...]; the engine's checks (a vector's dimension) say
+    ["documents", i, ...]."""
     for detail in error.details:
         loc = detail.get("loc", []) if isinstance(detail, dict) else []
-        if len(loc) >= 3 and loc[:2] == ["body", "documents"] and isinstance(loc[2], int) and loc[2] < len(batch):
-            field = ".".join(str(part) for part in loc[3:]) or "document"
-            return loc[2], f"{field}: {detail.get('msg', error.message)}"
+        loc = loc[1:] if loc[:1] == ["body"] else loc
+        if len(loc) >= 2 and loc[0] == "documents" and isinstance(loc[1], int) and loc[1] < len(batch):
+            field = ".".join(str(part) for part in loc[2:]) or "document"
+            return loc[1], f"{field}: {detail.get('msg', error.message)}"
     return None
+
+
+class BatchRefused(Exception):
+    """The service refused a batch without naming a line: running again would fail again."""
+
+
+def _refused_batch(error: ApiError, batch: list[tuple[int, dict[str, Any]]], size: int) -> BatchRefused:
+    lines = f"lines {batch[0][0]}-{batch[-1][0]}" if batch else "a batch"
+    if error.status == 413:
+        return BatchRefused(f"the service refused {lines} as too large ({error.message}); run again with a "
+                            f"smaller --batch than {size}")
+    return BatchRefused(f"the service refused {lines} ({error}); a line among them is at fault: fix it and run "
+                        f"the same command to resume from line {batch[0][0] if batch else 1}")
 
 
 def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch: int = 256,
@@ -152,25 +173,29 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     bar = tqdm(total=total, initial=skipped, unit="doc", desc=f"ingest {collection}", disable=quiet,
                dynamic_ncols=True, smoothing=0.1)
 
+    upserted = 0  # acknowledged: the count survives a batch that fails after others were stored
+
     def acknowledge(n: int) -> None:
-        nonlocal stored
+        nonlocal stored, upserted
         for _ in range(n):
             stored = sent.popleft()[0]
+        upserted += n
         bar.update(n)
         progress.save(stored)
 
-    started, upserted = time.perf_counter(), 0
+    started = time.perf_counter()
     try:
-        upserted = client.ingest(collection, documents(), batch=batch, concurrency=concurrency,
-                                 on_batch=acknowledge)
+        client.ingest(collection, documents(), batch=batch, concurrency=concurrency, on_batch=acknowledge)
     except ApiError as error:
         failed = list(sent)[:batch]
         refused = _server_bad_line(error, failed) if error.status == 422 else None
         if refused is None:
+            if error.status in (413, 422):
+                raise _refused_batch(error, failed, batch) from None
             raise
         index, reason = refused
         if index:  # store the lines before the bad one, as a reader of the message expects
-            upserted += client.upsert(collection, [doc for _, doc in failed[:index]])["upserted"]
+            client.upsert(collection, [doc for _, doc in failed[:index]])
             acknowledge(index)
         bad.append(BadLine(failed[index][0], f"refused by the service: {reason}"))
     finally:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from app.cli import main
-from app.client import SearchClient
+from app.client import ApiError, SearchClient
+from app.commands.ingest import _refused_batch
 from tests.helpers import ANIMALS
 from tests.server import Server
 
@@ -79,6 +80,32 @@ def test_a_line_the_service_refuses_is_named_and_the_lines_before_it_stored(
         assert client.get_collection("load-refused")["count"] == 2  # m1 and m2, sent again without line 3
 
 
+def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_number(
+        live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, the file was decoded outside the per-line checks: a traceback, nothing stored, no progress."""
+    path = _write(tmp_path / "latin1.jsonl", [{"id": f"u{i}", "text": f"note {i}"} for i in range(1, 5)])
+    with path.open("ab") as f:
+        f.write(b'{"id": "u5", "text": "caf\xe9 au lait"}\n')
+    assert _ingest(live_server, "load-latin1", path, "--batch", "2") == 1
+    err = capsys.readouterr().err
+    assert "line 5: not UTF-8 (byte 0xe9" in err and "4 documents upserted" in err
+    assert json.loads((tmp_path / "latin1.jsonl.progress.json").read_text())["lines"] == 4
+
+
+def test_a_refusal_the_engine_names_is_a_bad_line(
+        live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A vector of the wrong dimension is refused by the engine (loc ["documents", i, "vector"]), not by
+    validation: it too names its line. Before, the message advised a re-run that failed the same way."""
+    docs: list[Any] = [{"id": f"v{i}", "text": f"note {i}"} for i in range(1, 6)]
+    docs[3] = {"id": "v4", "text": "four", "vector": [0.1, 0.2, 0.3]}
+    path = _write(tmp_path / "dims.jsonl", docs)
+    assert _ingest(live_server, "load-dims", path, "--batch", "2", "--concurrency", "1") == 1
+    err = capsys.readouterr().err
+    assert "line 4: refused by the service: vector" in err and "3 documents upserted" in err
+    with SearchClient(live_server.url) as client:
+        assert client.get_collection("load-dims")["count"] == 3
+
+
 def test_an_interrupted_load_resumes_after_the_lines_it_recorded(live_server: Server, tmp_path: Path) -> None:
     path = _write(tmp_path / "animals.jsonl", ANIMALS)
     # What a run stopped after its first acknowledged batches leaves behind: lines 1-4 recorded as stored.
@@ -102,3 +129,13 @@ def test_progress_can_be_recorded_away_from_the_input(live_server: Server, tmp_p
     assert _ingest(live_server, "load-away", path, "--progress-file", str(elsewhere)) == 1
     assert json.loads(elsewhere.read_text())["lines"] == 2
     assert sorted(p.name for p in inputs.iterdir()) == ["animals.jsonl"]
+
+
+def test_a_refused_batch_that_names_no_line_says_what_to_do() -> None:
+    """A 413, or a store refusing a batch without naming a line: running the same command again would fail the
+    same way, which is what the message used to advise."""
+    batch = [(11, {"id": "a"}), (12, {"id": "b"})]
+    too_large = _refused_batch(ApiError(413, "payload_too_large", "at most 50 documents a request"), batch, 100)
+    assert "lines 11-12" in str(too_large) and "smaller --batch than 100" in str(too_large)
+    unnamed = _refused_batch(ApiError(422, "invalid_input", "the store refused the batch"), batch, 2)
+    assert "lines 11-12" in str(unnamed) and "fix it" in str(unnamed) and "from line 11" in str(unnamed)

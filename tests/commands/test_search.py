@@ -38,3 +38,12 @@ def test_an_unknown_collection_is_a_message_not_a_traceback(live_server: Server,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--url", live_server.url, "--collection", "nowhere", "cats"]) == 1
     assert capsys.readouterr().err.startswith("search failed: 404 collection_not_found")
+
+
+def test_a_server_that_cannot_be_reached_or_a_blank_query_is_a_message(
+        live_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--url", "http://127.0.0.1:9", "--collection", "c", "cats"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("search failed: could not reach http://127.0.0.1:9") and "Traceback" not in err
+    assert main(["search", "--url", live_server.url, "--collection", "nowhere", "  "]) == 1
+    assert "query: String should match pattern" in capsys.readouterr().err  # the details, not only the summary
