@@ -179,8 +179,10 @@ class TrainingJobs:
         found = None if self._board is None else self._board.lookup_job(job_id)
         if found is not None and found[0] == collection:
             return job_from_record(job_id, *found)
-        raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} (jobs are kept in memory: a "
-                          f"restart forgets them, and only the last {self._keep} finished ones are kept)")
+        kept = ("over the shared store, jobs are kept there" if self._board is not None else
+                "jobs are kept in memory: a restart forgets them")
+        raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} ({kept}, and only the last "
+                          f"{self._keep} finished ones)")
 
     def running(self, collection: str) -> TrainingJob | None:
         with self._lock:

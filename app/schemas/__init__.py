@@ -35,13 +35,15 @@ QUERY_DESCRIPTION = (
 QueryText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S"),
                       Field(description=QUERY_DESCRIPTION)]
 
-DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
-# No NUL in a key: SQLite ends a JSON path at it, and a filter on such a key failed with a 500 (fuzz test).
+# No NUL in anything stored: PostgreSQL's text cannot hold it (over it such a batch was a 422 quoting COPY's
+# error, where SQLite took it), and SQLite ends a JSON path at it (a filter on such a key failed with a 500).
+NO_NUL = r"^[^\x00]*$"
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL)]
 METADATA_KEY_PATTERN = r"^[^\x00]+$"
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=METADATA_KEY_PATTERN)]
 # pydantic checks a dict's keys but does not write their pattern into the JSON schema: say it there too.
 KEYS_DOCUMENTED = {"propertyNames": {"pattern": METADATA_KEY_PATTERN}}
-MetadataString = Annotated[str, StringConstraints(max_length=MAX_METADATA_STRING)]
+MetadataString = Annotated[str, StringConstraints(max_length=MAX_METADATA_STRING, pattern=NO_NUL)]
 
 
 def _json_integer(value: Any) -> Any:
@@ -157,8 +159,8 @@ class CollectionInfo(BaseModel):
 
 class Document(Strict):
     id: DocumentId
-    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
-    title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] | None = None
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=NO_NUL)]
+    title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS, pattern=NO_NUL)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue],
                         Field(max_length=MAX_METADATA_KEYS, json_schema_extra=KEYS_DOCUMENTED)] = {}
     vector: Annotated[list[Number], Field(min_length=1, max_length=MAX_VECTOR_DIM)] | None = None

@@ -114,8 +114,9 @@ class RelevanceOptions(Strict):
     enabled: bool = True
     threshold: Number | None = Field(None, ge=0.0, le=1.0,
                                      description="probability threshold; overrides recall_target when both are given")
-    recall_target: Number | None = Field(None, gt=0.0, le=1.0,
-                                         description="use the threshold calibrated for this recall instead")
+    recall_target: Number | None = Field(None, gt=0.0, le=1.0, description=(
+        "use the threshold calibrated for this recall instead: the adapter's next calibrated target at or above "
+        "it (GET …/relevance lists them); above the highest, every candidate is kept"))
 
 
 class SearchRequest(Strict):

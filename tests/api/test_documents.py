@@ -71,6 +71,9 @@ def test_bad_batches_change_nothing(animals: TestClient) -> None:
         {"documents": [good, {"id": "x", "text": "t", "vector": [True] * 384}]},
         {"documents": [good, {"id": "x", "text": "t", "vector": [0.0] * 384}]},  # no direction to normalise
         {"documents": [good, {"id": "x", "text": "t", "metadata": {"n": 2**63}}]},  # beyond 64 bits
+        # NUL: PostgreSQL's text cannot hold it, so neither store takes it
+        {"documents": [good, {"id": "x", "text": "a\u0000b"}]}, {"documents": [good, {"id": "x\u0000", "text": "t"}]},
+        {"documents": [good, {"id": "x", "text": "t", "metadata": {"k": ["v\u0000"]}}]},
         {"documents": []},
         {"docs": [good]},
     ]

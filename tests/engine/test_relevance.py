@@ -249,7 +249,8 @@ def test_threshold_for_picks_stored_threshold() -> None:
     assert adapter.threshold_for(0.9) == 0.4
     assert adapter.threshold_for(0.85) == 0.4  # rounds up to the next stored target
     assert adapter.threshold_for(0.99) == 0.1
-    for bad in (0.0, -0.5, 1.5, math.nan, 0.995):
+    assert adapter.threshold_for(0.995) == adapter.threshold_for(1.0) == 0.0  # above them all: keep everything
+    for bad in (0.0, -0.5, 1.5, math.nan):
         with pytest.raises(ValueError):
             adapter.threshold_for(bad)
     with pytest.raises(ValueError, match="calibration"):

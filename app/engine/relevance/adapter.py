@@ -254,13 +254,11 @@ class CosineAdapter:
             raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
         table = dict(self.calibration.thresholds)
         table.setdefault(self.calibration.recall_target, self.calibration.threshold)
-        # Rounding up to the next stored target keeps the promise of at least the requested recall.
+        # Rounding up to the next stored target keeps the promise of at least the requested recall. Above the
+        # highest, only keeping every candidate keeps it (recall 1 of the unfiltered list): threshold 0, where a
+        # 422 used to refuse a target the schema allows (1.0).
         candidates = [t for t in table if t >= recall_target - 1e-9]
-        if not candidates:
-            raise ValueError(
-                f"no calibrated threshold for recall target {recall_target}; stored targets: {sorted(table)}"
-            )
-        return table[min(candidates)]
+        return table[min(candidates)] if candidates else 0.0
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
