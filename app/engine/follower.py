@@ -219,10 +219,12 @@ class Follower:
             snapshot_seq = collection.applied_seq
             # The snapshot is usable only if the store still holds every tombstone after it and the mirror
             # (written before any snapshot) is at least as far.
-            if snapshot_seq and (snapshot_seq < state.pruned_through
-                                 or self.store.mirror.applied(name, uid) < snapshot_seq):
-                log.warning("collection %s: snapshot at %d is older than what the store still holds (%d) or "
-                            "than its local copy; rebuilding from the store", name, snapshot_seq, state.pruned_through)
+            mirrored = self.store.mirror.applied(name, uid)
+            if snapshot_seq and (snapshot_seq < state.pruned_through or mirrored < snapshot_seq):
+                why = (f"older than the store's tombstone compaction ({state.pruned_through})"
+                       if snapshot_seq < state.pruned_through else f"ahead of its local copy of the rows ({mirrored})")
+                log.warning("collection %s: its snapshot at %d is %s; rebuilding from the store", name, snapshot_seq,
+                            why)
                 collection.reset_indexes(self.engine.settings.threads)
             if not collection.applied_seq:
                 self.store.mirror.forget(name)  # rows the store may have deleted since: rebuilt in full
