@@ -38,9 +38,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.logs import log_config
-    from app.settings import Settings
+    from app.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     # One worker: the process holds its indexes in memory and owns the data dir exclusively.
     uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=1,
                 timeout_graceful_shutdown=30, log_config=log_config(settings.log_level))

@@ -28,7 +28,7 @@ from app.errors import DataDirLocked, EncoderMismatch, StoreSchemaMismatch
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
-from app.settings import Settings
+from app.settings import Settings, load_settings
 from app.store.lock import DataDirLock
 
 log = logging.getLogger("app")
@@ -65,7 +65,7 @@ async def _snapshot_loop(app: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None, embedder: Encoder | None = None) -> FastAPI:
     """`embedder` lets tests share one loaded model across apps; by default the lifespan loads it."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     # uvicorn configures its logging before it imports the app: under a bare `uvicorn app.main:app` its
     # plain-text lines (access log included) become the JSON lines of `python -m app serve`, from the first.
     adopt_uvicorn_default_logging(settings.log_level)

@@ -136,3 +136,20 @@ class Settings(BaseSettings):
         return load_encoder(self.encoder, self.model_path(), threads=self.threads,
                             ingest_threads=document_threads, batch_size=self.encode_batch_size,
                             onnx_dir=self.onnx_dir)
+
+
+def load_settings() -> Settings:
+    """Settings() for a process starting: a refused value or a missing SEARCH_CONFIG ends it with one line a
+    problem, naming the variable (and never its value), instead of a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"SEARCH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                             for error in exc.errors())
+        raise SystemExit(f"bad settings (environment or {os.environ.get('SEARCH_CONFIG', DEFAULT_CONFIG)}): "
+                         f"{problems}") from None
+    except FileNotFoundError as exc:
+        raise SystemExit(f"bad settings: {exc}") from None
+

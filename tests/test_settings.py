@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.engine.types import CollectionSettings, SearchDefaults
-from app.settings import DEFAULT_CONFIG, Settings
+from app.settings import DEFAULT_CONFIG, Settings, load_settings
 
 
 @pytest.fixture
@@ -65,3 +65,17 @@ def test_a_bad_database_url_fails_at_start_without_its_secret(
     assert "hunter2" not in str(refused.value)
     monkeypatch.setenv("SEARCH_DATABASE_URL", "postgresql://u:p%25w@db.example:5432/search?sslmode=require")
     assert Settings().database_url.endswith("sslmode=require")
+
+
+def test_a_process_starting_on_bad_settings_ends_with_one_line_naming_them(
+        config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCH_THREADS", "abc")
+    monkeypatch.setenv("SEARCH_DATABASE_URL", "postgresql://u:hunter2%zz@h/db")
+    with pytest.raises(SystemExit) as ended:
+        load_settings()
+    message = str(ended.value.code)
+    assert "SEARCH_THREADS" in message and "SEARCH_DATABASE_URL" in message and "\n" not in message
+    assert "hunter2" not in message
+    monkeypatch.setenv("SEARCH_CONFIG", str(config.with_name("missing.toml")))
+    with pytest.raises(SystemExit, match=r"missing\.toml"):
+        load_settings()
