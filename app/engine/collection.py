@@ -181,13 +181,13 @@ class Collection:
         tokens = [self.tokenizer(document_text(d.title, d.text)) for d in docs]
         vectors = np.stack([d.vector for d in docs])
         if self.shared is not None:
-            self._check_live()
+            self.check_live()
             with self.shared.writing():
                 result = self.store.upsert(self.name, docs)
                 self.shared.sync(result.seq, OwnWrite(self, docs, tokens, vectors, result))
             return
         with self.lock.write():
-            self._check_live()
+            self.check_live()
             result = self.store.upsert(self.name, docs)
             keep = OwnWrite(self, docs, tokens, vectors, result).kept()
             self.lexical.delete(result.old_labels)
@@ -268,13 +268,13 @@ class Collection:
 
     def delete(self, doc_id: str) -> bool:
         if self.shared is not None:
-            self._check_live()
+            self.check_live()
             if self.store.delete(self.name, doc_id) is None:
                 return False
             self.shared.sync(self.store.seq())  # at least this delete's sequence
             return True
         with self.lock.write():
-            self._check_live()
+            self.check_live()
             label = self.store.delete(self.name, doc_id)
             if label is None:
                 return False
@@ -283,8 +283,9 @@ class Collection:
             self.writes_since_snapshot += 1
         return True
 
-    def _check_live(self) -> None:
-        """A write that waited on the lock while the collection was deleted must not resurrect it."""
+    def check_live(self) -> None:
+        """Under the lock: a write that waited on it while the collection was deleted must not resurrect it, and
+        a search must not read the rows a deletion removed (their labels are still in the indexes)."""
         if self.dropped:
             raise CollectionNotFound(f"collection {self.name!r} was deleted")
 
@@ -292,11 +293,11 @@ class Collection:
         """Persists a trained adapter beside the snapshots, then swaps it in for new searches; CollectionNotFound
         once the collection is dropped (a drop takes the write lock, then removes the folder)."""
         if self.shared is not None:
-            self._check_live()
+            self.check_live()
             self.shared.save_adapter(self.name, adapter)
             return
         with self.lock.read():  # the save takes milliseconds
-            self._check_live()  # else the adapter would land where a new collection of this name loads its own
+            self.check_live()  # else the adapter would land where a new collection of this name loads its own
             SnapshotDir(self.snapshots.root / "adapter").publish(adapter.save)
             self.adapter = adapter
 

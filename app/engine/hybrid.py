@@ -237,6 +237,7 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
     # depth the request asks for (shallower, the scale's worst hit would sit higher and the filter cut harder).
     listed = reads_the_list(adapter) and query is not None
     with collection.lock.read():
+        collection.check_live()  # deleted while this search waited: a 404, not a KeyError on its vanished rows
         retrieved = retrieve(collection, request, tokens, query, max(depth, STATS_DEPTH) if listed else depth, beside)
         candidates = within_depth(retrieved, depth)
         fused = fuse(candidates, request, defaults)

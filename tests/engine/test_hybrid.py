@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.engine import hybrid
+from app.errors import CollectionNotFound
 from app.schemas.search import SearchRequest
 
 
@@ -86,3 +87,15 @@ def test_a_shallow_search_reads_the_list_as_the_adapter_was_trained(animals: Tes
     shallow, deep = relevance(3), relevance(100)  # deep: every document of the collection
     assert len(shallow) == 3 and len(deep) > 3
     assert shallow == pytest.approx({i: deep[i] for i in shallow})
+
+
+def test_a_search_that_waited_while_its_collection_was_deleted_is_a_404(animals: TestClient) -> None:
+    """The engine looks the collection up before taking its read lock; a deletion in between removed the rows
+    its indexes still pointed at, and the search failed with a KeyError (a 500, ~30 in a load test)."""
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    collection = engine.collection("animals")
+    request = SearchRequest.model_validate({"query": "animal that hunts"}).to_engine()
+    query = engine.embedder.encode_query(request.query)
+    engine.drop_collection("animals")
+    with pytest.raises(CollectionNotFound):
+        hybrid.search(collection, request, query, engine.adapter_for(collection), engine.search_defaults(None))
