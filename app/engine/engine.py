@@ -22,7 +22,7 @@ from app.engine.fusion_fit import describe as describe_fusion
 from app.engine.fusion_fit import fit_fusion
 from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
-from app.engine.judgments import better_of, build_training_set, resolve_ids
+from app.engine.judgments import better_of, build_training_set, merge_judgments, resolve_ids
 from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
 from app.engine.storage import index_root, open_store
 from app.engine.types import (
@@ -279,8 +279,9 @@ class SearchEngine:
     # --- relevance --------------------------------------------------------------------------
 
     def check_judgments(self, name: str, examples: Sequence[TrainingExample]) -> None:
-        """Fails (InvalidInput naming them) when a judged id is not in the collection: before any work."""
-        resolve_ids(self.collection(name), examples)
+        """Fails (InvalidInput naming them) when a judged id is not in the collection, or is judged both ways
+        for one query: before any work."""
+        resolve_ids(self.collection(name), merge_judgments(examples))
 
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
                         family: Family | None, *, progress: Callable[[float], None] | None = None) -> CosineAdapter:
@@ -293,6 +294,7 @@ class SearchEngine:
         training, and before the swap it leaves the current adapter in place."""
         report = progress or (lambda fraction: None)
         collection = self.collection(name)
+        examples = merge_judgments(examples)  # one example a query: the folds and the guard count queries
         data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
         report(PROGRESS_SET_BUILT)
         base = self.default_adapter or self.fallback_adapter

@@ -74,6 +74,25 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
     return chosen
 
 
+def merge_judgments(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
+    """One example a query text, its judgments merged (first-seen order), so that a query posted twice (or one
+    row a judged document, a common export) is one query. Posted five times, a query had sat in every training
+    fold and beside itself out of fold: the default's guard then kept a trained adapter that was worse on new
+    queries (CISI: held-out AP 0.58 to 0.48), and a row a document labelled its siblings' documents irrelevant.
+    An id judged both ways for one query is a 422."""
+    merged: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+    for ex in examples:
+        relevant, irrelevant = merged.setdefault(ex.query, ({}, {}))
+        relevant.update(dict.fromkeys(ex.relevant_ids))
+        irrelevant.update(dict.fromkeys(ex.irrelevant_ids))
+    both = {query: sorted(set(rel) & set(irr)) for query, (rel, irr) in merged.items() if set(rel) & set(irr)}
+    if both:
+        query, ids = next(iter(both.items()))
+        raise InvalidInput(f"{len(both)} queries judge an id both relevant and irrelevant, e.g. {query[:80]!r}: "
+                           f"{ids[:5]}", [{"query": q[:200], "ids": i[:20]} for q, i in list(both.items())[:20]])
+    return [TrainingExample(query, tuple(rel), tuple(irr)) for query, (rel, irr) in merged.items()]
+
+
 def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> dict[str, int]:
     """Labels of every judged id; unknown ids are a 422 that names them."""
     wanted = sorted({i for ex in examples for i in (*ex.relevant_ids, *ex.irrelevant_ids)})

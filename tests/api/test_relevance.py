@@ -283,6 +283,12 @@ def test_bad_input_is_422_before_any_job_starts(client: TestClient) -> None:
     response = client.post("/v1/collections/topics/relevance/train", json=contradicted)
     assert response.status_code == 422 and "cooking-0" in response.text
     assert _engine(client).training_jobs.running("topics") is None
+    across_rows = {"examples": [{"query": "bread", "relevant_ids": ["cooking-0"]},
+                                {"query": "bread", "relevant_ids": ["cooking-1"], "irrelevant_ids": ["cooking-0"]}]}
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json=across_rows)
+    assert response.status_code == 422 and response.json()["error"]["details"] == [{"query": "bread",
+                                                                                    "ids": ["cooking-0"]}]
+    assert _engine(client).training_jobs.running("topics") is None
     blank = {"examples": [{"query": "  ", "relevant_ids": ["cooking-0"]}]}
     assert client.post("/v1/collections/topics/relevance/train", json=blank).status_code == 422
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.judgments import build_training_set, probabilities, query_vectors
+from app.engine.judgments import build_training_set, merge_judgments, probabilities, query_vectors
 from app.engine.relevance import CosineAdapter, train_and_calibrate
 from app.engine.relevance.adapter import minmax_scaled
 from app.engine.relevance.calibration import Calibration
 from app.engine.types import TrainingExample
+from app.errors import InvalidInput
 
 
 def test_judged_irrelevant_documents_beyond_the_shown_list_do_not_stretch_the_scale(animals: TestClient) -> None:
@@ -60,3 +61,15 @@ def test_judged_queries_are_encoded_as_a_search_encodes_them(animals: TestClient
     served = np.vstack([engine.queries.encode(q) for q in queries])
     np.testing.assert_allclose(data.query_embs, served, atol=1e-6)
     assert query_vectors(engine.embedder, []).shape == (0, engine.embedder.dim)
+
+
+def test_judgments_of_one_query_are_merged_into_one_example() -> None:
+    """A query posted twice, or one row a judged document (a common export), is one query: otherwise it sat in
+    every training fold and beside itself out of fold, and a row's siblings' documents counted as irrelevant."""
+    rows = [TrainingExample("bone health", ["d1"]), TrainingExample("bone health", ["d2"], ["d9"]),
+            TrainingExample("sleep", ["d3"]), TrainingExample("bone health", ["d1"], ["d8"])]
+    assert merge_judgments(rows) == [TrainingExample("bone health", ("d1", "d2"), ("d9", "d8")),
+                                     TrainingExample("sleep", ("d3",), ())]
+    with pytest.raises(InvalidInput, match="both relevant and irrelevant") as conflict:
+        merge_judgments([*rows, TrainingExample("sleep", ["d4"], ["d3"])])
+    assert conflict.value.details == [{"query": "sleep", "ids": ["d3"]}]
