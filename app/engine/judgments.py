@@ -122,7 +122,7 @@ def build_training_set(collection: Collection, embedder: Encoder, examples: Sequ
     A relevant document the retrievers did not bring up is left out: the filter never sees it, and counting
     it would push the threshold for a recall target down to where no real candidate list reaches.
     """
-    labels_of = resolve_ids(collection, examples)
+    resolve_ids(collection, examples)  # unknown ids: a 422 before the encoder's work
     query_embs = query_vectors(embedder, [ex.query for ex in examples])
     cosines, labels, lexical, stats, references = [], [], [], [], []
     cases: list[FusionCase] = []
@@ -131,14 +131,17 @@ def build_training_set(collection: Collection, embedder: Encoder, examples: Sequ
                               relevance_enabled=False)
         tokens = collection.tokenizer(ex.query)
         with collection.lock.read():
+            # Resolved under the lock, as the indexes stand: a judged document deleted (or replaced: a new
+            # label) since the request was checked is skipped (or followed), not a failed training.
+            labels_of = collection.store.labels_for_ids(collection.name, [*ex.relevant_ids, *ex.irrelevant_ids])
             candidates = hybrid.retrieve(collection, request, tokens, query, depth)
             shown = candidates.labels[rank_by(hybrid.fuse(candidates, request, defaults), candidates.labels)[:depth]]
-            judged = np.asarray([labels_of[i] for i in ex.irrelevant_ids], dtype=np.int64)
+            judged = np.asarray([labels_of[i] for i in ex.irrelevant_ids if i in labels_of], dtype=np.int64)
             pool = np.union1d(shown, judged)
             pool_cosines = collection.dense.vectors(pool) @ query
             pool_bm25 = collection.lexical.scores(tokens, pool)
         stats.append(hybrid.candidate_stats(candidates, len(tokens)))
-        relevant = {labels_of[i] for i in ex.relevant_ids}
+        relevant = {labels_of[i] for i in ex.relevant_ids if i in labels_of}
         assert candidates.cosine is not None  # the query vector was given
         cases.append(FusionCase(candidates.labels, candidates.bm25, candidates.cosine, candidates.bm25_rank,
                                 candidates.dense_rank, np.isin(candidates.labels, list(relevant)), len(relevant)))

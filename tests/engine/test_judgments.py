@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.engine import judgments
 from app.engine.judgments import build_training_set, merge_judgments, probabilities, query_vectors
 from app.engine.relevance import CosineAdapter, train_and_calibrate
 from app.engine.relevance.adapter import minmax_scaled
@@ -73,3 +74,22 @@ def test_judgments_of_one_query_are_merged_into_one_example() -> None:
     with pytest.raises(InvalidInput, match="both relevant and irrelevant") as conflict:
         merge_judgments([*rows, TrainingExample("sleep", ["d4"], ["d3"])])
     assert conflict.value.details == [{"query": "sleep", "ids": ["d3"]}]
+
+
+def test_a_judged_document_deleted_while_the_set_is_built_is_skipped(
+        animals: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids are checked before the queries are encoded; a judged document deleted meanwhile failed the training
+    ("Label not found", a 500 for a waited request). Now it is left out of the pool."""
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    collection = engine.collection("animals")
+    encode = judgments.query_vectors
+
+    def encode_then_delete(embedder: object, queries: list[str]) -> np.ndarray:
+        vectors = encode(embedder, queries)  # type: ignore[arg-type]
+        engine.delete("animals", "rocket")
+        return vectors
+
+    monkeypatch.setattr(judgments, "query_vectors", encode_then_delete)
+    example = TrainingExample("a loyal pet that barks", relevant_ids=["dog"], irrelevant_ids=["rocket", "cat"])
+    data = build_training_set(collection, engine.embedder, [example])
+    assert data.labels[0].sum() == 1 and data.cosines[0].size == len(data.labels[0])
