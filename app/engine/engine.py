@@ -297,6 +297,13 @@ class SearchEngine:
         examples = merge_judgments(examples)  # one example a query: the folds and the guard count queries
         data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
         report(PROGRESS_SET_BUILT)
+
+        def fitting(fraction: float) -> None:
+            # A deleted collection's training ends at its next member, not minutes later at the swap: until then
+            # it held the name, and a collection created again under it could not train (409).
+            collection.check_live()
+            report(PROGRESS_SET_BUILT + fraction * (PROGRESS_FITTED - PROGRESS_SET_BUILT))
+
         base = self.default_adapter or self.fallback_adapter
         warm = base is not None and family in (None, base.family)
         out_of_fold: list[np.ndarray] = []
@@ -306,7 +313,7 @@ class SearchEngine:
                                         recall_target=recall_target,
                                         family=family or self.settings.adapter_family,
                                         start=base if warm else None, threads=self.settings.threads,
-                                        out_of_fold_into=out_of_fold)
+                                        out_of_fold_into=out_of_fold, on_member=fitting)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         adapter = tuned if base is None else better_of(base, tuned, out_of_fold, data, recall_target)

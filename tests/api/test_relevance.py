@@ -15,6 +15,7 @@ from app.engine import engine as engine_module
 from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
+from app.engine.relevance import training as training_module
 from tests.conftest import AppFactory
 from tests.helpers import ids, search
 
@@ -360,3 +361,31 @@ def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
     assert failed["status"] == "failed" and failed["error"]["code"] == "collection_not_found"
     assert client.get("/v1/collections/topics/relevance").json()["status"] == "default"
     assert not any(_engine(client).collection("topics").snapshots.root.glob("adapter*/*"))
+
+
+def test_a_collection_dropped_while_its_adapter_fits_ends_the_job_at_the_next_member(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the job fitted all of its members (minutes for a large set) and failed only at the swap; until
+    then it held the name, and a collection created again under it answered 409 to its own training."""
+    by_topic = _load(client)
+    fitted: list[int] = []
+    original = training_module.fit_adapter
+
+    def fit_then_drop(*args: Any, **kwargs: Any) -> Any:
+        fitted.append(1)
+        if len(fitted) == 1:
+            _engine(client).drop_collection("topics")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training_module, "fit_adapter", fit_then_drop)
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    job = _engine(client).training_jobs.get("topics", response.headers["location"].rsplit("/", 1)[1])
+    assert job.finished.wait(timeout=300)
+    assert len(fitted) == 1  # of 15 members
+    monkeypatch.setattr(training_module, "fit_adapter", original)
+    by_topic = _load(client)  # created again: its jobs' route answers again
+    failed = _finished(client, response.headers["location"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "collection_not_found"
+    again = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    assert again.status_code == 202, again.text
+    assert _finished(client, again.headers["location"])["status"] == "done"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -249,6 +249,7 @@ def train_and_calibrate(
     cosine_scale: str = "raw",
     references: Sequence[np.ndarray] | None = None,
     out_of_fold_into: list[np.ndarray] | None = None,
+    on_member: Callable[[float], None] | None = None,
     **fit_kwargs: Any,
 ) -> CosineAdapter:
     """Fits ``repeats`` adapters (seeds) per fold and serves their ensemble, with global thresholds chosen
@@ -264,7 +265,8 @@ def train_and_calibrate(
     ``groups`` (a name per query, e.g. its collection), every group weighs the same in the loss and the
     thresholds meet their recall target on every group (`calibration.group_threshold`). ``cosine_scale``:
     how the map reads the cosines (`adapter.COSINE_SCALES`). With ``start``, every member fine-tunes one of its
-    members (its family, inputs, STATS scaling and cosine scale are kept).
+    members (its family, inputs, STATS scaling and cosine scale are kept). ``on_member`` hears the fraction of
+    members fitted after each one (a job's progress; an exception it raises ends the training).
     """
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {recall_target!r}")
@@ -294,7 +296,8 @@ def train_and_calibrate(
         )
     n_folds = max(2, min(folds, n_pos // 2))
     fold = _folds(data.labels, n_folds, np.random.default_rng(seed))
-    parts, out_of_fold = _cross_fit(data, fold, n_folds, repeats, family=family, seed=seed, fit_kwargs=fit_kwargs)
+    parts, out_of_fold = _cross_fit(data, fold, n_folds, repeats, family=family, seed=seed, fit_kwargs=fit_kwargs,
+                                    on_member=on_member)
     info = {k: v for k, v in parts[0].info.items() if k not in ("seed", "n_queries", "n_pairs", "n_positive_pairs")}
     info.update({"members": len(parts), "folds": n_folds, "repeats": repeats,
                  "member_best_steps": [p.info["best_step"] for p in parts],
@@ -318,18 +321,24 @@ def recalibrate(adapter: CosineAdapter, probabilities: list[np.ndarray], cosines
 
 
 def _cross_fit(
-    data: _Data, fold: np.ndarray, n_folds: int, repeats: int, *, family: str, seed: int, fit_kwargs: dict[str, Any]
+    data: _Data, fold: np.ndarray, n_folds: int, repeats: int, *, family: str, seed: int, fit_kwargs: dict[str, Any],
+    on_member: Callable[[float], None] | None = None,
 ) -> tuple[list[CosineAdapter], list[np.ndarray]]:
     """(members, out-of-fold probabilities): `repeats` adapters (seeds) fitted without each fold, and each
-    query's probabilities from the ensemble of the members fitted without it."""
+    query's probabilities from the ensemble of the members fitted without it. `on_member` hears the fraction
+    of members fitted after each one; an exception it raises ends the fit."""
     out_of_fold: list[np.ndarray] = [np.empty(0)] * len(data.cosines)
-    parts = []
+    parts: list[CosineAdapter] = []
     for f in range(n_folds):
         fit_idx, held_idx = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         fit = data.subset(fit_idx)
-        fold_parts = [fit_adapter(fit.queries, fit.cosines, fit.labels, family=family, seed=seed + f + n_folds * r,
-                                  lexical=fit.lexical, weights=fit.weights, **fit_kwargs)
-                      for r in range(repeats)]
+        fold_parts = []
+        for r in range(repeats):
+            fold_parts.append(fit_adapter(fit.queries, fit.cosines, fit.labels, family=family,
+                                          seed=seed + f + n_folds * r, lexical=fit.lexical, weights=fit.weights,
+                                          **fit_kwargs))
+            if on_member is not None:
+                on_member((len(parts) + len(fold_parts)) / (n_folds * repeats))
         parts.extend(fold_parts)
         fold_adapter = CosineAdapter.ensemble(fold_parts)
         for i in held_idx:
