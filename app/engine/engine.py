@@ -97,7 +97,8 @@ class SearchEngine:
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)
         if not (path / "adapter.json").exists():
-            log.warning("no default relevance adapter at %s: results are not relevance-filtered", path)
+            log.warning("no default relevance adapter at %s: the fallback adapter (candidate statistics only), if "
+                        "there is one, filters instead, else nothing does", path)
             return None
         adapter = CosineAdapter.load(path)
         if not self._fits_encoder(adapter):
@@ -316,7 +317,7 @@ class SearchEngine:
                                         out_of_fold_into=out_of_fold, on_member=fitting)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        adapter = tuned if base is None else better_of(base, tuned, out_of_fold, data, recall_target)
+        adapter = tuned if base is None else better_of(base, tuned, out_of_fold, data, recall_target, warm=warm)
         fitted, adapter.info["fusion_selection"] = fit_fusion(data.fusion_cases, self.settings.search_defaults)
         adapter.fusion = None if fitted is None else describe_fusion(fitted)
         adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"

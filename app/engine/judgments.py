@@ -48,7 +48,7 @@ def probabilities(adapter: CosineAdapter, data: TrainingSet) -> list[np.ndarray]
 
 
 def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list[np.ndarray],
-               data: TrainingSet, recall_target: float) -> CosineAdapter:
+               data: TrainingSet, recall_target: float, *, warm: bool = True) -> CosineAdapter:
     """The fine-tuned adapter if its out-of-fold PR-AUC (`tuned_out_of_fold`: its probabilities on `data`)
     beats the base's on the same judgments (which the base never saw) by more than the noise, else the base
     with its thresholds recalibrated on them: a small judgment set can then move the threshold but never make
@@ -63,8 +63,9 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
     chosen = tuned if keep_tuned else recalibrated
     chosen.info["selection"] = {
         "kept": "trained" if keep_tuned else "default, recalibrated",
-        "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, warm-started "
-               f"from the default) vs default {base_auc:.3f}; the trained one is kept only when it is better "
+        "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, "
+               f"{'warm-started from the default' if warm else f'a {tuned.family} map fitted from scratch'}) vs "
+               f"default {base_auc:.3f}; the trained one is kept only when it is better "
                f"by more than {needed:.3f} (the larger of {SELECTION_MARGIN} and {SIGNIFICANCE:g} standard "
                "errors of the difference, by a bootstrap over the judged queries)",
         "margin": needed,

@@ -389,3 +389,14 @@ def test_a_collection_dropped_while_its_adapter_fits_ends_the_job_at_the_next_me
     again = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
     assert again.status_code == 202, again.text
     assert _finished(client, again.headers["location"])["status"] == "done"
+
+
+def test_the_selection_says_how_the_trained_candidate_was_fitted(client: TestClient) -> None:
+    """Another family than the default's is fitted from scratch; the answer used to call it warm-started."""
+    by_topic = _load(client)
+    body = {"examples": _examples(by_topic), "family": "linear"}
+    why = client.post("/v1/collections/topics/relevance/train", json=body).json()["info"]["selection"]["why"]
+    assert "a linear map fitted from scratch" in why and "warm-started" not in why
+    why = client.post("/v1/collections/topics/relevance/train",
+                      json={"examples": _examples(by_topic)}).json()["info"]["selection"]["why"]
+    assert "warm-started from the default" in why
