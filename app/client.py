@@ -4,9 +4,10 @@
      └── ApiError                the service answered non-2xx: .status, .code, .message, .details
           └── NotReadyError      /ready did not answer 200 within wait_ready's timeout
 
-Requests that get 429 or 503, or fail to connect or read, are retried with exponential backoff (every
-operation here may be repeated: upserts replace by id, PUT of a collection is idempotent); httpx's own
-TransportError is raised once the retries are spent.
+Requests that get 429 or 503, or fail to connect or read, are retried with exponential backoff (operations that
+may be repeated: upserts replace by id, PUT of a collection is idempotent); httpx's own TransportError is raised
+once the retries are spent. A training is not repeated once sent (a second one would answer 409 while the first
+runs): only a connection that never reached the service is retried for it.
 """
 
 import random
@@ -24,9 +25,19 @@ import httpx
 RETRY_STATUSES = (429, 503)
 
 
+def _segment(text: str) -> str:
+    """One path segment, escaped whole: an id may hold "/", "?", "#" or "%", and "." or ".." alone, which an
+    HTTP client resolves as a path step (DELETE of document ".." went to the collection itself)."""
+    segment = quote(text, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
+
+
+def _collection_path(name: str, *rest: str) -> str:
+    return "/".join(["/v1/collections", _segment(name), *rest])
+
+
 def _document_path(collection: str, doc_id: str) -> str:
-    """Escaped whole: an id may hold "/", "?", "#" or "%"."""
-    return f"/v1/collections/{collection}/documents/{quote(doc_id, safe='')}"
+    return _collection_path(collection, "documents", _segment(doc_id))
 
 
 class Session(Protocol):
@@ -119,14 +130,15 @@ class SearchClient:
 
     # --- plumbing ------------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Sends with retries; returns the decoded JSON body (None when empty) or raises ApiError."""
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
+    def request(self, method: str, path: str, *, repeatable: bool = True, **kwargs: Any) -> Any:
+        """Sends with retries; returns the decoded JSON body (None when empty) or raises ApiError. Not
+        `repeatable`: a request that may have reached the service (a read that timed out) is not sent again."""
+        for attempt in range(max(1, self.retry.attempts)):
+            last = attempt >= self.retry.attempts - 1
             try:
                 response = self.http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if last:
+            except httpx.TransportError as exc:
+                if last or not (repeatable or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)):
                     raise
                 time.sleep(self.retry.wait(attempt, None))
                 continue
@@ -135,7 +147,12 @@ class SearchClient:
                 continue
             if response.status_code >= 300:
                 raise ApiError.from_response(response)
-            return response.json() if response.content else None
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise ApiError(response.status_code, "not_json", response.text[:500]) from None
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -175,30 +192,32 @@ class SearchClient:
 
     def create_collection(self, name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """Creates it, or returns it if it exists with the same settings (ApiError 409 if with others)."""
-        return cast(dict[str, Any], self.request("PUT", f"/v1/collections/{name}", json=settings))
+        return cast(dict[str, Any], self.request("PUT", _collection_path(name), json=settings))
 
     def get_collection(self, name: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{name}"))
+        return cast(dict[str, Any], self.request("GET", _collection_path(name)))
 
     def list_collections(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self.request("GET", "/v1/collections")["collections"])
 
     def delete_collection(self, name: str) -> None:
-        self.request("DELETE", f"/v1/collections/{name}")
+        self.request("DELETE", _collection_path(name))
 
     # --- documents -----------------------------------------------------------------------------------
 
     def upsert(self, collection: str, documents: Sequence[dict[str, Any]]) -> UpsertResult:
         """One batch, all or nothing: returned only once the service stored every document durably."""
-        return cast(UpsertResult, self.request("POST", f"/v1/collections/{collection}/documents",
+        return cast(UpsertResult, self.request("POST", _collection_path(collection, "documents"),
                                                json={"documents": list(documents)}))
 
     def ingest(self, collection: str, documents: Iterable[dict[str, Any]], *, batch: int = 256,
                concurrency: int = 1, on_batch: Callable[[int], None] | None = None) -> int:
         """Upserts `documents` in batches, `concurrency` requests in flight; returns how many were upserted.
         `on_batch(n)` is called in input order, once every document before that batch's end is stored."""
+        if batch < 1 or concurrency < 1:
+            raise ValueError(f"batch and concurrency must be at least 1, got {batch} and {concurrency}")
         total = 0
-        with ThreadPoolExecutor(max(concurrency, 1)) as pool:
+        with ThreadPoolExecutor(concurrency) as pool:
             pending: deque[Future[UpsertResult]] = deque()
 
             def finish_oldest() -> None:
@@ -231,22 +250,40 @@ class SearchClient:
 
     def search(self, collection: str, query: str, **options: Any) -> SearchResult:
         """`options` are the search body's other fields: k, offset, mode, fusion, filter, relevance, explain..."""
-        return cast(SearchResult, self.request("POST", f"/v1/collections/{collection}/search",
+        return cast(SearchResult, self.request("POST", _collection_path(collection, "search"),
                                                json={"query": query, **options}))
 
     def train(self, collection: str, examples: list[dict[str, Any]], recall_target: float | None = None,
-              family: str | None = None) -> dict[str, Any]:
+              family: str | None = None, *, wait: bool | None = None) -> dict[str, Any]:
+        """The trained adapter, or (a large set, or `wait=False`) the job training it: its "job" id is what
+        `job` and `wait_for_job` take. `wait=True` waits whatever the size."""
         body: dict[str, Any] = {"examples": examples}
         if recall_target is not None:
             body["recall_target"] = recall_target
         if family is not None:
             body["family"] = family
-        return cast(dict[str, Any], self.request("POST", f"/v1/collections/{collection}/relevance/train",
-                                                 json=body))
+        params = {} if wait is None else {"wait": "true" if wait else "false"}
+        return cast(dict[str, Any], self.request("POST", _collection_path(collection, "relevance", "train"),
+                                                 json=body, params=params, repeatable=False))
+
+    def job(self, collection: str, job_id: str) -> dict[str, Any]:
+        """A training job: status ("running", "done" or "failed"), progress, and at the end result or error."""
+        return cast(dict[str, Any], self.request("GET", _collection_path(collection, "relevance", "jobs",
+                                                                         _segment(job_id))))
+
+    def wait_for_job(self, collection: str, job_id: str, timeout: float = 3600.0,
+                     interval: float = 0.5) -> dict[str, Any]:
+        """Polls the job until it has finished; the job as `job` gives it. TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (job := self.job(collection, job_id))["status"] == "running":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"training job {job_id} still running after {timeout:.0f} s")
+            time.sleep(interval)
+        return job
 
     def relevance(self, collection: str) -> dict[str, Any]:
         """The adapter in use (default or trained), its threshold and metrics."""
-        return cast(dict[str, Any], self.request("GET", f"/v1/collections/{collection}/relevance"))
+        return cast(dict[str, Any], self.request("GET", _collection_path(collection, "relevance")))
 
 
 def batched(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -50,6 +50,14 @@ def test_train_fits_the_collections_own_adapter(client: TestClient) -> None:
     report = api.train("topics", examples, recall_target=0.9)
     assert report["status"] == "trained"
     assert api.relevance("topics")["status"] == "trained"
+    started = api.train("topics", examples, wait=False)  # as a job: its id, then poll it
+    assert started["status"] == "running"
+    done = api.wait_for_job("topics", started["job"], interval=0.05)
+    assert done["status"] == "done" and done["result"]["status"] == "trained" and done["progress"] == 1.0
+    api.upsert("topics", [{"id": "..", "text": "an id that is a path step"}])
+    assert api.get("topics", "..")["text"] == "an id that is a path step"  # the document, not the collection
+    api.delete("topics", "..")
+    assert api.get_collection("topics")["count"] == len(docs)
 
 
 def test_bad_input_raises_the_services_error_without_retrying(client: TestClient) -> None:
@@ -99,3 +107,34 @@ def test_retries_end_with_the_last_error() -> None:
     with pytest.raises(ApiError) as busy:
         api.get_collection("c")
     assert busy.value.status == 503 and busy.value.message == "later"
+
+
+def _slow(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+def test_a_training_that_may_have_reached_the_service_is_not_sent_again() -> None:
+    """Retried after a read timeout, a training answered 409 naming the job its own first request had started."""
+    api, seen = _scripted([_slow, _stored])
+    with pytest.raises(httpx.ReadTimeout):
+        api.train("c", [{"query": "q", "relevant_ids": ["a"]}])
+    assert len(seen) == 1
+    api, seen = _scripted([_refuse, lambda request: httpx.Response(200, json={"status": "trained"})])
+    assert api.train("c", [{"query": "q", "relevant_ids": ["a"]}], wait=False)["status"] == "trained"
+    assert len(seen) == 2 and seen[1].url.params["wait"] == "false"  # never reached it: safe to send again
+    api, seen = _scripted([_slow, _stored])  # a search or an upsert may be repeated
+    assert api.upsert("c", [{"id": "a", "text": "x"}])["upserted"] == 2 and len(seen) == 2
+
+
+def test_names_and_ids_are_one_path_segment_each() -> None:
+    """An id "..", sent as is, was resolved by httpx as a path step: deleting that document deleted the
+    collection; a collection name with "?" acted on another collection."""
+    api, seen = _scripted([lambda request: httpx.Response(204)] * 3)
+    api.delete("victim", "..")
+    api.delete("victim", ".")
+    api.delete_collection("victim?x")
+    assert [r.url.raw_path for r in seen] == [b"/v1/collections/victim/documents/%2E%2E",
+                                              b"/v1/collections/victim/documents/%2E",
+                                              b"/v1/collections/victim%3Fx"]
+    with pytest.raises(ValueError, match="at least 1"):
+        api.ingest("c", [{"id": "a", "text": "x"}], concurrency=0)
