@@ -15,7 +15,13 @@ async function call(method, path, body, signal) {
     method, headers, body: body && JSON.stringify(body), signal,
   });
   const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.error?.message || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    // The details say why (a 422 names the field), the message only what failed.
+    const why = (answer.error?.details || []).filter((d) => d?.msg)
+      .map((d) => `${(d.loc || []).filter((part) => part !== "body").join(".")}: ${d.msg}`);
+    const message = answer.error?.message || `${response.status} ${response.statusText}`;
+    throw new Error(why.length ? `${message} (${why.join("; ")})` : message);
+  }
   return answer;
 }
 
@@ -37,6 +43,7 @@ async function loadCollections() {
     if (collections.some((c) => c.name === wanted)) picker.value = wanted;
     if (!collections.length) showStatus("No collections yet: load one with `python -m app ingest`.");
   } catch (error) {
+    picker.replaceChildren(); // not the list another key was allowed to see
     showStatus(error.message, true);
   }
 }
@@ -55,16 +62,23 @@ async function search() {
   const collection = $("collection").value;
   const body = searchBody();
   if (!collection) return; // none to search (the status line says why)
-  if (!body.query) return render(null);
-  state.inFlight?.abort(); // a newer query makes the answer to the older one useless
-  state.inFlight = new AbortController();
+  // A newer query (an empty one too) makes the answer to the older one useless: abort it before anything.
+  state.inFlight?.abort();
   const seq = ++state.seq;
+  if (!body.query) return render(null, collection, body, { keepStatus: true });
+  state.inFlight = new AbortController();
   try {
     const path = `v1/collections/${encodeURIComponent(collection)}/search`;
+    const learning = !state.facetFields.length;
     const answer = await call("POST", path, body, state.inFlight.signal);
-    if (seq === state.seq) render(answer, collection, body);
+    if (seq !== state.seq) return;
+    render(answer, collection, body);
+    // The facet fields are learnt from the first answer's hits: ask once more for their counts.
+    if (learning && state.facetFields.length) search();
   } catch (error) {
-    if (error.name !== "AbortError" && seq === state.seq) showStatus(error.message, true);
+    if (error.name === "AbortError" || seq !== state.seq) return;
+    render(null, collection, body); // not the previous query's hits under this query's error
+    showStatus(error.message, true);
   }
 }
 
@@ -83,12 +97,12 @@ function fill(element, fragments, text) {
   else element.textContent = text;
 }
 
-function render(answer, collection, body) {
+function render(answer, collection, body, { keepStatus = false } = {}) {
   $("hits").replaceChildren();
   $("facets").replaceChildren();
   $("more").hidden = true;
   renderFilters();
-  if (!answer) return showStatus("");
+  if (!answer) return keepStatus ? undefined : showStatus(""); // an error loading collections stays in view
   showStatus(`${answer.hits.length} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
   for (const hit of answer.hits) $("hits").append(renderHit(hit, collection, body));
   if (answer.filtered_out > 0 && body.relevance.enabled) {
@@ -101,15 +115,18 @@ function render(answer, collection, body) {
 
 function renderHit(hit, collection, body) {
   const item = $("hit").content.firstElementChild.cloneNode(true);
-  const probability = hit.relevance ?? 0;
-  item.querySelector(".bar").style.height = `${Math.round(probability * 100)}%`;
-  item.querySelector(".relevance").title = `relevance ${probability.toFixed(3)}`;
+  // null: not scored (a lexical search with the filter off skips the encoder), which is not a relevance of 0.
+  const probability = hit.relevance;
+  const scored = probability !== null && probability !== undefined;
+  item.querySelector(".bar").style.height = scored ? `${Math.round(probability * 100)}%` : "0";
+  item.querySelector(".relevance").title = scored ? `relevance ${probability.toFixed(3)}` : "relevance not scored";
   fill(item.querySelector(".title"), hit.highlights?.title, hit.title || hit.id);
   const text = hit.text.length > 320 ? `${hit.text.slice(0, 320)}…` : hit.text;
   fill(item.querySelector(".text"), hit.highlights?.text, text);
   const meta = Object.entries(hit.metadata).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`);
   item.querySelector(".meta").textContent =
-    [`${hit.id}`, `relevance ${probability.toFixed(2)}`, `score ${hit.score.toFixed(3)}`, ...meta].join(" · ");
+    [`${hit.id}`, `relevance ${scored ? probability.toFixed(2) : "—"}`, `score ${hit.score.toFixed(3)}`, ...meta]
+      .join(" · ");
   const details = item.querySelector(".explain");
   details.addEventListener("toggle", () => details.open && explain(details, hit.id, collection, body), { once: true });
   return item;

@@ -146,3 +146,29 @@ def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server
     chip.click()  # removing the filter brings every animal back
     wait.until(lambda d: len(_hits(d)) == len(ANIMALS))
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_first_search_has_facets_unscored_hits_say_so_and_an_error_clears_the_hits(
+        live_server: Server, browser: Any) -> None:
+    """Facets used to show only from the second search (their fields were learnt from the first answer); a
+    lexical hit with the filter off (relevance null) read "relevance 0.00"; a failed search left the previous
+    query's hits under its error, and the error did not say why."""
+    with SearchClient(live_server.url) as client:
+        client.create_collection("ui-first")
+        client.ingest("ui-first", ANIMALS)
+    browser.get(f"{live_server.url}/ui/")
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+    picker = Select(browser.find_element(By.ID, "collection"))
+    wait.until(lambda d: "ui-first" in [o.get_attribute("value") for o in picker.options])
+    picker.select_by_value("ui-first")
+    Select(browser.find_element(By.ID, "mode")).select_by_value("lexical")
+    browser.find_element(By.ID, "relevance").click()  # filter off: a lexical search skips the encoder
+    browser.find_element(By.ID, "query").send_keys("cats")
+    wait.until(lambda d: _hits(d) and d.find_elements(By.CSS_SELECTOR, "#facets button"))
+    assert "relevance —" in _hits(browser)[0].find_element(By.CSS_SELECTOR, ".meta").text
+
+    browser.execute_script("const q = document.getElementById('query'); q.value = 'x'.repeat(40000);"
+                           "q.dispatchEvent(new Event('input'));")
+    wait.until(lambda d: "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    assert "query:" in browser.find_element(By.ID, "status").text  # the 422's details: which field, why
+    assert _hits(browser) == []
