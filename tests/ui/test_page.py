@@ -47,6 +47,20 @@ def _hits(driver: Any) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, "#hits .hit"))
 
 
+def _open_with(live_server: Server, browser: Any, collection: str) -> Any:
+    """The page over a new collection of ANIMALS, picked; the wait it returns reads stale hits again (a click
+    re-renders them, more than once when two searches answer)."""
+    with SearchClient(live_server.url) as client:
+        client.create_collection(collection)
+        client.ingest(collection, ANIMALS)
+    browser.get(f"{live_server.url}/ui/")
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+    picker = Select(browser.find_element(By.ID, "collection"))
+    wait.until(lambda d: collection in [o.get_attribute("value") for o in picker.options])
+    picker.select_by_value(collection)
+    return wait
+
+
 def test_search_page_finds_explains_and_unfilters(live_server: Server, browser: Any) -> None:
     with SearchClient(live_server.url) as client:
         client.create_collection("ui-animals")
@@ -112,16 +126,7 @@ def test_the_api_key_field_authorises_the_pages_requests(tmp_path: Path, browser
 def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server, browser: Any) -> None:
     """Until the service sends highlights and facets, the page renders an answer that carries them (as the
     contract's additions describe it); clicking a facet then filters a real search."""
-    with SearchClient(live_server.url) as client:
-        client.create_collection("ui-facets")
-        client.ingest("ui-facets", ANIMALS)
-    browser.get(f"{live_server.url}/ui/")
-    # A facet click re-renders the hits (more than once when two searches answer): a hit read mid-render is
-    # stale, so the waits read again.
-    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
-    picker = Select(browser.find_element(By.ID, "collection"))
-    wait.until(lambda d: "ui-facets" in [o.get_attribute("value") for o in picker.options])
-    picker.select_by_value("ui-facets")
+    wait = _open_with(live_server, browser, "ui-facets")
     browser.find_element(By.ID, "relevance").click()  # filter off: every animal
     browser.find_element(By.ID, "query").send_keys("animals")
     wait.until(lambda d: len(_hits(d)) == len(ANIMALS))
@@ -153,14 +158,7 @@ def test_first_search_has_facets_unscored_hits_say_so_and_an_error_clears_the_hi
     """Facets used to show only from the second search (their fields were learnt from the first answer); a
     lexical hit with the filter off (relevance null) read "relevance 0.00"; a failed search left the previous
     query's hits under its error, and the error did not say why."""
-    with SearchClient(live_server.url) as client:
-        client.create_collection("ui-first")
-        client.ingest("ui-first", ANIMALS)
-    browser.get(f"{live_server.url}/ui/")
-    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
-    picker = Select(browser.find_element(By.ID, "collection"))
-    wait.until(lambda d: "ui-first" in [o.get_attribute("value") for o in picker.options])
-    picker.select_by_value("ui-first")
+    wait = _open_with(live_server, browser, "ui-first")
     Select(browser.find_element(By.ID, "mode")).select_by_value("lexical")
     browser.find_element(By.ID, "relevance").click()  # filter off: a lexical search skips the encoder
     browser.find_element(By.ID, "query").send_keys("cats")
