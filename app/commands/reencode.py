@@ -50,8 +50,9 @@ def reencode(settings: Settings, names: Sequence[str] | None, encoder: Encoder |
         if unknown:
             raise KeyError(f"no collection {', '.join(map(repr, unknown))}; there are: {', '.join(sorted(records))}")
         encoder = encoder or settings.load_encoder(document_threads=settings.ingest_thread_count())
+        # Each once: a name given twice was re-encoded twice (the records are read before the first).
         return [_reencode_one(settings, store, records[name], encoder, progress)
-                for name in (names or sorted(records))]
+                for name in dict.fromkeys(names or sorted(records))]
     finally:
         store.close()
         lock.release()

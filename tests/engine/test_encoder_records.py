@@ -123,7 +123,7 @@ def test_collections_from_before_encoders_were_recorded_count_as_torch(made_by_t
 
 def test_reencode_moves_a_collection_to_the_configured_encoder(made_by_torch: Settings) -> None:
     int8 = StubEncoder("onnx-int8")
-    [outcome] = reencode(made_by_torch, ["papers"], int8, progress=False)
+    [outcome] = reencode(made_by_torch, ["papers", "papers"], int8, progress=False)  # named twice: once
     assert (outcome.documents, outcome.before, outcome.after) == (20, "stub-model (torch)", "stub-model (onnx-int8)")
     settings, vectors = _stored(made_by_torch, "papers")
     assert settings["encoder"] == {"model": "stub-model", "backend": "onnx-int8"}
