@@ -9,6 +9,7 @@ from app.api.deps import AdminAccess, EngineDep, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.collection import Collection
+from app.engine.encoders import recorded_encoder
 from app.schemas import (
     CollectionInfo,
     CollectionList,
@@ -60,7 +61,8 @@ def describe(engine: EngineDep, name: str) -> CollectionInfo:
                           settings=CollectionSettings.from_engine(collection.settings),
                           dimension=collection.record.dimension, relevance=relevance_status(engine, name),
                           applied_seq=collection.applied_seq if engine.follower is not None else None,
-                          hnsw_tuning=hnsw_tuning(collection))
+                          hnsw_tuning=hnsw_tuning(collection),
+                          encoder=recorded_encoder(collection.record.settings, engine.embedder.model_name).to_dict())
 
 
 def hnsw_tuning(collection: Collection) -> HnswTuning:

@@ -152,6 +152,9 @@ class CollectionInfo(BaseModel):
         None, description="Replicas over PostgreSQL: every change to the store up to this sequence is in this "
                           "replica's indexes; null with the embedded store")
     hnsw_tuning: HnswTuning
+    encoder: dict[str, str] = Field(description=(
+        "the encoder that made the collection's vectors (model and backend); a service with another one refuses "
+        "to start until `python -m app reencode` moves it"))
 
 
 # --- documents ----------------------------------------------------------------------------------

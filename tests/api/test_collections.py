@@ -25,6 +25,8 @@ def test_list_describe_and_delete(client: TestClient) -> None:
     assert info["settings"]["hnsw"] == {"m": 8, "ef_construction": 64, "ef_search": 32}
     assert info["dimension"] == 384
     assert "relevance" in info
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    assert info["encoder"] == engine.embedder.identity.to_dict()  # what made its vectors: model and backend
     assert client.delete("/v1/collections/a").status_code == 204
     assert client.get("/v1/collections/a").status_code == 404
     assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["b"]
