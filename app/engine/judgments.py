@@ -86,7 +86,8 @@ def merge_judgments(examples: Sequence[TrainingExample]) -> list[TrainingExample
         relevant, irrelevant = merged.setdefault(ex.query, ({}, {}))
         relevant.update(dict.fromkeys(ex.relevant_ids))
         irrelevant.update(dict.fromkeys(ex.irrelevant_ids))
-    both = {query: sorted(set(rel) & set(irr)) for query, (rel, irr) in merged.items() if set(rel) & set(irr)}
+    overlaps = {query: sorted(rel.keys() & irr.keys()) for query, (rel, irr) in merged.items()}
+    both = {query: ids for query, ids in overlaps.items() if ids}
     if both:
         query, ids = next(iter(both.items()))
         raise InvalidInput(f"{len(both)} queries judge an id both relevant and irrelevant, e.g. {query[:80]!r}: "
