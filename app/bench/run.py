@@ -26,7 +26,7 @@ from app.bench.phases import LONG_QUERY_CHARS, LoadPlan, encoder_and_ingest, pro
 from app.bench.replicas import replica_phase
 from app.bench.report import MemoryModel, build_rows, render, size_label
 from app.engine.tokenizer import Tokenizer
-from app.settings import Settings
+from app.settings import load_settings
 
 DEFAULT_SIZES = (10_000, 100_000)
 QUICK_SIZES = (2_000,)
@@ -85,7 +85,7 @@ def run(config: BenchConfig) -> str:
 def _run(config: BenchConfig) -> str:
     if config.real_docs < config.pairs * config.per_pair:
         raise ValueError("real_docs must cover every pair's texts")
-    settings = Settings()
+    settings = load_settings()
     threads, sizes = settings.threads, sorted(set(config.sizes))
     hnsw, bm25 = settings.collection_defaults.hnsw, settings.collection_defaults.bm25
     if config.keep:

@@ -62,9 +62,9 @@ def _search(args: argparse.Namespace) -> int:
 def _reencode(args: argparse.Namespace) -> int:
     from app.commands.reencode import reencode
     from app.errors import DataDirLocked
-    from app.settings import Settings
+    from app.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     if settings.database_url:
         # Vectors rewritten in place carry no new sequence numbers, so the other replicas would never see them.
         print("reencode: works on the embedded store only; over a shared PostgreSQL store, create a collection "
@@ -90,9 +90,9 @@ def _reencode(args: argparse.Namespace) -> int:
 
 def _export_onnx(args: argparse.Namespace) -> int:
     from app.engine.onnx_export import ensure_exported
-    from app.settings import Settings
+    from app.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     graphs = ensure_exported(settings.model_path(), settings.onnx_dir)
     print(f"{graphs.fp32}\n{graphs.int8}")
     return 0
