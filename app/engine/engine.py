@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -269,8 +270,8 @@ class SearchEngine:
         adapter = self.adapter_for(collection)
         # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
         wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
-        query = self.queries.encode(request.query) if wants_vector else None
-        return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
+        encode = partial(self.queries.encode, request.query) if wants_vector else None
+        return hybrid.search(collection, request, encode, adapter, self.search_defaults(adapter), self._beside)
 
     def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:
         """The settings' fusion defaults, or the fusion fitted with the collection's own adapter."""
