@@ -153,7 +153,12 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     if done:
         print(f"resuming after line {done} ({progress.path} records lines 1-{done} as stored; --restart ignores it)",
               file=sys.stderr)
-    client.create_collection(collection)
+    try:
+        client.create_collection(collection)
+    except ApiError as error:
+        if error.code != "collection_conflict":
+            raise
+        # It exists with settings of its own (a bare PUT asks for the defaults): load into it as it is.
     before = client.get_collection(collection)["count"]
 
     bad: list[BadLine] = []

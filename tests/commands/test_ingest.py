@@ -40,6 +40,17 @@ def test_jsonl_file_is_loaded_into_a_new_collection(live_server: Server, tmp_pat
     assert not (tmp_path / "animals.jsonl.progress.json").exists()  # finished: nothing to resume
 
 
+def test_a_collection_with_settings_of_its_own_is_loaded_as_it_is(live_server: Server, tmp_path: Path) -> None:
+    """The command creates the collection when it does not exist; one that exists with other settings than the
+    defaults (its PUT answers 409 to a bare PUT) is loaded into, not refused with a resume advice that fails."""
+    with SearchClient(live_server.url) as client:
+        client.create_collection("load-custom", {"hnsw": {"m": 16}})
+    assert _ingest(live_server, "load-custom", _write(tmp_path / "a.jsonl", ANIMALS)) == 0
+    with SearchClient(live_server.url) as client:
+        described = client.get_collection("load-custom")
+    assert described["count"] == len(ANIMALS) and described["settings"]["hnsw"]["m"] == 16
+
+
 def test_beir_folder_is_read_from_its_corpus(live_server: Server, tmp_path: Path) -> None:
     _write(tmp_path / "corpus.jsonl", [{"_id": "d1", "title": "Vitamin D", "text": "Vitamin D helps bones."},
                                        {"_id": "d2", "title": "", "text": "Calcium is a mineral."}])
