@@ -13,7 +13,7 @@ OTHER = "https://elsewhere.example"
 def _preflight(client: TestClient, origin: str) -> httpx.Response:
     return client.options("/v1/collections/animals/search", headers={
         "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+        "Access-Control-Request-Headers": "authorization, content-type, x-request-id"})
 
 
 def test_preflight_from_an_allowed_origin_is_answered(make_client: AppFactory) -> None:
@@ -23,7 +23,7 @@ def test_preflight_from_an_allowed_origin_is_answered(make_client: AppFactory) -
         assert response.headers["access-control-allow-origin"] == ALLOWED
         assert "POST" in response.headers["access-control-allow-methods"]
         allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
-        assert {"authorization", "content-type"} <= allowed
+        assert {"authorization", "content-type", "x-request-id"} <= allowed
         odd = client.options("/v1/collections", headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET",
                                                          "Access-Control-Request-Headers": "x-debug"})
         assert odd.status_code == 400 and odd.json()["error"]["details"][0]["refused"] == ["headers"]
@@ -34,6 +34,9 @@ def test_cross_origin_request_from_an_allowed_origin_can_be_read(make_client: Ap
         response = client.get("/v1/collections", headers={"Origin": ALLOWED})
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == ALLOWED
+        # The page may read the request id (to quote it) and a training job's Location; no other header.
+        exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+        assert exposed == {"x-request-id", "location"}
         # An error answer too, or the page could not read the error body.
         missing = client.get("/v1/collections/nope", headers={"Origin": ALLOWED})
         assert missing.status_code == 404

@@ -9,12 +9,15 @@ from app.api.errors import error_response
 
 
 class CorsMiddleware(CORSMiddleware):
-    """Answers preflights for `origins`; allows the methods of the API and the Authorization and Content-Type
-    headers. A refused preflight gets 400 with the usual error body (Starlette's says it in plain text)."""
+    """Answers preflights for `origins`; allows the methods of the API and the Authorization, Content-Type and
+    X-Request-ID headers, and lets the page read X-Request-ID and a training job's Location (a browser hides
+    every other header of a cross-origin answer). A refused preflight gets 400 with the usual error body
+    (Starlette's says it in plain text)."""
 
     def __init__(self, app: ASGIApp, origins: list[str]) -> None:
         super().__init__(app, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
-                         allow_headers=["Authorization", "Content-Type"], max_age=600)
+                         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                         expose_headers=["X-Request-ID", "Location"], max_age=600)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
