@@ -60,8 +60,8 @@ class Hit(TypedDict):
     title: str | None
     text: str
     metadata: dict[str, Any]
-    explain: NotRequired[dict[str, Any] | None]
-    highlights: NotRequired[dict[str, list[str]] | None]  # null unless asked for
+    explain: NotRequired[dict[str, Any]]  # only when asked for
+    highlights: NotRequired[dict[str, list[str]]]  # only when asked for
 
 
 class SearchResult(TypedDict):
@@ -69,7 +69,7 @@ class SearchResult(TypedDict):
     total: int
     filtered_out: int
     took_ms: float
-    facets: NotRequired[dict[str, list[dict[str, Any]]] | None]  # null unless asked for
+    facets: NotRequired[dict[str, list[dict[str, Any]]]]  # only when asked for
 
 
 class UpsertResult(TypedDict):

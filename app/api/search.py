@@ -23,13 +23,16 @@ def search(name: CollectionName, body: SearchRequest, engine: ReadEngineDep, req
         outcome = engine.search(name, body.to_engine())
     except InvalidInput as exc:
         raise locate(exc, _LOCATIONS) from None
+    # `explain`, `highlights` and `facets` appear only when asked for (API.md): left unset, they are not dumped.
+    asked = {"explain": body.explain, "highlights": body.highlight is not None}
     hits = [Hit(id=h.row.id, score=h.score, relevance=h.relevance, title=h.row.title, text=h.row.text,
-                metadata=h.row.metadata, explain=h.explain, highlights=h.highlights) for h in outcome.hits]
-    facets = None if outcome.facets is None else {
-        key: [FacetValue(**value) for value in values] for key, values in outcome.facets.items()}
+                metadata=h.row.metadata, **{field: getattr(h, field) for field, wanted in asked.items() if wanted})
+            for h in outcome.hits]
     request.app.state.metrics.observe_search(name, outcome.total + outcome.filtered_out, outcome.filtered_out,
                                              len(hits))
     answer = SearchResponse(hits=hits, total=outcome.total, filtered_out=outcome.filtered_out,
-                            took_ms=round((time.perf_counter() - start) * 1000, 3), facets=facets)
+                            took_ms=round((time.perf_counter() - start) * 1000, 3))
+    if outcome.facets is not None:
+        answer.facets = {key: [FacetValue(**value) for value in values] for key, values in outcome.facets.items()}
     # Serialised once, by pydantic: through response_model FastAPI would dump, re-validate and encode it again.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")

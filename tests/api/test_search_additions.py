@@ -20,7 +20,7 @@ def test_highlights_mark_the_query_terms_in_title_and_text(animals: TestClient) 
     assert hit["highlights"] == {
         "title": ["<mark>Rocket</mark> <mark>engines</mark>"],
         "text": ["A <mark>rocket</mark> <mark>engine</mark> burns propellant to produce thrust in space."]}
-    assert search(animals, "rocket engines")["hits"][0]["highlights"] is None  # only when asked for
+    assert "highlights" not in search(animals, "rocket engines")["hits"][0]  # only when asked for
 
 
 def test_highlights_match_stems_skip_stop_words_and_escape_the_rest(client: TestClient) -> None:
@@ -64,7 +64,7 @@ def test_facets_count_every_hit_that_passed_not_only_the_page(animals: TestClien
                                 "colour": []}
     assert result["facets"]["tags"][:3] == [{"value": "fur", "count": 2}, {"value": "pet", "count": 2},
                                             {"value": "wild", "count": 2}]
-    assert search(animals, WILD)["facets"] is None
+    assert "facets" not in search(animals, WILD)  # only when asked for
 
 
 def test_facets_count_only_what_passed_the_metadata_filter(animals: TestClient) -> None:
