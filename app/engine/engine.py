@@ -268,8 +268,9 @@ class SearchEngine:
     def search(self, name: str, request: SearchQuery) -> hybrid.SearchOutcome:
         collection = self.collection(name)
         adapter = self.adapter_for(collection)
-        # Lexical search needs the query's vector only for the relevance filter: unfiltered, it skips the encoder.
-        wants_vector = request.mode != "lexical" or (adapter is not None and request.relevance_enabled)
+        # A lexical search needs the query's vector for the relevance filter, and for the probability every hit
+        # carries (API.md) even when the filter is off.
+        wants_vector = request.mode != "lexical" or adapter is not None
         encode = partial(self.queries.encode, request.query) if wants_vector else None
         return hybrid.search(collection, request, encode, adapter, self.search_defaults(adapter), self._beside)
 

@@ -80,13 +80,35 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _nullable_options(schema: dict[str, Any]) -> None:
+    """The OpenAPI document says what Options accepts: null for every field that may be left out."""
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        if name in required or any(v.get("type") == "null" for v in prop.get("anyOf", [prop])):
+            continue
+        outer = {key: prop.pop(key) for key in ("title", "description", "default") if key in prop}
+        schema["properties"][name] = {"anyOf": [prop, {"type": "null"}], **outer}
+
+
+class Options(Strict):
+    """A request's options: a JSON null means the field's default, as leaving the field out does (clients
+    generated from the OpenAPI document send null for what they leave unset)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_nullable_options)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        return {key: value for key, value in data.items() if value is not None} if isinstance(data, dict) else data
+
+
 # --- collections --------------------------------------------------------------------------------
 
 
 _HNSW, _BM25 = types.HnswSettings(), types.Bm25Settings()  # the defaults, and bounds, are the engine's
 
 
-class HnswSettings(Strict):
+class HnswSettings(Options):
     m: Annotated[int, types.HNSW_M, JsonInteger] = _HNSW.m
     ef_construction: Annotated[int, types.HNSW_EF_CONSTRUCTION, JsonInteger] = _HNSW.ef_construction
     # null (the default): the collection tunes its own to the configured recall target (see `hnsw_tuning`)
@@ -96,7 +118,7 @@ class HnswSettings(Strict):
         return types.HnswSettings(self.m, self.ef_construction, self.ef_search)
 
 
-class Bm25Settings(Strict):
+class Bm25Settings(Options):
     k1: Annotated[Number, types.BM25_K1] = _BM25.k1
     b: Annotated[Number, types.BM25_B] = _BM25.b
 
@@ -104,7 +126,7 @@ class Bm25Settings(Strict):
         return types.Bm25Settings(self.k1, self.b)
 
 
-class CollectionSettings(Strict):
+class CollectionSettings(Options):
     hnsw: HnswSettings = HnswSettings()
     bm25: Bm25Settings = Bm25Settings()
 
@@ -113,7 +135,7 @@ class CollectionSettings(Strict):
         return cls.model_validate(settings.to_dict())
 
 
-class CollectionRequest(Strict):
+class CollectionRequest(Options):
     hnsw: HnswSettings | None = None
     bm25: Bm25Settings | None = None
 
@@ -191,7 +213,7 @@ class StoredDocument(BaseModel):
 # --- relevance ----------------------------------------------------------------------------------
 
 
-class TrainingExample(Strict):
+class TrainingExample(Options):
     query: QueryText
     relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
     irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
@@ -207,7 +229,7 @@ class TrainingExample(Strict):
         return types.TrainingExample(self.query, tuple(self.relevant_ids), tuple(self.irrelevant_ids))
 
 
-class TrainRequest(Strict):
+class TrainRequest(Options):
     examples: Annotated[list[TrainingExample], Field(min_length=1, max_length=MAX_TRAIN_EXAMPLES)]
     recall_target: Number = Field(DEFAULT_RECALL_TARGET, gt=0.0, le=1.0)
     family: Family | None = None

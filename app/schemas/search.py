@@ -23,13 +23,14 @@ from app.schemas import (
     MetadataKey,
     MetadataString,
     Number,
+    Options,
     QueryText,
     Scalar,
     Strict,
 )
 
 
-class Fusion(Strict):
+class Fusion(Options):
     method: types.FusionMethod | None = Field(
         None, description="convex or rrf; default: convex, or the fusion the collection's judgments fitted")
     alpha: Number | None = Field(None, ge=0.0, le=1.0, description="dense weight; default from settings")
@@ -83,7 +84,7 @@ def _conditions(conditions: dict[str, FilterCondition]) -> dict[str, types.Filte
 _HIGHLIGHT = types.Highlight()
 
 
-class HighlightOptions(Strict):
+class HighlightOptions(Options):
     fields: Annotated[list[types.HighlightField], Field(min_length=1, max_length=2)] = list(_HIGHLIGHT.fields)
     fragment_chars: Annotated[int, types.FRAGMENT_CHARS, JsonInteger] = Field(
         _HIGHLIGHT.fragment_chars, description="most characters of the original text a fragment shows, cut at "
@@ -110,7 +111,7 @@ class Boost(Strict):
         return types.Boost(_conditions(self.filter), self.weight)
 
 
-class RelevanceOptions(Strict):
+class RelevanceOptions(Options):
     enabled: bool = True
     threshold: Number | None = Field(None, ge=0.0, le=1.0,
                                      description="probability threshold; overrides recall_target when both are given")
@@ -119,7 +120,7 @@ class RelevanceOptions(Strict):
         "it (GET …/relevance lists them); above the highest, every candidate is kept"))
 
 
-class SearchRequest(Strict):
+class SearchRequest(Options):
     query: QueryText
     k: Int = Field(10, ge=1, le=MAX_K)
     offset: Int = Field(0, ge=0, le=MAX_OFFSET)

@@ -115,7 +115,7 @@ function render(answer, collection, body, { keepStatus = false } = {}) {
 
 function renderHit(hit, collection, body) {
   const item = $("hit").content.firstElementChild.cloneNode(true);
-  // null: not scored (a lexical search with the filter off skips the encoder), which is not a relevance of 0.
+  // null: not scored (the service has no relevance adapter), which is not a relevance of 0.
   const probability = hit.relevance;
   const scored = probability !== null && probability !== undefined;
   item.querySelector(".bar").style.height = scored ? `${Math.round(probability * 100)}%` : "0";

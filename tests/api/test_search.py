@@ -132,10 +132,15 @@ def test_integral_floats_are_integers_and_threshold_beats_recall_target(animals:
     assert animals.post("/v1/collections/animals/search", json=body).json()["hits"]
 
 
-def test_unfiltered_lexical_search_skips_the_encoder(animals: TestClient) -> None:
+def test_every_hit_carries_its_probability_even_unfiltered(animals: TestClient) -> None:
+    """API.md: `relevance` is the adapter's probability "for every hit". An unfiltered lexical search used to
+    skip the encoder and answer null; it is still ranked by BM25 alone."""
     off = {"enabled": False}
     lexical = search(animals, "salmon", mode="lexical", relevance=off, explain=True)["hits"]
-    assert lexical and all(hit["relevance"] is None and hit["explain"]["cosine"] is None for hit in lexical)
+    assert lexical and all(isinstance(hit["relevance"], float) and hit["explain"]["cosine"] for hit in lexical)
+    assert [h["score"] for h in lexical] == [h["explain"]["bm25"] for h in lexical]
+    filtered = {h["id"]: h["relevance"] for h in search(animals, "salmon", mode="lexical", relevance=None)["hits"]}
+    assert filtered and filtered == pytest.approx({h["id"]: h["relevance"] for h in lexical if h["id"] in filtered})
     hybrid = search(animals, "salmon", relevance=off)["hits"]
     assert hybrid and all(isinstance(hit["relevance"], float) for hit in hybrid)  # still reported, not applied
 
@@ -195,3 +200,21 @@ def test_deep_pages_are_slices_of_one_list(client: TestClient, candidates: int |
     assert len(totals) == 1, totals
     listed = [doc for page in pages for doc in ids(page)]
     assert len(listed) == len(set(listed)) == totals.pop() < 400
+
+
+def test_null_means_the_default(animals: TestClient) -> None:
+    """A client generated from the OpenAPI document sends null for what it leaves unset: every option then
+    takes its default, as if left out (k, mode, relevance.enabled... were a 422 while threshold was not)."""
+    nulls = {"k": None, "offset": None, "mode": None, "candidates": None, "filter": None, "explain": None,
+             "highlight": None, "facets": None, "boosts": None,
+             "fusion": {"method": None, "alpha": None, "normalization": None, "rrf_k": None},
+             "relevance": {"enabled": None, "threshold": None, "recall_target": None}}
+    for query in ("pets with fur", "rocket engine thrust"):
+        left_out = animals.post("/v1/collections/animals/search", json={"query": query}).json()
+        sent_null = animals.post("/v1/collections/animals/search", json={"query": query, **nulls}).json()
+        assert sent_null["hits"] == left_out["hits"] and sent_null["total"] == left_out["total"] > 0
+    missing = animals.post("/v1/collections/animals/search", json={"query": None})
+    assert missing.status_code == 422 and missing.json()["error"]["details"][0]["loc"] == ["body", "query"]
+    created = animals.put("/v1/collections/nulls", json={"hnsw": {"m": None, "ef_search": None}, "bm25": None})
+    assert created.status_code == 201
+    assert created.json()["settings"] == animals.get("/v1/collections/animals").json()["settings"]

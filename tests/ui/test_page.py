@@ -153,14 +153,22 @@ def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
+@pytest.fixture
+def unfiltered_server(tmp_path: Path) -> Iterator[Server]:
+    """A server with no relevance adapter at all (neither the default nor the fallback): its hits carry
+    `"relevance": null`."""
+    nowhere = str(tmp_path / "no-adapter")
+    server = Server(tmp_path / "data", SEARCH_ADAPTER_DIR=nowhere, SEARCH_FALLBACK_ADAPTER_DIR=nowhere).start()
+    yield server
+    server.stop()
+
+
 def test_first_search_has_facets_unscored_hits_say_so_and_an_error_clears_the_hits(
-        live_server: Server, browser: Any) -> None:
+        unfiltered_server: Server, browser: Any) -> None:
     """Facets used to show only from the second search (their fields were learnt from the first answer); a
-    lexical hit with the filter off (relevance null) read "relevance 0.00"; a failed search left the previous
-    query's hits under its error, and the error did not say why."""
-    wait = _open_with(live_server, browser, "ui-first")
-    Select(browser.find_element(By.ID, "mode")).select_by_value("lexical")
-    browser.find_element(By.ID, "relevance").click()  # filter off: a lexical search skips the encoder
+    hit with no probability (relevance null) read "relevance 0.00"; a failed search left the previous query's
+    hits under its error, and the error did not say why."""
+    wait = _open_with(unfiltered_server, browser, "ui-first")
     browser.find_element(By.ID, "query").send_keys("cats")
     wait.until(lambda d: _hits(d) and d.find_elements(By.CSS_SELECTOR, "#facets button"))
     assert "relevance —" in _hits(browser)[0].find_element(By.CSS_SELECTOR, ".meta").text
