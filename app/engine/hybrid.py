@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from concurrent.futures import Executor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,9 +55,10 @@ def _ranks(labels: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
     return np.fromiter((position.get(int(x), 0) for x in labels), dtype=np.int64, count=len(labels))
 
 
-def lexical_evidence(bm25: np.ndarray) -> np.ndarray:
-    """Each candidate's BM25 over the best candidate's (tm2c2 with floor 0): what the hybrid adapter reads."""
-    top = float(bm25.max()) if bm25.size else 0.0
+def lexical_evidence(bm25: np.ndarray, best: float | None = None) -> np.ndarray:
+    """Each candidate's BM25 over the best candidate's (tm2c2 with floor 0): what the hybrid adapter reads.
+    `best`: the best of the query's whole list, when `bm25` is a part of it."""
+    top = best if best is not None else float(bm25.max()) if bm25.size else 0.0
     return bm25 / top if top > 0 else np.zeros_like(bm25, dtype=np.float64)
 
 
@@ -192,16 +193,17 @@ def scale_reference(candidates: Candidates, fused: np.ndarray) -> np.ndarray | N
 
 def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: SearchQuery, query: np.ndarray | None,
                         adapter: CosineAdapter | None, stats: np.ndarray | None = None,
-                        reference: np.ndarray | None = None) -> Relevance:
+                        reference: np.ndarray | None = None, best_bm25: float | None = None) -> Relevance:
     """Scores every candidate with the adapter and, when the filter is on, keeps those of `order` at or above
     the request's threshold (else the one calibrated for its recall target, else the adapter's own).
-    `reference`: the cosines a min-max map scales over (`scale_reference`); by default the top of `order`."""
+    `reference`: the cosines a min-max map scales over (`scale_reference`); by default the top of `order`.
+    `best_bm25`: the query's best BM25 score (by default the candidates')."""
     if adapter is None or query is None or candidates.cosine is None:
         return Relevance(order, None, None)
     if reference is None and order.size:
         reference = candidates.cosine[order[:STATS_DEPTH]]
-    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25), stats,
-                                          reference)
+    probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25, best_bm25),
+                                          stats, reference)
     if not request.relevance_enabled:
         return Relevance(order, probabilities, None)
     threshold = request.threshold
@@ -257,13 +259,20 @@ def search(collection: Collection, request: SearchQuery, encode: Callable[[], np
             boosts = boost_base(candidates, fused, request, defaults), boost_weights(collection, candidates.labels,
                                                                                     request)
         scores = fused if boosts is None else boosts[0] + boosts[1]
-        stats = candidate_stats(retrieved, len(tokens)) if adapter is not None and adapter.uses_stats else None
+        # What the adapter reads of the query's list (its STATS, its scale, BM25's best) is the list the query
+        # has in the whole collection: a metadata filter restricts which hits show, never a hit's probability
+        # (filtered, a hit that passed unfiltered was dropped: the best of a restricted list is lower).
+        context = retrieved
+        if adapter is not None and query is not None and request.filter:
+            context = retrieve(collection, replace(request, filter=None), tokens, query,
+                               max(depth, STATS_DEPTH) if listed else depth, beside)
+        stats = candidate_stats(context, len(tokens)) if adapter is not None and adapter.uses_stats else None
         reference = None
         if listed:  # the deeper list, fused alike; at the default depth it is the candidates themselves
-            fused_retrieved = fused if retrieved is candidates else fuse(retrieved, request, defaults)
-            reference = scale_reference(retrieved, fused_retrieved)
+            fused_context = fused if context is candidates else fuse(context, request, defaults)
+            reference = scale_reference(context, fused_context)
         relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats,
-                                        reference)
+                                        reference, float(context.bm25.max()) if context.bm25.size else 0.0)
         page = relevance.order[request.offset:request.offset + request.k]
         # Facets count every hit that passed (what the pages hold), so then every passing row is read.
         wanted = relevance.order if request.facets else page

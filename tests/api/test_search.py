@@ -218,3 +218,21 @@ def test_null_means_the_default(animals: TestClient) -> None:
     created = animals.put("/v1/collections/nulls", json={"hnsw": {"m": None, "ef_search": None}, "bm25": None})
     assert created.status_code == 201
     assert created.json()["settings"] == animals.get("/v1/collections/animals").json()["settings"]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical", "dense"])
+def test_a_metadata_filter_restricts_the_hits_and_leaves_their_probabilities(animals: TestClient, mode: str) -> None:
+    """The adapter reads the query's list (its best scores, its spread, BM25's best). Read from the filtered
+    list, a filter raised or lowered every hit's probability, so a hit that passed unfiltered could be dropped
+    by asking only for its own kind. Now it reads the query's list in the whole collection."""
+    queries = ["animals that hunt", "wild creatures", "cats and dogs", "animals with fur", "wild yeast"]
+    for query, flt in itertools.product(queries, [{"kind": "mammal"}, {"tags": {"in": ["wild"]}}]):
+        everything = search(animals, query, mode=mode)["hits"]
+        only = search(animals, query, mode=mode, filter=flt)["hits"]
+        matching = {h["id"] for h in search(animals, query, mode="lexical", filter=flt, k=100)["hits"]} | {
+            h["id"] for h in search(animals, query, mode="dense", filter=flt, k=100)["hits"]}
+        unfiltered = {h["id"]: h["relevance"] for h in everything}
+        assert {h["id"]: h["relevance"] for h in only} == pytest.approx(
+            {i: p for i, p in unfiltered.items() if i in matching}, abs=1e-6), (query, flt)
+        passed = set(ids(search(animals, query, mode=mode, relevance=None)))
+        assert set(ids(search(animals, query, mode=mode, relevance=None, filter=flt))) == passed & matching

@@ -60,11 +60,12 @@ def test_metrics_count_the_query_encoders_passes(animals: TestClient) -> None:
     before = samples(animals)
     for query in ("salmon", "eagles", "bone"):
         animals.post(SEARCH, json={"query": query})
-    animals.post(SEARCH, json={"query": "salmon", "mode": "lexical", "relevance": {"enabled": False}})  # no encode
+    # encoded too: its hits carry their probability
+    animals.post(SEARCH, json={"query": "salmon", "mode": "lexical", "relevance": {"enabled": False}})
     after = samples(animals)
 
     def delta(name: str) -> float:
         return value(after, name) - value(before, name)
 
     # one client, one search at a time: each encoded alone, in a pass of its own
-    assert delta("search_query_encoder_passes_total") == delta("search_query_encoder_queries_total") == 3
+    assert delta("search_query_encoder_passes_total") == delta("search_query_encoder_queries_total") == 4
