@@ -18,7 +18,14 @@ from app.engine.relevance import (
     train_and_calibrate,
 )
 from app.engine.relevance.adapter import STATS, query_stats
-from app.engine.relevance.calibration import Calibration, average_precision, pr_auc_difference_se
+from app.engine.relevance.calibration import (
+    Calibration,
+    average_precision,
+    choose_threshold,
+    cross_validated_metrics,
+    pr_auc_difference_se,
+    recall_se,
+)
 from app.engine.relevance.inputs import group_weights
 
 
@@ -134,6 +141,72 @@ def test_a_small_judgment_set_keeps_the_default_when_training_does_not_beat_it()
     assert kept.weights["b2"].tolist() == base.weights["b2"].tolist()
     assert kept.calibration is not None and kept.calibration.recall_target == 0.95
     assert selection["default_recalibrated"]["pr_auc"] >= selection["trained"]["pr_auc"] - SELECTION_MARGIN
+
+
+def _ranked_perfectly(n_queries: int, seed: int) -> tuple[TrainingSet, CosineAdapter]:
+    """Judged queries whose relevance is the cosine order (6 relevant of 50), and a default that ranks them so."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.uniform(0.2, 0.5, 50) for _ in range(n_queries)]
+    ys = []
+    for x in xs:
+        y = np.zeros(50)
+        y[np.argsort(-x)[:6]] = 1.0
+        ys.append(y)
+    stats = np.asarray([query_stats(x, np.zeros(50), 3) for x in xs])
+    data = _training_set(rng.standard_normal((n_queries, 4)), xs, ys, [np.zeros(50)] * n_queries, stats)
+    return data, CosineAdapter.identity_like(4, slope=20.0, intercept=-8.0)
+
+
+@pytest.mark.parametrize(("recall_of_its_threshold", "kept"), [(0.95, "default"), (0.94, "default"),
+                                                               (0.60, "default, recalibrated"),
+                                                               (1.00, "default, recalibrated")])
+def test_the_default_keeps_its_own_thresholds_unless_the_judgments_show_them_off(
+        recall_of_its_threshold: float, kept: str) -> None:
+    """50 judged queries are a noisy sample: re-choosing the threshold on them always moved one the default had
+    chosen on thousands (SciFact: the other queries' recall 0.94 -> 0.89). The default's own thresholds are kept
+    unless its recall on the judgments is off the target by more than the noise; either way the answer's
+    metrics are held out: the default's on judgments it never saw, a recalibration's on queries each threshold
+    was not chosen on (they used to be measured where they were chosen: recall exactly the target, folds 0)."""
+    data, base = _ranked_perfectly(50, seed=5)
+    probs = probabilities(base, data)
+    threshold = choose_threshold(np.concatenate(probs), np.concatenate(data.labels), recall_of_its_threshold)
+    base.calibration = Calibration(threshold, 0.95, {0.9: threshold + 0.1, 0.95: threshold}, {})
+    tuned = CosineAdapter.identity_like(4, slope=1.0, intercept=0.0)
+    tuned.calibration = Calibration(0.5, 0.95, {0.95: 0.5}, {"pr_auc": 0.0})  # no better: the default is kept
+    chosen = better_of(base, tuned, probs, data, 0.95)
+    selection = chosen.info["selection"]
+    assert selection["kept"] == kept, selection["why"]
+    assert chosen.calibration is not None and chosen.weights["b2"].tolist() == base.weights["b2"].tolist()
+    assert selection["default"]["recall"] == pytest.approx(recall_of_its_threshold, abs=0.01)
+    assert selection["default_recalibrated"]["folds"] == 5
+    if kept == "default":
+        assert chosen.calibration.thresholds == {0.9: threshold + 0.1, 0.95: threshold}
+        assert chosen.calibration.metrics == selection["default"]
+    else:
+        assert chosen.calibration.threshold != threshold
+        assert chosen.calibration.metrics["recall"] == selection["default_recalibrated"]["recall"]
+    assert "Thresholds: the default's own threshold" in selection["why"]
+
+
+def test_cross_validated_metrics_measure_each_query_where_its_threshold_was_not_chosen() -> None:
+    # Six queries, one relevant candidate each: scored 0.9 in five of them and 0.1 in the odd one. Each query is
+    # a fold. Chosen on all six, a 0.8 target takes 0.9 (5 of 6): measured there, recall 5/6 either way. A 0.99
+    # target chosen on all six would take 0.1 and keep everything; but held out, the odd query is filtered at the
+    # threshold the five others choose (0.9) and drops its relevant candidate: recall 5/6, not 1.
+    probs = [np.array([0.9, 0.05]) for _ in range(5)] + [np.array([0.1, 0.05])]
+    labels = [np.array([1.0, 0.0]) for _ in range(6)]
+    metrics = cross_validated_metrics(probs, labels, 0.8, n_folds=6)
+    assert metrics["recall"] == pytest.approx(5 / 6) and metrics["folds"] == 6 and metrics["threshold"] == 0.9
+    held_out = cross_validated_metrics(probs, labels, 0.99, n_folds=6)
+    assert held_out["threshold"] == 0.1 and held_out["recall"] == pytest.approx(5 / 6)
+
+
+def test_recall_se_is_zero_without_spread_and_infinite_for_one_query() -> None:
+    probs, labels = [np.array([0.9, 0.1])] * 4, [np.array([1.0, 0.0])] * 4
+    assert recall_se(probs, labels, 0.5) == 0.0
+    assert recall_se(probs[:1], labels[:1], 0.5) == float("inf")
+    mixed = [np.array([0.9, 0.1]), np.array([0.1, 0.9])] * 10
+    assert 0.05 < recall_se(mixed, [np.array([1.0, 0.0])] * 20, 0.5) < 0.2
 
 
 def test_a_judgment_set_that_teaches_something_keeps_the_trained_adapter() -> None:

@@ -107,6 +107,44 @@ def pr_auc_difference_se(a: list[np.ndarray], b: list[np.ndarray], labels: list[
     return float(np.std(diffs, ddof=1))
 
 
+def recall_se(probs: list[np.ndarray], labels: list[np.ndarray], threshold: float, resamples: int = 200,
+              seed: int = 0) -> float:
+    """Standard error of the recall kept at `threshold`, by a bootstrap over queries (a query's relevant
+    documents rise and fall together); infinite for fewer than two queries."""
+    if len(labels) < 2:
+        return math.inf
+    kept = np.array([float(np.asarray(y)[np.asarray(p) >= threshold].sum())
+                     for p, y in zip(probs, labels, strict=True)])
+    relevant = np.array([float(np.sum(y)) for y in labels])
+    picked = np.random.default_rng(seed).integers(0, len(labels), (resamples, len(labels)))
+    totals = relevant[picked].sum(axis=1)
+    recalls = np.divide(kept[picked].sum(axis=1), totals, out=np.ones(resamples), where=totals > 0)
+    return float(np.std(recalls, ddof=1))
+
+
+def cross_validated_metrics(probs: list[np.ndarray], labels: list[np.ndarray], recall_target: float,
+                            n_folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """`filter_metrics` of choosing the threshold on these judgments, measured on queries it was not chosen on:
+    each fold of queries filtered at the threshold the other folds choose (their pooled positives meeting
+    `recall_target`). What a recalibration promises new queries, where measuring the threshold on the queries
+    it was chosen on meets the target by construction."""
+    n_folds = max(2, min(n_folds, len(labels)))
+    fold = np.random.default_rng(seed).permutation(len(labels)) % n_folds
+    full = choose_threshold(np.concatenate(probs), np.concatenate(labels), recall_target)
+    shifted = [np.empty(0)] * len(labels)
+    for f in range(n_folds):
+        rest = np.flatnonzero(fold != f)
+        rest_labels = np.concatenate([labels[i] for i in rest])
+        threshold = choose_threshold(np.concatenate([probs[i] for i in rest]), rest_labels, recall_target) \
+            if rest_labels.any() else full
+        for i in np.flatnonzero(fold == f):
+            shifted[i] = np.asarray(probs[i], np.float64) - threshold  # kept: at or above 0
+    metrics = filter_metrics(shifted, labels, 0.0)
+    metrics.update({"pr_auc": average_precision(np.concatenate(probs), np.concatenate(labels)), "threshold": full,
+                    "folds": float(n_folds)})
+    return metrics
+
+
 def group_threshold(probs: list[np.ndarray], labels: list[np.ndarray], groups: Sequence[str],
                     recall_target: float) -> float:
     """Highest t at which every group with a positive (a collection, say) keeps at least ``recall_target`` of
