@@ -133,6 +133,11 @@ def test_a_trained_adapter_replicates(replica: Replica) -> None:
         served = engine_of(b).collection("animals").adapter
         assert served is not None and served.info["marker"] == "trained through a"
         assert np.allclose(served.weights["w1"], adapter.weights["w1"])
+        # Reset through the other replica: both go back to the default.
+        assert b.delete("/v1/collections/animals/relevance").json()["status"] == "default"
+        wait_applied(a, engine_of(b).follower.status().applied_seq)  # type: ignore[union-attr]
+        assert engine_a.collection("animals").adapter is None
+        assert a.get("/v1/collections/animals/relevance").json()["status"] == "default"
 
 
 def _random_batches(rng: random.Random, dim: int, n: int) -> list[list[DocumentInput]]:

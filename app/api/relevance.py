@@ -84,3 +84,12 @@ def get_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, max_
 @router.get("", dependencies=[ReadAccess], summary="The adapter in use (default or trained)")
 def get_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
     return relevance_status(engine, name)
+
+
+@router.delete("", dependencies=[AdminAccess], responses={**error_responses(403), **_CONFLICT},
+               summary="Go back to the default adapter: remove the collection's trained one (and its fitted fusion)",
+               description="Answers the adapter now in use, as GET does. While the collection trains, a 409 names "
+                           "the job (its adapter would be swapped in after the reset).")
+def reset_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
+    engine.reset_relevance(name)
+    return relevance_status(engine, name)

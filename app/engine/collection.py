@@ -33,7 +33,7 @@ class SharedWrites(Protocol):
     def writing(self) -> AbstractContextManager[None]:
         """Held from a write's store call to the end of its `sync`."""
         ...
-    def save_adapter(self, collection: str, adapter: CosineAdapter) -> None: ...
+    def save_adapter(self, collection: str, adapter: CosineAdapter | None) -> None: ...
 
 @dataclass
 class OwnWrite:
@@ -289,16 +289,21 @@ class Collection:
         if self.dropped:
             raise CollectionNotFound(f"collection {self.name!r} was deleted")
 
-    def set_adapter(self, adapter: CosineAdapter) -> None:
-        """Persists a trained adapter beside the snapshots, then swaps it in for new searches; CollectionNotFound
-        once the collection is dropped (a drop takes the write lock, then removes the folder)."""
+    def set_adapter(self, adapter: CosineAdapter | None) -> None:
+        """Persists a trained adapter beside the snapshots, then swaps it in for new searches (None: removes the
+        collection's own, and the default serves again); CollectionNotFound once the collection is dropped (a
+        drop takes the write lock, then removes the folder)."""
         if self.shared is not None:
             self.check_live()
             self.shared.save_adapter(self.name, adapter)
             return
         with self.lock.read():  # the save takes milliseconds
             self.check_live()  # else the adapter would land where a new collection of this name loads its own
-            SnapshotDir(self.snapshots.root / "adapter").publish(adapter.save)
+            folder = SnapshotDir(self.snapshots.root / "adapter")
+            if adapter is None:
+                folder.discard()  # its pointer first, durably: a kill midway leaves no adapter, not half of one
+            else:
+                folder.publish(adapter.save)
             self.adapter = adapter
 
     # --- snapshots --------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from app.errors import (
     DocumentNotFound,
     EncoderMismatch,
     InvalidInput,
+    TrainingInProgress,
 )
 from app.settings import Settings
 from app.store.base import DocumentStore, NewDocument, StoredRow
@@ -327,6 +328,16 @@ class SearchEngine:
         report(PROGRESS_FITTED)
         collection.set_adapter(adapter)
         return adapter
+
+    def reset_relevance(self, name: str) -> None:
+        """Removes the collection's own adapter (and the fusion fitted with it): the default serves it again, on
+        every replica. A training running on it (on this replica) is a 409: it would swap its adapter in after."""
+        collection = self.collection(name)
+        running = self.training_jobs.running(name)
+        if running is not None:
+            raise TrainingInProgress(f"collection {name!r} is training (job {running.id}); reset it once the job "
+                                     "has finished", [{"job": running.id}])
+        collection.set_adapter(None)
 
     # --- lifecycle --------------------------------------------------------------------------
 

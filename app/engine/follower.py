@@ -296,9 +296,10 @@ class Follower:
 
     # --- adapters ---------------------------------------------------------------------------
 
-    def save_adapter(self, collection: str, adapter: CosineAdapter) -> None:
-        """Stores a trained adapter in the store of record; every replica (this one first) then loads it."""
-        meta, weights = adapter_to_store(adapter)
+    def save_adapter(self, collection: str, adapter: CosineAdapter | None) -> None:
+        """Stores a trained adapter in the store of record (None: removes it); every replica (this one first)
+        then loads it (or goes back to the default)."""
+        meta, weights = (None, None) if adapter is None else adapter_to_store(adapter)
         self.sync(self.store.shared.save_adapter(collection, meta, weights))
 
 

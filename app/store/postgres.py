@@ -250,8 +250,9 @@ class PostgresStore:
             conn.execute("UPDATE search_collections SET pruned_through = greatest(pruned_through, %s) "
                          "WHERE name = %s", (through, collection))
 
-    def save_adapter(self, collection: str, meta: str, weights: bytes) -> int:
-        """Stores a collection's trained adapter (replacing any); returns the sequence followers load it at."""
+    def save_adapter(self, collection: str, meta: str | None, weights: bytes | None) -> int:
+        """Stores a collection's trained adapter (replacing any; None: removes it, so the default serves again);
+        returns the sequence followers load it at."""
         with self._write() as conn:
             seq = self._take_seq(conn, 1)
             done = conn.execute("UPDATE search_collections SET adapter_seq = %s, adapter_meta = %s, "

@@ -25,7 +25,7 @@ class CollectionState:
     record: CollectionRecord
     pruned_through: int  # tombstones up to this sequence are gone: a replica behind it must rebuild
     changed_seq: int  # the sequence of its last document write: a replica past it has nothing to read
-    adapter_seq: int  # 0: no trained adapter
+    adapter_seq: int  # 0: never trained (a reset keeps its sequence and clears the adapter)
 
 
 @dataclass
@@ -68,7 +68,8 @@ class FeedView:
     def adapter(self, collection: str) -> StoredAdapter | None:
         with reachable():
             row = self._conn.execute("SELECT adapter_seq, adapter_meta, adapter_weights FROM search_collections "
-                                     "WHERE name = %s AND adapter_seq > 0", (collection,)).fetchone()
+                                     "WHERE name = %s AND adapter_seq > 0 AND adapter_meta IS NOT NULL",
+                                     (collection,)).fetchone()
         return None if row is None else StoredAdapter(int(row[0]), str(row[1]), bytes(row[2]))
 
     def tombstones_after(self, collection: str, after_seq: int) -> list[tuple[int, int]]:

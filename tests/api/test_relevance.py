@@ -102,21 +102,32 @@ def test_train_a_collections_own_adapter_and_keep_it_across_restarts(make_client
         assert response.status_code == 200, response.text
         trained = response.json()
         assert trained["status"] == "trained" and trained["recall_target"] == 0.9
-        metrics = trained["metrics"]
-        assert metrics["recall"] >= 0.9 and {"pr_auc", "raw_cosine_pr_auc", "kept_per_query",
-                                             "empty_query_rate", "precision"} <= set(metrics)
+        metrics = trained["metrics"]  # held out: the trained one's out of fold, the default's where it never trained
+        assert metrics["recall"] >= 0.8
+        assert {"pr_auc", "kept_per_query", "empty_query_rate", "precision"} <= set(metrics)
         assert client.get("/v1/collections/topics/relevance").json()["threshold"] == trained["threshold"]
         assert client.get("/v1/collections/topics").json()["relevance"]["status"] == "trained"
         # Both candidates are reported, with which was kept and why: the fine-tuned adapter against the default
         # recalibrated on these judgments, and the fitted fusion against the default fusion.
         selection, fusion = trained["info"]["selection"], trained["info"]["fusion_selection"]
-        assert selection["kept"] in ("trained", "default, recalibrated") and "PR-AUC" in selection["why"]
-        assert {"pr_auc", "recall"} <= set(selection["trained"]) & set(selection["default_recalibrated"])
+        assert selection["kept"] in ("trained", "default", "default, recalibrated") and "PR-AUC" in selection["why"]
+        assert {"pr_auc", "recall"} <= set(selection["trained"]) & set(selection["default"]) & set(
+            selection["default_recalibrated"])
         assert fusion["kept"] in ("fitted", "default") and "ndcg@10" in fusion["default"]
     with make_client() as client:
         again = client.get("/v1/collections/topics/relevance").json()
         assert again["status"] == "trained" and again["threshold"] == trained["threshold"]
         assert again["info"]["fusion_selection"] == trained["info"]["fusion_selection"]
+        client.put("/v1/collections/untrained")
+        default = client.get("/v1/collections/untrained/relevance").json()
+        assert default["status"] == "default"
+        # A training can be undone: the collection goes back to the default, and stays there after a restart.
+        reset = client.delete("/v1/collections/topics/relevance")
+        assert reset.status_code == 200 and reset.json() == default
+        assert client.delete("/v1/collections/topics/relevance").json() == default  # again: nothing to remove
+        assert client.delete("/v1/collections/nope/relevance").status_code == 404
+    with make_client() as client:
+        assert client.get("/v1/collections/topics/relevance").json() == default
 
 
 def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) -> None:
