@@ -21,7 +21,6 @@ from app.engine.relevance.adapter import STATS, query_stats
 from app.engine.relevance.calibration import (
     Calibration,
     average_precision,
-    choose_threshold,
     cross_validated_metrics,
     pr_auc_difference_se,
     recall_se,
