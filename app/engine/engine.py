@@ -299,7 +299,12 @@ class SearchEngine:
         report = progress or (lambda fraction: None)
         collection = self.collection(name)
         examples = merge_judgments(examples)  # one example a query: the folds and the guard count queries
-        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults)
+        def building(fraction: float) -> None:
+            collection.check_live()  # as `fitting` below, while the queries are encoded
+            report(fraction * PROGRESS_SET_BUILT)
+
+        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults,
+                                  progress=building)
         report(PROGRESS_SET_BUILT)
 
         def fitting(fraction: float) -> None:

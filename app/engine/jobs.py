@@ -211,7 +211,7 @@ class TrainingJobs:
         if self._stopping:  # the job ends here, before its swap
             raise JobCancelled("the service stopped before the training finished; the adapter is unchanged")
         with self._lock:
-            job.progress = max(job.progress, min(1.0, max(0.0, float(fraction))))
+            job.progress = max(job.progress, round(min(1.0, max(0.0, float(fraction))), 3))  # not 0.30000000000000004
         self._publish(job)
 
     def _run(self, job: TrainingJob, work: Work) -> None:

@@ -1,6 +1,6 @@
 """Turns relevance judgments into adapter training data: the service's own candidates, labelled."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,16 +162,24 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
     return found
 
 
-def query_vectors(embedder: Encoder, queries: Sequence[str]) -> np.ndarray:
+def query_vectors(embedder: Encoder, queries: Sequence[str],
+                  on_chunk: Callable[[float], None] | None = None) -> np.ndarray:
     """The queries' vectors as a search encodes them (`encode_queries`: the int8 encoder's alone, not
-    batch-quantised with others as documents are), QUERY_CHUNK at a time."""
+    batch-quantised with others as documents are), QUERY_CHUNK at a time; `on_chunk` hears the fraction done
+    after each chunk (an exception it raises ends the encoding)."""
     if not queries:
         return np.empty((0, embedder.dim), dtype=np.float32)
-    return np.vstack([embedder.encode_queries(queries[i:i + QUERY_CHUNK]) for i in range(0, len(queries), QUERY_CHUNK)])
+    chunks = []
+    for i in range(0, len(queries), QUERY_CHUNK):
+        chunks.append(embedder.encode_queries(queries[i:i + QUERY_CHUNK]))
+        if on_chunk is not None:
+            on_chunk(min(1.0, (i + QUERY_CHUNK) / len(queries)))
+    return np.vstack(chunks)
 
 
 def build_training_set(collection: Collection, embedder: Encoder, examples: Sequence[TrainingExample],
-                       defaults: SearchDefaults = SearchDefaults(), depth: int = TRAINING_DEPTH) -> TrainingSet:
+                       defaults: SearchDefaults = SearchDefaults(), depth: int = TRAINING_DEPTH,
+                       progress: Callable[[float], None] | None = None) -> TrainingSet:
     """For each query: its top-`depth` hits as the default hybrid search ranks them (fused with `defaults`)
     plus the documents judged irrelevant, with raw cosines and lexical evidence; label 1 for relevant ids, 0
     for the rest. (Over each retriever's whole top-`depth` instead, the deep lexical- or dense-only candidates
@@ -179,16 +187,23 @@ def build_training_set(collection: Collection, embedder: Encoder, examples: Sequ
 
     A relevant document the retrievers did not bring up is left out: the filter never sees it, and counting
     it would push the threshold for a recall target down to where no real candidate list reaches.
+
+    `progress` hears the fraction done (the queries encoded: half; searched: the other half); an exception it
+    raises ends the work. The collection's deletion ends it too, at the next query.
     """
     resolve_ids(collection, examples)  # unknown ids: a 422 before the encoder's work
-    query_embs = query_vectors(embedder, [ex.query for ex in examples])
+    report = progress or (lambda fraction: None)
+    query_embs = query_vectors(embedder, [ex.query for ex in examples], lambda done: report(done / 2))
     cosines, labels, lexical, stats, references = [], [], [], [], []
     cases: list[FusionCase] = []
-    for ex, query in zip(examples, query_embs, strict=True):
+    for n, (ex, query) in enumerate(zip(examples, query_embs, strict=True)):
+        if n % QUERY_CHUNK == 0:
+            report(0.5 + n / len(examples) / 2)
         request = SearchQuery(query=ex.query, k=1, offset=0, mode="hybrid", candidates=depth,
                               relevance_enabled=False)
         tokens = collection.tokenizer(ex.query)
         with collection.lock.read():
+            collection.check_live()  # deleted meanwhile: the job ends now, not after every query (it held the name)
             # Resolved under the lock, as the indexes stand: a judged document deleted (or replaced: a new
             # label) since the request was checked is skipped (or followed), not a failed training.
             labels_of = collection.store.labels_for_ids(collection.name, [*ex.relevant_ids, *ex.irrelevant_ids])

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.api import relevance as relevance_api
 from app.engine import engine as engine_module
+from app.engine import judgments as judgments_module
 from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
@@ -372,6 +373,27 @@ def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
     assert failed["status"] == "failed" and failed["error"]["code"] == "collection_not_found"
     assert client.get("/v1/collections/topics/relevance").json()["status"] == "default"
     assert not any(_engine(client).collection("topics").snapshots.root.glob("adapter*/*"))
+
+
+def test_a_collection_dropped_while_its_queries_are_encoded_ends_the_job_before_they_are_searched(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The set-building phase (each judged query encoded, then searched) did not look: 4,000 examples kept an
+    orphaned job running ~35 s after the DELETE, at progress 0.0, and the name's new collection got 409."""
+    by_topic = _load(client)
+    engine, searched = _engine(client), []
+    encode, retrieve = engine.embedder.encode_queries, judgments_module.hybrid.retrieve
+
+    def encode_then_drop(texts: Any) -> Any:
+        engine.drop_collection("topics")
+        return encode(texts)
+
+    monkeypatch.setattr(engine.embedder, "encode_queries", encode_then_drop)
+    monkeypatch.setattr(judgments_module.hybrid, "retrieve", lambda *a, **k: searched.append(1) or retrieve(*a, **k))
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    job_id = response.headers["location"].rsplit("/", 1)[1]
+    assert engine.training_jobs.get("topics", job_id).finished.wait(timeout=60)
+    job = engine.training_jobs.get("topics", job_id)  # a copy of the job as it stands
+    assert job.error is not None and job.error.code == "collection_not_found" and searched == []
 
 
 def test_a_collection_dropped_while_its_adapter_fits_ends_the_job_at_the_next_member(
