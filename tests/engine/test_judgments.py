@@ -84,8 +84,8 @@ def test_a_judged_document_deleted_while_the_set_is_built_is_skipped(
     collection = engine.collection("animals")
     encode = judgments.query_vectors
 
-    def encode_then_delete(embedder: object, queries: list[str]) -> np.ndarray:
-        vectors = encode(embedder, queries)  # type: ignore[arg-type]
+    def encode_then_delete(embedder: object, queries: list[str], *rest: object) -> np.ndarray:
+        vectors = encode(embedder, queries, *rest)  # type: ignore[arg-type]
         engine.delete("animals", "rocket")
         return vectors
 
