@@ -215,7 +215,9 @@ class StoredDocument(BaseModel):
 
 class TrainingExample(Options):
     query: QueryText
-    relevant_ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_JUDGED_IDS)]
+    # Empty: a query with nothing relevant in the collection (every candidate is then a negative), what the
+    # filter exists for. Training needs 5 queries with a relevant candidate.
+    relevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)]
     irrelevant_ids: Annotated[list[DocumentId], Field(max_length=MAX_JUDGED_IDS)] = []
 
     @model_validator(mode="after")

@@ -131,6 +131,18 @@ def test_train_a_collections_own_adapter_and_keep_it_across_restarts(make_client
         assert client.get("/v1/collections/topics/relevance").json() == default
 
 
+def test_a_query_with_nothing_relevant_can_be_posted(client: TestClient) -> None:
+    """What the filter exists for: a query whose every candidate is irrelevant. `relevant_ids: []` was a 422."""
+    by_topic = _load(client)
+    nothing = [{"query": q, "relevant_ids": []} for q in ("the weather on mars", "knitting patterns", "jazz")]
+    response = client.post("/v1/collections/topics/relevance/train", json={"examples": [*_examples(by_topic),
+                                                                                         *nothing]})
+    assert response.status_code == 200, response.text
+    assert response.json()["info"]["selection"]["default"]["n_queries"] == len(_examples(by_topic)) + 3
+    few = client.post("/v1/collections/topics/relevance/train", json={"examples": nothing})
+    assert few.status_code == 422 and "relevant candidate" in few.json()["error"]["message"]
+
+
 def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) -> None:
     _load(client)
     before = client.get("/v1/collections/topics/relevance").json()
