@@ -136,10 +136,13 @@ def merge_judgments(examples: Sequence[TrainingExample]) -> list[TrainingExample
     row a judged document, a common export) is one query. Posted five times, a query had sat in every training
     fold and beside itself out of fold: the default's guard then kept a trained adapter that was worse on new
     queries (CISI: held-out AP 0.58 to 0.48), and a row a document labelled its siblings' documents irrelevant.
-    An id judged both ways for one query is a 422."""
+    An id judged both ways for one query is a 422. Texts that differ only in case and spacing are one query
+    (the encoder and BM25 read them alike), under the first-seen text."""
     merged: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+    texts: dict[str, str] = {}
     for ex in examples:
-        relevant, irrelevant = merged.setdefault(ex.query, ({}, {}))
+        key = " ".join(ex.query.split()).casefold()
+        relevant, irrelevant = merged.setdefault(texts.setdefault(key, ex.query), ({}, {}))
         relevant.update(dict.fromkeys(ex.relevant_ids))
         irrelevant.update(dict.fromkeys(ex.irrelevant_ids))
     overlaps = {query: sorted(rel.keys() & irr.keys()) for query, (rel, irr) in merged.items()}

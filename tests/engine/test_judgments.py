@@ -74,6 +74,11 @@ def test_judgments_of_one_query_are_merged_into_one_example() -> None:
     with pytest.raises(InvalidInput, match="both relevant and irrelevant") as conflict:
         merge_judgments([*rows, TrainingExample("sleep", ["d4"], ["d3"])])
     assert conflict.value.details == [{"query": "sleep", "ids": ["d3"]}]
+    # Case and spacing do not make another query: "Rocket  thrust " judged the other way was accepted.
+    with pytest.raises(InvalidInput, match="both relevant and irrelevant"):
+        merge_judgments([TrainingExample("rocket thrust", ["d1"]), TrainingExample("Rocket  thrust ", [], ["d1"])])
+    assert merge_judgments([TrainingExample("Bone health", ["d1"]), TrainingExample(" bone  HEALTH", ["d2"])]) == [
+        TrainingExample("Bone health", ("d1", "d2"), ())]
 
 
 def test_a_judged_document_deleted_while_the_set_is_built_is_skipped(
