@@ -121,14 +121,22 @@ class Collection:
         if shared is not None:
             collection.applied_seq = collection._load_snapshot(threads)
             return collection  # measured once the follower has applied the store's rows
+        SnapshotDir(snapshots.root / "adapter").remove_partial()
         adapter_dir = SnapshotDir(snapshots.root / "adapter").current()
         if adapter_dir is not None:
             try:
                 collection.adapter = CosineAdapter.load(adapter_dir)
             except ValueError as exc:
                 log.warning("collection %s: trained adapter unreadable (%s); using the default", record.name, exc)
+        snapshots.remove_partial()  # a kill mid-snapshot leaves its half-written folder
         after = collection._load_snapshot(threads)
         collection._replay(after)
+        if after and len(collection.lexical) != store.count(record.name):
+            # The indexes restored from an older copy than the store: deletions between them are not replayed.
+            log.warning("collection %s: %d documents indexed from the snapshot and its tail, %d in the store; "
+                        "rebuilding from the store", record.name, len(collection.lexical), store.count(record.name))
+            collection.reset_indexes(threads)
+            collection._replay(0)
         if tune:
             collection.tune_if_due()
         return collection
@@ -149,10 +157,13 @@ class Collection:
                 raise ValueError("snapshot belongs to another collection or format")
             if manifest.get("store", "") != self.store.identity():
                 raise ValueError("snapshot was made against another database")
+            if self.shared is None and int(manifest["seq"]) > self.store.seq():
+                raise ValueError(f"snapshot is at sequence {manifest['seq']}, past the store's {self.store.seq()} "
+                                 "(the store was restored from an older copy?)")
             lexical = LexicalIndex.load(path / "lexical")
             dense = DenseIndex.load(path / "dense", self.settings.hnsw, threads=threads)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("collection %s: snapshot unusable (%s); rebuilding from the store", self.name, exc)
+        except Exception as exc:  # whatever is wrong with a cache, the store rebuilds it
+            log.warning("collection %s: snapshot unusable (%r); rebuilding from the store", self.name, exc)
             return 0
         self.lexical, self.dense = lexical, dense
         return int(manifest["seq"])

@@ -11,6 +11,7 @@ import numpy as np
 from app.engine.hnsw_tuning import Tuning
 from app.engine.quantized import Int8Vectors
 from app.engine.types import EF_SEARCH_UNTUNED, HnswSettings
+from app.store.snapshots import sha256_of
 
 _FORMAT = 2  # 2 adds the int8 copy; a format-1 snapshot loads and rebuilds the copy from the graph
 # Below this many allowed documents a filtered query is answered exactly: scanning the int8 copy of
@@ -218,9 +219,12 @@ class DenseIndex:
         self._int8.save(directory)
         np.save(directory / "staged-labels.npy", self._staged, allow_pickle=False)
         np.save(directory / "staged-vectors.npy", self._staged_vectors, allow_pickle=False)
+        # Every file's checksum, checked before loading: hnswlib reads a damaged graph without complaint and then
+        # crashes the process at its first search (a start-up crash loop), or answers other neighbours.
+        digests = {path.name: sha256_of(path) for path in sorted(directory.iterdir()) if path.name != "dense.json"}
         (directory / "dense.json").write_text(json.dumps(
             {"format": _FORMAT, "dim": self.dim, "live": self._live, "settings": asdict(self.settings),
-             "tuning": None if self.tuning is None else self.tuning.to_dict()}))
+             "tuning": None if self.tuning is None else self.tuning.to_dict(), "sha256": digests}))
 
     @classmethod
     def load(cls, directory: Path, settings: HnswSettings, threads: int = 1) -> "DenseIndex":
@@ -228,6 +232,9 @@ class DenseIndex:
             manifest = json.loads((directory / "dense.json").read_text())
             if manifest["format"] not in (1, _FORMAT) or manifest["settings"] != asdict(settings):
                 raise ValueError("dense snapshot format or settings differ")
+            for name, digest in manifest.get("sha256", {}).items():  # absent from snapshots before checksums
+                if sha256_of(directory / name) != digest:
+                    raise ValueError(f"{name} is damaged (checksum mismatch)")
             dim = int(manifest["dim"])
             graph = hnswlib.Index(space="cosine", dim=dim)
             graph.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
@@ -249,6 +256,6 @@ class DenseIndex:
                     raise ValueError("staged vectors are inconsistent")
                 index._staged, index._staged_vectors = staged, vectors
                 index.settle()
-        except (OSError, KeyError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"damaged dense snapshot in {directory}: {exc}") from exc
+        except Exception as exc:  # numpy's reader alone raises EOFError, TokenError...: all mean "damaged"
+            raise ValueError(f"damaged dense snapshot in {directory}: {exc!r}") from exc
         return index

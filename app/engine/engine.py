@@ -47,6 +47,7 @@ from app.errors import (
 from app.settings import Settings
 from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.replica import ReplicaStore
+from app.store.snapshots import SnapshotDir
 
 log = logging.getLogger("app.engine")
 
@@ -95,6 +96,16 @@ class SearchEngine:
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads,
                                                              recall_target=settings.hnsw_recall_target)
+        self._remove_orphan_indexes()
+
+    def _remove_orphan_indexes(self) -> None:
+        """Index folders of no collection: a kill during a collection's deletion, after the store forgot it."""
+        live = {c.record.uid for c in self._collections.values()}
+        if self.index_root.is_dir():
+            for folder in self.index_root.iterdir():
+                if folder.is_dir() and folder.name not in live:
+                    log.warning("removing %s: the index folder of a deleted collection", folder)
+                    SnapshotDir(folder).remove()
 
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Sequence
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from app.store.snapshots import sha256_of
 
 FORMAT, FORMAT_VERSION = "lexical-bm25", 1
 _FILES = {"labels": np.int64, "doc_lens": np.int64, "term_bytes": np.uint8, "term_offsets": np.int64}
@@ -97,7 +98,7 @@ def write_snapshot(directory: Path, labels: np.ndarray, lens: np.ndarray, terms:
     digests = {}
     for name, array in zip(_FILES, arrays, strict=True):
         np.save(directory / f"{name}.npy", array.astype(_FILES[name]), allow_pickle=False)
-        digests[name] = _sha256(directory / f"{name}.npy")
+        digests[name] = sha256_of(directory / f"{name}.npy")
     counts = {"documents": len(labels), "terms": len(terms), "postings": len(seg.slots)}
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, **params, **counts, "sha256": digests}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -114,7 +115,7 @@ def read_snapshot(directory: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarr
             raise ValueError(f"unsupported snapshot version {manifest.get('version')!r}")
         a = {}
         for name, dtype in _FILES.items():
-            if _sha256(directory / f"{name}.npy") != manifest["sha256"][name]:
+            if sha256_of(directory / f"{name}.npy") != manifest["sha256"][name]:
                 raise ValueError(f"{name}.npy is damaged (checksum mismatch)")
             a[name] = np.load(directory / f"{name}.npy", allow_pickle=False)
             if a[name].dtype != dtype or a[name].ndim != 1:
@@ -146,8 +147,3 @@ def _validate(labels: np.ndarray, lens: np.ndarray, terms: list[str], seg: Segme
         checks["lengths"] = bool((np.bincount(seg.slots, weights=seg.tfs, minlength=n) == lens).all())
     if bad := [name for name, ok in checks.items() if not ok]:
         raise ValueError(f"inconsistent snapshot ({', '.join(bad)})")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

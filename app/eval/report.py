@@ -81,4 +81,5 @@ def print_relevance(relevance: dict[str, Any]) -> None:
           f"recall kept {relevance['served_recall_kept']:.3f} (raw cosine keeps "
           f"{relevance['raw_cosine_kept_at_served_recall']:.1f}/q at that recall: ratio "
           f"{relevance['kept_ratio_to_raw_cosine']:.2f}), empty {relevance['served_empty_query_rate']:.3f}; "
-          f"random non-word queries: {relevance['nonword_hits_per_query']:.2f} hits each")
+          f"random non-word queries: {relevance['nonword_hits_per_query']:.2f} hits each, stop words and numbers: "
+          f"{relevance['contentless_hits_per_query']:.2f}")

@@ -1,5 +1,6 @@
 """Index snapshots: written into a fresh directory, then published by atomically replacing a pointer."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,12 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_of(path: Path) -> str:
+    """A snapshot file's checksum, written beside it and checked before it is loaded."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -71,6 +78,14 @@ class SnapshotDir:
             if old.is_dir() and old.name.startswith("snap-") and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
         return self.root / name
+
+    def remove_partial(self) -> None:
+        """Removes the half-written folders of snapshots a kill interrupted (never published: nothing reads them).
+        Only while nothing publishes here: at start-up."""
+        if self.root.is_dir():
+            for old in self.root.iterdir():
+                if old.is_dir() and old.name.startswith(".snap-") and old.name.endswith(".tmp"):
+                    shutil.rmtree(old, ignore_errors=True)
 
     def discard(self) -> None:
         """Drops the index snapshots (the pointer first, durably, so none is loaded again); the folders beside

@@ -89,6 +89,7 @@ def test_a_format_1_snapshot_loads_and_rebuilds_the_int8_copy(vectors: np.ndarra
     index.delete(list(range(0, 300, 3)))
     index.save(tmp_path)
     manifest = json.loads((tmp_path / "dense.json").read_text())
+    del manifest["sha256"]  # checksums came after format 1
     (tmp_path / "dense.json").write_text(json.dumps({**manifest, "format": 1}))
     for old in tmp_path.glob("int8-*.npy"):  # what a format-1 snapshot lacks
         old.unlink()

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from app.engine import lexical, lexical_scoring, postings
+from app.engine import lexical, lexical_scoring
 from app.engine.lexical import LexicalIndex
 from app.engine.tokenizer import Tokenizer
+from app.store.snapshots import sha256_of
 from tests.helpers import stdlib_docstrings
 
 
@@ -263,7 +264,7 @@ def _inconsistent(directory: Path) -> None:
     path = directory / "post_tfs.npy"
     np.save(path, np.load(path) + 1, allow_pickle=False)
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["sha256"]["post_tfs"] = postings._sha256(path)
+    manifest["sha256"]["post_tfs"] = sha256_of(path)
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
