@@ -13,7 +13,7 @@ from app.engine.judgments import TrainingSet, build_training_set, describe_adapt
 from app.engine.relevance import DEFAULT_FAMILY, DEFAULT_RECALL_TARGET, CosineAdapter, Family, train_and_calibrate
 from app.engine.types import TrainingExample
 from app.eval.beir import load_beir
-from app.eval.relevance_report import contentless_queries, nonword_queries
+from app.eval.relevance_report import nonword_queries
 from app.eval.runner import engine_of, ensure_corpus, in_process_client
 
 # A collection with many judged queries is cut to this many (drawn at random), so that it does not decide the
@@ -23,12 +23,6 @@ MAX_QUERIES_PER_DATASET = 600
 # gibberish), and the filter should return them nothing. Another seed than the evaluation's non-word queries.
 TRAINING_NONWORDS = 100
 NONWORD_SEED = 12345
-
-
-def junk_queries(n: int, seed: int) -> list[str]:
-    """`n` queries with nothing relevant in any collection: random non-words, and as many with no topic (stop
-    words, numbers: `contentless_queries`)."""
-    return [*nonword_queries(n, seed), *contentless_queries(n, seed)]
 
 
 def _judged_examples(dataset_dir: Path, split: str, seed: int
@@ -57,7 +51,7 @@ def collect(client: SearchClient, datasets: Sequence[tuple[Path, str]], nonwords
         collection_name = f"eval-{name}"
         ensure_corpus(client, collection_name, corpus)
         collection = engine.collection(collection_name)
-        junk = [TrainingExample(query=q, relevant_ids=()) for q in junk_queries(nonwords, NONWORD_SEED)]
+        junk = [TrainingExample(query=q, relevant_ids=()) for q in nonword_queries(nonwords, NONWORD_SEED)]
         parts.append(build_training_set(collection, engine.embedder, [*examples, *junk],
                                         engine.settings.search_defaults))
         groups += [name] * len(examples) + ["non-words"] * len(junk)
@@ -97,8 +91,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         data, groups, _, described = collect(client, datasets, nonwords, seed)
         encoder = engine_of(client).embedder.identity.to_dict()
-    trained_on = (f"{', '.join(described)}, {nonwords} non-word and {nonwords} stop-word or number queries each; "
-                  "hybrid top-100 candidates")
+    trained_on = f"{', '.join(described)}, {nonwords} non-word queries each; hybrid top-100 candidates"
     reports = {}
     # The fallback reads raw cosine: reading no embedding, with the cosine scaled it has only the STATS to tell a
     # non-word query's best hit from a real one, and on a 16-document collection that hit passed it.

@@ -25,8 +25,8 @@ from app.engine.relevance import (
     train_and_calibrate,
 )
 from app.engine.types import TrainingExample
-from app.eval.adapter_training import TRAINING_NONWORDS, collect, junk_queries
-from app.eval.relevance_report import NONWORD_QUERIES
+from app.eval.adapter_training import TRAINING_NONWORDS, collect
+from app.eval.relevance_report import NONWORD_QUERIES, nonword_queries
 from app.eval.runner import engine_of, in_process_client
 
 RECALIBRATION_QUERIES = (10, 25, 50)
@@ -85,7 +85,7 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
         data, groups, sources, _ = collect(client, datasets, TRAINING_NONWORDS, seed=0)
         engine = engine_of(client)
         junk = {name: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
-                                         [TrainingExample(q, ()) for q in junk_queries(NONWORD_QUERIES, 0)],
+                                         [TrainingExample(q, ()) for q in nonword_queries(NONWORD_QUERIES, 0)],
                                          engine.settings.search_defaults)
                 for name in dict.fromkeys(sources)}
     results = {}
