@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api import collections, documents, relevance, search, system, ui
 from app.api.cors import CorsMiddleware
-from app.api.errors import install_handlers
+from app.api.errors import UnexpectedErrors, install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
     for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
     app.mount("/ui", ui.PageFiles(), name="ui")
+    app.add_middleware(UnexpectedErrors)  # innermost: the others see its 500 as an answer
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)

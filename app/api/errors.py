@@ -8,6 +8,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import SearchServiceError
 from app.schemas import ErrorBody
@@ -54,6 +55,35 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Echoing the rejected input back can be huge (a 32 MiB batch); the location and reason suffice.
     return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
             for err in exc.errors()[:50]]
+
+
+class UnexpectedErrors:
+    """Answers an unhandled exception with the 500 error body here, inside the other middlewares. Left to the
+    `Exception` handler, it reaches Starlette's ServerErrorMiddleware, which answers and then raises it again,
+    and uvicorn then closes the keep-alive connection: the client's next request on it failed (an ingest that
+    could not tell whether it was applied). An exception after the answer began still goes up."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error")
+            await error_response(500, "internal_error", "internal error")(scope, receive, send)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -1,5 +1,6 @@
 """Probes, Prometheus metrics and request ids."""
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -69,3 +70,23 @@ def test_metrics_count_the_query_encoders_passes(animals: TestClient) -> None:
 
     # one client, one search at a time: each encoded alone, in a pass of its own
     assert delta("search_query_encoder_passes_total") == delta("search_query_encoder_queries_total") == 4
+
+
+def test_an_unexpected_error_is_a_500_answer_not_a_dropped_connection(animals: TestClient,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette's last-resort handler answers a 500 and then raises the error again, and uvicorn closes the
+    keep-alive connection: the next request on it failed. Now the error ends in its answer (the test client
+    raises what reaches the server), and the metrics count it."""
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "search", broken)
+    before = samples(animals)
+    response = animals.post(SEARCH, json={"query": "salmon"}, headers={"X-Request-ID": "bug-1"})
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+    assert response.headers["x-request-id"] == "bug-1"
+    labels = {"method": "POST", "route": "/v1/collections/{name}/search", "status": "500"}
+    assert value(samples(animals), "search_http_requests_total", **labels) == value(
+        before, "search_http_requests_total", **labels) + 1
