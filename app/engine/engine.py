@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -283,8 +282,8 @@ class SearchEngine:
         # A lexical search needs the query's vector for the relevance filter, and for the probability every hit
         # carries (API.md) even when the filter is off.
         wants_vector = request.mode != "lexical" or adapter is not None
-        encode = partial(self.queries.encode, request.query) if wants_vector else None
-        return hybrid.search(collection, request, encode, adapter, self.search_defaults(adapter), self._beside)
+        query = self.queries.encode(request.query) if wants_vector else None
+        return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
 
     def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:
         """The settings' fusion defaults, or the fusion fitted with the collection's own adapter."""

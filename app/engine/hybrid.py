@@ -1,6 +1,5 @@
 """Hybrid search over one collection: retrieve from both indexes, fuse, filter by relevance, page."""
 
-from collections.abc import Callable
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, replace
 from typing import Any
@@ -47,7 +46,6 @@ class Candidates:
     cosine: np.ndarray | None
     bm25_rank: np.ndarray
     dense_rank: np.ndarray
-    query: np.ndarray | None = None  # the query's unit vector they were retrieved with (None: not encoded)
 
 
 def _ranks(labels: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
@@ -77,24 +75,19 @@ def _cosines(collection: Collection, query: np.ndarray, labels: np.ndarray, dens
 
 
 def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], query: np.ndarray | None,
-             depth: int, beside: Executor | None = None,
-             encode: Callable[[], np.ndarray] | None = None) -> Candidates:
+             depth: int, beside: Executor | None = None) -> Candidates:
     """Runs under the caller's read lock. With `beside`, a hybrid search's BM25 top-k runs there while this
-    thread encodes the query (`encode`, when the vector is not given) and walks the graph: ONNX Runtime and
-    hnswlib run without the GIL and numpy scores without it much of the time, so they overlap (in-process at
-    100K documents: BM25 beside the walk saved ~0.65 ms a search, beside the encode and the walk ~1.2 ms)."""
+    thread walks the graph: hnswlib walks without the GIL and numpy scores without it much of the time, so
+    the two overlap (in-process at 100K documents, p50 5.0 ms one after the other, 3.8 ms side by side)."""
     allowed = collection.store.filter_labels(collection.name, request.filter) if request.filter else None
     lex_labels, dense_labels, dense_sims = _EMPTY_LABELS, _EMPTY_LABELS, _EMPTY_SCORES
     lexical = None
-    will_encode = query is not None or encode is not None
     if request.mode != "dense":
-        if beside is not None and request.mode == "hybrid" and will_encode:
+        if beside is not None and request.mode == "hybrid" and query is not None:
             lexical = beside.submit(collection.lexical.top_k, tokens, depth, allowed)
         else:
             lex_labels, _ = collection.lexical.top_k(tokens, depth, allowed)
     try:
-        if query is None and encode is not None:
-            query = encode()
         if request.mode != "lexical" and query is not None:
             dense_labels, dense_sims = collection.dense.search(query, depth, allowed)
     finally:
@@ -105,7 +98,7 @@ def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], qu
     labels = np.unique(np.concatenate([lex_labels, dense_labels]))
     cosine = None if query is None else _cosines(collection, query, labels, dense_labels, dense_sims)
     return Candidates(labels, collection.lexical.scores(tokens, labels), cosine,
-                      _ranks(labels, lex_labels), _ranks(labels, dense_labels), query)
+                      _ranks(labels, lex_labels), _ranks(labels, dense_labels))
 
 
 def within_depth(candidates: Candidates, depth: int) -> Candidates:
@@ -116,7 +109,7 @@ def within_depth(candidates: Candidates, depth: int) -> Candidates:
         return candidates
     return Candidates(candidates.labels[keep], candidates.bm25[keep],
                       None if candidates.cosine is None else candidates.cosine[keep],
-                      candidates.bm25_rank[keep], candidates.dense_rank[keep], candidates.query)
+                      candidates.bm25_rank[keep], candidates.dense_rank[keep])
 
 
 def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray:
@@ -235,10 +228,8 @@ def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, releva
     } for i in page]
 
 
-def search(collection: Collection, request: SearchQuery, encode: Callable[[], np.ndarray] | None,
+def search(collection: Collection, request: SearchQuery, query: np.ndarray | None,
            adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
-    """`encode` gives the query's vector (None: the search needs none); it is called under the read lock, with a
-    hybrid search's BM25 top-k already running `beside`."""
     # Not deepened by the offset: every page of a query (same candidates and k) is a slice of one list, and a
     # page past its end is empty (with k + offset, a deep page ranked a longer list: overlapping pages, a
     # total that grew page by page).
@@ -246,12 +237,10 @@ def search(collection: Collection, request: SearchQuery, encode: Callable[[], np
     tokens = collection.tokenizer(request.query)
     # An adapter that reads the query's list as a whole reads it as it was trained: STATS_DEPTH deep, whatever
     # depth the request asks for (shallower, the scale's worst hit would sit higher and the filter cut harder).
-    listed = reads_the_list(adapter) and encode is not None
+    listed = reads_the_list(adapter) and query is not None
     with collection.lock.read():
         collection.check_live()  # deleted while this search waited: a 404, not a KeyError on its vanished rows
-        retrieved = retrieve(collection, request, tokens, None, max(depth, STATS_DEPTH) if listed else depth, beside,
-                             encode)
-        query = retrieved.query
+        retrieved = retrieve(collection, request, tokens, query, max(depth, STATS_DEPTH) if listed else depth, beside)
         candidates = within_depth(retrieved, depth)
         fused = fuse(candidates, request, defaults)
         boosts = None

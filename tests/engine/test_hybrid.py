@@ -2,7 +2,6 @@
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -26,45 +25,16 @@ def test_bm25_beside_the_walk_finds_the_same_candidates(animals: TestClient, bod
         serial = hybrid.retrieve(collection, request, tokens, query, 100)
         with ThreadPoolExecutor(1) as beside:
             side = hybrid.retrieve(collection, request, tokens, query, 100, beside)
-            encoded_beside = hybrid.retrieve(collection, request, tokens, None, 100, beside, encode=lambda: query)
     assert len(serial.labels) > 0
-    for other in (side, encoded_beside):
-        for field in ("labels", "bm25", "cosine", "bm25_rank", "dense_rank", "query"):
-            assert np.array_equal(getattr(serial, field), getattr(other, field)), field
+    for field in ("labels", "bm25", "cosine", "bm25_rank", "dense_rank"):
+        assert np.array_equal(getattr(serial, field), getattr(side, field)), field
 
 
-def test_the_query_is_encoded_while_bm25_runs(animals: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A hybrid search hands BM25's top-k to its second thread before it encodes the query, not after: the
-    encode is then not added to BM25's time. Here BM25 does not finish until the encode has begun."""
-    engine = animals.app.state.engine  # type: ignore[attr-defined]
-    collection = engine.collection("animals")
-    top_k, running, encoding = collection.lexical.top_k, threading.Event(), threading.Event()
-
-    def top_k_waiting_for_the_encode(*args: object) -> tuple[np.ndarray, np.ndarray]:
-        running.set()
-        assert encoding.wait(timeout=30), "the query was not encoded while BM25 ran"
-        return top_k(*args)
-
-    def encode() -> np.ndarray:
-        assert running.wait(timeout=5), "the query was encoded before BM25 began"
-        encoding.set()
-        return engine.embedder.encode_query("animal that hunts")
-
-    monkeypatch.setattr(collection.lexical, "top_k", top_k_waiting_for_the_encode)
-    request = SearchRequest(query="animal that hunts").to_engine()
-    with ThreadPoolExecutor(1) as beside, collection.lock.read():
-        found = hybrid.retrieve(collection, request, collection.tokenizer(request.query), None, 10, beside, encode)
-    assert (found.bm25_rank > 0).any() and (found.dense_rank > 0).any()
-
-
-@pytest.mark.parametrize("failing", ["walk", "encode"])
-def test_a_failed_walk_or_encode_still_waits_for_bm25(animals: TestClient, monkeypatch: pytest.MonkeyPatch,
-                                                      failing: str) -> None:
+def test_a_failed_walk_still_waits_for_bm25(animals: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """BM25 reads the index under the caller's read lock, so the caller must not leave before it ends.
 
-    BM25 is held running until the caller waits for it (hybrid's `wait`, watched here), so when the walk (or
-    the query's encode, which runs while BM25 does) fails BM25 is certainly still running: a caller that left
-    without waiting would leave it unfinished."""
+    BM25 is held running until the caller waits for it (hybrid's `wait`, watched here), so when the walk fails
+    BM25 is certainly still running: a caller that left without waiting would leave it unfinished."""
     collection = animals.app.state.engine.collection("animals")  # type: ignore[attr-defined]
     top_k, submitted = collection.lexical.top_k, []
     caller_waits = threading.Event()
@@ -78,8 +48,8 @@ def test_a_failed_walk_or_encode_still_waits_for_bm25(animals: TestClient, monke
         caller_waits.set()
         return real_wait(futures, *args, **kwargs)
 
-    def fail(*args: object) -> NoReturn:
-        raise RuntimeError(f"{failing} failed")
+    def failed_walk(*args: object) -> None:
+        raise RuntimeError("walk failed")
 
     class Recording(ThreadPoolExecutor):
         def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -87,18 +57,13 @@ def test_a_failed_walk_or_encode_still_waits_for_bm25(animals: TestClient, monke
             return submitted[-1]
 
     monkeypatch.setattr(collection.lexical, "top_k", held_top_k)
-    if failing == "walk":
-        monkeypatch.setattr(collection.dense, "search", fail)
+    monkeypatch.setattr(collection.dense, "search", failed_walk)
     monkeypatch.setattr(hybrid, "wait", watched_wait)
     request = SearchRequest(query="animal").to_engine()
-    unit = np.ones(384, np.float32) / np.sqrt(384)
     beside = Recording(1)
     try:
-        with pytest.raises(RuntimeError, match=f"{failing} failed"):
-            if failing == "walk":
-                hybrid.retrieve(collection, request, ["animal"], unit, 10, beside)
-            else:
-                hybrid.retrieve(collection, request, ["animal"], None, 10, beside, encode=fail)
+        with pytest.raises(RuntimeError, match="walk failed"):
+            hybrid.retrieve(collection, request, ["animal"], np.ones(384, np.float32) / np.sqrt(384), 10, beside)
         done = [f.done() for f in submitted]  # before shutdown(), which would wait for it anyway
     finally:
         caller_waits.set()  # a caller that did not wait must not leave BM25 held for the timeout
@@ -133,4 +98,4 @@ def test_a_search_that_waited_while_its_collection_was_deleted_is_a_404(animals:
     query = engine.embedder.encode_query(request.query)
     engine.drop_collection("animals")
     with pytest.raises(CollectionNotFound):
-        hybrid.search(collection, request, lambda: query, engine.adapter_for(collection), engine.search_defaults(None))
+        hybrid.search(collection, request, query, engine.adapter_for(collection), engine.search_defaults(None))
