@@ -285,6 +285,10 @@ class SearchClient:
         """The adapter in use (default or trained), its threshold and metrics."""
         return cast(dict[str, Any], self.request("GET", _collection_path(collection, "relevance")))
 
+    def reset_relevance(self, collection: str) -> dict[str, Any]:
+        """Undoes the collection's trainings: the default adapter serves it again; answers as `relevance`."""
+        return cast(dict[str, Any], self.request("DELETE", _collection_path(collection, "relevance")))
+
 
 def batched(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
