@@ -18,13 +18,12 @@ from app.engine.collection import Collection
 from app.engine.embedder import document_text, unit_rows
 from app.engine.encoders import Encoder, check_encoders
 from app.engine.follower import Follower
-from app.engine.fusion_fit import describe as describe_fusion
-from app.engine.fusion_fit import fit_fusion
 from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
-from app.engine.judgments import better_of, build_training_set, merge_judgments, resolve_ids
-from app.engine.relevance import CosineAdapter, Family, train_and_calibrate
-from app.engine.storage import index_root, open_store
+from app.engine.judgments import merge_judgments, resolve_ids
+from app.engine.own_adapter import fit_own_adapter
+from app.engine.relevance import CosineAdapter, Family
+from app.engine.storage import index_root, open_store, remove_orphan_indexes
 from app.engine.types import (
     Bm25Settings,
     CollectionSettings,
@@ -46,14 +45,8 @@ from app.errors import (
 from app.settings import Settings
 from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.replica import ReplicaStore
-from app.store.snapshots import SnapshotDir
 
 log = logging.getLogger("app.engine")
-
-# Coarse progress of a training, as a fraction: the training set is built (queries encoded, candidates
-# retrieved), then the adapter is fitted and calibrated; the swap that follows is the end (1.0).
-PROGRESS_SET_BUILT, PROGRESS_FITTED = 0.2, 0.95
-
 
 class SearchEngine:
     """Works on a data directory whose DataDirLock the caller holds."""
@@ -95,16 +88,7 @@ class SearchEngine:
         for record in self.store.collections():
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads,
                                                              recall_target=settings.hnsw_recall_target)
-        self._remove_orphan_indexes()
-
-    def _remove_orphan_indexes(self) -> None:
-        """Index folders of no collection: a kill during a collection's deletion, after the store forgot it."""
-        live = {c.record.uid for c in self._collections.values()}
-        if self.index_root.is_dir():
-            for folder in self.index_root.iterdir():
-                if folder.is_dir() and folder.name not in live:
-                    log.warning("removing %s: the index folder of a deleted collection", folder)
-                    SnapshotDir(folder).remove()
+        remove_orphan_indexes(self.index_root, {c.record.uid for c in self._collections.values()})
 
     def _load_default_adapter(self) -> CosineAdapter | None:
         path = Path(self.settings.adapter_dir)
@@ -300,47 +284,16 @@ class SearchEngine:
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
                         family: Family | None, *, progress: Callable[[float], None] | None = None) -> CosineAdapter:
         """Fits this collection's own adapter on its own candidates, warm-started from the default (or the
-        fallback), keeps whichever of that fine-tuned adapter and the default recalibrated on these judgments
-        does better out of sample, fits its fusion the same way, and swaps them in; searches go on. The choices
-        are in info["selection"] and info["fusion_selection"].
+        fallback), keeps whichever of that fine-tuned adapter and the default (its own thresholds, or recalibrated
+        on these judgments) does better out of sample, fits its fusion the same way (app/engine/own_adapter.py),
+        and swaps them in; searches go on. The choices are in info["selection"] and info["fusion_selection"].
 
         `progress`, if given, hears the fraction done (0 to 1) at coarse steps; an exception it raises ends the
         training, and before the swap it leaves the current adapter in place."""
-        report = progress or (lambda fraction: None)
         collection = self.collection(name)
-        examples = merge_judgments(examples)  # one example a query: the folds and the guard count queries
-        def building(fraction: float) -> None:
-            collection.check_live()  # as `fitting` below, while the queries are encoded
-            report(fraction * PROGRESS_SET_BUILT)
-
-        data = build_training_set(collection, self.embedder, examples, self.settings.search_defaults,
-                                  progress=building)
-        report(PROGRESS_SET_BUILT)
-
-        def fitting(fraction: float) -> None:
-            # A deleted collection's training ends at its next member, not minutes later at the swap: until then
-            # it held the name, and a collection created again under it could not train (409).
-            collection.check_live()
-            report(PROGRESS_SET_BUILT + fraction * (PROGRESS_FITTED - PROGRESS_SET_BUILT))
-
         base = self.default_adapter or self.fallback_adapter
-        warm = base is not None and family in (None, base.family)
-        out_of_fold: list[np.ndarray] = []
-        try:
-            tuned = train_and_calibrate(data.query_embs, data.cosines, data.labels, lexical=data.lexical,
-                                        stats=data.stats, references=data.references,
-                                        recall_target=recall_target,
-                                        family=family or self.settings.adapter_family,
-                                        start=base if warm else None, threads=self.settings.threads,
-                                        out_of_fold_into=out_of_fold, on_member=fitting)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
-        adapter = tuned if base is None else better_of(base, tuned, out_of_fold, data, recall_target, warm=warm)
-        fitted, adapter.info["fusion_selection"] = fit_fusion(data.fusion_cases, self.settings.search_defaults)
-        adapter.fusion = None if fitted is None else describe_fusion(fitted)
-        adapter.info["trained_on"] = f"{len(examples)} judged queries posted to collection {name!r}"
-        adapter.info["encoder"] = self.embedder.identity.to_dict()
-        report(PROGRESS_FITTED)
+        adapter = fit_own_adapter(collection, self.embedder, self.settings, base, examples, recall_target, family,
+                                  progress or (lambda fraction: None))
         collection.set_adapter(adapter)
         return adapter
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import relevance as relevance_api
-from app.engine import engine as engine_module
+from app.engine import own_adapter as own_adapter_module
 from app.engine import judgments as judgments_module
 from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
@@ -365,14 +365,14 @@ def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
     and the new collection of that name keeps the default adapter (none is written where it would load)."""
     by_topic = _load(client)
     building, release = threading.Event(), threading.Event()
-    original = getattr(engine_module, step)
+    original = getattr(own_adapter_module, step)
 
     def held(*args: Any, **kwargs: Any) -> Any:
         building.set()
         assert release.wait(timeout=300)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, step, held)
+    monkeypatch.setattr(own_adapter_module, step, held)
     response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
     assert response.status_code == 202, response.text
     try:
