@@ -57,29 +57,26 @@ def probabilities(adapter: CosineAdapter, data: TrainingSet) -> list[np.ndarray]
 
 
 def _as_shipped(base: CosineAdapter, probs: list[np.ndarray], labels: list[np.ndarray],
-                recall_target: float) -> CosineAdapter | None:
-    """The base network with its own thresholds, its metrics those it scores on these judgments (which it never
-    saw: held out, all of them); None for a base without thresholds."""
+                recall_target: float) -> Calibration | None:
+    """The base's own thresholds, with the metrics they score on these judgments (which it never saw: held
+    out, all of them); None for a base without thresholds."""
     if base.calibration is None:
         return None
-    copy = CosineAdapter(base.family, base.weights, info=dict(base.info), **base.input_spec())
     threshold = base.threshold_for(recall_target)
     metrics = filter_metrics(probs, labels, threshold)
     metrics.update({"folds": 0.0, "queries": float(len(labels)),
                     "positive_pairs": float(sum(float(np.sum(y)) for y in labels))})
-    copy.calibration = Calibration(threshold, recall_target, {**base.calibration.thresholds, recall_target: threshold},
-                                   metrics)
-    return copy
+    return Calibration(threshold, recall_target, {**base.calibration.thresholds, recall_target: threshold}, metrics)
 
 
-def _recalibration_needed(shipped: CosineAdapter | None, probs: list[np.ndarray], labels: list[np.ndarray],
+def _recalibration_needed(shipped: Calibration | None, probs: list[np.ndarray], labels: list[np.ndarray],
                           recall_target: float) -> tuple[bool, float, str]:
     """Whether the default's own thresholds miss the target on these judgments by more than the noise: (needed,
     the margin, why)."""
-    if shipped is None or shipped.calibration is None:
+    if shipped is None:
         return True, 0.0, "the default has no thresholds of its own"
-    recall = shipped.calibration.metrics["recall"]
-    margin = max(RECALL_MARGIN, SIGNIFICANCE * recall_se(probs, labels, shipped.calibration.threshold))
+    recall = shipped.metrics["recall"]
+    margin = max(RECALL_MARGIN, SIGNIFICANCE * recall_se(probs, labels, shipped.threshold))
     needed = abs(recall - recall_target) > margin
     return needed, margin, (f"the default's own threshold for recall {recall_target:g} kept {recall:.3f} of these "
                             f"judgments' relevant candidates, {'more' if needed else 'no more'} than {margin:.3f} off "
@@ -105,13 +102,17 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
     # Its metrics as new queries would see them: measured on the queries it was chosen on, a threshold meets the
     # target by construction.
     recalibrated.calibration.metrics.update(cross_validated_metrics(base_probabilities, data.labels, recall_target))
-    default = recalibrated if off_target or shipped is None else shipped
     tuned_auc = tuned.calibration.metrics["pr_auc"] if tuned.calibration else 0.0
     base_auc = recalibrated.calibration.metrics["pr_auc"]  # the same network: thresholds do not move it
     needed = max(SELECTION_MARGIN, SIGNIFICANCE * pr_auc_difference_se(tuned_out_of_fold, base_probabilities,
                                                                         data.labels))
     keep_tuned = tuned_auc > base_auc + needed
-    chosen = tuned if keep_tuned else default
+    if keep_tuned:
+        chosen = tuned
+    elif off_target or shipped is None:  # (no thresholds of its own: off target)
+        chosen = recalibrated
+    else:
+        chosen = base.with_calibration(shipped)
     then = (f"its thresholds were chosen on these judgments (recall {recalibrated.calibration.metrics['recall']:.3f}"
             " on the queries each threshold was not chosen on)" if off_target else "its thresholds were kept")
     chosen.info["selection"] = {
@@ -125,7 +126,7 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
         "margin": needed,
         "recall_margin": recall_margin,
         "trained": dict(tuned.calibration.metrics) if tuned.calibration else {},
-        "default": {} if shipped is None or shipped.calibration is None else dict(shipped.calibration.metrics),
+        "default": {} if shipped is None else dict(shipped.metrics),
         "default_recalibrated": dict(recalibrated.calibration.metrics),
     }
     return chosen

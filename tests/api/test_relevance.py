@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import relevance as relevance_api
-from app.engine import own_adapter as own_adapter_module
 from app.engine import judgments as judgments_module
+from app.engine import own_adapter as own_adapter_module
 from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter

@@ -198,6 +198,10 @@ class CosineAdapter:
             spec.update(stats_center=self.stats_center, stats_scale=self.stats_scale)
         return spec
 
+    def with_calibration(self, calibration: Calibration) -> CosineAdapter:
+        """The same network (weights shared, info copied) with other thresholds."""
+        return CosineAdapter(self.family, self.weights, calibration, dict(self.info), **self.input_spec())
+
     def _raw_params(self, query_emb: np.ndarray | None, stats: np.ndarray | None = None) -> np.ndarray:
         """(members, n_params) raw outputs for one query."""
         q = self.features(query_emb, stats)

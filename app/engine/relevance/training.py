@@ -314,10 +314,8 @@ def recalibrate(adapter: CosineAdapter, probabilities: list[np.ndarray], cosines
                 labels: list[np.ndarray], recall_target: float) -> CosineAdapter:
     """The same network with its thresholds chosen on these judgments, where `probabilities` are its own on
     them (out of sample for an adapter that never saw them): a per-collection recalibration."""
-    copy = CosineAdapter(adapter.family, adapter.weights, info=dict(adapter.info), **adapter.input_spec())
-    copy.calibration = calibrate(probabilities, [np.asarray(c, np.float64) for c in cosines],
-                                 [np.asarray(y, np.float64) for y in labels], recall_target, n_folds=0)
-    return copy
+    return adapter.with_calibration(calibrate(probabilities, [np.asarray(c, np.float64) for c in cosines],
+                                              [np.asarray(y, np.float64) for y in labels], recall_target, n_folds=0))
 
 
 def _cross_fit(
