@@ -113,16 +113,17 @@ class Collection:
         self-tuned ef_search the snapshot lacks (or has outgrown) is measured in the background, unless not
         `tune` (an offline rebuild, whose service measures it)."""
         settings = CollectionSettings.from_dict(record.settings)
-        snapshots = SnapshotDir(index_root / record.uid)
+        snapshots, stored = SnapshotDir(index_root / record.uid), store.count(record.name)
         collection = cls(record, settings, store, snapshots, Tokenizer(),
                          LexicalIndex(settings.bm25.k1, settings.bm25.b),
-                         DenseIndex(record.dimension, settings.hnsw, capacity=max(1024, store.count(record.name)),
-                                    threads=threads), shared=shared, recall_target=recall_target)
+                         DenseIndex(record.dimension, settings.hnsw, capacity=max(1024, stored), threads=threads),
+                         shared=shared, recall_target=recall_target)
         if shared is not None:
             collection.applied_seq = collection._load_snapshot(threads)
             return collection  # measured once the follower has applied the store's rows
-        SnapshotDir(snapshots.root / "adapter").remove_partial()
-        adapter_dir = SnapshotDir(snapshots.root / "adapter").current()
+        adapters = SnapshotDir(snapshots.root / "adapter")
+        adapters.remove_partial()
+        adapter_dir = adapters.current()
         if adapter_dir is not None:
             try:
                 collection.adapter = CosineAdapter.load(adapter_dir)
@@ -131,10 +132,10 @@ class Collection:
         snapshots.remove_partial()  # a kill mid-snapshot leaves its half-written folder
         after = collection._load_snapshot(threads)
         collection._replay(after)
-        if after and len(collection.lexical) != store.count(record.name):
+        if after and len(collection.lexical) != stored:  # nothing writes to a collection while it opens
             # The indexes restored from an older copy than the store: deletions between them are not replayed.
             log.warning("collection %s: %d documents indexed from the snapshot and its tail, %d in the store; "
-                        "rebuilding from the store", record.name, len(collection.lexical), store.count(record.name))
+                        "rebuilding from the store", record.name, len(collection.lexical), stored)
             collection.reset_indexes(threads)
             collection._replay(0)
         if tune:

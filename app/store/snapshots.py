@@ -79,13 +79,16 @@ class SnapshotDir:
                 shutil.rmtree(old, ignore_errors=True)
         return self.root / name
 
+    def _remove_folders(self, *prefixes: str) -> None:
+        if self.root.is_dir():
+            for old in self.root.iterdir():
+                if old.is_dir() and old.name.startswith(prefixes):
+                    shutil.rmtree(old, ignore_errors=True)
+
     def remove_partial(self) -> None:
         """Removes the half-written folders of snapshots a kill interrupted (never published: nothing reads them).
         Only while nothing publishes here: at start-up."""
-        if self.root.is_dir():
-            for old in self.root.iterdir():
-                if old.is_dir() and old.name.startswith(".snap-") and old.name.endswith(".tmp"):
-                    shutil.rmtree(old, ignore_errors=True)
+        self._remove_folders(".snap-")
 
     def discard(self) -> None:
         """Drops the index snapshots (the pointer first, durably, so none is loaded again); the folders beside
@@ -94,10 +97,7 @@ class SnapshotDir:
         if pointer.exists():
             pointer.unlink()
             _fsync_dir(self.root)
-        if self.root.is_dir():
-            for old in self.root.iterdir():
-                if old.is_dir() and old.name.startswith(("snap-", ".snap-")):
-                    shutil.rmtree(old, ignore_errors=True)
+        self._remove_folders("snap-", ".snap-")
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
