@@ -94,7 +94,7 @@ class Options(Strict):
     """A request's options: a JSON null means the field's default, as leaving the field out does (clients
     generated from the OpenAPI document send null for what they leave unset)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_nullable_options)
+    model_config = ConfigDict(json_schema_extra=_nullable_options)  # merged with Strict's
 
     @model_validator(mode="before")
     @classmethod
