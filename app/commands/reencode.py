@@ -72,9 +72,10 @@ def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRe
         store.replace_vectors(record.name, _encoded(store, record.name, encoder, bar), encoder.dim, new_settings)
     if before.model != encoder.model_name:
         # The collection's own relevance adapter read the old model's query embeddings.
-        adapter = SnapshotDir(snapshots.root / "adapter")
-        outcome.adapter_removed = adapter.root.exists()
-        adapter.remove()
+        legacy = SnapshotDir(snapshots.root / "adapter")  # where versions before 2026-12-02 kept it
+        outcome.adapter_removed = store.load_adapter(record.name) is not None or legacy.root.exists()
+        store.save_adapter(record.name, None, None)
+        legacy.remove()
     # The indexes rebuilt from the new vectors and snapshotted, so the service's next start loads them.
     rebuilt = replace(record, dimension=encoder.dim, settings=new_settings)
     # Its tuned ef_search is measured by the service, not here (started and cancelled, the measurement's exact

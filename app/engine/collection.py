@@ -121,14 +121,7 @@ class Collection:
         if shared is not None:
             collection.applied_seq = collection._load_snapshot(threads)
             return collection  # measured once the follower has applied the store's rows
-        adapters = SnapshotDir(snapshots.root / "adapter")
-        adapters.remove_partial()
-        adapter_dir = adapters.current()
-        if adapter_dir is not None:
-            try:
-                collection.adapter = CosineAdapter.load(adapter_dir)
-            except ValueError as exc:
-                log.warning("collection %s: trained adapter unreadable (%s); using the default", record.name, exc)
+        collection.adapter = collection._stored_adapter()
         snapshots.remove_partial()  # a kill mid-snapshot leaves its half-written folder
         after = collection._load_snapshot(threads)
         collection._replay(after)
@@ -302,21 +295,33 @@ class Collection:
             raise CollectionNotFound(f"collection {self.name!r} was deleted")
 
     def set_adapter(self, adapter: CosineAdapter | None) -> None:
-        """Persists a trained adapter beside the snapshots, then swaps it in for new searches (None: removes the
-        collection's own, and the default serves again); CollectionNotFound once the collection is dropped (a
-        drop takes the write lock, then removes the folder)."""
+        """Stores a trained adapter in the store of record, then swaps it in for new searches (None: removes the
+        collection's own, and the default serves again); CollectionNotFound once the collection is dropped."""
         if self.shared is not None:
             self.check_live()
             self.shared.save_adapter(self.name, adapter)
             return
+        meta, weights = (None, None) if adapter is None else adapter.to_bytes()
         with self.lock.read():  # the save takes milliseconds
-            self.check_live()  # else the adapter would land where a new collection of this name loads its own
-            folder = SnapshotDir(self.snapshots.root / "adapter")
-            if adapter is None:
-                folder.discard()  # its pointer first, durably: a kill midway leaves no adapter, not half of one
-            else:
-                folder.publish(adapter.save)
+            self.check_live()  # a drop takes the write lock, then removes the store's row
+            self.store.save_adapter(self.name, meta, weights)
             self.adapter = adapter
+
+    def _stored_adapter(self) -> CosineAdapter | None:
+        """The embedded store's trained adapter for this collection. One kept beside the snapshots (where
+        versions before 2026-12-02 kept it, lost with the index cache) moves into the store first."""
+        legacy = SnapshotDir(self.snapshots.root / "adapter")
+        folder = legacy.current()
+        try:
+            if folder is not None and self.store.load_adapter(self.name) is None:
+                self.store.save_adapter(self.name, *CosineAdapter.load(folder).to_bytes())
+            stored = self.store.load_adapter(self.name)
+            adapter = None if stored is None else CosineAdapter.from_bytes(*stored)
+        except ValueError as exc:
+            log.warning("collection %s: trained adapter unreadable (%s); using the default", self.name, exc)
+            adapter = None
+        legacy.remove()  # moved into the store, or unreadable (any other error leaves it for the next start)
+        return adapter
 
     # --- snapshots --------------------------------------------------------------------------
 

@@ -14,13 +14,11 @@ catches up; while such writes are under way the background thread leaves catchin
 """
 
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,10 +27,9 @@ from app.engine.collection import Collection, OwnWrite
 from app.engine.embedder import document_text
 from app.engine.encoders import recorded_encoder
 from app.engine.relevance import CosineAdapter
-from app.engine.relevance.adapter import META_FILE, WEIGHTS_FILE
 from app.errors import StoreUnavailable
 from app.store.base import StoredRow
-from app.store.postgres_feed import CollectionState, FeedView, Listener, StoredAdapter
+from app.store.postgres_feed import CollectionState, FeedView, Listener
 from app.store.replica import ReplicaStore
 
 if TYPE_CHECKING:
@@ -240,7 +237,7 @@ class Follower:
             self._apply(collection, state, view, head)
         if state.adapter_seq != collection.adapter_seq:
             stored = view.adapter(name)
-            collection.adapter = None if stored is None else adapter_from_store(stored)
+            collection.adapter = None if stored is None else CosineAdapter.from_bytes(stored.meta, stored.weights)
             collection.adapter_seq = state.adapter_seq
 
     def _same_encoder(self, state: CollectionState) -> bool:
@@ -299,20 +296,5 @@ class Follower:
     def save_adapter(self, collection: str, adapter: CosineAdapter | None) -> None:
         """Stores a trained adapter in the store of record (None: removes it); every replica (this one first)
         then loads it (or goes back to the default)."""
-        meta, weights = (None, None) if adapter is None else adapter_to_store(adapter)
+        meta, weights = (None, None) if adapter is None else adapter.to_bytes()
         self.sync(self.store.shared.save_adapter(collection, meta, weights))
-
-
-# The adapter's own format is two files (JSON metadata, a pickle-free .npz); the store keeps those bytes, so
-# there is one format and one loader (with its checks) for both.
-def adapter_to_store(adapter: CosineAdapter) -> tuple[str, bytes]:
-    with tempfile.TemporaryDirectory() as tmp:
-        adapter.save(Path(tmp))
-        return (Path(tmp) / META_FILE).read_text(encoding="utf-8"), (Path(tmp) / WEIGHTS_FILE).read_bytes()
-
-
-def adapter_from_store(stored: StoredAdapter) -> CosineAdapter:
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / META_FILE).write_text(stored.meta, encoding="utf-8")
-        (Path(tmp) / WEIGHTS_FILE).write_bytes(stored.weights)
-        return CosineAdapter.load(Path(tmp))

@@ -267,6 +267,12 @@ class PostgresStore:
         with reachable(), self._pool.connection() as conn:
             return int(conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
 
+    def load_adapter(self, collection: str) -> tuple[str, bytes] | None:
+        with reachable(), self._pool.connection() as conn:
+            row = conn.execute("SELECT adapter_meta, adapter_weights FROM search_collections "
+                               "WHERE name = %s AND adapter_meta IS NOT NULL", (collection,)).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
     def get(self, collection: str, doc_id: str) -> StoredRow | None:
         with reachable(), self._pool.connection() as conn:
             row = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "

@@ -55,6 +55,12 @@ class ReplicaStore:
     def seq(self) -> int:
         return self.shared.seq()
 
+    def save_adapter(self, collection: str, meta: str | None, weights: bytes | None) -> int:
+        return self.shared.save_adapter(collection, meta, weights)
+
+    def load_adapter(self, collection: str) -> tuple[str, bytes] | None:
+        return self.shared.load_adapter(collection)
+
     def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
                   ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
         return self.shared.iter_rows(collection, after_seq, chunk)

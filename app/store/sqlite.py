@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_by_label ON documents (collection, label);
 CREATE TABLE IF NOT EXISTS tombstones (collection TEXT NOT NULL, label INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tombstones_by_seq ON tombstones (collection, seq);
+CREATE TABLE IF NOT EXISTS adapters (collection TEXT PRIMARY KEY, meta TEXT NOT NULL, weights BLOB NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0);
 """
 
@@ -83,7 +84,7 @@ class SqliteStore:
 
     def drop_collection(self, name: str) -> None:
         with self._write_lock, self._transaction():
-            for table in ("collections", "documents", "tombstones"):
+            for table in ("collections", "documents", "tombstones", "adapters"):
                 column = "name" if table == "collections" else "collection"
                 self._writer.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
 
@@ -158,7 +159,23 @@ class SqliteStore:
         with self._write_lock:
             self._writer.execute("DELETE FROM tombstones WHERE collection = ? AND seq <= ?", (collection, up_to_seq))
 
+    def save_adapter(self, collection: str, meta: str | None, weights: bytes | None) -> int:
+        """Stores (None: removes) a collection's trained adapter; the embedded store has no replicas to tell, so
+        the sequence returned is the current one."""
+        with self._write_lock, self._transaction():
+            if self._writer.execute("SELECT 1 FROM collections WHERE name = ?", (collection,)).fetchone() is None:
+                raise CollectionNotFound(f"collection {collection!r} was deleted")
+            self._writer.execute("DELETE FROM adapters WHERE collection = ?", (collection,))
+            if meta is not None and weights is not None:
+                self._writer.execute("INSERT INTO adapters VALUES (?, ?, ?)", (collection, meta, weights))
+        return self.seq()
+
     # --- reads ------------------------------------------------------------------------------
+
+    def load_adapter(self, collection: str) -> tuple[str, bytes] | None:
+        row = self._reader().execute("SELECT meta, weights FROM adapters WHERE collection = ?",
+                                     (collection,)).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
 
     def seq(self) -> int:
         return int(self._reader().execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])

@@ -1,6 +1,7 @@
 """The relevance filter through the API: probabilities on hits, per-request control, training a collection's own
 (waited for or as a job)."""
 
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance import training as training_module
+from app.store.snapshots import SnapshotDir
+from app.store.sqlite import SqliteStore
 from tests.conftest import AppFactory
 from tests.helpers import ids, search
 
@@ -115,6 +118,7 @@ def test_train_a_collections_own_adapter_and_keep_it_across_restarts(make_client
         assert {"pr_auc", "recall"} <= set(selection["trained"]) & set(selection["default"]) & set(
             selection["default_recalibrated"])
         assert fusion["kept"] in ("fitted", "default") and "ndcg@10" in fusion["default"]
+    shutil.rmtree(tmp_path / "data" / "indexes")  # a cache: the trained adapter is in the store
     with make_client() as client:
         again = client.get("/v1/collections/topics/relevance").json()
         assert again["status"] == "trained" and again["threshold"] == trained["threshold"]
@@ -445,3 +449,23 @@ def test_the_selection_says_how_the_trained_candidate_was_fitted(client: TestCli
     why = client.post("/v1/collections/topics/relevance/train",
                       json={"examples": _examples(by_topic)}).json()["info"]["selection"]["why"]
     assert "warm-started from the default" in why
+
+
+def test_an_adapter_kept_beside_the_snapshots_moves_into_the_store(make_client: AppFactory, tmp_path: Path) -> None:
+    """Versions before 2026-12-02 kept a trained adapter in indexes/<uid>/adapter: a data dir of theirs keeps it."""
+    with make_client() as client:
+        trained = client.post("/v1/collections/topics/relevance/train", json={"examples": _examples(_load(client))})
+        assert trained.status_code == 200, trained.text
+    store = SqliteStore(tmp_path / "data" / "documents.sqlite3")
+    [record] = [r for r in store.collections() if r.name == "topics"]
+    stored = store.load_adapter("topics")
+    assert stored is not None
+    legacy = SnapshotDir(tmp_path / "data" / "indexes" / record.uid / "adapter")
+    legacy.publish(CosineAdapter.from_bytes(*stored).save)
+    store.save_adapter("topics", None, None)
+    store.close()
+    for _ in range(2):  # moved at the first start, from the store at the second
+        with make_client() as client:
+            relevance = client.get("/v1/collections/topics/relevance").json()
+            assert relevance["status"] == "trained" and relevance["threshold"] == trained.json()["threshold"]
+        assert not legacy.root.exists()

@@ -162,3 +162,18 @@ def test_a_write_to_a_collection_another_replica_deleted_is_refused(database_url
     store.create_collection("c", 4, {})
     assert store.count("c") == 0
     store.close()
+
+
+def test_a_trained_adapter_is_stored_replaced_removed_and_dropped_with_its_collection(store: DocumentStore) -> None:
+    assert store.load_adapter("c") is None
+    store.save_adapter("c", '{"v": 1}', b"one")
+    store.save_adapter("c", '{"v": 2}', b"two")
+    assert store.load_adapter("c") == ('{"v": 2}', b"two") and store.load_adapter("other") is None
+    store.save_adapter("c", None, None)  # a reset: the default serves again
+    assert store.load_adapter("c") is None
+    store.save_adapter("c", '{"v": 3}', b"three")
+    store.drop_collection("c")
+    with pytest.raises(CollectionNotFound):
+        store.save_adapter("c", '{"v": 4}', b"four")
+    store.create_collection("c", 4, {})  # a new collection of the name starts with the default
+    assert store.load_adapter("c") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -326,6 +327,22 @@ class CosineAdapter:
                 f"{meta.get('members')}x{meta.get('dim')}x{meta.get('hidden')}"
             )
         return adapter
+
+    # A store keeps an adapter as the bytes of its two files, so there is one format and one loader (with its
+    # checks) for a folder and a database row alike.
+    def to_bytes(self) -> tuple[str, bytes]:
+        """(the JSON metadata, the .npz weights) as `save` writes them."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save(Path(tmp))
+            return (Path(tmp) / META_FILE).read_text(encoding="utf-8"), (Path(tmp) / WEIGHTS_FILE).read_bytes()
+
+    @classmethod
+    def from_bytes(cls, meta: str, weights: bytes) -> CosineAdapter:
+        """The adapter `to_bytes` gave these of; ValueError as `load`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / META_FILE).write_text(meta, encoding="utf-8")
+            (Path(tmp) / WEIGHTS_FILE).write_bytes(weights)
+            return cls.load(Path(tmp))
 
     @classmethod
     def identity_like(cls, dim: int, slope: float, intercept: float) -> CosineAdapter:
