@@ -1,6 +1,7 @@
 """Errors as HTTP answers, all one body shape {"error": {"code", "message", "details"}}, and their OpenAPI text."""
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -8,6 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import SearchServiceError
@@ -45,9 +47,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
 
 
-def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, details: list[Any] | None = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or [])}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {**({"WWW-Authenticate": "Bearer"} if status == 401 else {}), **(headers or {})}
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
@@ -86,6 +89,18 @@ class UnexpectedErrors:
             await error_response(500, "internal_error", "internal error")(scope, receive, send)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request) -> str:
+    """The methods some route takes at this path: Starlette's 405 names only the first route that matched the
+    path (GET for a collection, which also takes PUT and DELETE). Asked of the router method by method, through
+    `matches` (how routes are nested is FastAPI's business)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes))
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SearchServiceError)
     async def _domain(_: Request, exc: SearchServiceError) -> JSONResponse:
@@ -98,11 +113,13 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_input", "the request failed validation", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's answer to a body that is not UTF-8: bad input like any other
             return error_response(422, "invalid_input", "the request body could not be parsed: "
                                   "send UTF-8 JSON", [{"loc": ["body"], "msg": str(exc.detail), "type": "body_parse"}])
-        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+        headers = {"Allow": _allowed(request)} if exc.status_code == 405 else exc.headers
+        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
+                              headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

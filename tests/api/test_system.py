@@ -90,3 +90,15 @@ def test_an_unexpected_error_is_a_500_answer_not_a_dropped_connection(animals: T
     labels = {"method": "POST", "route": "/v1/collections/{name}/search", "status": "500"}
     assert value(samples(animals), "search_http_requests_total", **labels) == value(
         before, "search_http_requests_total", **labels) + 1
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("post", "/v1/collections/x", "GET, PUT, DELETE"),  # three routes share the path: all three are named
+    ("put", "/v1/collections/x/search", "POST"),
+    ("delete", "/v1/collections", "GET"),
+])
+def test_a_wrong_method_is_405_with_the_methods_the_path_takes(client: TestClient, method: str, path: str,
+                                                               allow: str) -> None:
+    response = client.request(method.upper(), path)
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == allow
