@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.api.deps import AdminAccess, EngineDep, JsonBody, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.collection import Collection
@@ -24,8 +24,8 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=err
 
 @router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo,
             responses={200: {"model": CollectionInfo, "description": "exists with the same settings"},
-                       **error_responses(403, 409)},
-            dependencies=[AdminAccess])
+                       **error_responses(403, 409, 415)},
+            dependencies=[AdminAccess, JsonBody])
 async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
                             body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:
     body = body or CollectionRequest()

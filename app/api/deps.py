@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.engine.engine import SearchEngine
-from app.errors import Forbidden, NotReady, Unauthorized
+from app.errors import Forbidden, NotReady, Unauthorized, UnsupportedMediaType
 from app.settings import Settings
 
 # Every dependency here is async: FastAPI runs a plain `def` dependency in its thread pool, a hop (and an
@@ -58,10 +58,23 @@ async def require_read(settings: SettingsDep, credentials: Credentials) -> None:
     _check_read(settings, credentials)
 
 
+def _check_json(request: Request) -> None:
+    """A JSON body's route refuses another content type as the documents route does (415), where FastAPI
+    would answer that the body is missing (422)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in ("", "application/json") and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"content type {media!r} is not accepted: send application/json")
+
+
+async def require_json(request: Request) -> None:
+    _check_json(request)
+
+
 async def read_engine(request: Request, credentials: Credentials) -> SearchEngine:
-    """ReadAccess and EngineDep as one dependency, in their order (401 before 503), for the search route: two
-    dependencies for FastAPI to solve there instead of four, ~60 µs less server CPU a search (measured)."""
+    """ReadAccess, JsonBody and EngineDep as one dependency, in their order (401 before 415 before 503), for the
+    search route: fewer dependencies for FastAPI to solve there, ~60 µs less server CPU a search (measured)."""
     _check_read(request.app.state.settings, credentials)
+    _check_json(request)
     return await get_engine(request)
 
 
@@ -79,3 +92,4 @@ async def require_admin(settings: SettingsDep, credentials: Credentials) -> None
 ReadAccess = Depends(require_read)
 ReadEngineDep = Annotated[SearchEngine, Depends(read_engine)]
 AdminAccess = Depends(require_admin)
+JsonBody = Depends(require_json)  # after the access check in a route's dependencies

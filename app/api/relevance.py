@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import AdminAccess, EngineDep, ReadAccess
+from app.api.deps import AdminAccess, EngineDep, JsonBody, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.jobs import Progress, TrainingJob
@@ -33,7 +33,8 @@ def _job_view(job: TrainingJob) -> TrainJob:
                     started_at=job.started_at, finished_at=job.finished_at, result=job.result, error=error)
 
 
-@router.post("/train", dependencies=[AdminAccess], responses={**error_responses(403), **_CONFLICT, **_ACCEPTED},
+@router.post("/train", dependencies=[AdminAccess, JsonBody],
+             responses={**error_responses(403, 415), **_CONFLICT, **_ACCEPTED},
              summary="Fit the collection's adapter: answer its held-out metrics and threshold, or 202 and a job",
              description=(
                  "Searches go on with the current adapter until the new one is swapped in, atomically, at the end; "

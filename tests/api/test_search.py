@@ -116,6 +116,21 @@ def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object
     assert error["code"] == "invalid_input" and error["message"] and isinstance(error["details"], list)
 
 
+@pytest.mark.parametrize(("method", "path"), [("post", "/v1/collections/animals/search"),
+                                            ("post", "/v1/collections/animals/relevance/train"),
+                                            ("put", "/v1/collections/other")])
+def test_a_json_route_refuses_another_content_type_with_415(animals: TestClient, method: str, path: str) -> None:
+    """As the documents route does; FastAPI alone answered that the body was missing (422)."""
+    response = animals.request(method.upper(), path, content=b'{"query": "cat"}',
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert animals.get("/v1/collections/other").status_code == 404  # nothing was created
+    charset = animals.post("/v1/collections/animals/search", content=b'{"query": "cat"}',
+                           headers={"content-type": "application/json; charset=utf-8"})
+    assert charset.status_code == 200
+
+
 def test_a_body_that_is_not_utf8_is_422(animals: TestClient) -> None:
     response = animals.post("/v1/collections/animals/search", content=b'{"query": "\xff\xfe"}',
                             headers={"content-type": "application/json"})
