@@ -25,8 +25,8 @@ from app.engine.relevance import (
     train_and_calibrate,
 )
 from app.engine.types import TrainingExample
-from app.eval.adapter_training import TRAINING_NONWORDS, collect
-from app.eval.relevance_report import NONWORD_QUERIES, nonword_queries
+from app.eval.adapter_training import TRAINING_CONTENTLESS, TRAINING_NONWORDS, collect
+from app.eval.relevance_report import NONWORD_QUERIES, contentless_queries, nonword_queries
 from app.eval.runner import engine_of, in_process_client
 
 RECALIBRATION_QUERIES = (10, 25, 50)
@@ -57,13 +57,14 @@ def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], targ
             "kept_per_query": float(np.mean(kept))}
 
 
-def _measure(adapter: Any, held: TrainingSet, junk: TrainingSet, target: float) -> dict[str, Any]:
+def _measure(adapter: Any, held: TrainingSet, junk: dict[str, TrainingSet], target: float) -> dict[str, Any]:
     assert adapter.calibration is not None
     threshold = adapter.calibration.threshold
     probs = probabilities(adapter, held)
     m = filter_metrics(probs, held.labels, threshold)
     pooled_labels = np.concatenate(held.labels)
-    junk_kept = filter_metrics(probabilities(adapter, junk), junk.labels, threshold)["kept_per_query"]
+    hits = {kind: filter_metrics(probabilities(adapter, queries), queries.labels, threshold)["kept_per_query"]
+            for kind, queries in junk.items()}
     return {
         "target": target, "recall": m["recall_kept"], "kept_per_query": m["kept_per_query"],
         "raw_cosine_kept_at_that_recall": kept_at_recall(held.cosines, held.labels, m["recall_kept"]),
@@ -71,7 +72,7 @@ def _measure(adapter: Any, held: TrainingSet, junk: TrainingSet, target: float) 
         # precision at 95% recall with the threshold chosen on the left-out collection itself (for both)
         "precision_at_95": precision_at_recall(np.concatenate(probs), pooled_labels, 0.95),
         "raw_cosine_precision_at_95": precision_at_recall(np.concatenate(held.cosines), pooled_labels, 0.95),
-        "nonword_kept_per_query": junk_kept,
+        "nonword_kept_per_query": hits["nonword"], "contentless_kept_per_query": hits["contentless"],
         "recalibrated": {n: _recalibrated(adapter, held, probs, target, n) for n in RECALIBRATION_QUERIES},
     }
 
@@ -79,19 +80,26 @@ def _measure(adapter: Any, held: TrainingSet, junk: TrainingSet, target: float) 
 def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *,
                          inputs: tuple[str, ...] = ("embedding", "stats"), folds: int = 3, repeats: int = 1,
                          recall_target: float = DEFAULT_RECALL_TARGET, threads: int = 2,
-                         fit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Per left-out dataset, the figures of an adapter trained without it (see the module docstring)."""
+                         contentless: int = TRAINING_CONTENTLESS, fit: dict[str, Any] | None = None
+                         ) -> dict[str, Any]:
+    """Per left-out dataset, the figures of an adapter trained without it (see the module docstring); the
+    non-word and contentless queries it is measured on are the evaluation's (another seed than training's)."""
+    evaluation_junk = {"nonword": nonword_queries(NONWORD_QUERIES, 0),
+                       "contentless": contentless_queries(NONWORD_QUERIES, 0)}
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
-        data, groups, sources, _ = collect(client, datasets, TRAINING_NONWORDS, seed=0)
+        collected = collect(client, datasets, TRAINING_NONWORDS, seed=0, contentless=contentless)
         engine = engine_of(client)
-        junk = {name: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
-                                         [TrainingExample(q, ()) for q in nonword_queries(NONWORD_QUERIES, 0)],
-                                         engine.settings.search_defaults)
-                for name in dict.fromkeys(sources)}
+        junk = {name: {kind: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
+                                                [TrainingExample(q, ()) for q in queries],
+                                                engine.settings.search_defaults)
+                       for kind, queries in evaluation_junk.items()}
+                for name in dict.fromkeys(collected.sources)}
+    data, sources, groups = collected.data, collected.sources, collected.groups
     results = {}
     for held_out in dict.fromkeys(sources):
         others = [i for i, s in enumerate(sources) if s != held_out]
-        held = [i for i, (s, g) in enumerate(zip(sources, groups, strict=True)) if s == held_out and g != "non-words"]
+        held = [i for i, (s, k) in enumerate(zip(sources, collected.kinds, strict=True))
+                if s == held_out and k == "judged"]
         train = _subset(data, others)
         adapter = train_and_calibrate(train.query_embs, train.cosines, train.labels, lexical=train.lexical,
                                       stats=train.stats, references=train.references,
