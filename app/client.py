@@ -43,9 +43,6 @@ def _document_path(collection: str, doc_id: str) -> str:
 class Session(Protocol):
     """What the client needs of its HTTP client: httpx.Client, or Starlette's TestClient (an httpx2.Client)."""
 
-    @property
-    def headers(self) -> Any: ...
-
     def request(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def get(self, *args: Any, **kwargs: Any) -> Any: ...
@@ -122,10 +119,10 @@ class SearchClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 120.0,
                  retry: Retry | None = None, http: Session | None = None) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Sent with each request, not set on `http`: a client passed in is the caller's, headers included.
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owned = http is None
         self.http: Session = http if http is not None else httpx.Client(base_url=url, timeout=timeout)
-        self.http.headers.update(headers)
         self.retry = retry or Retry()
 
     # --- plumbing ------------------------------------------------------------------------------------
@@ -133,6 +130,7 @@ class SearchClient:
     def request(self, method: str, path: str, *, repeatable: bool = True, **kwargs: Any) -> Any:
         """Sends with retries; returns the decoded JSON body (None when empty) or raises ApiError. Not
         `repeatable`: a request that may have reached the service (a read that timed out) is not sent again."""
+        kwargs["headers"] = {**self.headers, **(kwargs.get("headers") or {})}
         for attempt in range(max(1, self.retry.attempts)):
             last = attempt >= self.retry.attempts - 1
             try:
@@ -183,7 +181,7 @@ class SearchClient:
 
     def metrics(self) -> str:
         """The Prometheus text of /metrics."""
-        response = self.http.get("/metrics")
+        response = self.http.get("/metrics", headers=self.headers)
         if response.status_code != 200:
             raise ApiError.from_response(response)
         return str(response.text)

@@ -100,6 +100,15 @@ def test_upserts_are_retried_on_429_503_and_connection_errors() -> None:
     assert all(r.headers["authorization"] == "Bearer k1" for r in seen)
 
 
+def test_a_client_passed_in_keeps_its_own_headers() -> None:
+    """The key goes with each request; the caller's httpx client, shared with other code, is not changed."""
+    api, seen = _scripted([_stored, lambda request: httpx.Response(200, text="# metrics")])
+    assert "authorization" not in api.http.headers  # type: ignore[attr-defined]
+    api.upsert("c", [{"id": "a", "text": "x"}])
+    api.metrics()
+    assert [r.headers["authorization"] for r in seen] == ["Bearer k1"] * 2
+
+
 def test_retries_end_with_the_last_error() -> None:
     api, _ = _scripted([_refuse] * 4)
     with pytest.raises(httpx.ConnectError):
