@@ -60,7 +60,7 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
             raise
         return {"status": "trained", **describe_adapter(adapter)}
 
-    job = engine.training_jobs.start(name, len(examples), work)
+    job = engine.training_jobs.start(name, len(examples), work, uid=collection.record.uid)
     if len(examples) <= MAX_WAITED_EXAMPLES if wait is None else wait:
         job = engine.training_jobs.wait(job)
         if job.error is not None:  # what the job failed with, as if the request had trained itself
@@ -78,8 +78,8 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
             summary="A training job: its status, progress and, once finished, its result or error")
 def get_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, max_length=64)],
             engine: EngineDep) -> TrainJob:
-    engine.collection(name)  # an unknown collection is a 404 of its own
-    return _job_view(engine.training_jobs.get(name, job_id))
+    collection = engine.collection(name)  # an unknown collection is a 404 of its own
+    return _job_view(engine.training_jobs.get(name, job_id, collection.record.uid))
 
 
 @router.get("", dependencies=[ReadAccess], summary="The adapter in use (default or trained)")

@@ -42,6 +42,7 @@ class TrainingJob:
     collection: str
     examples: int
     started_at: float  # Unix time
+    uid: str = ""  # of the collection it trains: one created again under the name does not show it
     status: JobStatus = "running"
     progress: float = 0.0
     result: dict[str, Any] | None = None
@@ -69,14 +70,14 @@ def job_record(job: TrainingJob, owner: str) -> dict[str, Any]:
                                             "message": job.error.message, "details": job.error.details}
     return {"examples": job.examples, "started_at": job.started_at, "status": job.status,
             "progress": job.progress, "result": job.result, "error": error, "finished_at": job.finished_at,
-            "owner": owner}
+            "owner": owner, "uid": job.uid}
 
 
 def job_from_record(job_id: str, collection: str, record: dict[str, Any], age: float) -> TrainingJob:
     """The job a board record describes; a running one whose replica stopped refreshing it, as failed."""
     job = TrainingJob(job_id, collection, int(record["examples"]), float(record["started_at"]),
-                      status=record["status"], progress=float(record["progress"]), result=record.get("result"),
-                      finished_at=record.get("finished_at"))
+                      uid=str(record.get("uid", "")), status=record["status"], progress=float(record["progress"]),
+                      result=record.get("result"), finished_at=record.get("finished_at"))
     raw = record.get("error")
     if raw is not None:
         job.error = SearchServiceError(str(raw["message"]), list(raw.get("details") or []))
@@ -87,6 +88,12 @@ def job_from_record(job_id: str, collection: str, record: dict[str, Any], age: f
                                  f"{age:.0f} s ago: it was stopped or lost its store; the adapter is unchanged "
                                  "unless it had finished")
     return job
+
+
+def _same(uid: str, job_uid: str) -> bool:
+    """Whether a job of collection uid `job_uid` belongs to the collection `uid` ("": not known, as for jobs
+    published before jobs recorded it)."""
+    return not uid or not job_uid or uid == job_uid
 
 
 class TrainingJobs:
@@ -103,8 +110,9 @@ class TrainingJobs:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    def start(self, collection: str, examples: int, work: Work) -> TrainingJob:
-        """Runs `work` in a new thread as this collection's job; TrainingInProgress while another one runs."""
+    def start(self, collection: str, examples: int, work: Work, uid: str = "") -> TrainingJob:
+        """Runs `work` in a new thread as this collection's job (`uid`: the collection's, which `get` checks);
+        TrainingInProgress while another one runs."""
         with self._lock:
             if self._stopping:
                 raise NotReady("the service is stopping: no new training jobs")
@@ -112,7 +120,7 @@ class TrainingJobs:
                 running = self._running[collection][0]
                 raise TrainingInProgress(f"collection {collection!r} is already training (job {running.id}); "
                                          "wait for it to finish", [{"job": running.id}])
-            job = TrainingJob(uuid.uuid4().hex, collection, examples, time.time())
+            job = TrainingJob(uuid.uuid4().hex, collection, examples, time.time(), uid)
             thread = threading.Thread(target=self._run, args=(job, work), name=f"train-{collection}", daemon=True)
             self._jobs[job.id] = job
             # Held while the board is asked, which is done outside the lock; until the claim is granted the thread
@@ -171,14 +179,18 @@ class TrainingJobs:
             for job in running:  # never one still claiming: its record would reach the board before its claim
                 self._publish(job)
 
-    def get(self, collection: str, job_id: str) -> TrainingJob:
+    def get(self, collection: str, job_id: str, uid: str = "") -> TrainingJob:
+        """The job of this collection (with `uid`, of this incarnation of it: a job of a collection deleted and
+        created again under its name is not its job)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None and job.collection == collection:
+            if job is not None and job.collection == collection and _same(uid, job.uid):
                 return replace(job)
         found = None if self._board is None else self._board.lookup_job(job_id)
         if found is not None and found[0] == collection:
-            return job_from_record(job_id, *found)
+            job = job_from_record(job_id, *found)
+            if _same(uid, job.uid):
+                return job
         kept = ("over the shared store, jobs are kept there" if self._board is not None else
                 "jobs are kept in memory: a restart forgets them")
         raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} ({kept}, and only the last "
@@ -192,7 +204,7 @@ class TrainingJobs:
     def wait(self, job: TrainingJob, timeout: float | None = None) -> TrainingJob:
         """The job once finished (or as it is after `timeout` seconds)."""
         job.finished.wait(timeout)
-        return self.get(job.collection, job.id)
+        return self.get(job.collection, job.id, job.uid)
 
     def stop(self, timeout: float = STOP_WAIT_SECONDS) -> None:
         """No new jobs; running ones are cancelled at their next progress step, waited for up to `timeout`."""
