@@ -129,6 +129,9 @@ def test_a_json_route_refuses_another_content_type_with_415(animals: TestClient,
     charset = animals.post("/v1/collections/animals/search", content=b'{"query": "cat"}',
                            headers={"content-type": "application/json; charset=utf-8"})
     assert charset.status_code == 200
+    nothing = animals.put("/v1/collections/other", content=b"",  # `curl -X PUT -d ''`: no settings
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert nothing.status_code == 201
 
 
 def test_a_body_that_is_not_utf8_is_422(animals: TestClient) -> None:
