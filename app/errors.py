@@ -19,6 +19,7 @@
      │    ├── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached)
      │    └── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
      ├── DataDirLocked                 raised at start when another process holds the data dir
+     ├── DataDirUnusable               raised at start when the data dir cannot be made or written (a file, say)
      └── EncoderMismatch               raised at start when collections were encoded by another encoder
 
 Each carries its HTTP status and machine-readable code as plain class attributes, so this module needs no web
@@ -118,6 +119,10 @@ class ShuttingDown(NotReady):
 
 class DataDirLocked(SearchServiceError):
     code = "data_dir_locked"
+
+
+class DataDirUnusable(SearchServiceError):
+    code = "data_dir_unusable"
 
 
 class StoreSchemaMismatch(SearchServiceError):

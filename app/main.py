@@ -24,7 +24,7 @@ from app.api.errors import UnexpectedErrors, install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
-from app.errors import DataDirLocked, EncoderMismatch, StoreSchemaMismatch
+from app.errors import DataDirLocked, DataDirUnusable, EncoderMismatch, StoreSchemaMismatch
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
@@ -32,6 +32,7 @@ from app.settings import Settings, load_settings
 from app.store.lock import DataDirLock
 
 log = logging.getLogger("app")
+STARTUP_FAILED = 3  # the exit status uvicorn gives a start-up that failed in the lifespan itself
 
 
 def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> None:
@@ -44,11 +45,14 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> 
         log.info("ready: %d collections in %s, encoder %s", len(app.state.engine.list_collections()),
                  settings.data_dir, embedder.identity)
     except Exception as exc:
-        # A server that can never become ready should exit and let its supervisor see that.
+        # A server that can never become ready should exit and let its supervisor see that: it shuts down as
+        # on SIGTERM, then the lifespan ends the process with STARTUP_FAILED (uvicorn re-raises the SIGTERM it
+        # caught once it has stopped, and a death by SIGTERM reads as a stop, not a failure, to systemd).
         if isinstance(exc, (EncoderMismatch, StoreSchemaMismatch)):
             log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
         else:
             log.exception("start-up failed; shutting down")
+        app.state.startup_failed = True
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -78,7 +82,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
         lock = DataDirLock(settings.data_dir)
         try:
             lock.acquire()
-        except DataDirLocked as exc:
+        except (DataDirLocked, DataDirUnusable) as exc:
             log.error("%s", exc.message)
             raise
         loader = threading.Thread(target=_load_engine, args=(app, settings, embedder), daemon=True)
@@ -96,6 +100,9 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
                 app.state.engine = None
                 await asyncio.to_thread(engine.close)
             lock.release()
+            if getattr(app.state, "startup_failed", False):
+                logging.shutdown()
+                os._exit(STARTUP_FAILED)
 
     app = FastAPI(title="Hybrid search", version="1.0.0", lifespan=lifespan,
                   description="Hybrid (BM25 + HNSW) search with Cosine Adapter relevance filtering.")

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -152,4 +154,9 @@ def load_settings() -> Settings:
                          f"{problems}") from None
     except FileNotFoundError as exc:
         raise SystemExit(f"bad settings: {exc}") from None
+    except SettingsError as exc:  # a JSON setting that does not parse
+        raise SystemExit(f"bad settings: {exc}: {exc.__cause__}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SystemExit(f"bad settings: {os.environ.get('SEARCH_CONFIG', DEFAULT_CONFIG)} is not valid TOML: "
+                         f"{exc}") from None
 

@@ -306,7 +306,7 @@ def test_another_encoder_is_refused_at_start_until_reencode(tmp_path: Path) -> N
     finally:
         assert server.stop()
     refused = Server(tmp_path / "data", SEARCH_ENCODER="onnx-int8")
-    with pytest.raises(RuntimeError, match="exited"):
+    with pytest.raises(RuntimeError, match="exited with 3"):  # a failure for a supervisor, not a death by SIGTERM
         refused.start(timeout=120)
     log = (tmp_path / f"server-{refused.port}.log").read_text()
     assert "'animals' by sentence-transformers/all-MiniLM-L6-v2 (torch)" in log

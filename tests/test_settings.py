@@ -7,7 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from app.engine.types import CollectionSettings, SearchDefaults
+from app.errors import DataDirUnusable
 from app.settings import DEFAULT_CONFIG, Settings, load_settings
+from app.store.lock import DataDirLock
 
 
 @pytest.fixture
@@ -79,3 +81,23 @@ def test_a_process_starting_on_bad_settings_ends_with_one_line_naming_them(
     monkeypatch.setenv("SEARCH_CONFIG", str(config.with_name("missing.toml")))
     with pytest.raises(SystemExit, match=r"missing\.toml"):
         load_settings()
+
+
+def test_settings_that_do_not_parse_end_with_one_line_naming_them(config: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JSON setting or a TOML file with a syntax error: a traceback through pydantic-settings before."""
+    monkeypatch.setenv("SEARCH_COLLECTION_DEFAULTS", "{bad")
+    with pytest.raises(SystemExit) as ended:
+        load_settings()
+    assert "collection_defaults" in str(ended.value.code) and "\n" not in str(ended.value.code)
+    monkeypatch.delenv("SEARCH_COLLECTION_DEFAULTS")
+    config.write_text("threads = [\n")
+    with pytest.raises(SystemExit) as ended:
+        load_settings()
+    assert f"{config} is not valid TOML" in str(ended.value.code) and "\n" not in str(ended.value.code)
+
+
+def test_a_data_dir_that_is_a_file_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DataDirUnusable, match=r"SEARCH_DATA_DIR .*afile cannot be used .*: it is a file"):
+        DataDirLock(tmp_path / "afile").acquire()

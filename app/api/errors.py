@@ -90,6 +90,7 @@ class UnexpectedErrors:
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+RETRY_AFTER_SECONDS = 1
 
 
 def _allowed(request: Request) -> str:
@@ -106,7 +107,9 @@ def install_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: SearchServiceError) -> JSONResponse:
         if exc.status == 500:
             log.error("internal error: %s", exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        # 503s pass (loading, the shared store unreachable): a client that honours Retry-After backs off.
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

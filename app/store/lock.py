@@ -4,7 +4,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from app.errors import DataDirLocked
+from app.errors import DataDirLocked, DataDirUnusable
 
 
 class DataDirLock:
@@ -15,8 +15,13 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            why = "it is a file" if self.path.parent.is_file() else f"{exc.strerror} ({exc.filename})"
+            raise DataDirUnusable(f"SEARCH_DATA_DIR {self.path.parent} cannot be used as the data directory: "
+                                  f"{why}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

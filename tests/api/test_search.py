@@ -197,6 +197,7 @@ def test_search_before_ready_is_503_and_the_key_check_comes_first(tmp_path: Path
     open_app = TestClient(create_app(Settings(data_dir=tmp_path / "open")))
     response = open_app.post("/v1/collections/k/search", json={"query": "q"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+    assert response.headers["retry-after"] == "1"  # the client backs off by it (and so may a proxy's)
     keyed = TestClient(create_app(Settings(data_dir=tmp_path / "keyed", api_keys=["read-key-123"])))
     assert keyed.post("/v1/collections/k/search", json={"query": "q"}).status_code == 401
     response = keyed.post("/v1/collections/k/search", json={"query": "q"},
