@@ -73,8 +73,7 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     request.app.state.metrics.observe_ingest(name, len(ids), time.perf_counter() - start)
     del docs
     await run_in_threadpool(release_free_heap)
-    stored = list(dict.fromkeys(ids))  # an id named twice in a batch is one document (the last copy wins)
-    return UpsertResult(upserted=len(stored), ids=stored)
+    return UpsertResult(upserted=len(ids), ids=ids)
 
 
 # `:path`: an id may hold "/" (a file path, say); without it such an id could not be read or deleted, and

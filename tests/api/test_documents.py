@@ -29,15 +29,6 @@ def test_ndjson_ingest(client: TestClient) -> None:
     assert ids(search(client, "birds of prey", "n", mode="lexical"))[0] == "eagle"
 
 
-def test_an_id_named_twice_in_a_batch_is_one_document_the_last_copy(client: TestClient) -> None:
-    client.put("/v1/collections/twice")
-    batch = [{"id": "a", "text": "first copy"}, {"id": "b", "text": "other"}, {"id": "a", "text": "second copy"}]
-    response = client.post("/v1/collections/twice/documents", json={"documents": batch})
-    assert response.json() == {"upserted": 2, "ids": ["a", "b"]}  # was 3, for 2 stored
-    assert client.get("/v1/collections/twice/documents/a").json()["text"] == "second copy"
-    assert client.get("/v1/collections/twice").json()["count"] == 2
-
-
 def test_upsert_replaces_the_document_in_every_index(animals: TestClient) -> None:
     new = {"id": "cat", "text": "Volcanoes erupt molten lava and ash.", "metadata": {"kind": "geology"}}
     assert animals.post("/v1/collections/animals/documents", json={"documents": [new]}).status_code == 200
