@@ -210,30 +210,33 @@ class SearchClient:
 
     def ingest(self, collection: str, documents: Iterable[dict[str, Any]], *, batch: int = 256,
                concurrency: int = 1, on_batch: Callable[[int], None] | None = None) -> int:
-        """Upserts `documents` in batches, `concurrency` requests in flight; returns how many were upserted.
-        `on_batch(n)` is called in input order, once every document before that batch's end is stored."""
+        """Upserts `documents` in batches, `concurrency` requests in flight; returns how many were sent and
+        acknowledged. `on_batch(n)` is called in input order, once every document before that batch's end is
+        stored, with the batch's length (the service's `upserted` counts an id a batch names twice twice too,
+        but a caller counting lines should not depend on that)."""
         if batch < 1 or concurrency < 1:
             raise ValueError(f"batch and concurrency must be at least 1, got {batch} and {concurrency}")
         total = 0
         with ThreadPoolExecutor(concurrency) as pool:
-            pending: deque[Future[UpsertResult]] = deque()
+            pending: deque[tuple[Future[UpsertResult], int]] = deque()
 
             def finish_oldest() -> None:
                 nonlocal total
-                done = pending.popleft().result()
-                total += done["upserted"]
+                future, sent = pending.popleft()
+                future.result()
+                total += sent
                 if on_batch:
-                    on_batch(done["upserted"])
+                    on_batch(sent)
 
             try:
                 for chunk in batched(documents, batch):
                     if len(pending) >= concurrency:
                         finish_oldest()
-                    pending.append(pool.submit(self.upsert, collection, chunk))
+                    pending.append((pool.submit(self.upsert, collection, chunk), len(chunk)))
                 while pending:
                     finish_oldest()
             except BaseException:
-                for future in pending:
+                for future, _ in pending:
                     future.cancel()
                 raise
         return total

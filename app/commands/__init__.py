@@ -17,7 +17,7 @@ def _client(args: argparse.Namespace) -> SearchClient:
 def _ingest(args: argparse.Namespace) -> int:
     import httpx
 
-    from app.commands.ingest import BatchRefused, ingest
+    from app.commands.ingest import NotResumable, ingest
 
     try:
         with _client(args) as client:
@@ -27,10 +27,14 @@ def _ingest(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
-    except BatchRefused as exc:
+    except (NotResumable, OSError) as exc:  # (OSError: the input is not there, or not readable)
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 1
-    except (ApiError, httpx.HTTPError, OSError) as exc:
+    except ApiError as exc:  # the service's 4xx (a bad key, say) would answer a re-run the same way
+        again = exc.status >= 500 or exc.status == 429
+        print(f"ingest failed: {exc}" + ("; run the same command again to resume" if again else ""), file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
 

@@ -7,6 +7,7 @@ stored. Upserts are by id, so lines sent again after an interruption (in flight,
 replaced, not duplicated.
 """
 
+import codecs
 import json
 import os
 import sys
@@ -20,6 +21,10 @@ from typing import Any
 from tqdm import tqdm
 
 from app.client import ApiError, SearchClient
+
+
+class NotResumable(Exception):
+    """A failure that running the same command again would meet again (the message says what to change)."""
 
 
 class BadLine(Exception):
@@ -59,6 +64,8 @@ class Source:
         # Bytes: a line that is not UTF-8 is then a bad line with its number, not a crash of the whole run.
         with self.path.open("rb") as f:
             for number, line in enumerate(f, start=1):
+                if number == 1:
+                    line = line.removeprefix(codecs.BOM_UTF8)  # editors on Windows write one
                 if number > skip and line.strip():
                     yield number, line
 
@@ -109,6 +116,15 @@ class Progress:
         staging.write_text(json.dumps({**self.key, "lines": lines}))
         os.replace(staging, self.path)
 
+    def check_writable(self, lines: int) -> None:
+        """Before anything is sent: a progress file that cannot be written failed the run after its first
+        batch, and again on every re-run."""
+        try:
+            self.save(lines)
+        except OSError as exc:
+            raise NotResumable(f"cannot write the progress file {self.path} ({exc.strerror}): give "
+                               "--progress-file in a writable folder") from None
+
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -126,7 +142,7 @@ def _server_bad_line(error: ApiError, batch: list[tuple[int, dict[str, Any]]]) -
     return None
 
 
-class BatchRefused(Exception):
+class BatchRefused(NotResumable):
     """The service refused a batch without naming a line: running again would fail again."""
 
 
@@ -149,6 +165,7 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     source = Source.at(path)
     progress = Progress(source, url, collection, progress_file)
     done = progress.load() if resume else 0
+    progress.check_writable(done)
     total, skipped = source.count_documents(done)
     if done:
         print(f"resuming after line {done} ({progress.path} records lines 1-{done} as stored; --restart ignores it)",
@@ -211,8 +228,9 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     print(f"{upserted} documents upserted in {seconds:.1f} s ({rate:.0f} docs/s); lines 1-{stored} of "
           f"{source.path.name} stored; collection {collection!r} holds {count} documents ({count - before:+d})",
           file=sys.stderr)
-    if bad:
-        print(f"{source.path}: {bad[0]}. Lines before it are stored; fix the line and run the same command to "
+    if bad:  # the reader may stop at a later line than a batch in flight is refused for: name the first
+        first = min(bad, key=lambda line: line.number)
+        print(f"{source.path}: {first}. Lines before it are stored; fix the line and run the same command to "
               f"resume from it.", file=sys.stderr)
         return 1
     progress.clear()

@@ -150,3 +150,44 @@ def test_a_refused_batch_that_names_no_line_says_what_to_do() -> None:
     assert "lines 11-12" in str(too_large) and "smaller --batch than 100" in str(too_large)
     unnamed = _refused_batch(ApiError(422, "invalid_input", "the store refused the batch"), batch, 2)
     assert "lines 11-12" in str(unnamed) and "fix it" in str(unnamed) and "from line 11" in str(unnamed)
+
+
+def test_an_id_repeated_in_a_batch_does_not_move_the_lines_named(live_server: Server, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The service counts a repeated id twice or once as it likes: the loader counts the lines it sent (it
+    counted the answer's `upserted`, and a service counting the id once made it name line 9 for line 10)."""
+    docs = [{"id": "a", "text": "first"}, {"id": "a", "text": "again"},
+            *({"id": f"d{i}", "text": f"document {i}"} for i in range(7)),
+            {"id": "bad", "text": "x", "metadata": {"nested": {"x": 1}}}, {"id": "last", "text": "y"}]
+    path = _write(tmp_path / "dup.jsonl", docs)
+    assert _ingest(live_server, "load-dup", path, "--batch", "4", "--concurrency", "1") == 1
+    err = capsys.readouterr().err
+    assert "line 10: refused by the service" in err and "lines 1-9 of dup.jsonl stored" in err
+
+
+def test_the_first_bad_line_in_the_file_is_named(live_server: Server, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A line the service refuses, and a later one the reader finds broken while that batch is in flight."""
+    docs: list[Any] = [{"id": f"m{i}", "text": f"document {i}"} for i in range(10)]
+    docs[1] = {"id": "m1", "text": "x", "metadata": {"nested": {"x": 1}}}
+    docs[6] = '{"id": "m6", "text": '
+    assert _ingest(live_server, "load-mixed", _write(tmp_path / "mixed.jsonl", docs), "--batch", "4") == 1
+    assert "mixed.jsonl: line 2: refused by the service" in capsys.readouterr().err
+
+
+def test_a_progress_file_that_cannot_be_written_stops_the_load_before_it_sends(
+        live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path / "a.jsonl", ANIMALS)
+    status = _ingest(live_server, "load-noprogress", path, "--progress-file", str(tmp_path / "missing" / "p.json"))
+    err = capsys.readouterr().err
+    assert status == 1 and "cannot write the progress file" in err and "run the same command" not in err
+    with SearchClient(live_server.url) as client, pytest.raises(ApiError):
+        client.get_collection("load-noprogress")  # nothing was sent (not even the collection made)
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_a_bad_line(live_server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(d) for d in ANIMALS[:2]).encode() + b"\r\n")
+    assert _ingest(live_server, "load-bom", path) == 0
+    with SearchClient(live_server.url) as client:
+        assert client.get_collection("load-bom")["count"] == 2
