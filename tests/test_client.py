@@ -109,6 +109,14 @@ def test_a_client_passed_in_keeps_its_own_headers() -> None:
     assert [r.headers["authorization"] for r in seen] == ["Bearer k1"] * 2
 
 
+def test_an_empty_name_or_id_is_refused_before_anything_is_sent() -> None:
+    api, seen = _scripted([])
+    for call in (lambda: api.create_collection(""), lambda: api.get("c", ""), lambda: api.delete("", "x")):
+        with pytest.raises(ValueError, match="cannot be empty"):
+            call()
+    assert seen == []
+
+
 def test_retries_end_with_the_last_error() -> None:
     api, _ = _scripted([_refuse] * 4)
     with pytest.raises(httpx.ConnectError):
