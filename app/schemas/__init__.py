@@ -69,10 +69,20 @@ def _int64(value: Any) -> Any:
     return value
 
 
+def _metadata_value(value: Any) -> Any:
+    # One message for a value of no allowed kind: the union below reported each of its branches' (a nested
+    # object got "should be a valid boolean", then integer, number, string and list), and a loader showed the first.
+    if value is None or isinstance(value, dict) or (
+            isinstance(value, list) and not all(isinstance(item, str) for item in value)):
+        kind = "null" if value is None else "an object" if isinstance(value, dict) else "a list of other than strings"
+        raise ValueError(f"a metadata value is a string, a number, a boolean or a list of strings, not {kind}")
+    return _int64(value)
+
+
 # bool first in the unions, so that true stays a boolean and never becomes 1.
 MetadataValue = Annotated[bool | Int | Number | MetadataString | Annotated[
     list[MetadataString], Field(max_length=MAX_METADATA_LIST)
-], BeforeValidator(_int64)]
+], BeforeValidator(_metadata_value)]
 Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_int64)]
 
 

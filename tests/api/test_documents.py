@@ -92,6 +92,16 @@ def test_bad_batches_change_nothing(animals: TestClient) -> None:
     assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS)
 
 
+def test_a_metadata_value_of_no_allowed_kind_gets_one_message_saying_what_is(animals: TestClient) -> None:
+    """The union of allowed kinds answered one detail a kind ("should be a valid boolean", ...), and the
+    loader showed the first of them."""
+    for value, kind in (({"a": 1}, "an object"), (None, "null"), ([1, 2], "a list of other than strings")):
+        batch = {"documents": [{"id": "x", "text": "t", "metadata": {"shape": value}}]}
+        [detail] = animals.post("/v1/collections/animals/documents", json=batch).json()["error"]["details"]
+        assert detail["loc"] == ["body", "documents", 0, "metadata", "shape"]
+        assert "a string, a number, a boolean or a list of strings, not " + kind in detail["msg"]
+
+
 def test_limits_give_413_and_write_nothing(make_client: object) -> None:
     with make_client(max_body_bytes=4096, max_batch_documents=3) as client:  # type: ignore[operator]
         client.put("/v1/collections/l")
