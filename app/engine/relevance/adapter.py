@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -265,9 +265,10 @@ class CosineAdapter:
         candidates = [t for t in table if t >= recall_target - 1e-9]
         return table[min(candidates)] if candidates else 0.0
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    # A folder holds an adapter as two files (JSON metadata, a pickle-free .npz), a store as their bytes: one
+    # format and one loader, with its checks, for both.
+    def to_bytes(self) -> tuple[str, bytes]:
+        """(the JSON metadata, the .npz weights): what `save` writes and a store keeps."""
         meta = {
             "format_version": FORMAT_VERSION,
             "family": self.family,
@@ -287,23 +288,38 @@ class CosineAdapter:
             text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"adapter info is not JSON-serialisable: {exc}") from exc
-        # np.savez pickles only object arrays; ours are all float64, so load() can refuse pickles.
-        w = self.weights
-        with open(directory / WEIGHTS_FILE, "wb") as fh:
-            np.savez(fh, w1=w["w1"], b1=w["b1"], w2=w["w2"], b2=w["b2"])
+        # np.savez pickles only object arrays; ours are all float64, so from_bytes() can refuse pickles.
+        w, weights = self.weights, io.BytesIO()
+        np.savez(weights, w1=w["w1"], b1=w["b1"], w2=w["w2"], b2=w["b2"])
+        return text, weights.getvalue()
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        text, weights = self.to_bytes()
+        (directory / WEIGHTS_FILE).write_bytes(weights)
         (directory / META_FILE).write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> CosineAdapter:
         directory = Path(directory)
         try:
-            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-            with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as npz:
+            text, weights = (directory / META_FILE).read_text(encoding="utf-8"), (directory / WEIGHTS_FILE).read_bytes()
+        except (OSError, ValueError) as exc:  # (ValueError: metadata that is not UTF-8)
+            raise ValueError(f"cannot load adapter from {directory}: {exc!r}") from exc
+        return cls.from_bytes(text, weights, source=str(directory))
+
+    @classmethod
+    def from_bytes(cls, text: str, weights_npz: bytes, source: str = "the store") -> CosineAdapter:
+        """The adapter `to_bytes` gave these of; ValueError, naming `source`, for anything else."""
+        try:
+            meta = json.loads(text)
+            with np.load(io.BytesIO(weights_npz), allow_pickle=False) as npz:
                 weights = {n: np.array(npz[n]) for n in WEIGHT_NAMES}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"cannot load adapter from {directory}: {exc!r}") from exc
+            raise ValueError(f"cannot load adapter from {source}: {exc!r}") from exc
         if not isinstance(meta, dict):
-            raise ValueError(f"{directory / META_FILE} is not a JSON object")
+            raise ValueError(f"the adapter metadata in {source} is not a JSON object")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported adapter format version {meta.get('format_version')!r}")
         if meta.get("activation") != "tanh":
@@ -327,22 +343,6 @@ class CosineAdapter:
                 f"{meta.get('members')}x{meta.get('dim')}x{meta.get('hidden')}"
             )
         return adapter
-
-    # A store keeps an adapter as the bytes of its two files, so there is one format and one loader (with its
-    # checks) for a folder and a database row alike.
-    def to_bytes(self) -> tuple[str, bytes]:
-        """(the JSON metadata, the .npz weights) as `save` writes them."""
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save(Path(tmp))
-            return (Path(tmp) / META_FILE).read_text(encoding="utf-8"), (Path(tmp) / WEIGHTS_FILE).read_bytes()
-
-    @classmethod
-    def from_bytes(cls, meta: str, weights: bytes) -> CosineAdapter:
-        """The adapter `to_bytes` gave these of; ValueError as `load`."""
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / META_FILE).write_text(meta, encoding="utf-8")
-            (Path(tmp) / WEIGHTS_FILE).write_bytes(weights)
-            return cls.load(Path(tmp))
 
     @classmethod
     def identity_like(cls, dim: int, slope: float, intercept: float) -> CosineAdapter:
