@@ -1,11 +1,12 @@
 """Self-tuned ef_search: the smallest ef at which the graph finds the exact neighbours of query-like probes.
 
 Query-like probes made of the collection's own vectors (`probes`) are searched exactly (the int8 copy, re-scored
-from float32) and through the graph at rising ef; the first ef whose mean recall@k meets the target wins. A fixed
-ef cannot be right for every collection: the benchmark corpus's near-ties needed 512 at 100K, where smaller or
-better-separated collections meet the same recall with a much shorter walk. The measurement holds the
-collection's read lock as a long reader: searches go on (between walks of a few queries, which set the graph's
-global ef), writes wait until it ends (the benchmark reports how long it takes at each size).
+from float32) and through the graph at rising ef; the first ef whose mean recall@k meets the target, narrowed
+down between it and the ef before it, wins. A fixed ef cannot be right for every collection: the benchmark
+corpus's near-ties needed 512 at 100K, where smaller or better-separated collections meet the same recall with a
+much shorter walk. The measurement holds the collection's read lock as a long reader: searches go on (between
+walks of a few queries, which set the graph's global ef), writes wait until it ends (the benchmark reports how
+long it takes at each size).
 """
 
 import threading
@@ -25,6 +26,7 @@ FIRST_TUNING_AT = 1_000  # graph vectors; below, the untuned ef walks most of a 
 # ef values tried, smallest first (hnswlib wants ef >= k; 4,000 is the settings' bound).
 EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4000)
 _WALK_CHUNK = 4  # queries a hold of the graph's ef
+_NARROW_TO = 8  # ef: the narrowing between grid values stops at this gap
 
 
 class ReadLock(Protocol):
@@ -77,8 +79,9 @@ def probes(index: "DenseIndex", labels: np.ndarray, count: int, seed: int = 0) -
 
 def measure(index: "DenseIndex", lock: ReadLock, target: float, cancelled: threading.Event | None = None,
             k: int = TUNE_K, sample: int = TUNE_SAMPLE, seed: int = 0) -> Tuning | None:
-    """The smallest EF_CANDIDATES ef whose recall@k of `sample` probes meets `target` (else the largest, with
-    the recall it reached); None when the graph has fewer than FIRST_TUNING_AT vectors."""
+    """The smallest ef whose recall@k of `sample` probes meets `target`, found on EF_CANDIDATES and then
+    narrowed between the last one that missed and the first that met it (else the largest, with the recall it
+    reached); None when the graph has fewer than FIRST_TUNING_AT vectors."""
     stop = cancelled or threading.Event()
     # One consistent graph throughout (a vector added half-way would count as a miss): a long read, which lets
     # searches through and holds writers back until the measurement ends.
@@ -89,11 +92,24 @@ def measure(index: "DenseIndex", lock: ReadLock, target: float, cancelled: threa
         queries = probes(index, labels, sample, seed)
         truth = [set(row.tolist()) for row in index.exact_top(queries, k)]
         trials: dict[int, float] = {}
-        for ef in (ef for ef in EF_CANDIDATES if ef >= k):
+
+        def recall(ef: int) -> float:
             found = _walk_all(index, queries, k, ef, stop)
             trials[ef] = sum(len(set(row.tolist()) & t) for row, t in zip(found, truth, strict=True)) / (k * sample)
-            if trials[ef] >= target:
+            return trials[ef]
+
+        for ef in (ef for ef in EF_CANDIDATES if ef >= k):
+            if recall(ef) >= target:
                 break
+        missed = [ef for ef, r in trials.items() if r < target]
+        met = [ef for ef, r in trials.items() if r >= target]
+        if met and missed:
+            # The grid's steps are 1.5x apart; the walk's cost grows with ef, so halving the gap between the
+            # last miss and the first hit, while it is above an eighth of the hit, saves up to a third of it.
+            low, high = max(missed), min(met)
+            while high - low > max(_NARROW_TO, high // 8):
+                mid = (low + high) // 2
+                low, high = (low, mid) if recall(mid) >= target else (mid, high)
     chosen = max(trials) if trials[max(trials)] < target else min(ef for ef, r in trials.items() if r >= target)
     return Tuning(chosen, trials[chosen], target, k, sample, len(labels), trials)
 

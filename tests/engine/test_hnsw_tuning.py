@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.engine.dense import DenseIndex
-from app.engine.hnsw_tuning import FIRST_TUNING_AT, TuningCancelled, due, measure, probes
+from app.engine.hnsw_tuning import EF_CANDIDATES, FIRST_TUNING_AT, TuningCancelled, due, measure, probes
 from app.engine.rwlock import ReadWriteLock
 from app.engine.types import EF_SEARCH_UNTUNED, HnswSettings
 
@@ -50,6 +50,10 @@ def test_measure_picks_the_smallest_ef_that_meets_the_target(index: DenseIndex) 
     assert tuning.recall >= 0.95 and tuning.trials[tuning.ef_search] == tuning.recall
     smaller = [recall for ef, recall in tuning.trials.items() if ef < tuning.ef_search]
     assert smaller and max(smaller) < 0.95  # the poor graph needed more than the smallest candidate
+    # Narrowed between the grid's values: the last miss is within an eighth of the ef chosen.
+    missed = max(ef for ef in tuning.trials if ef < tuning.ef_search)
+    assert tuning.ef_search - missed <= max(8, tuning.ef_search // 8)
+    assert any(ef not in EF_CANDIDATES for ef in tuning.trials)
     assert (tuning.measured_at, tuning.sample, tuning.k) == (1500, 200, 10)
     # An independent check of the recall reported: the same probes, a brute-force ground truth, the graph at that ef.
     queries = probes(index, index.graph_labels(), 200)
