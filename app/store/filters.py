@@ -1,5 +1,5 @@
-"""Compiles a metadata filter (exact, in, range) into a condition over the JSON metadata: SQLite's or PostgreSQL's
-(jsonb), with the same meaning."""
+"""Compiles a metadata filter (exact, in, range) into SQL with the same meaning for both stores: lookups in
+SQLite's flattened `metadata_values`, or a condition over PostgreSQL's jsonb."""
 
 import json
 from collections.abc import Mapping
@@ -32,29 +32,44 @@ def _typed_in(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(parts) + ")", [v for group in by_types.values() for v in group]
 
 
-def _plain_key(key: str) -> bool:
-    # A JSON path reaches a key only as json.dumps wrote it: non-ASCII is written escaped (\u00e9), and SQLite's
-    # path syntax has no escape for '"' or '\\'. Such keys are found by comparing json_each's decoded keys instead.
-    return key.isascii() and '"' not in key and "\\" not in key
+# The SQLite store keeps every document's metadata flattened into `metadata_values` (app/store/sqlite.py): a row a
+# key's value, or a row each element of a list, with json_each's decoded key, value and type; a trigger writes them
+# with the document's row and another removes them with it. A condition is then an indexed lookup on (collection,
+# key, value) instead of a json_each over every document's metadata. Writing them costs: the store alone took
+# 20,000 documents of four metadata values at ~10,600 a second, ~25,600 without.
+METADATA_VALUES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS metadata_values (
+    collection TEXT NOT NULL, key TEXT NOT NULL, value, type TEXT NOT NULL, label INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS metadata_values_lookup ON metadata_values (collection, key, value, type, label);
+CREATE INDEX IF NOT EXISTS metadata_values_by_label ON metadata_values (label);
+CREATE TRIGGER IF NOT EXISTS metadata_values_insert AFTER INSERT ON documents BEGIN
+    INSERT INTO metadata_values SELECT NEW.collection, j.key, coalesce(e.value, j.value), coalesce(e.type, j.type),
+        NEW.label FROM json_each(NEW.metadata) AS j
+        LEFT JOIN json_each(CASE WHEN j.type = 'array' THEN j.value END) AS e
+        WHERE j.type <> 'array' OR e.type IS NOT NULL;
+END;
+CREATE TRIGGER IF NOT EXISTS metadata_values_delete AFTER DELETE ON documents BEGIN
+    DELETE FROM metadata_values WHERE label = OLD.label;
+END;
+"""
+# Fills the table from the documents (a data dir from before it, once).
+METADATA_VALUES_FILL = (
+    "DELETE FROM metadata_values",
+    "INSERT INTO metadata_values SELECT d.collection, j.key, coalesce(e.value, j.value), coalesce(e.type, j.type), "
+    "d.label FROM documents AS d, json_each(d.metadata) AS j "
+    "LEFT JOIN json_each(CASE WHEN j.type = 'array' THEN j.value END) AS e "
+    "WHERE j.type <> 'array' OR e.type IS NOT NULL",
+)
 
 
-def _elements(key: str) -> tuple[str, list[Any]]:
-    """A FROM clause whose rows (value, type) are the key's value, or its elements when it holds a list."""
-    if _plain_key(key):
-        return "json_each(metadata, ?)", ['$."' + key + '"']
-    return ("(SELECT value, type FROM json_each(metadata) WHERE key = ? AND type <> 'array' UNION ALL "
-            "SELECT e.value, e.type FROM json_each(metadata) AS f, json_each(f.value) AS e "
-            "WHERE f.key = ? AND f.type = 'array')"), [key, key]
-
-
-def compile_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str, list[Any]]:
-    """WHERE fragment and parameters; all conditions must hold (AND).
+def condition_queries(collection: str, conditions: Mapping[str, FilterCondition]) -> list[tuple[str, list[Any]]]:
+    """One query and its parameters a condition, over `metadata_values`: the labels of the collection's documents
+    it holds for, each at least once (a list field once for each matching element). All must hold (AND).
 
     A field holding a list matches when any of its elements matches, so {"tags": "a"} and
     {"tags": {"in": ["a", "b"]}} work on list fields as users of Elasticsearch expect.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
+    queries = []
     for key, condition in conditions.items():
         if isinstance(condition, In):
             predicate, values = _typed_in(condition.values)
@@ -72,11 +87,9 @@ def compile_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str, list
             values = [_sql_value(condition.value)]
         else:
             raise TypeError(f"not a filter condition: {condition!r}")
-        source, source_params = _elements(key)
-        clauses.append(f"EXISTS (SELECT 1 FROM {source} WHERE {predicate})")
-        params.extend(source_params)
-        params.extend(values)
-    return " AND ".join(clauses) or "1", params
+        queries.append((f"SELECT label FROM metadata_values WHERE collection = ? AND key = ? AND {predicate}",
+                        [collection, key, *values]))
+    return queries
 
 
 # A key's value as a set of elements: a list's elements, or the value itself.

@@ -16,7 +16,7 @@ import numpy as np
 from app.engine.types import FilterCondition
 from app.errors import CollectionNotFound
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
-from app.store.filters import compile_filter
+from app.store.filters import METADATA_VALUES_FILL, METADATA_VALUES_SCHEMA, condition_queries
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS tombstones (collection TEXT NOT NULL, label INTEGER N
 CREATE INDEX IF NOT EXISTS tombstones_by_seq ON tombstones (collection, seq);
 CREATE TABLE IF NOT EXISTS adapters (collection TEXT PRIMARY KEY, meta TEXT NOT NULL, weights BLOB NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0);
-"""
+""" + METADATA_VALUES_SCHEMA
 
 
 class SqliteStore:
@@ -45,6 +45,16 @@ class SqliteStore:
         self._writer = self._connect()
         self._writer.executescript(_SCHEMA)
         self._writer.commit()
+        self._fill_metadata_values()
+
+    def _fill_metadata_values(self) -> None:
+        """Flattens every document's metadata into `metadata_values` once: a store written before the table
+        existed (its triggers keep it in step with `documents` from then on)."""
+        with self._write_lock, self._transaction():
+            if self._writer.execute("SELECT 1 FROM meta WHERE key = 'metadata_values'").fetchone() is None:
+                for statement in METADATA_VALUES_FILL:
+                    self._writer.execute(statement)
+                self._writer.execute("INSERT INTO meta VALUES ('metadata_values', 1)")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -52,6 +62,9 @@ class SqliteStore:
         # FULL: a committed batch survives power loss too, not only a killed process.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
+        # INSERT OR REPLACE fires the delete trigger of the row it replaces only with this on: without it the
+        # replaced version's metadata would stay in `metadata_values`.
+        conn.execute("PRAGMA recursive_triggers=ON")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -210,11 +223,21 @@ class SqliteStore:
         return found
 
     def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
-        """Sorted labels of the documents whose metadata matches every condition."""
-        where, params = compile_filter(conditions)
-        rows = self._reader().execute(
-            f"SELECT label FROM documents WHERE collection = ? AND {where} ORDER BY label", (collection, *params))
-        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        """Sorted labels of the documents whose metadata matches every condition: one indexed lookup a
+        condition, intersected here (at 100K documents 2-20 ms, where a json_each over every document's
+        metadata took 200-300 ms)."""
+        reader = self._reader()
+        if not conditions:
+            rows = reader.execute("SELECT label FROM documents WHERE collection = ? ORDER BY label", (collection,))
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        matching = (np.unique(np.fromiter((r[0] for r in reader.execute(sql, params)), dtype=np.int64))
+                    for sql, params in condition_queries(collection, conditions))  # lazy: no lookup after an empty one
+        found = next(matching)
+        for labels in matching:
+            if not len(found):
+                break
+            found = np.intersect1d(found, labels, assume_unique=True)
+        return found
 
     def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
                   ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:

@@ -13,7 +13,8 @@ import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
 from app.errors import CollectionNotFound
-from app.store.base import DocumentStore, NewDocument
+from app.store.base import DocumentStore, NewDocument, StoredRow
+from app.store.mirror import MirrorStore
 from app.store.postgres import PostgresStore
 from app.store.sqlite import SqliteStore
 
@@ -91,6 +92,60 @@ def test_metadata_filters(store: DocumentStore) -> None:
     assert ids({'we"ird': Equals(1)}) == []
     assert ids({"flag": In((1,))}) == [] and ids({"count": In((True,))}) == []  # in: a number is no boolean
     assert ids({"flag": In((True, 2022))}) == ["a"] and ids({"year": In((True, 2022, "2020"))}) == ["b"]
+
+
+def test_filters_follow_replacements_deletions_and_drops(store: DocumentStore) -> None:
+    """The SQLite store answers filters from metadata flattened beside the documents: a replaced version's, a
+    deleted document's or a dropped collection's values must not match any more."""
+    store.upsert("c", [_doc("a", kind="x", tags=["p", "q"]), _doc("b", kind="x")])
+    store.upsert("c", [_doc("a", kind="y", tags=["q"])])  # a new version, under a new label
+
+    def ids(conditions: dict[str, FilterCondition], collection: str = "c") -> list[str]:
+        labels = store.filter_labels(collection, conditions)
+        assert np.all(np.diff(labels) > 0)  # sorted, each label once (two matching list elements included)
+        return sorted(row.id for row in store.get_by_labels(collection, labels.tolist()).values())
+
+    assert ids({"kind": Equals("x")}) == ["b"] and ids({"kind": Equals("y")}) == ["a"]
+    assert ids({"tags": Equals("p")}) == [] and ids({"tags": In(("p", "q"))}) == ["a"]
+    assert len(store.filter_labels("c", {"kind": Equals("x")})) == 1  # the old version's label is gone too
+    assert ids({"kind": In(("x", "y")), "tags": Equals("q")}) == ["a"]  # every condition must hold
+    store.delete("c", "b")
+    assert ids({"kind": Equals("x")}) == []
+    store.drop_collection("c")
+    store.create_collection("c", 4, {})
+    store.upsert("c", [_doc("z", kind="z")])
+    assert ids({"kind": Equals("y")}) == [] and ids({"kind": Equals("z")}) == ["z"]
+    assert len(store.filter_labels("c", {})) == 1  # no condition: every document
+
+
+def test_a_store_written_before_the_flattened_metadata_fills_it_once(tmp_path: Path) -> None:
+    """Filters read `metadata_values`; a data dir from before that table has documents but none of their values."""
+    store = SqliteStore(tmp_path / "s.db")
+    store.upsert("c", [_doc("a", kind="x", tags=["p"]), _doc("b", kind="y")])
+    store.close()
+    old = sqlite3.connect(tmp_path / "s.db")  # what that version's schema held
+    old.executescript("DROP TRIGGER metadata_values_insert; DROP TRIGGER metadata_values_delete; "
+                      "DROP TABLE metadata_values; DELETE FROM meta WHERE key = 'metadata_values';")
+    old.close()
+    store = SqliteStore(tmp_path / "s.db")
+    labels = store.filter_labels("c", {"tags": Equals("p")})
+    assert [row.id for row in store.get_by_labels("c", labels.tolist()).values()] == ["a"]
+    store.upsert("c", [_doc("c", kind="y")])  # and kept in step from then on
+    assert len(store.filter_labels("c", {"kind": Equals("y")})) == 2
+    store.close()
+
+
+def test_a_replicas_local_copy_filters_what_it_holds(tmp_path: Path) -> None:
+    """A replica answers filters from its MirrorStore, written by the follower's `apply` (replaced labels
+    removed, the live versions written)."""
+    mirror = MirrorStore(tmp_path / "mirror.db", "db-1")
+    mirror.apply("c", [], [StoredRow(1, "a", "t", None, {"kind": "x"}), StoredRow(2, "b", "t", None, {"kind": "x"})])
+    mirror.apply("c", [1], [StoredRow(3, "a", "t", None, {"kind": "y"})])
+    assert mirror.filter_labels("c", {"kind": Equals("x")}).tolist() == [2]
+    assert mirror.filter_labels("c", {"kind": Equals("y")}).tolist() == [3]
+    mirror.forget("c")
+    assert mirror.filter_labels("c", {"kind": Equals("x")}).tolist() == []
+    mirror.close()
 
 
 @pytest.mark.parametrize("key", ["café", 'a"b', "a\\b", "naïve.tag", "日付"])
