@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import Path
 
 from app.api.deps import EngineDep
+from app.engine.collection import Collection
 from app.engine.judgments import describe_adapter
 from app.errors import InvalidInput
 from app.schemas import COLLECTION_NAME_PATTERN
@@ -18,10 +19,17 @@ def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
     adapter = engine.adapter_for(collection)
     if adapter is None:
         return {"status": "none", "threshold": None, "metrics": {}}
-    # fallback: the model is not the one the default adapter was trained for, so only candidate statistics are read
-    status = "trained" if adapter is collection.adapter else "default" if adapter is engine.default_adapter \
+    return {"status": adapter_status(engine, collection), **describe_adapter(adapter)}
+
+
+def adapter_status(engine: EngineDep, collection: Collection) -> str:
+    """Which adapter serves the collection: "trained" (its own), "default", "fallback" (the model is not the one
+    the default adapter was trained for, so only candidate statistics are read) or "none"."""
+    adapter = engine.adapter_for(collection)
+    if adapter is None:
+        return "none"
+    return "trained" if adapter is collection.adapter else "default" if adapter is engine.default_adapter \
         else "fallback"
-    return {"status": status, **describe_adapter(adapter)}
 
 
 def locate(error: InvalidInput, locations: Mapping[str, Sequence[str]]) -> InvalidInput:

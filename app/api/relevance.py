@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import AdminAccess, EngineDep, JsonBody, ReadAccess
 from app.api.errors import error_responses
-from app.api.params import CollectionName, relevance_status
+from app.api.params import CollectionName, adapter_status, relevance_status
 from app.engine.jobs import Progress, TrainingJob
 from app.engine.judgments import describe_adapter
 from app.errors import CollectionNotFound
@@ -58,7 +58,8 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
             if collection.dropped:  # whatever failed, that is why (its indexes went away under it); no swap
                 raise CollectionNotFound(f"collection {name!r} was dropped during the training") from None
             raise
-        return {"status": "trained", **describe_adapter(adapter)}
+        # "default" when the training kept the default as it is (info.selection says why): the collection follows it
+        return {"status": adapter_status(engine, collection), **describe_adapter(adapter)}
 
     job = engine.training_jobs.start(name, len(examples), work, uid=collection.record.uid)
     if len(examples) <= MAX_WAITED_EXAMPLES if wait is None else wait:

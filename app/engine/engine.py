@@ -294,7 +294,8 @@ class SearchEngine:
         base = self.default_adapter or self.fallback_adapter
         adapter = fit_own_adapter(collection, self.embedder, self.settings, base, examples, recall_target, family,
                                   progress or (lambda fraction: None))
-        collection.set_adapter(adapter)
+        # Kept as it is, the default is not copied: the collection goes on following it (a later default reaches it).
+        collection.set_adapter(None if _unchanged(adapter, base) else adapter)
         return adapter
 
     def reset_relevance(self, name: str) -> None:
@@ -328,3 +329,12 @@ class SearchEngine:
                 collection.snapshot()
         self._beside.shutdown()
         self.store.close()
+
+
+def _unchanged(adapter: CosineAdapter, base: CosineAdapter | None) -> bool:
+    """Whether a training kept `base` as it serves: its network, the threshold it serves and the default fusion."""
+    selection = adapter.info.get("selection")
+    return (base is not None and isinstance(selection, dict) and selection.get("kept") == "default"
+            and adapter.fusion is None
+            and adapter.calibration is not None and base.calibration is not None
+            and adapter.calibration.threshold == base.calibration.threshold)

@@ -5,6 +5,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import relevance as relevance_api
+from app.engine import engine as engine_module
 from app.engine import judgments as judgments_module
 from app.engine import own_adapter as own_adapter_module
 from app.engine.collection import Collection
@@ -90,6 +92,36 @@ def test_per_request_threshold_and_recall_target(client: TestClient) -> None:
     assert len(above["hits"]) == 16 and above["filtered_out"] == 0
     hit = search(client, "interest rates", "topics", explain=True, relevance={})["hits"][0]
     assert hit["explain"]["margin"] == hit["relevance"] - hit["explain"]["threshold"]
+
+
+def test_a_training_that_keeps_the_default_as_it_is_leaves_the_collection_following_it(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the judgments show nothing better than the default and its thresholds on target, the collection held a
+    frozen copy of it, which a later default never reached, and said "trained". It now follows the default; a
+    training that moves anything (its thresholds here) still gives the collection an adapter of its own."""
+    by_topic = _load(client)
+    engine: SearchEngine = client.app.state.engine  # type: ignore[attr-defined]
+    default = engine.default_adapter
+    assert default is not None and default.calibration is not None
+    outcome: dict[str, CosineAdapter] = {}
+
+    def fitted(*args: Any) -> CosineAdapter:
+        return outcome["adapter"]
+
+    monkeypatch.setattr(engine_module, "fit_own_adapter", fitted)
+    moved = replace(default.calibration, threshold=default.calibration.threshold * 0.5)
+    outcome["adapter"] = default.with_calibration(moved)
+    outcome["adapter"].info["selection"] = {"kept": "default, recalibrated"}
+    trained = client.post("/v1/collections/topics/relevance/train", json={"examples": _examples(by_topic)}).json()
+    assert trained["status"] == "trained" and trained["threshold"] == moved.threshold
+    assert client.get("/v1/collections/topics/relevance").json()["status"] == "trained"
+    outcome["adapter"] = default.with_calibration(default.calibration)
+    outcome["adapter"].info["selection"] = {"kept": "default", "why": "no better"}
+    kept = client.post("/v1/collections/topics/relevance/train", json={"examples": _examples(by_topic)}).json()
+    assert kept["status"] == "default" and kept["info"]["selection"]["kept"] == "default"
+    assert kept["threshold"] == default.calibration.threshold
+    now = client.get("/v1/collections/topics/relevance").json()
+    assert now["status"] == "default" and engine.collection("topics").adapter is None
 
 
 def test_nonsense_queries_come_back_empty(client: TestClient) -> None:
