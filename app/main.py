@@ -28,7 +28,7 @@ from app.errors import DataDirLocked, DataDirUnusable, EncoderMismatch, StoreSch
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, unknown_variables
 from app.store.lock import DataDirLock
 
 log = logging.getLogger("app")
@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.api_keys and not settings.admin_keys:
             log.warning("no API keys configured: the service is open to anyone who can reach it")
+        for line in unknown_variables(os.environ):
+            log.warning(line)
         # Take the data-dir lock before answering anything, so that a second process fails at once.
         lock = DataDirLock(settings.data_dir)
         try:

@@ -1,8 +1,10 @@
 """Typed service settings: code defaults < config file (config/settings.toml) < SEARCH_* environment."""
 
+import difflib
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -138,6 +140,24 @@ class Settings(BaseSettings):
         return load_encoder(self.encoder, self.model_path(), threads=self.threads,
                             ingest_threads=document_threads, batch_size=self.encode_batch_size,
                             onnx_dir=self.onnx_dir)
+
+
+# SEARCH_* variables that are not settings but are read elsewhere: the config file's path, the commands' API key,
+# and docker-compose.yml's own interpolations.
+OTHER_VARIABLES = frozenset({"SEARCH_CONFIG", "SEARCH_API_KEY", "SEARCH_PUBLISH", "SEARCH_CLUSTER_PUBLISH",
+                             "SEARCH_REPLICAS"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each SEARCH_* variable that no setting reads (with the setting it may have meant): the
+    environment source ignores them, so a typo would otherwise leave the default in place without a word."""
+    known = {f"SEARCH_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    lines = []
+    for name in sorted(n for n in environ if n.upper().startswith("SEARCH_") and n.upper() not in known):
+        near = difflib.get_close_matches(name.upper().removeprefix("SEARCH_"),
+                                         sorted(k.removeprefix("SEARCH_") for k in known), n=1)
+        lines.append(f"{name} is not a setting and is ignored" + (f" (did you mean SEARCH_{near[0]}?)" if near else ""))
+    return lines
 
 
 def load_settings() -> Settings:

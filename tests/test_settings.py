@@ -1,5 +1,6 @@
 """Settings: code defaults < config file < SEARCH_* environment, and a bad value fails at start."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -8,8 +9,9 @@ from pydantic import ValidationError
 
 from app.engine.types import CollectionSettings, SearchDefaults
 from app.errors import DataDirUnusable
-from app.settings import DEFAULT_CONFIG, Settings, load_settings
+from app.settings import DEFAULT_CONFIG, Settings, load_settings, unknown_variables
 from app.store.lock import DataDirLock
+from tests.conftest import AppFactory
 
 
 @pytest.fixture
@@ -101,3 +103,19 @@ def test_a_data_dir_that_is_a_file_is_refused_naming_it(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     with pytest.raises(DataDirUnusable, match=r"SEARCH_DATA_DIR .*afile cannot be used .*: it is a file"):
         DataDirLock(tmp_path / "afile").acquire()
+
+
+def test_a_search_variable_that_is_no_setting_is_named_at_start(
+        make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The environment source ignores a SEARCH_* variable it has no field for, so a typo started the service on
+    the default without a word (while an unknown key in the config file is refused)."""
+    environ = {"SEARCH_THREDS": "2", "SEARCH_THREADS": "1", "SEARCH_CONFIG": "x.toml", "SEARCH_API_KEY": "k",
+               "PATH": "/bin", "SEARCH_FROBNICATE": "1"}
+    assert unknown_variables(environ) == [
+        "SEARCH_FROBNICATE is not a setting and is ignored",
+        "SEARCH_THREDS is not a setting and is ignored (did you mean SEARCH_THREADS?)"]
+    monkeypatch.setenv("SEARCH_INGEST_THREDS", "4")
+    with caplog.at_level(logging.WARNING, logger="app"), make_client():
+        pass
+    named = "SEARCH_INGEST_THREDS is not a setting and is ignored (did you mean SEARCH_INGEST_THREADS?)"
+    assert named in caplog.messages
