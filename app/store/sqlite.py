@@ -230,14 +230,17 @@ class SqliteStore:
         if not conditions:
             rows = reader.execute("SELECT label FROM documents WHERE collection = ? ORDER BY label", (collection,))
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
-        matching = (np.unique(np.fromiter((r[0] for r in reader.execute(sql, params)), dtype=np.int64))
-                    for sql, params in condition_queries(collection, conditions))  # lazy: no lookup after an empty one
-        found = next(matching)
-        for labels in matching:
-            if not len(found):
-                break
-            found = np.intersect1d(found, labels, assume_unique=True)
-        return found
+        found: np.ndarray | None = None
+        reader.execute("BEGIN")  # one read transaction: every condition sees the same committed documents
+        try:
+            for sql, params in condition_queries(collection, conditions):
+                labels = np.unique(np.fromiter((r[0] for r in reader.execute(sql, params)), dtype=np.int64))
+                found = labels if found is None else np.intersect1d(found, labels, assume_unique=True)
+                if not len(found):
+                    break
+        finally:
+            reader.execute("COMMIT")
+        return np.zeros(0, np.int64) if found is None else found
 
     def iter_rows(self, collection: str, after_seq: int = 0, chunk: int = 2048
                   ) -> Iterator[tuple[list[StoredRow], np.ndarray]]:

@@ -13,6 +13,7 @@ import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
 from app.errors import CollectionNotFound
+from app.store import sqlite as sqlite_module
 from app.store.base import DocumentStore, NewDocument, StoredRow
 from app.store.mirror import MirrorStore
 from app.store.postgres import PostgresStore
@@ -132,6 +133,27 @@ def test_a_store_written_before_the_flattened_metadata_fills_it_once(tmp_path: P
     assert [row.id for row in store.get_by_labels("c", labels.tolist()).values()] == ["a"]
     store.upsert("c", [_doc("c", kind="y")])  # and kept in step from then on
     assert len(store.filter_labels("c", {"kind": Equals("y")})) == 2
+    store.close()
+
+
+def test_every_condition_of_a_filter_reads_the_same_committed_documents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter is one lookup a condition; a replacement committed between two of them moved the document to a new
+    label, which the first lookup did not see and the second did: the document matched neither."""
+    store = SqliteStore(tmp_path / "s.db")
+    store.upsert("c", [_doc("a", kind="x", tag="t")])
+    queries = sqlite_module.condition_queries
+
+    def with_a_write_between(collection: str, conditions: dict[str, FilterCondition]) -> Iterator[tuple[str, list]]:
+        first, *rest = queries(collection, conditions)
+        yield first
+        store.upsert("c", [_doc("a", kind="x", tag="t")])  # committed by the writer meanwhile
+        yield from rest
+
+    monkeypatch.setattr(sqlite_module, "condition_queries", with_a_write_between)
+    assert len(store.filter_labels("c", {"kind": Equals("x"), "tag": Equals("t")})) == 1  # as it stood at the start
+    monkeypatch.undo()
+    assert len(store.filter_labels("c", {"kind": Equals("x"), "tag": Equals("t")})) == 1  # and now the new version
     store.close()
 
 
