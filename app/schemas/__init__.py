@@ -84,6 +84,9 @@ MetadataValue = Annotated[bool | Int | Number | MetadataString | Annotated[
     list[MetadataString], Field(max_length=MAX_METADATA_LIST)
 ], BeforeValidator(_metadata_value)]
 Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_int64)]
+# A range bound: an integer stays one (read as a float, 2**53 + 1 became 2**53 and matched it); strings compare
+# with strings. No booleans.
+Bound = Annotated[Int | Number | MetadataString, BeforeValidator(_int64)]
 
 
 class Strict(BaseModel):

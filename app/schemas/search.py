@@ -18,10 +18,10 @@ from app.schemas import (
     MAX_K,
     MAX_METADATA_KEYS,
     MAX_OFFSET,
+    Bound,
     Int,
     JsonInteger,
     MetadataKey,
-    MetadataString,
     Number,
     Options,
     QueryText,
@@ -42,10 +42,10 @@ class RangeFilter(Strict):
     # At least one bound, and no null ones, in the schema as in validation: a schema that allowed {} or
     # {"gt": null} would document as valid what the validator below refuses (the fuzz test found it).
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
-    gt: Number | MetadataString | SkipJsonSchema[None] = None
-    gte: Number | MetadataString | SkipJsonSchema[None] = None
-    lt: Number | MetadataString | SkipJsonSchema[None] = None
-    lte: Number | MetadataString | SkipJsonSchema[None] = None
+    gt: Bound | SkipJsonSchema[None] = None
+    gte: Bound | SkipJsonSchema[None] = None
+    lt: Bound | SkipJsonSchema[None] = None
+    lte: Bound | SkipJsonSchema[None] = None
 
     @model_validator(mode="before")
     @classmethod

@@ -50,6 +50,24 @@ def test_filters_exact_in_range_and_bool(animals: TestClient) -> None:
     assert found({"kind": "unicorn"}) == set()
 
 
+def test_integer_range_bounds_stay_integers(client: TestClient) -> None:
+    """Range bounds were read as floats, so 2**53 + 1 became 2**53: {"gte": 2**53 + 1} matched 2**53 too."""
+    client.put("/v1/collections/big")
+    docs = [{"id": str(n), "text": "a note", "metadata": {"n": n}} for n in (2**53, 2**53 + 1, 2**63 - 1)]
+    assert client.post("/v1/collections/big/documents", json={"documents": docs}).status_code == 200
+
+    def found(condition: dict[str, object]) -> set[str]:
+        return set(ids(search(client, "a note", "big", k=10, mode="lexical", filter={"n": condition},
+                              relevance=OFF)))
+
+    assert found({"gte": 2**53 + 1}) == {str(2**53 + 1), str(2**63 - 1)}
+    assert found({"lt": 2**53 + 1}) == {str(2**53)}
+    assert found({"lt": 2**63 - 1}) == {str(2**53), str(2**53 + 1)}
+    assert found({"gt": 2.5e15, "lte": 9.0072e15}) == {str(2**53), str(2**53 + 1)}  # floats still compare
+    too_big = client.post("/v1/collections/big/search", json={"query": "x", "filter": {"n": {"gte": 2**63}}})
+    assert too_big.status_code == 422 and "64 bits" in too_big.text
+
+
 def test_selective_filter_still_returns_k_hits(client: TestClient) -> None:
     client.put("/v1/collections/many")
     docs = [{"id": f"d{i}", "text": f"note number {i} about gardening and tomatoes",
@@ -106,7 +124,7 @@ def test_explain_reports_both_retrievers(animals: TestClient) -> None:
     {"query": "x", "relevance": {"threshold": 2}}, {"query": "x", "filter": {"year": {"between": [1, 2]}}},
     {"query": "x", "filter": {"year": {}}}, {"query": "x", "unknown": True}, {"k": 3},
     {"query": " \t\n"}, {"query": "x", "filter": {"year": 2**63}},
-    {"query": "x", "filter": {"y": {"in": [-2**63 - 1]}}},
+    {"query": "x", "filter": {"y": {"in": [-2**63 - 1]}}}, {"query": "x", "filter": {"y": {"gt": True}}},
     {"query": "x", "boosts": [{"filter": {"y": {"in": [10**20]}}, "weight": 0.1}]},
 ])
 def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object]) -> None:
