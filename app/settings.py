@@ -142,21 +142,25 @@ class Settings(BaseSettings):
                             onnx_dir=self.onnx_dir)
 
 
-# SEARCH_* variables that are not settings but are read elsewhere: the config file's path, the commands' API key,
-# and docker-compose.yml's own interpolations.
-OTHER_VARIABLES = frozenset({"SEARCH_CONFIG", "SEARCH_API_KEY", "SEARCH_PUBLISH", "SEARCH_CLUSTER_PUBLISH",
-                             "SEARCH_REPLICAS"})
+# SEARCH_* variables that are not settings but are read elsewhere, by these exact names: the config file's path and
+# docker-compose.yml's own interpolations. (SEARCH_API_KEY, the commands' key, is not among them: on a server it is
+# the likeliest typo of SEARCH_API_KEYS.)
+OTHER_VARIABLES = frozenset({"SEARCH_CONFIG", "SEARCH_PUBLISH", "SEARCH_CLUSTER_PUBLISH", "SEARCH_REPLICAS"})
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A line for each SEARCH_* variable that no setting reads (with the setting it may have meant): the
-    environment source ignores them, so a typo would otherwise leave the default in place without a word."""
-    known = {f"SEARCH_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    environment source ignores them, so a typo would otherwise leave the default in place without a word.
+    Settings are read whatever the case of their names (pydantic compares them lower-cased); the other variables
+    only as written."""
+    settings = {f"search_{name}" for name in Settings.model_fields}
     lines = []
-    for name in sorted(n for n in environ if n.upper().startswith("SEARCH_") and n.upper() not in known):
-        near = difflib.get_close_matches(name.upper().removeprefix("SEARCH_"),
-                                         sorted(k.removeprefix("SEARCH_") for k in known), n=1)
-        lines.append(f"{name} is not a setting and is ignored" + (f" (did you mean SEARCH_{near[0]}?)" if near else ""))
+    for name in sorted(environ):
+        if not name.lower().startswith("search_") or name.lower() in settings or name in OTHER_VARIABLES:
+            continue
+        near = difflib.get_close_matches(name.lower().removeprefix("search_"), sorted(Settings.model_fields), n=1)
+        lines.append(f"{name} is not a setting and is ignored"
+                     + (f" (did you mean SEARCH_{near[0].upper()}?)" if near else ""))
     return lines
 
 

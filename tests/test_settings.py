@@ -109,11 +109,17 @@ def test_a_search_variable_that_is_no_setting_is_named_at_start(
         make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The environment source ignores a SEARCH_* variable it has no field for, so a typo started the service on
     the default without a word (while an unknown key in the config file is refused)."""
-    environ = {"SEARCH_THREDS": "2", "SEARCH_THREADS": "1", "SEARCH_CONFIG": "x.toml", "SEARCH_API_KEY": "k",
-               "PATH": "/bin", "SEARCH_FROBNICATE": "1"}
+    environ = {"SEARCH_THREDS": "2", "SEARCH_THREADS": "1", "search_port": "1", "SEARCH_CONFIG": "x.toml",
+               "SEARCH_PUBLISH": "8000", "PATH": "/bin", "SEARCH_FROBNICATE": "1"}
     assert unknown_variables(environ) == [
         "SEARCH_FROBNICATE is not a setting and is ignored",
         "SEARCH_THREDS is not a setting and is ignored (did you mean SEARCH_THREADS?)"]
+    # Read only as written (os.environ["SEARCH_CONFIG"]), so another case is ignored; pydantic reads settings in
+    # any case but compares them lower-cased, so a dotless i (U+0131) is no i. The commands' key is no server setting.
+    assert unknown_variables({"search_config": "x", "SEARCH_\u0131NGEST_THREADS": "2", "SEARCH_API_KEY": "k"}) == [
+        "SEARCH_API_KEY is not a setting and is ignored (did you mean SEARCH_API_KEYS?)",
+        "SEARCH_\u0131NGEST_THREADS is not a setting and is ignored (did you mean SEARCH_INGEST_THREADS?)",
+        "search_config is not a setting and is ignored"]
     monkeypatch.setenv("SEARCH_INGEST_THREDS", "4")
     with caplog.at_level(logging.WARNING, logger="app"), make_client():
         pass
