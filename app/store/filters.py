@@ -33,10 +33,13 @@ def _typed_in(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
 
 
 # The SQLite store keeps every document's metadata flattened into `metadata_values` (app/store/sqlite.py): a row a
-# key's value, or a row each element of a list, with json_each's decoded key, value and type; a trigger writes them
-# with the document's row and another removes them with it. A condition is then an indexed lookup on (collection,
-# key, value) instead of a json_each over every document's metadata. Writing them costs: the store alone took
-# 20,000 documents of four metadata values at ~10,600 a second, ~25,600 without.
+# key's value, or a row each element of a list, with json_each's decoded key, value and type. Triggers write them
+# with the document's row and remove them with it, deleted or replaced: INSERT OR REPLACE fires no delete trigger
+# unless recursive_triggers is on, so a trigger of its own removes the replaced version's, and any process that
+# writes the file keeps the table right (this service's earlier versions included, which set no such pragma).
+# A condition is then an indexed lookup on (collection, key, value) instead of a json_each over every document's
+# metadata. Writing them costs: the store alone took 20,000 documents of four metadata values at ~8,800-10,600 a
+# second, ~25,600 without.
 METADATA_VALUES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS metadata_values (
     collection TEXT NOT NULL, key TEXT NOT NULL, value, type TEXT NOT NULL, label INTEGER NOT NULL);
@@ -50,6 +53,10 @@ CREATE TRIGGER IF NOT EXISTS metadata_values_insert AFTER INSERT ON documents BE
 END;
 CREATE TRIGGER IF NOT EXISTS metadata_values_delete AFTER DELETE ON documents BEGIN
     DELETE FROM metadata_values WHERE label = OLD.label;
+END;
+CREATE TRIGGER IF NOT EXISTS metadata_values_replace BEFORE INSERT ON documents BEGIN
+    DELETE FROM metadata_values WHERE label IN (
+        SELECT label FROM documents WHERE collection = NEW.collection AND id = NEW.id);
 END;
 """
 # Fills the table from the documents (a data dir from before it, once).

@@ -62,9 +62,6 @@ class SqliteStore:
         # FULL: a committed batch survives power loss too, not only a killed process.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
-        # INSERT OR REPLACE fires the delete trigger of the row it replaces only with this on: without it the
-        # replaced version's metadata would stay in `metadata_values`.
-        conn.execute("PRAGMA recursive_triggers=ON")
         return conn
 
     def _reader(self) -> sqlite3.Connection:

@@ -136,6 +136,23 @@ def test_a_store_written_before_the_flattened_metadata_fills_it_once(tmp_path: P
     store.close()
 
 
+def test_another_process_replacing_a_document_keeps_the_flattened_metadata_right(tmp_path: Path) -> None:
+    """The triggers live in the file, so an earlier version of the service writing it runs them too, without the
+    pragmas this one might set: a replacement it made left the old version's values behind, and a filtered
+    search then met a label the indexes did not hold (a 500)."""
+    store = SqliteStore(tmp_path / "s.db")
+    store.upsert("c", [_doc("a", color="red")])
+    store.close()
+    other = sqlite3.connect(tmp_path / "s.db")  # what an earlier version's upsert does, with no pragma
+    other.execute("INSERT OR REPLACE INTO documents VALUES ('c', 'a', 99, NULL, 't', '{\"color\": \"blue\"}', x'')")
+    other.commit()
+    other.close()
+    store = SqliteStore(tmp_path / "s.db")
+    assert store.filter_labels("c", {"color": Equals("red")}).tolist() == []
+    assert store.filter_labels("c", {"color": Equals("blue")}).tolist() == [99]
+    store.close()
+
+
 def test_every_condition_of_a_filter_reads_the_same_committed_documents(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A filter is one lookup a condition; a replacement committed between two of them moved the document to a new
