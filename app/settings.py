@@ -68,11 +68,11 @@ class Settings(BaseSettings):
     # a pass, and a pass that found others queued waits at most this long for the rest of a burst.
     query_batch_size: int = Field(16, ge=1, le=256)
     query_batch_wait_ms: float = Field(1.0, ge=0.0, le=100.0)
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=2**30)  # a larger bound read as no limit at all
     max_batch_documents: int = Field(2000, ge=1)
     # Index snapshots: taken at shutdown and when this many writes have accumulated.
     snapshot_every_writes: int = Field(20_000, ge=1)
-    snapshot_check_seconds: float = Field(30.0, gt=0)
+    snapshot_check_seconds: float = Field(30.0, gt=0, le=86_400)  # inf was accepted: never checked
     # Recall@10 (of probe queries made of a collection's vectors, against exact search) that the self-tuned
     # ef_search must meet.
     hnsw_recall_target: float = Field(HNSW_RECALL_TARGET, gt=0.0, le=1.0)

@@ -45,7 +45,8 @@ def test_the_file_overrides_a_default_and_the_environment_overrides_the_file(
 
 
 @pytest.mark.parametrize("text", ["[collection_defaults.hnsw]\nm = 1\n", "[collection_defaults.bm25]\nk2 = 1.0\n",
-                                  "[search_defaults]\nnormalization = \"l2\"\n", "no_such_key = 1\n"])
+                                  "[search_defaults]\nnormalization = \"l2\"\n", "no_such_key = 1\n",
+                                  "snapshot_check_seconds = inf\n", "max_body_bytes = 99999999999999999999\n"])
 def test_a_bad_value_or_unknown_key_fails_at_start(config: Path, text: str) -> None:
     config.write_text(text)
     with pytest.raises(ValidationError):
