@@ -105,7 +105,7 @@ def _fit_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    from app.engine.relevance.adapter import COSINE_SCALES, DEFAULT_COSINE_SCALE
+    from app.engine.relevance.inputs import COSINE_SCALES, DEFAULT_COSINE_SCALE
     from app.eval.adapter_training import TRAINING_CONTENTLESS
 
     # The shipped default was trained with --hidden 32 --steps 300 --val-fraction 0 (README).

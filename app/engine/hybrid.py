@@ -11,7 +11,7 @@ from app.engine.facets import count_facets
 from app.engine.fusion import DENSE_FLOOR, convex_fusion, normalize, rank_by, rrf_fusion
 from app.engine.highlight import highlight
 from app.engine.relevance import CosineAdapter
-from app.engine.relevance.adapter import STATS_DEPTH, query_stats
+from app.engine.relevance.inputs import STATS_DEPTH, query_stats
 from app.engine.types import SearchDefaults, SearchQuery
 from app.errors import InvalidInput
 from app.store.base import StoredRow

@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 from app.engine import judgments
 from app.engine.judgments import build_training_set, merge_judgments, probabilities, query_vectors
 from app.engine.relevance import CosineAdapter, train_and_calibrate
-from app.engine.relevance.adapter import minmax_scaled
 from app.engine.relevance.calibration import Calibration
+from app.engine.relevance.inputs import minmax_scaled
 from app.engine.types import TrainingExample
 from app.errors import InvalidInput
 

@@ -17,7 +17,6 @@ from app.engine.relevance import (
     recalibrate,
     train_and_calibrate,
 )
-from app.engine.relevance.adapter import STATS, query_stats
 from app.engine.relevance.calibration import (
     Calibration,
     average_precision,
@@ -25,7 +24,7 @@ from app.engine.relevance.calibration import (
     pr_auc_difference_se,
     recall_se,
 )
-from app.engine.relevance.inputs import group_weights
+from app.engine.relevance.inputs import STATS, group_weights, query_stats
 
 
 def test_query_stats_hand_example() -> None:

@@ -10,8 +10,9 @@ import pytest
 
 from app.engine.hybrid import Candidates, filter_by_relevance
 from app.engine.relevance import CosineAdapter, choose_threshold, train_and_calibrate
-from app.engine.relevance.adapter import META_FILE, STATS_DEPTH, minmax_scaled
+from app.engine.relevance.adapter import META_FILE
 from app.engine.relevance.calibration import Calibration, group_threshold
+from app.engine.relevance.inputs import STATS_DEPTH, minmax_scaled
 from app.engine.types import SearchQuery
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app.engine.relevance.calibration import Calibration
+from app.engine.relevance.inputs import INPUTS, STATS, check_cosine_scale, scaled_cosines
 
 FORMAT_VERSION = 2  # 2: weights carry a leading axis of ensemble members
 # family -> number of raw map parameters. "hybrid" goes beyond the paper: the map also reads the candidate's
@@ -23,21 +24,6 @@ Family = Literal["hybrid", "linear", "power"]
 # The family the service fits when a caller names none (chosen on SciFact train; README).
 DEFAULT_FAMILY: Family = "hybrid"
 WEIGHT_NAMES: tuple[str, ...] = ("w1", "b1", "w2", "b2")
-# What the network may read of a query: its embedding, and statistics of its candidates that mean the same for
-# any encoder (`query_stats`). An adapter that reads only the statistics serves collections of any dimension.
-INPUTS: tuple[str, ...] = ("embedding", "stats")
-STATS: tuple[str, ...] = ("top1_cosine", "top5_cosine", "top10_cosine", "mean_cosine", "std_cosine",
-                          "log1p_best_bm25", "log1p_query_terms")
-STATS_DEPTH = 100  # the statistics read the best this many cosines: the dense top-100 of a default search
-# How the map reads a candidate's cosine: as it is ("raw"), or min-max scaled over the query's own list ("minmax":
-# the best of the search's top-100 is 1, the worst 0). Scaled, the map reads where a candidate sits in its list
-# rather than an encoder- and collection-dependent level; the query's level still reaches the network through
-# STATS and the embedding. Chosen by leave-one-domain-out runs (README).
-COSINE_SCALES: tuple[str, ...] = ("raw", "minmax")
-# The scale of the shipped recipe (train-adapter, lodo), whose networks also read STATS. A network reading only
-# the embedding (a collection's own adapter trained from scratch) keeps "raw": scaled, it would lose the level.
-DEFAULT_COSINE_SCALE = "minmax"
-_MIN_RANGE = 1e-6  # a list whose cosines are all alike scales to 0, not to a division by zero
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "adapter.json"
 POWER_MAX_EXPONENT = 2.0
@@ -57,42 +43,6 @@ def softplus_inverse(y: float) -> float:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     # tanh form never overflows and stays monotone in floating point.
     return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def query_stats(cosines: np.ndarray, bm25: np.ndarray, n_terms: int) -> np.ndarray:
-    """The STATS of one query's candidates: the best cosines' shape (1st, 5th, 10th, mean and spread of the best
-    STATS_DEPTH), the best BM25 score and the query's term count (as log1p). Dimension-free: an adapter reading
-    only these serves any encoder, and they let the map follow how sharp or diffuse a query's list is."""
-    top = np.sort(np.asarray(cosines, dtype=np.float64))[::-1][:STATS_DEPTH]
-    if top.size == 0:
-        top = np.zeros(1)
-    best_bm25 = float(np.max(bm25)) if np.size(bm25) else 0.0
-    return np.array([top[0], top[min(4, top.size - 1)], top[min(9, top.size - 1)], top.mean(), top.std(),
-                     math.log1p(max(best_bm25, 0.0)), math.log1p(max(n_terms, 0))])
-
-
-def check_cosine_scale(scale: str) -> str:
-    if scale not in COSINE_SCALES:
-        raise ValueError(f"cosine_scale must be one of {COSINE_SCALES}, got {scale!r}")
-    return scale
-
-
-def scaled_cosines(cosines: np.ndarray, scale: str, reference: np.ndarray | None = None) -> np.ndarray:
-    """The cosines as a map on `scale` (COSINE_SCALES) reads them; `reference`: the query's list to scale over (by
-    default, `cosines` themselves)."""
-    if scale == "minmax":
-        return minmax_scaled(cosines, reference)
-    return np.asarray(cosines, dtype=np.float64)
-
-
-def minmax_scaled(cosines: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-    """`cosines` with the best of `reference` (by default, of themselves) at 1 and its worst at 0."""
-    x = np.asarray(cosines, dtype=np.float64)
-    ref = x if reference is None else np.asarray(reference, dtype=np.float64)
-    if ref.size == 0:
-        return np.zeros_like(x)
-    low = float(ref.min())
-    return (x - low) / max(float(ref.max()) - low, _MIN_RANGE)
 
 
 class CosineAdapter:

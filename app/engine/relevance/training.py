@@ -12,12 +12,11 @@ from app.engine.relevance.adapter import (
     FAMILIES,
     WEIGHT_NAMES,
     CosineAdapter,
-    scaled_cosines,
     softplus_inverse,
 )
 from app.engine.relevance.calibration import DEFAULT_RECALL_TARGET, calibrate, fit_logistic
 from app.engine.relevance.inputs import features as features_of
-from app.engine.relevance.inputs import group_weights, input_spec
+from app.engine.relevance.inputs import group_weights, input_spec, scaled_cosines
 
 if TYPE_CHECKING:
     from app.engine.relevance.descent import Descent
