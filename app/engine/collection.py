@@ -1,16 +1,17 @@
 """One collection's live state: its lexical and dense indexes, kept in step with the document store."""
 
-import json
 import logging
 import threading
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from app.engine import index_snapshot
 from app.engine.dense import DenseIndex
 from app.engine.embedder import document_text
 from app.engine.hnsw_tuning import TuningCancelled, due, measure
@@ -54,7 +55,6 @@ class OwnWrite:
 
 
 log = logging.getLogger("app.collection")
-_SNAPSHOT_FORMAT = 1
 # A turn of the write lock moves staged vectors into the graph for about this long, so a search waits at
 # most about this for a bulk load. Measured at 30K documents with a loader re-posting 1,000-document batches:
 # turns of 8 vectors (~36 ms a turn there) gave hybrid search p50 45-48 ms, p99 65-150 ms; ~10 ms turns 29-32 ms,
@@ -146,21 +146,15 @@ class Collection:
         if path is None:
             return 0
         try:
-            manifest = json.loads((path / "manifest.json").read_text())
-            if manifest.get("format") != _SNAPSHOT_FORMAT or manifest.get("uid") != self.record.uid:
-                raise ValueError("snapshot belongs to another collection or format")
-            if manifest.get("store", "") != self.store.identity():
-                raise ValueError("snapshot was made against another database")
-            if self.shared is None and int(manifest["seq"]) > self.store.seq():
-                raise ValueError(f"snapshot is at sequence {manifest['seq']}, past the store's {self.store.seq()} "
-                                 "(the store was restored from an older copy?)")
-            lexical = LexicalIndex.load(path / "lexical")
-            dense = DenseIndex.load(path / "dense", self.settings.hnsw, threads=threads)
+            # Over a shared store other replicas move its sequence: only the embedded store's bounds a snapshot.
+            lexical, dense, seq = index_snapshot.read(
+                path, uid=self.record.uid, store=self.store.identity(),
+                store_seq=self.store.seq() if self.shared is None else None, hnsw=self.settings.hnsw, threads=threads)
         except Exception as exc:  # whatever is wrong with a cache, the store rebuilds it
             log.warning("collection %s: snapshot unusable (%r); rebuilding from the store", self.name, exc)
             return 0
         self.lexical, self.dense = lexical, dense
-        return int(manifest["seq"])
+        return seq
 
     def _replay(self, after_seq: int) -> None:
         dead = self.store.tombstones_after(self.name, after_seq)
@@ -334,17 +328,8 @@ class Collection:
             # indexes hold is what was applied.
             seq = self.store.seq() if self.shared is None else self.applied_seq
             written = self.writes_since_snapshot
-
-            def write(directory: Path) -> None:
-                (directory / "lexical").mkdir()
-                (directory / "dense").mkdir()
-                self.lexical.save(directory / "lexical")
-                self.dense.save(directory / "dense")
-                (directory / "manifest.json").write_text(json.dumps(
-                    {"format": _SNAPSHOT_FORMAT, "uid": self.record.uid, "seq": seq, "count": len(self.lexical),
-                     "store": self.store.identity()}))
-
-            self.snapshots.publish(write)
+            self.snapshots.publish(partial(index_snapshot.write, lexical=self.lexical, dense=self.dense,
+                                           uid=self.record.uid, seq=seq, store=self.store.identity()))
             self.writes_since_snapshot -= written
         try:
             self.store.prune_tombstones(self.name, seq)
