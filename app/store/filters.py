@@ -40,16 +40,24 @@ def _typed_in(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
 # A condition is then an indexed lookup on (collection, key, value) instead of a json_each over every document's
 # metadata. Writing them costs: the store alone took 20,000 documents of four metadata values at ~8,800-10,600 a
 # second, ~25,600 without.
-METADATA_VALUES_SCHEMA = """
+
+
+def _flattened(document: str, source: str = "") -> str:
+    """The `metadata_values` rows of the document row `document` (NEW in a trigger; with `source`, the rows of a
+    table): one rule for the triggers and the fill, so rows written either way read alike."""
+    return (f"SELECT {document}.collection, j.key, coalesce(e.value, j.value), coalesce(e.type, j.type), "
+            f"{document}.label FROM {source}json_each({document}.metadata) AS j "
+            "LEFT JOIN json_each(CASE WHEN j.type = 'array' THEN j.value END) AS e "
+            "WHERE j.type <> 'array' OR e.type IS NOT NULL")
+
+
+METADATA_VALUES_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS metadata_values (
     collection TEXT NOT NULL, key TEXT NOT NULL, value, type TEXT NOT NULL, label INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS metadata_values_lookup ON metadata_values (collection, key, value, type, label);
 CREATE INDEX IF NOT EXISTS metadata_values_by_label ON metadata_values (label);
 CREATE TRIGGER IF NOT EXISTS metadata_values_insert AFTER INSERT ON documents BEGIN
-    INSERT INTO metadata_values SELECT NEW.collection, j.key, coalesce(e.value, j.value), coalesce(e.type, j.type),
-        NEW.label FROM json_each(NEW.metadata) AS j
-        LEFT JOIN json_each(CASE WHEN j.type = 'array' THEN j.value END) AS e
-        WHERE j.type <> 'array' OR e.type IS NOT NULL;
+    INSERT INTO metadata_values {_flattened("NEW")};
 END;
 CREATE TRIGGER IF NOT EXISTS metadata_values_delete AFTER DELETE ON documents BEGIN
     DELETE FROM metadata_values WHERE label = OLD.label;
@@ -62,10 +70,7 @@ END;
 # Fills the table from the documents (a data dir from before it, once).
 METADATA_VALUES_FILL = (
     "DELETE FROM metadata_values",
-    "INSERT INTO metadata_values SELECT d.collection, j.key, coalesce(e.value, j.value), coalesce(e.type, j.type), "
-    "d.label FROM documents AS d, json_each(d.metadata) AS j "
-    "LEFT JOIN json_each(CASE WHEN j.type = 'array' THEN j.value END) AS e "
-    "WHERE j.type <> 'array' OR e.type IS NOT NULL",
+    f"INSERT INTO metadata_values {_flattened('d', 'documents AS d, ')}",
 )
 
 
