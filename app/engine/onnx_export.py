@@ -1,4 +1,5 @@
-"""Offline export of a sentence-transformers model to ONNX (fp32, then dynamically quantised to int8), cached.
+"""Offline export of a sentence-transformers model to ONNX (fp32 with its BERT layers fused, and the traced graph
+dynamically quantised to int8), cached.
 
 Run by ./scripts/setup and the image build (`python -m app export-onnx`), so the service only loads the graphs.
 The cache key covers the model's files and the exporter's versions: a changed model or exporter re-exports.
@@ -19,9 +20,12 @@ from typing import Any
 
 log = logging.getLogger("app.onnx")
 # Bump when the exported graph changes (inputs, pooling, opset, quantisation settings): caches re-export.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the fp32 graph's BERT layers fused (attention, skip + layer norm, bias + GELU)
 OPSET = 17
 _FP32, _INT8, _MANIFEST = "model.onnx", "model-int8.onnx", "manifest.json"
+_UNFUSED = "traced.onnx"
+# The architectures onnxruntime's transformer optimizer fuses as BERT (model_type in the model's config.json).
+_FUSED_TYPES = {"bert"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,10 @@ def ensure_exported(model_path: str, onnx_dir: Path) -> ExportedGraphs:
     staging = onnx_dir / f".{target.name}.{uuid.uuid4().hex}.tmp"
     staging.mkdir()
     try:
-        _export_fp32(model_path, staging / _FP32)
-        _quantise(staging / _FP32, staging / _INT8)
+        config = _export_fp32(model_path, staging / _UNFUSED)
+        _fuse(staging / _UNFUSED, staging / _FP32, config)
+        _quantise(staging / _UNFUSED, staging / _INT8)
+        (staging / _UNFUSED).unlink()
         (staging / _MANIFEST).write_text(json.dumps({"model": model_path, "export_version": EXPORT_VERSION,
                                                      "opset": OPSET}))
         try:
@@ -75,7 +81,8 @@ def ensure_exported(model_path: str, onnx_dir: Path) -> ExportedGraphs:
     return graphs
 
 
-def _export_fp32(model_path: str, out: Path) -> None:
+def _export_fp32(model_path: str, out: Path) -> Any:
+    """Traces the transformer with mean pooling into `out`; returns the transformer's config."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -115,6 +122,24 @@ def _export_fp32(model_path: str, out: Path) -> None:
                           output_names=["sentence_embedding"], opset_version=OPSET, dynamo=False,
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
                                         "sentence_embedding": {0: "batch"}})
+    return transformer.config
+
+
+def _fuse(traced: Path, out: Path, config: Any) -> None:
+    """onnxruntime's transformer optimizer rewrites each BERT layer's dozens of plain operators into a few fused
+    kernels (Attention, SkipLayerNormalization, BiasGelu; the embeddings into EmbedLayerNormalization). One
+    short query, one thread, this machine: fp32 3.8 -> 3.1 ms (medians of 7 runs alternated by farm-bench),
+    the same vectors (cosine 1.0000, batched or alone). The int8 graph stays quantised from the traced one:
+    quantised after fusion it was only 6% faster (1.51 against 1.60 ms, farm-bench, 9 pairs) and its vectors
+    moved (mean cosine 0.991, minimum 0.968, to today's), which the shipped adapters were fitted on and stored
+    collections hold. Other architectures are saved as traced."""
+    if getattr(config, "model_type", None) not in _FUSED_TYPES:
+        shutil.copyfile(traced, out)
+        return
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimize_model(str(traced), model_type="bert", num_heads=config.num_attention_heads,
+                   hidden_size=config.hidden_size, opt_level=0).save_model_to_file(str(out))
 
 
 def _quantise(fp32: Path, out: Path) -> None:

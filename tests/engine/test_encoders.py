@@ -126,3 +126,19 @@ def test_the_engine_shares_forward_passes_only_for_a_batch_invariant_encoder(tmp
             assert engine.queries.max_batch == batch
         finally:
             engine.close()
+
+
+def test_fp32_graph_is_fused_and_int8_is_quantised_from_the_traced_graph() -> None:
+    """The fp32 graph runs fused BERT kernels (faster, same vectors: test_onnx_fp32_gives_pytorchs_vectors); the
+    int8 one keeps the plain operators it was quantised from, so its vectors stay those the adapters were fitted on."""
+    import onnx
+
+    from app.engine.onnx_export import ensure_exported
+
+    settings = Settings()
+    graphs = ensure_exported(settings.model_path(), settings.onnx_dir)
+    fp32 = {node.op_type for node in onnx.load(str(graphs.fp32), load_external_data=False).graph.node}
+    int8 = {node.op_type for node in onnx.load(str(graphs.int8), load_external_data=False).graph.node}
+    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= fp32
+    assert "Softmax" not in fp32
+    assert "MatMulInteger" in int8 and "Softmax" in int8 and "Attention" not in int8
