@@ -271,3 +271,17 @@ def test_a_trained_adapter_is_stored_replaced_removed_and_dropped_with_its_colle
         store.save_adapter("c", '{"v": 4}', b"four")
     store.create_collection("c", 4, {})  # a new collection of the name starts with the default
     assert store.load_adapter("c") is None
+
+
+def test_metadata_numbers_come_back_as_they_went_in(store: DocumentStore) -> None:
+    """PostgreSQL's jsonb keeps a number's digits, not how JSON wrote it: Python writes 1e16 as `1e+16`, which jsonb
+    read back as 10000000000000000, an int, on every replica."""
+    metadata = {"big": 1e16, "huge": -1.7976931348623157e308, "tiny": 5e-324, "small": 1e-7, "int": 10**17,
+                "list": [2.5e20, 3, 0.5], "text": "1e+16", "exact": 9007199254740993}
+    store.upsert("c", [_doc("a", **metadata)])
+    row = store.get("c", "a")
+    assert row is not None
+    assert row.metadata == metadata
+    assert {k: type(v) for k, v in row.metadata.items()} == {k: type(v) for k, v in metadata.items()}
+    assert [type(v) for v in row.metadata["list"]] == [float, int, float]
+    assert [r.id for r in store.get_by_labels("c", [row.label]).values()] == ["a"]
