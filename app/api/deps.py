@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.engine.engine import SearchEngine
-from app.errors import Forbidden, NotReady, Unauthorized, UnsupportedMediaType
+from app.errors import Forbidden, NotReady, SearchServiceError, Unauthorized, UnsupportedMediaType
 from app.settings import Settings
 
 # Every dependency here is async: FastAPI runs a plain `def` dependency in its thread pool, a hop (and an
@@ -88,6 +88,23 @@ async def require_admin(settings: SettingsDep, credentials: Credentials) -> None
     if _matches(key, settings.api_keys):
         raise Forbidden("this API key may read but not write; writes need an admin key")
     raise Unauthorized("the API key is not valid")
+
+
+async def access_refusal(request: Request) -> SearchServiceError | None:
+    """The 401 or 403 that the request's route would answer before anything else, or None. FastAPI parses a
+    JSON body before it solves the route's dependencies, so a body that is not JSON at all fails first: its 422
+    waits for this, and a caller the route refuses learns nothing of the body."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    calls = {dependency.call for dependency in getattr(dependant, "dependencies", [])}
+    settings: Settings = request.app.state.settings
+    try:
+        if require_admin in calls:
+            await require_admin(settings, await _bearer(request))
+        elif calls & {require_read, read_engine}:
+            _check_read(settings, await _bearer(request))
+    except SearchServiceError as refusal:
+        return refusal
+    return None
 
 
 ReadAccess = Depends(require_read)

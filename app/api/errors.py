@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.deps import access_refusal
 from app.errors import SearchServiceError
 from app.schemas import ErrorBody
 
@@ -112,7 +113,10 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(exc.status, exc.code, exc.message, exc.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refusal = await access_refusal(request)  # access first, as for every other bad input
+        if refusal is not None:
+            return await _domain(request, refusal)
         return error_response(422, "invalid_input", "the request failed validation", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
