@@ -92,8 +92,8 @@ async def require_admin(settings: SettingsDep, credentials: Credentials) -> None
 
 async def access_refusal(request: Request) -> SearchServiceError | None:
     """The 401 or 403 that the request's route would answer before anything else, or None. FastAPI parses a
-    JSON body before it solves the route's dependencies, so a body that is not JSON at all fails first: its 422
-    waits for this, and a caller the route refuses learns nothing of the body."""
+    JSON body before it solves the route's dependencies, so a body that is not JSON (or not UTF-8) at all fails
+    first: its 422 waits for this, and a caller the route refuses learns nothing of the body."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
     calls = {dependency.call for dependency in getattr(dependant, "dependencies", [])}
     settings: Settings = request.app.state.settings

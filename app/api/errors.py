@@ -122,6 +122,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's answer to a body that is not UTF-8: bad input like any other
+            refusal = await access_refusal(request)
+            if refusal is not None:
+                return await _domain(request, refusal)
             return error_response(422, "invalid_input", "the request body could not be parsed: "
                                   "send UTF-8 JSON", [{"loc": ["body"], "msg": str(exc.detail), "type": "body_parse"}])
         headers = {"Allow": _allowed(request)} if exc.status_code == 405 else exc.headers
