@@ -99,3 +99,32 @@ def test_a_search_that_waited_while_its_collection_was_deleted_is_a_404(animals:
     engine.drop_collection("animals")
     with pytest.raises(CollectionNotFound):
         hybrid.search(collection, request, query, engine.adapter_for(collection), engine.search_defaults(None))
+
+
+@pytest.mark.parametrize(("mode", "depth"), [("hybrid", 1), ("hybrid", 100), ("lexical", 100)])
+def test_each_candidates_bm25_is_the_indexs_score_after_deletes_and_replacements(animals: TestClient, mode: str,
+                                                                                 depth: int) -> None:
+    """A hybrid search takes the lexical top-k's own scores for its hits and asks the index only for the rest:
+    every candidate must still carry the index's score for it (up to the order of the sums), also once documents
+    were deleted or replaced (their old labels gone from both indexes). One deep, the dense side brings matching
+    documents that the lexical top-1 left out, whose scores come from the index."""
+    for doc in ("cat", "dog"):
+        assert animals.delete(f"/v1/collections/animals/documents/{doc}").status_code == 204
+    replaced = {"documents": [{"id": "eagle", "text": "Eagles hunt animals from the sky; an animal bird of prey."}]}
+    assert animals.post("/v1/collections/animals/documents", json=replaced).status_code == 200
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    collection = engine.collection("animals")
+    scored_by_lexical = scored_by_the_index = 0
+    for text in ("animal that hunts", "animals hunt mice", "bird of prey", "rocket engine thrust", "purr",
+                 "yeast in the ocean", "space animals"):
+        request = SearchRequest.model_validate({"query": text, "mode": mode}).to_engine()
+        tokens, query = collection.tokenizer(request.query), engine.embedder.encode_query(request.query)
+        with collection.lock.read(), ThreadPoolExecutor(1) as beside:
+            candidates = hybrid.retrieve(collection, request, tokens, query, depth, beside)
+            expected = collection.lexical.scores(tokens, candidates.labels)
+        np.testing.assert_allclose(candidates.bm25, expected, rtol=1e-12, atol=0)
+        matched = candidates.bm25 > 0
+        scored_by_lexical += int((matched & (candidates.bm25_rank > 0)).sum())
+        scored_by_the_index += int((matched & (candidates.bm25_rank == 0)).sum())
+    assert scored_by_lexical > 0
+    assert scored_by_the_index > 0 if depth == 1 else scored_by_the_index == 0
