@@ -112,21 +112,22 @@ def install_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
         return error_response(exc.status, exc.code, exc.message, exc.details, headers=headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        refusal = await access_refusal(request)  # access first, as for every other bad input
+    async def _invalid(request: Request, message: str, details: list[dict[str, Any]]) -> JSONResponse:
+        """A 422, unless the route refuses the caller (401, 403): access first, as for every other bad input."""
+        refusal = await access_refusal(request)
         if refusal is not None:
             return await _domain(request, refusal)
-        return error_response(422, "invalid_input", "the request failed validation", _validation_details(exc))
+        return error_response(422, "invalid_input", message, details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await _invalid(request, "the request failed validation", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's answer to a body that is not UTF-8: bad input like any other
-            refusal = await access_refusal(request)
-            if refusal is not None:
-                return await _domain(request, refusal)
-            return error_response(422, "invalid_input", "the request body could not be parsed: "
-                                  "send UTF-8 JSON", [{"loc": ["body"], "msg": str(exc.detail), "type": "body_parse"}])
+            return await _invalid(request, "the request body could not be parsed: send UTF-8 JSON",
+                                  [{"loc": ["body"], "msg": str(exc.detail), "type": "body_parse"}])
         headers = {"Allow": _allowed(request)} if exc.status_code == 405 else exc.headers
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
                               headers=headers)
