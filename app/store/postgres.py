@@ -15,7 +15,6 @@ Each write also sends NOTIFY search_changes (delivered at commit) so followers w
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from app.engine.types import FilterCondition
 from app.errors import CollectionConflict, CollectionNotFound, InvalidInput
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
 from app.store.filters import compile_jsonb_filter
+from app.store.jsonb import metadata_json
 from app.store.postgres_feed import (
     CHANNEL,
     FeedView,
@@ -46,25 +46,6 @@ JOB_RETENTION = "7 days"  # finished training jobs' records are kept this long f
 
 
 _DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea"]
-
-
-def _metadata_json(metadata: Mapping[str, Any]) -> str:
-    """Metadata as JSON whose numbers jsonb gives back as the same Python type. jsonb keeps a number's digits,
-    not how it was written: Python writes a float of 1e16 or more as `1e+16`, which jsonb stores as
-    10000000000000000 and every replica then read as an int. Those floats (all whole numbers) are written in full
-    with a `.0` instead, which jsonb keeps; every other value goes through json.dumps as it is."""
-    text = json.dumps(metadata)
-    return text if "e+" not in text else _json(metadata)
-
-
-def _json(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value) and abs(value) >= 1e16:
-        return format(value, ".1f")
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(key)}: {_json(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_json(item) for item in value) + "]"
-    return json.dumps(value)
 
 
 def _already_json(text: str) -> str:
@@ -192,7 +173,7 @@ class PostgresStore:
     def upsert(self, collection: str, docs: Sequence[NewDocument]) -> WriteResult:
         """The whole batch in one transaction: committed or not at all. Everything that can fail on the input
         is prepared before the transaction, which then holds the sequence lock only for the inserts."""
-        prepared = [(doc.id, doc.title, doc.text, Jsonb(_metadata_json(doc.metadata), dumps=_already_json),
+        prepared = [(doc.id, doc.title, doc.text, Jsonb(metadata_json(doc.metadata), dumps=_already_json),
                      np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes()) for doc in docs]
         try:
             with self._write() as conn:
