@@ -49,9 +49,15 @@ class SqliteStore:
 
     def _fill_metadata_values(self) -> None:
         """Flattens every document's metadata into `metadata_values` once: a store written before the table
-        existed (its triggers keep it in step with `documents` from then on)."""
+        existed (its triggers keep it in step with `documents` from then on). Checked first without the write lock
+        or a write transaction: once filled, a start takes neither."""
+        def filled() -> bool:
+            return self._writer.execute("SELECT 1 FROM meta WHERE key = 'metadata_values'").fetchone() is not None
+
+        if filled():
+            return
         with self._write_lock, self._transaction():
-            if self._writer.execute("SELECT 1 FROM meta WHERE key = 'metadata_values'").fetchone() is None:
+            if not filled():  # another process may have filled it meanwhile
                 for statement in METADATA_VALUES_FILL:
                     self._writer.execute(statement)
                 self._writer.execute("INSERT INTO meta VALUES ('metadata_values', 1)")
