@@ -13,6 +13,7 @@ from app.engine.fusion import DENSE_FLOOR, convex_fusion, normalize, rank_by, rr
 from app.engine.highlight import highlight
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance.inputs import STATS_DEPTH, query_stats
+from app.engine.tokenizer import names_a_topic
 from app.engine.types import SearchDefaults, SearchQuery
 from app.errors import InvalidInput
 from app.store.base import StoredRow
@@ -204,17 +205,25 @@ def scale_reference(candidates: Candidates, fused: np.ndarray) -> np.ndarray | N
 
 def filter_by_relevance(candidates: Candidates, order: np.ndarray, request: SearchQuery, query: np.ndarray | None,
                         adapter: CosineAdapter | None, stats: np.ndarray | None = None,
-                        reference: np.ndarray | None = None, best_bm25: float | None = None) -> Relevance:
+                        reference: np.ndarray | None = None, best_bm25: float | None = None,
+                        topic: bool = True) -> Relevance:
     """Scores every candidate with the adapter and, when the filter is on, keeps those of `order` at or above
     the request's threshold (else the one calibrated for its recall target, else the adapter's own).
     `reference`: the cosines a min-max map scales over (`scale_reference`); by default the top of `order`.
-    `best_bm25`: the query's best BM25 score (by default the candidates')."""
+    `best_bm25`: the query's best BM25 score (by default the candidates').
+    `topic`: False for a query whose terms are only numbers, or none (stop words alone: "the", "what is it";
+    `names_a_topic`). Its embedding still lands somewhere, and the adapter, which never saw such queries, kept
+    every candidate of them (50-100 a query on the shared collections; README, "queries with no topic"); so a
+    candidate it does not match lexically gets probability 0: a number finds the documents that hold it, and
+    stop words alone find nothing, as Elasticsearch's match query answers them (`zero_terms_query: none`)."""
     if adapter is None or query is None or candidates.cosine is None:
         return Relevance(order, None, None)
     if reference is None and order.size:
         reference = candidates.cosine[order[:STATS_DEPTH]]
     probabilities = adapter.probabilities(query, candidates.cosine, lexical_evidence(candidates.bm25, best_bm25),
                                           stats, reference)
+    if not topic:
+        probabilities = np.where(candidates.bm25 != 0, probabilities, 0.0)
     if not request.relevance_enabled:
         return Relevance(order, probabilities, None)
     threshold = request.threshold
@@ -279,7 +288,8 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
             fused_context = fused if context is candidates else fuse(context, request, defaults)
             reference = scale_reference(context, fused_context)
         relevance = filter_by_relevance(candidates, rank_by(scores, candidates.labels), request, query, adapter, stats,
-                                        reference, float(context.bm25.max()) if context.bm25.size else 0.0)
+                                        reference, float(context.bm25.max()) if context.bm25.size else 0.0,
+                                        names_a_topic(tokens))
         page = relevance.order[request.offset:request.offset + request.k]
         # Facets count every hit that passed (what the pages hold), so then every passing row is read.
         wanted = relevance.order if request.facets else page

@@ -27,6 +27,13 @@ _WORD = re.compile(r"\w+")
 _ENGLISH = frozenset({"english", "porter"})
 
 
+def names_a_topic(terms: list[str]) -> bool:
+    """Whether an analysed query holds a word: not only numbers, nor nothing at all (stop words alone, punctuation).
+    The relevance filter lets such a query's candidates be relevant only where they match it lexically
+    (app/engine/hybrid.py, `filter_by_relevance`)."""
+    return any(not term.isdigit() for term in terms)
+
+
 class Tokenizer:
     """Lower-case Unicode words, English stop words removed, Snowball-stemmed."""
 

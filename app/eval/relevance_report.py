@@ -57,7 +57,8 @@ def nonword_queries(n: int, seed: int) -> list[str]:
 def contentless_queries(n: int, seed: int) -> list[str]:
     """Queries with no topic: 1-4 English stop words ("of the", "what is it"), a number of 1-4 digits, or a
     number among stop words. Their BM25 terms are none or a number, and the encoder still places them
-    somewhere: a filter never trained on them kept every candidate (100 a query on all four collections)."""
+    somewhere: a filter never trained on them kept every candidate (100 a query on all four collections). The
+    service now keeps only their lexical matches (`names_a_topic`): none for stop words alone."""
     rng, words = random.Random(seed), sorted(ENGLISH_STOPWORDS)
     queries = []
     for i in range(n):

@@ -79,6 +79,24 @@ def test_hits_carry_probabilities_and_the_default_adapter_filters(client: TestCl
     assert set(ids(filtered)) >= {"astronomy-0", "astronomy-2"}
 
 
+def test_a_query_without_a_topic_keeps_only_its_lexical_matches(client: TestClient) -> None:
+    """Stop words alone, or numbers: the default adapter never saw such queries and kept most candidates of them.
+    A candidate that does not hold the query's terms now has probability 0, so stop words alone find nothing and a
+    number finds the documents that hold it; a query with a word is left to the adapter."""
+    _load(client)
+    room = {"id": "room-42", "text": "Room 42 is on the second floor, next to the library."}
+    assert client.post("/v1/collections/topics/documents", json={"documents": [room]}).status_code == 200
+    for query in ("the", "what is it", "42", "of the 42"):
+        unfiltered = search(client, query, "topics", k=17)
+        assert len(unfiltered["hits"]) == 17
+        assert all(hit["relevance"] == 0.0 for hit in unfiltered["hits"] if hit["id"] != "room-42"), query
+        assert set(ids(search(client, query, "topics", k=17, relevance={}))) <= {"room-42"}, query
+    assert search(client, "the", "topics", k=17, relevance={"threshold": 0.0})["filtered_out"] == 0
+    # A word beside the number: the adapter alone decides, and gives documents without the number a chance.
+    worded = search(client, "room 42 library", "topics", k=17)["hits"]
+    assert any(hit["relevance"] > 0.0 for hit in worded if hit["id"] != "room-42")
+
+
 def test_per_request_threshold_and_recall_target(client: TestClient) -> None:
     _load(client)
     everything = search(client, "interest rates", "topics", k=16, relevance={"threshold": 0.0})

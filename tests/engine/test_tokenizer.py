@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.engine.tokenizer import ENGLISH_STOPWORDS, Tokenizer
+from app.engine.tokenizer import ENGLISH_STOPWORDS, Tokenizer, names_a_topic
 
 
 def test_lower_cases_and_splits_on_non_word_characters() -> None:
@@ -66,3 +66,10 @@ def test_safe_to_share_between_threads() -> None:
     expected = [tok(t) for t in texts]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(tok, texts)) == expected
+
+
+@pytest.mark.parametrize(("query", "topic"), [("the", False), ("what is it", False), ("?!", False), ("42", False),
+                                              ("of the 1999 42", False), ("covid 19", True), ("b12", True),
+                                              ("vitamin", True), ("Fourier", True)])
+def test_a_topic_needs_a_word_that_is_not_a_number(query: str, topic: bool) -> None:
+    assert names_a_topic(Tokenizer()(query)) is topic
