@@ -128,9 +128,9 @@ def _export_fp32(model_path: str, out: Path) -> Any:
 def _fuse(traced: Path, out: Path, config: Any) -> None:
     """onnxruntime's transformer optimizer rewrites each BERT layer's dozens of plain operators into a few fused
     kernels (Attention, SkipLayerNormalization, BiasGelu; the embeddings into EmbedLayerNormalization). One
-    short query, one thread, this machine: fp32 3.8 -> 3.1 ms (the runs alternated by farm-bench, 6 pairs),
+    short query, one thread, this machine: fp32 3.8 -> 3.1 ms (whole-process runs alternated A/B, 6 pairs),
     the same vectors (cosine 1.0000, batched or alone). The int8 graph stays quantised from the traced one:
-    quantised after fusion it was only 6% faster (1.51 against 1.60 ms, farm-bench, 8 pairs) and its vectors
+    quantised after fusion it was only 6% faster (1.51 against 1.60 ms, alternated runs, 8 pairs) and its vectors
     moved from those of the traced graph's int8 (mean cosine 0.991, minimum 0.968), which the shipped adapters
     were fitted on and stored collections hold. Other architectures are saved as traced."""
     if getattr(config, "model_type", None) not in _FUSED_TYPES:
