@@ -3,7 +3,7 @@ boosts and the relevance filter's options."""
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
@@ -112,7 +112,7 @@ class Boost(Strict):
 
 
 class RelevanceOptions(Options):
-    enabled: bool = True
+    enabled: StrictBool = True  # "false" or 0 is a 422, as "5" is for k: a typo must not flip the filter
     threshold: Number | None = Field(None, ge=0.0, le=1.0,
                                      description="probability threshold; overrides recall_target when both are given")
     recall_target: Number | None = Field(None, gt=0.0, le=1.0, description=(
@@ -132,7 +132,7 @@ class SearchRequest(Options):
         "every page")), JsonInteger] | None = None
     filter: Filter | None = None
     relevance: RelevanceOptions = RelevanceOptions()
-    explain: bool = Field(False, description=(
+    explain: StrictBool = Field(False, description=(
         "each hit then carries how it was scored; with boosts, `before_boost` (the fused score on the boosts' "
         "scale) and `boost` (the weights that matched), whose sum is the hit's score"))
     highlight: HighlightOptions | None = Field(None, description=(

@@ -126,6 +126,8 @@ def test_explain_reports_both_retrievers(animals: TestClient) -> None:
     {"query": " \t\n"}, {"query": "x", "filter": {"year": 2**63}},
     {"query": "x", "filter": {"y": {"in": [-2**63 - 1]}}}, {"query": "x", "filter": {"y": {"gt": True}}},
     {"query": "x", "boosts": [{"filter": {"y": {"in": [10**20]}}, "weight": 0.1}]},
+    {"query": "x", "explain": "yes"}, {"query": "x", "explain": 1}, {"query": "x", "relevance": {"enabled": "false"}},
+    {"query": "x", "relevance": {"enabled": 0}},
 ])
 def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object]) -> None:
     response = animals.post("/v1/collections/animals/search", json=body)
