@@ -22,8 +22,10 @@ def _is_word(char: str) -> bool:
     return bool(_WORD_CHAR.match(char))
 
 
-def _snap(text: str, start: int, end: int) -> tuple[int, int]:
-    """Moves the window's edges inward off any word they cut, then off the whitespace they leave."""
+def _snap(text: str, low: int, high: int) -> tuple[int, int]:
+    """Moves the window's edges inward off any word they cut, then off the whitespace they leave; a window
+    inside one word longer than itself is cut in the word (snapped, it was empty: a fragment of " …")."""
+    start, end = low, high
     while 0 < start < end and _is_word(text[start - 1]) and _is_word(text[start]):
         start += 1
     while start < end < len(text) and _is_word(text[end - 1]) and _is_word(text[end]):
@@ -32,7 +34,7 @@ def _snap(text: str, start: int, end: int) -> tuple[int, int]:
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
-    return start, end
+    return (start, end) if start < end else (low, high)
 
 
 def _render(text: str, start: int, end: int, marks: list[tuple[int, int]]) -> str:

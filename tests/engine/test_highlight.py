@@ -38,6 +38,12 @@ def test_no_match_gives_the_leading_fragment_cut_at_a_word() -> None:
         "plain text that goes on and on …"]
 
 
+def test_a_word_longer_than_a_fragment_is_cut_in_the_word() -> None:
+    # Snapped off the word it cuts, the window was empty and the fragment " …" (QA: a 2,000-character title).
+    assert frags("T" * 2000, "lorem", chars=30) == ["T" * 30 + " …"]
+    assert frags("T" * 2000 + " lorem", "lorem", chars=30) == ["… <mark>lorem</mark>"]
+
+
 def test_the_densest_window_wins_and_is_centred_on_its_matches() -> None:
     text = "cat " + "filler " * 10 + "dog cat dog " + "filler " * 10 + "end"
     # The window at "dog" (74) holds "dog cat dog" (two distinct terms, three words), up to 85: 19 characters
