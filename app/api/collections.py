@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=err
 
 @router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo,
             responses={200: {"model": CollectionInfo, "description": "exists with the same settings"},
-                       **error_responses(403, 409, 415)},
+                       **error_responses(403, 409, 413, 415)},
             dependencies=[AdminAccess, JsonBody])
 async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
                             body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:

@@ -34,7 +34,7 @@ def _job_view(job: TrainingJob) -> TrainJob:
 
 
 @router.post("/train", dependencies=[AdminAccess, JsonBody],
-             responses={**error_responses(403, 415), **_CONFLICT, **_ACCEPTED},
+             responses={**error_responses(403, 413, 415), **_CONFLICT, **_ACCEPTED},
              summary="Fit the collection's adapter: answer its held-out metrics and threshold, or 202 and a job",
              description=(
                  "Searches go on with the current adapter until the new one is swapped in, atomically, at the end; "

@@ -16,7 +16,7 @@ _LOCATIONS = {"recall_target": ("body", "relevance", "recall_target"),
               "threshold": ("body", "relevance", "threshold")}
 
 
-@router.post("/search", response_model=SearchResponse, responses=error_responses(415))
+@router.post("/search", response_model=SearchResponse, responses=error_responses(413, 415))
 def search(name: CollectionName, body: SearchRequest, engine: ReadEngineDep, request: Request) -> Response:
     start = time.perf_counter()
     try:
