@@ -20,7 +20,7 @@ from app.engine.encoders import Encoder, check_encoders
 from app.engine.follower import Follower
 from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
-from app.engine.judgments import merge_judgments, resolve_ids
+from app.engine.judgments import check_enough_relevant, merge_judgments, resolve_ids
 from app.engine.own_adapter import fit_own_adapter
 from app.engine.relevance import CosineAdapter, Family
 from app.engine.storage import index_root, open_store, remove_orphan_indexes
@@ -278,8 +278,10 @@ class SearchEngine:
 
     def check_judgments(self, name: str, examples: Sequence[TrainingExample]) -> None:
         """Fails (InvalidInput naming them) when a judged id is not in the collection, or is judged both ways
-        for one query: before any work."""
-        resolve_ids(self.collection(name), merge_judgments(examples))
+        for one query, or when too few queries name a relevant document: before any work."""
+        merged = merge_judgments(examples)
+        resolve_ids(self.collection(name), merged)
+        check_enough_relevant(merged)
 
     def train_relevance(self, name: str, examples: Sequence[TrainingExample], recall_target: float,
                         family: Family | None, *, progress: Callable[[float], None] | None = None) -> CosineAdapter:

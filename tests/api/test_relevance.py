@@ -194,7 +194,11 @@ def test_a_query_with_nothing_relevant_can_be_posted(client: TestClient) -> None
     assert response.status_code == 200, response.text
     assert response.json()["info"]["selection"]["default"]["n_queries"] == len(_examples(by_topic)) + 3
     few = client.post("/v1/collections/topics/relevance/train", json={"examples": nothing})
-    assert few.status_code == 422 and "relevant candidate" in few.json()["error"]["message"]
+    assert few.status_code == 422 and "relevant document" in few.json()["error"]["message"]
+    # A set large enough to train as a job is refused as soon, not after every query was encoded and searched.
+    many = [{"query": f"query {i}", "relevant_ids": []} for i in range(relevance_api.MAX_WAITED_EXAMPLES + 1)]
+    refused = client.post("/v1/collections/topics/relevance/train", json={"examples": many})
+    assert refused.status_code == 422 and refused.json()["error"]["details"] == [{"queries_with_relevant_ids": 0}]
 
 
 def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) -> None:
@@ -335,10 +339,13 @@ def test_a_job_trains_while_searches_go_on_and_swaps_its_adapter_in_at_the_end(
     assert search(client, "stock market", "topics", relevance={})["hits"]  # searches go on with the new one
 
 
-def test_a_job_that_fails_says_why_and_leaves_the_adapter(client: TestClient) -> None:
+def test_a_job_that_fails_says_why_and_leaves_the_adapter(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     by_topic = _load(client)
     before = client.get("/v1/collections/topics/relevance").json()
-    too_few = {"examples": [{"query": "bread", "relevant_ids": by_topic["cooking"]}]}
+    # The check before any job counts the queries that name a relevant document (12 here, at least 5 needed); the
+    # training, in the job, those with a relevant candidate: its bar raised past 12, the job fails.
+    monkeypatch.setattr(training_module, "MIN_POSITIVE_QUERIES", 100)
+    too_few = {"examples": _examples(by_topic)}
     response = client.post("/v1/collections/topics/relevance/train?wait=false", json=too_few)
     assert response.status_code == 202, response.text
     failed = _finished(client, response.headers["location"])
