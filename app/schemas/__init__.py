@@ -66,6 +66,16 @@ def _int64(value: Any) -> Any:
     # Refused here rather than read as a float, which the union below would otherwise do without a word.
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
         raise ValueError("integers must fit in 64 bits (up to 9223372036854775807); send a larger one as a float")
+    return _string(value)
+
+
+def _string(value: Any) -> Any:
+    # A string over the bounds fails only its union's string branch, but the union reported every branch ("should
+    # be a valid boolean", "must be a JSON integer", "should be a valid number", then the length): one message.
+    if isinstance(value, str) and len(value) > MAX_METADATA_STRING:
+        raise ValueError(f"a metadata string is at most {MAX_METADATA_STRING} characters, got {len(value)}")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("a metadata string cannot hold the NUL character")
     return value
 
 
@@ -76,6 +86,9 @@ def _metadata_value(value: Any) -> Any:
             isinstance(value, list) and not all(isinstance(item, str) for item in value)):
         kind = "null" if value is None else "an object" if isinstance(value, dict) else "a list of other than strings"
         raise ValueError(f"a metadata value is a string, a number, a boolean or a list of strings, not {kind}")
+    if isinstance(value, list):
+        for item in value:
+            _string(item)
     return _int64(value)
 
 
@@ -84,9 +97,18 @@ MetadataValue = Annotated[bool | Int | Number | MetadataString | Annotated[
     list[MetadataString], Field(max_length=MAX_METADATA_LIST)
 ], BeforeValidator(_metadata_value)]
 Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_int64)]
+def _bound(value: Any) -> Any:
+    # One message for a bound of no allowed kind, rather than each branch's of the union below.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        kind = "a boolean" if isinstance(value, bool) else "an object" if isinstance(value, dict) else \
+            "an array" if isinstance(value, list) else "null" if value is None else type(value).__name__
+        raise ValueError(f"a range bound is a number or a string, not {kind}")
+    return _int64(value)
+
+
 # A range bound: an integer stays one (read as a float, 2**53 + 1 became 2**53 and matched it); strings compare
 # with strings. No booleans.
-Bound = Annotated[Int | Number | MetadataString, BeforeValidator(_int64)]
+Bound = Annotated[Int | Number | MetadataString, BeforeValidator(_bound)]
 
 
 class Strict(BaseModel):

@@ -3,7 +3,7 @@ boosts and the relevance filter's options."""
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
@@ -71,7 +71,17 @@ class InFilter(Strict):
         return types.In(tuple(self.in_))
 
 
-FilterCondition = Scalar | InFilter | RangeFilter
+def _condition_kind(value: Any) -> str:
+    """Which form of filter condition a value is, so that a wrong one gets that form's errors alone: as a plain
+    union, `{}` got the four scalar types' errors ("should be a valid boolean", ...) before the range's own."""
+    if isinstance(value, InFilter) or (isinstance(value, dict) and "in" in value):
+        return "in"
+    return "range" if isinstance(value, RangeFilter | dict) else "value"
+
+
+FilterCondition = Annotated[
+    Annotated[Scalar, Tag("value")] | Annotated[InFilter, Tag("in")] | Annotated[RangeFilter, Tag("range")],
+    Discriminator(_condition_kind)]
 Filter = Annotated[dict[MetadataKey, FilterCondition],
                    Field(max_length=MAX_METADATA_KEYS, json_schema_extra=KEYS_DOCUMENTED)]
 

@@ -100,6 +100,11 @@ def test_a_metadata_value_of_no_allowed_kind_gets_one_message_saying_what_is(ani
         [detail] = animals.post("/v1/collections/animals/documents", json=batch).json()["error"]["details"]
         assert detail["loc"] == ["body", "documents", 0, "metadata", "shape"]
         assert "a string, a number, a boolean or a list of strings, not " + kind in detail["msg"]
+    # A string over the bounds, alone or in a list, fails only as a string (QA: five details, the length last).
+    for value in ("v" * 2049, ["ok", "v" * 2049], "nul\x00"):
+        batch = {"documents": [{"id": "x", "text": "t", "metadata": {"shape": value}}]}
+        [detail] = animals.post("/v1/collections/animals/documents", json=batch).json()["error"]["details"]
+        assert "at most 2048 characters, got 2049" in detail["msg"] or "NUL" in detail["msg"]
 
 
 def test_limits_give_413_and_write_nothing(make_client: object) -> None:

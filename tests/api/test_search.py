@@ -136,6 +136,21 @@ def test_bad_search_requests_are_422(animals: TestClient, body: dict[str, object
     assert error["code"] == "invalid_input" and error["message"] and isinstance(error["details"], list)
 
 
+@pytest.mark.parametrize(("condition", "message"), [
+    ({}, "a range filter needs at least one of gt, gte, lt, lte"), ({"foo": 1}, "Extra inputs are not permitted"),
+    ("v" * 2049, "a metadata string is at most 2048 characters"), ({"in": []}, "at least 1 item"),
+    ({"gt": [1]}, "a range bound is a number or a string, not an array"),
+])
+def test_a_bad_filter_condition_gets_its_own_form_s_error_first(animals: TestClient, condition: object,
+                                                                 message: str) -> None:
+    """A filter condition is a value, {"in": [...]} or a range. As a plain union, each got every form's errors
+    (`{}`: "should be a valid boolean", "must be a JSON integer", ... before the range's own; QA)."""
+    body = {"query": "x", "filter": {"year": condition}}
+    details = animals.post("/v1/collections/animals/search", json=body).json()["error"]["details"]
+    assert message in details[0]["msg"], details
+    assert all(detail["type"] != "bool_type" for detail in details)
+
+
 @pytest.mark.parametrize(("method", "path"), [("post", "/v1/collections/animals/search"),
                                             ("post", "/v1/collections/animals/relevance/train"),
                                             ("put", "/v1/collections/other")])
