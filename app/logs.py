@@ -17,18 +17,32 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class RefusedStartFilter(logging.Filter):
+    """Drops uvicorn's traceback of a start the app refused with a line of its own (the data dir held by another
+    process, or unusable; app/main.py logs why): the README promises one line, and the traceback said nothing
+    more."""
+
+    REFUSALS = ("app.errors.DataDirLocked", "app.errors.DataDirUnusable")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "uvicorn.error" or not isinstance(record.msg, str) or not record.msg.startswith("Traceback"):
+            return True
+        return not record.msg.rstrip().rsplit("\n", 1)[-1].startswith(self.REFUSALS)
+
+
 def log_config(level: str = "info") -> dict[str, Any]:
     """A dictConfig for the app's and uvicorn's loggers: one JSON object a line on stderr."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {"request_id": {"()": RequestIdFilter}, "refused_start": {"()": RefusedStartFilter}},
         "formatters": {"json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "filters": ["request_id", "refused_start"]}},
         "loggers": {
             "app": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},

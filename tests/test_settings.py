@@ -1,7 +1,10 @@
 """Settings: code defaults < config file < SEARCH_* environment, and a bad value fails at start."""
 
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from app.errors import DataDirUnusable
 from app.settings import DEFAULT_CONFIG, Settings, load_settings, unknown_variables
 from app.store.lock import DataDirLock
 from tests.conftest import AppFactory
+from tests.server import ROOT, free_port
 
 
 @pytest.fixture
@@ -98,6 +102,22 @@ def test_settings_that_do_not_parse_end_with_one_line_naming_them(config: Path,
     with pytest.raises(SystemExit) as ended:
         load_settings()
     assert f"{config} is not valid TOML" in str(ended.value.code) and "\n" not in str(ended.value.code)
+
+
+def test_a_second_server_on_a_data_dir_in_use_says_why_in_one_line_and_exits_3(tmp_path: Path) -> None:
+    """uvicorn also logged the refusal's whole traceback (QA); its own "startup failed" line stays."""
+    lock = DataDirLock(tmp_path / "data")
+    lock.acquire()
+    try:
+        env = {**os.environ, "SEARCH_DATA_DIR": str(tmp_path / "data"), "SEARCH_PORT": str(free_port())}
+        done = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        lock.release()
+    assert done.returncode == 3, done.stderr
+    errors = [json.loads(line) for line in done.stderr.splitlines() if '"ERROR"' in line]
+    assert "is in use by another process" in errors[0]["message"]
+    assert "Traceback" not in done.stderr and len(errors) == 2, done.stderr
 
 
 def test_a_data_dir_that_is_a_file_is_refused_naming_it(tmp_path: Path) -> None:
