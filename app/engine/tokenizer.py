@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 
 import Stemmer
 
@@ -23,6 +24,10 @@ _NLTK_ENGLISH = """
 ENGLISH_STOPWORDS: frozenset[str] = frozenset(_NLTK_ENGLISH.split())
 
 _WORD = re.compile(r"\w+")
+# A word of the original text for `spans`, combining diacritics included: decomposed (NFD) text, as macOS and some
+# PDFs write it, has "re" + U+0301 + "sume" + U+0301 for "résumé", which \w+ split in two. The analysis works on
+# the NFC form, where such a word is one; this finds the same words in the original, whose offsets marks need.
+_WORD_WITH_MARKS = re.compile(r"\w[\w\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]*")
 # Snowball has two English stemmers; the stop word list applies to both.
 _ENGLISH = frozenset({"english", "porter"})
 
@@ -35,7 +40,7 @@ def names_a_topic(terms: list[str]) -> bool:
 
 
 class Tokenizer:
-    """Lower-case Unicode words, English stop words removed, Snowball-stemmed."""
+    """Lower-case Unicode words of the text's NFC form, English stop words removed, Snowball-stemmed."""
 
     def __init__(self, language: str = "english", stem: bool = True, stopwords: bool = True) -> None:
         if language not in Stemmer.algorithms():
@@ -58,7 +63,7 @@ class Tokenizer:
         return stemmer
 
     def __call__(self, text: str) -> list[str]:
-        words = _WORD.findall(text.lower())
+        words = _WORD.findall(unicodedata.normalize("NFC", text).lower())
         if self.stopwords:
             words = [w for w in words if w not in ENGLISH_STOPWORDS]
         if self.stem and words:
@@ -69,8 +74,8 @@ class Tokenizer:
         """(start, end, term) of each word of `text` that yields a term, with the analysis of __call__: what
         highlighting marks. A word whose lower case splits in two (rare: "İ") gives the term of its first part."""
         found: list[tuple[int, int, str]] = []
-        for match in _WORD.finditer(text):
-            parts = _WORD.findall(match.group().lower())
+        for match in _WORD_WITH_MARKS.finditer(text):
+            parts = _WORD.findall(unicodedata.normalize("NFC", match.group()).lower())
             if self.stopwords:
                 parts = [w for w in parts if w not in ENGLISH_STOPWORDS]
             if parts:
@@ -89,4 +94,5 @@ class Tokenizer:
             "stopwords": self.stopwords,
             "pattern": _WORD.pattern,
             "lowercase": True,
+            "unicode": "NFC",
         }

@@ -1,6 +1,7 @@
 """Behaviour of the query/document tokenizer."""
 
 import json
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -73,3 +74,16 @@ def test_safe_to_share_between_threads() -> None:
                                               ("vitamin", True), ("Fourier", True)])
 def test_a_topic_needs_a_word_that_is_not_a_number(query: str, topic: bool) -> None:
     assert names_a_topic(Tokenizer()(query)) is topic
+
+
+def test_decomposed_and_composed_text_give_the_same_terms() -> None:
+    """NFD text ("e" + U+0301) was split at each accent: "résumé" gave "re" and "sume" (QA)."""
+    composed = "Ångström résumé naïve"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    tok = Tokenizer()
+    assert tok(decomposed) == tok(composed) == ["ångström", "résumé", "naïv"]
+    # Highlighting marks whole words in the original (decomposed) text, at its own offsets.
+    spans = tok.spans(decomposed)
+    assert [term for _, _, term in spans] == tok(composed)
+    assert [decomposed[start:end] for start, end, _ in spans] == decomposed.split()
