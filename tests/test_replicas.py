@@ -301,8 +301,10 @@ def test_while_the_store_is_unreachable_reads_go_on_writes_fail_whole_and_follow
             refused = a.post("/v1/collections/animals/documents", json={"documents": fresh})
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "store_unavailable"
-            training = a.post("/v1/collections/animals/relevance/train?wait=false",
-                              json={"examples": [{"query": "pets", "relevant_ids": ["dog"]}]})
+            judged = [{"query": q, "relevant_ids": [d]} for q, d in (("pets", "dog"), ("birds", "eagle"),
+                                                                         ("fish", "salmon"), ("space", "rocket"),
+                                                                         ("baking", "bread"))]
+            training = a.post("/v1/collections/animals/relevance/train?wait=false", json={"examples": judged})
             assert (training.status_code, training.json()["error"]["code"]) == (503, "store_unavailable")
             for client in (a, b):
                 assert "dog" in ids(client.post("/v1/collections/animals/search", json=query))
