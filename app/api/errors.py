@@ -57,8 +57,20 @@ def error_response(status: int, code: str, message: str, details: list[Any] | No
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Echoing the rejected input back can be huge (a 32 MiB batch); the location and reason suffice.
-    return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+    return [{"loc": list(err.get("loc", ())), "msg": _message(err), "type": err.get("type", "")}
             for err in exc.errors()[:50]]
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """The error's message; a body that is not JSON also says why and where, as the documents route does ("JSON
+    decode error" alone, QA): FastAPI puts the decoder's reason in ctx and the character's offset in loc."""
+    message = str(err.get("msg", ""))
+    reason = (err.get("ctx") or {}).get("error")
+    if err.get("type") == "json_invalid" and reason:
+        loc = list(err.get("loc", ()))
+        at = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+        return f"{message}: {reason}{at}"
+    return message
 
 
 class UnexpectedErrors:

@@ -169,6 +169,15 @@ def test_a_json_route_refuses_another_content_type_with_415(animals: TestClient,
     assert nothing.status_code == 201
 
 
+def test_a_body_that_is_not_json_says_why_and_where(animals: TestClient) -> None:
+    """It said "JSON decode error" alone (QA), where the documents route names the line and column."""
+    response = animals.post("/v1/collections/animals/search", content=b'{"query": "x",, }',
+                            headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    [detail] = response.json()["error"]["details"]
+    assert detail["msg"] == "JSON decode error: Expecting property name enclosed in double quotes at character 14"
+
+
 def test_a_body_that_is_not_utf8_is_422(animals: TestClient) -> None:
     response = animals.post("/v1/collections/animals/search", content=b'{"query": "\xff\xfe"}',
                             headers={"content-type": "application/json"})
