@@ -10,7 +10,7 @@ from app.api.params import CollectionName, adapter_status, relevance_status
 from app.engine.jobs import Progress, TrainingJob
 from app.engine.judgments import describe_adapter
 from app.errors import CollectionNotFound
-from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainRequest
+from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainJobs, TrainRequest
 
 # Larger sets train as a job unless the request asks to wait: their training (every query encoded and
 # searched, an ensemble fitted) can outlast the timeouts of clients and proxies in front of the service.
@@ -71,6 +71,13 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
     response.status_code = 202
     response.headers["Location"] = f"/v1/collections/{name}/relevance/jobs/{job.id}"
     return _job_view(job).model_dump()
+
+
+@router.get("/jobs", dependencies=[ReadAccess], response_model=TrainJobs,
+            summary="The collection's training jobs, newest first: the running one and the last finished ones")
+def list_jobs(name: CollectionName, engine: EngineDep) -> TrainJobs:
+    collection = engine.collection(name)  # an unknown collection is a 404 of its own
+    return TrainJobs(jobs=[_job_view(job) for job in engine.training_jobs.list(name, collection.record.uid)])
 
 
 @router.get("/jobs/{job_id}", dependencies=[ReadAccess], response_model=TrainJob,

@@ -63,6 +63,9 @@ class JobBoard(Protocol):
         """Publishes a new running job unless another running job of `collection` was published within
         `lost_after` seconds; then returns that job's id instead. Atomic across replicas."""
 
+    def list_jobs(self, collection: str, limit: int) -> list[tuple[str, dict[str, Any], float]]:
+        """(job id, record, seconds since it was last published) of the collection's `limit` latest jobs."""
+
 
 def job_record(job: TrainingJob, owner: str) -> dict[str, Any]:
     """What the board keeps of a job (JSON): everything `TrainingJob` says, and which replica runs it."""
@@ -195,6 +198,18 @@ class TrainingJobs:
                 "jobs are kept in memory: a restart forgets them")
         raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} ({kept}, and only the last "
                           f"{self._keep} finished ones)")
+
+    def list(self, collection: str, uid: str = "") -> list[TrainingJob]:
+        """The collection's jobs (with `uid`, of this incarnation of it), newest first: this replica's, and over
+        a shared store every replica's that the board still keeps."""
+        with self._lock:
+            jobs = {job.id: replace(job) for job in self._jobs.values()
+                    if job.collection == collection and _same(uid, job.uid)}
+        for job_id, record, age in [] if self._board is None else self._board.list_jobs(collection, self._keep):
+            job = job_from_record(job_id, collection, record, age)
+            if job_id not in jobs and _same(uid, job.uid):
+                jobs[job_id] = job
+        return sorted(jobs.values(), key=lambda job: job.started_at, reverse=True)[:self._keep]
 
     def running(self, collection: str) -> TrainingJob | None:
         with self._lock:

@@ -297,3 +297,7 @@ class TrainJob(BaseModel):
         None, description="once done: what a waited-for training answers (held-out metrics and the threshold)")
     error: ErrorDetail | None = Field(
         None, description="once failed: why (the error a waited-for training would answer); adapter unchanged")
+
+
+class TrainJobs(BaseModel):
+    jobs: list[TrainJob] = Field(description=f"newest first: the running one and the last {KEEP_FINISHED} finished")

@@ -130,6 +130,13 @@ class PostgresStore:
             conn.execute("INSERT INTO search_jobs VALUES (%s, %s, %s, now())", (job_id, collection, Jsonb(record)))
         return None
 
+    def list_jobs(self, collection: str, limit: int) -> list[tuple[str, dict[str, Any], float]]:
+        with reachable(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT id, record, extract(epoch FROM now() - updated_at) FROM search_jobs "
+                                "WHERE collection = %s ORDER BY (record->>'started_at')::float DESC LIMIT %s",
+                                (collection, limit)).fetchall()
+        return [(str(row[0]), dict(row[1]), float(row[2])) for row in rows]
+
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
         with reachable(), self._pool.connection() as conn:
             row = conn.execute("SELECT collection, record, extract(epoch FROM now() - updated_at) "

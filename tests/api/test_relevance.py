@@ -417,6 +417,26 @@ def test_a_collection_created_again_under_the_name_does_not_show_the_old_ones_jo
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "job_not_found"
 
 
+def test_a_collections_jobs_are_listed_newest_first_and_only_its_own(client: TestClient) -> None:
+    by_topic = _load(client)
+    client.put("/v1/collections/other")
+    assert client.get("/v1/collections/topics/relevance/jobs").json() == {"jobs": []}
+    first = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    _finished(client, first.headers["location"])
+    again = client.post("/v1/collections/topics/relevance/train?wait=false",
+                        json={"examples": _examples(by_topic), "recall_target": 0.9})
+    second = _finished(client, again.headers["location"])
+    listed = client.get("/v1/collections/topics/relevance/jobs").json()["jobs"]
+    assert [job["job"] for job in listed] == [again.json()["job"], first.json()["job"]]
+    assert listed[0] == second and listed[1]["status"] == "done" and listed[1]["result"]
+    assert client.get("/v1/collections/other/relevance/jobs").json() == {"jobs": []}
+    assert client.get("/v1/collections/nope/relevance/jobs").status_code == 404
+    # Dropped and created again under the name, the collection does not list the old one's jobs.
+    assert client.delete("/v1/collections/topics").status_code == 204
+    client.put("/v1/collections/topics")
+    assert client.get("/v1/collections/topics/relevance/jobs").json() == {"jobs": []}
+
+
 def test_the_job_routes_are_in_the_openapi_document(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     train = paths["/v1/collections/{name}/relevance/train"]["post"]

@@ -124,6 +124,10 @@ class _Board:
         found = self.records.get(job_id)
         return None if found is None else (*found, self.age)
 
+    def list_jobs(self, collection: str, limit: int) -> list[tuple[str, dict[str, Any], float]]:
+        mine = [(job_id, record, self.age) for job_id, (where, record) in self.records.items() if where == collection]
+        return sorted(mine, key=lambda job: job[1]["started_at"], reverse=True)[:limit]
+
     def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
         for other, (where, kept) in self.records.items():
             if where == collection and kept["status"] == "running" and self.age <= lost_after:
@@ -170,6 +174,18 @@ def test_another_replica_answers_for_a_job_from_the_board() -> None:
     assert seen.status == "failed" and seen.error is not None
     assert (seen.error.status, seen.error.code, seen.error.message, seen.error.details) == \
         (422, "invalid_input", "need at least 5 queries", [{"queries": 2}])
+
+
+def test_a_replica_lists_every_replicas_jobs_of_a_collection_newest_first() -> None:
+    board = _Board()
+    runner, other = TrainingJobs(board=board, owner="a:1"), TrainingJobs(board=board, owner="b:1")
+    older = runner.wait(runner.start("c", 3, lambda progress: {"n": 1}))
+    mine = other.wait(other.start("c", 4, lambda progress: {"n": 2}))
+    elsewhere = runner.wait(runner.start("d", 5, lambda progress: {"n": 3}))
+    listed = other.list("c")
+    assert [job.id for job in listed] == [mine.id, older.id]  # its own, then the other replica's from the board
+    assert [job.result for job in listed] == [{"n": 2}, {"n": 1}] and elsewhere.id not in {j.id for j in listed}
+    assert [job.id for job in TrainingJobs().list("c")] == []  # no board: only this process's jobs
 
 
 def test_a_running_job_whose_replica_stopped_publishing_is_shown_failed() -> None:

@@ -49,3 +49,13 @@ def test_a_finished_or_abandoned_job_frees_its_collection(stores: list[PostgresS
     assert first.claim_job("j3", "c", _running(), 0.0) is None
     found = second.lookup_job("j3")
     assert found is not None and found[0] == "c" and found[1]["status"] == "running"
+
+
+def test_a_collections_jobs_are_listed_from_any_replica_newest_first(stores: list[PostgresStore]) -> None:
+    first, second = stores
+    for n, started in enumerate((10.0, 30.0, 20.0)):
+        first.publish_job(f"j{n}", "c", {"status": "done", "examples": 1, "started_at": started})
+    second.publish_job("elsewhere", "d", {"status": "done", "examples": 1, "started_at": 40.0})
+    listed = second.list_jobs("c", 2)
+    assert [job_id for job_id, _, _ in listed] == ["j1", "j2"]
+    assert listed[0][1]["started_at"] == 30.0 and listed[0][2] >= 0.0
