@@ -80,7 +80,7 @@ def _recalibration_needed(shipped: Calibration | None, probs: list[np.ndarray], 
     """Whether the default's own thresholds miss the target on these judgments by more than the noise: (needed,
     the margin, why). The noise is the larger of the bootstrap's standard error and the binomial one of a recall
     at the target over this many relevant candidates: where the default keeps every relevant candidate, every
-    resample keeps them all and the bootstrap says 0 (6 judged SciFact queries, recall 1.0 of 7: the thresholds
+    resample keeps them all and the bootstrap says 0 (6 judged SciFact queries, recall 1.0 on them: the thresholds
     were re-chosen on them, and the other queries' recall fell from 0.93 to 0.91 and their hits from 7.8 to 4.7)."""
     if shipped is None:
         return True, 0.0, "the default has no thresholds of its own"
