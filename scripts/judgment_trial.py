@@ -39,11 +39,12 @@ def _figures(report: dict[str, object]) -> dict[str, object]:
 def trial(dataset: BeirDataset, data_dir: Path, post: int, seed: int) -> dict[str, object]:
     collection = f"eval-{dataset.name}"  # the collection `python -m app evaluate` makes: its data dir serves
     judged = sorted(qid for qid, grades in dataset.qrels.items() if qid in dataset.queries and max(grades.values()) > 0)
-    posted = sorted(random.Random(seed).sample(judged, post))
-    rest = [qid for qid in judged if qid not in set(posted)]
+    posted = set(random.Random(seed).sample(judged, post))
+    rest = [qid for qid in judged if qid not in posted]
     held_out = dataclasses.replace(dataset, queries={qid: dataset.queries[qid] for qid in rest})
     examples = [{"query": dataset.queries[qid],
-                 "relevant_ids": sorted(d for d, grade in dataset.qrels[qid].items() if grade > 0)} for qid in posted]
+                 "relevant_ids": sorted(d for d, grade in dataset.qrels[qid].items() if grade > 0)}
+                for qid in sorted(posted)]
     with in_process_client(data_dir) as client:
         ensure_corpus(client, collection, dataset.corpus)
         client.reset_relevance(collection)

@@ -85,7 +85,7 @@ def _recalibration_needed(shipped: Calibration | None, probs: list[np.ndarray], 
     if shipped is None:
         return True, 0.0, "the default has no thresholds of its own"
     recall = shipped.metrics["recall"]
-    positives = max(sum(float(np.sum(y)) for y in labels), 1.0)
+    positives = max(shipped.metrics["positive_pairs"], 1.0)  # the judgments' relevant candidates (_as_shipped)
     binomial = float(np.sqrt(recall_target * (1.0 - recall_target) / positives))
     margin = max(RECALL_MARGIN, RECALL_SIGNIFICANCE * max(recall_se(probs, labels, shipped.threshold), binomial))
     needed = abs(recall - recall_target) > margin

@@ -66,7 +66,7 @@ def _int64(value: Any) -> Any:
     # Refused here rather than read as a float, which the union below would otherwise do without a word.
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
         raise ValueError("integers must fit in 64 bits (up to 9223372036854775807); send a larger one as a float")
-    return _string(value)
+    return value
 
 
 def _string(value: Any) -> Any:
@@ -79,6 +79,11 @@ def _string(value: Any) -> Any:
     return value
 
 
+def _scalar(value: Any) -> Any:
+    """What every metadata or filter scalar is checked for before its union: one message for what it would fail."""
+    return _string(_int64(value))
+
+
 def _metadata_value(value: Any) -> Any:
     # One message for a value of no allowed kind: the union below reported each of its branches' (a nested
     # object got "should be a valid boolean", then integer, number, string and list), and a loader showed the first.
@@ -86,24 +91,25 @@ def _metadata_value(value: Any) -> Any:
             isinstance(value, list) and not all(isinstance(item, str) for item in value)):
         kind = "null" if value is None else "an object" if isinstance(value, dict) else "a list of other than strings"
         raise ValueError(f"a metadata value is a string, a number, a boolean or a list of strings, not {kind}")
-    if isinstance(value, list):
-        for item in value:
-            _string(item)
-    return _int64(value)
+    for item in value if isinstance(value, list) else [value]:
+        _scalar(item)
+    return value
 
 
 # bool first in the unions, so that true stays a boolean and never becomes 1.
 MetadataValue = Annotated[bool | Int | Number | MetadataString | Annotated[
     list[MetadataString], Field(max_length=MAX_METADATA_LIST)
 ], BeforeValidator(_metadata_value)]
-Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_int64)]
+Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_scalar)]
+
+
 def _bound(value: Any) -> Any:
     # One message for a bound of no allowed kind, rather than each branch's of the union below.
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         kind = "a boolean" if isinstance(value, bool) else "an object" if isinstance(value, dict) else \
             "an array" if isinstance(value, list) else "null" if value is None else type(value).__name__
         raise ValueError(f"a range bound is a number or a string, not {kind}")
-    return _int64(value)
+    return _scalar(value)
 
 
 # A range bound: an integer stays one (read as a float, 2**53 + 1 became 2**53 and matched it); strings compare
