@@ -54,6 +54,9 @@ def test_cluster_profile_is_postgres_replicas_and_a_load_balancer() -> None:
 
     assert replica["image"] == services()["search"]["image"]
     assert int(compose_default(str(replica["deploy"]["replicas"]))) >= 2
+    # One CPU a replica, as the benchmark's pinned replica row measures them.
+    assert float(compose_default(replica["deploy"]["resources"]["limits"]["cpus"])) == 1
+    assert compose_default(replica["environment"]["SEARCH_THREADS"]) == "1"
     assert "@postgres:5432/" in replica["environment"]["SEARCH_DATABASE_URL"]
     assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "volumes" not in replica  # a named volume shared by replicas would be one data dir for all of them
