@@ -59,6 +59,7 @@ def ensure_exported(model_path: str, onnx_dir: Path) -> ExportedGraphs:
     target = onnx_dir / cache_key(model_path)
     graphs = ExportedGraphs(target / _FP32, target / _INT8)
     if (target / _MANIFEST).exists():
+        _remove_stale(onnx_dir, model_path, keep=target)
         return graphs
     log.info("exporting %s to ONNX in %s (once; ./scripts/setup does it ahead)", model_path, target)
     onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,24 @@ def ensure_exported(model_path: str, onnx_dir: Path) -> ExportedGraphs:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(onnx_dir, model_path, keep=target)
     return graphs
+
+
+def _remove_stale(onnx_dir: Path, model_path: str, keep: Path) -> None:
+    """Removes this model's earlier exports (~113 MB each), left behind when the model, the exporter's versions or
+    EXPORT_VERSION changed; other models' exports stay. A process still running on one keeps its graph, which
+    ONNX Runtime read into memory when it started."""
+    for folder in onnx_dir.iterdir():
+        if folder == keep or not (folder / _MANIFEST).is_file():
+            continue
+        try:
+            exported = json.loads((folder / _MANIFEST).read_text()).get("model")
+        except (OSError, ValueError):
+            continue
+        if exported == model_path:
+            log.info("removing an earlier ONNX export of %s: %s", model_path, folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _export_fp32(model_path: str, out: Path) -> Any:

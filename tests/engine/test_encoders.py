@@ -142,3 +142,20 @@ def test_fp32_graph_is_fused_and_int8_is_quantised_from_the_traced_graph() -> No
     assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= fp32
     assert "Softmax" not in fp32
     assert "MatMulInteger" in int8 and "Softmax" in int8 and "Attention" not in int8
+
+
+def test_an_earlier_export_of_the_model_is_removed_and_other_models_exports_stay(tmp_path: Path) -> None:
+    """A changed exporter or EXPORT_VERSION exports the model again under a new key; the old ~113 MB folder went."""
+    from app.engine.onnx_export import ensure_exported
+
+    settings = Settings()
+    current = ensure_exported(settings.model_path(), settings.onnx_dir).fp32.parent
+    (tmp_path / current.name).symlink_to(current, target_is_directory=True)  # this key's export, not copied
+    for key, model in (("0123456789abcdef", settings.model_path()), ("fedcba9876543210", "/elsewhere/other-model")):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "manifest.json").write_text(json.dumps({"model": model, "export_version": 1}))
+    (tmp_path / "unrelated").mkdir()  # no manifest: not an export, left alone
+
+    ensure_exported(settings.model_path(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([current.name, "fedcba9876543210", "unrelated"])
+    assert current.is_dir()
