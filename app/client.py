@@ -274,6 +274,17 @@ class SearchClient:
         return cast(dict[str, Any], self.request("GET", _collection_path(collection, "relevance", "jobs",
                                                                          _segment(job_id))))
 
+    def jobs(self, collection: str) -> list[dict[str, Any]]:
+        """The collection's training jobs, newest first, each as `job` gives it."""
+        answer = self.request("GET", _collection_path(collection, "relevance", "jobs"))
+        return cast(list[dict[str, Any]], answer["jobs"])
+
+    def cancel_job(self, collection: str, job_id: str) -> dict[str, Any]:
+        """Asks a running job to end at its next step (the adapter unchanged); the job as it is now. ApiError 409
+        (job_finished) when it has ended."""
+        return cast(dict[str, Any], self.request("DELETE", _collection_path(collection, "relevance", "jobs",
+                                                                            _segment(job_id))))
+
     def wait_for_job(self, collection: str, job_id: str, timeout: float = 3600.0,
                      interval: float = 0.5) -> dict[str, Any]:
         """Polls the job until it has finished; the job as `job` gives it. TimeoutError after `timeout`."""

@@ -11,7 +11,9 @@
      │    └── JobNotFound              404 job_not_found
      ├── Conflict                      409
      │    ├── CollectionConflict       409 collection_conflict
-     │    └── TrainingInProgress       409 training_in_progress
+     │    ├── TrainingInProgress       409 training_in_progress
+     │    ├── TrainingCancelled        409 training_cancelled (a training whose job a request cancelled)
+     │    └── JobFinished              409 job_finished (a cancel of a job that has ended)
      ├── Unauthorized                  401 unauthorized
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
@@ -89,6 +91,16 @@ class TrainingInProgress(Conflict):
     """A second training of a collection while its first runs; `details` name the running job."""
 
     code = "training_in_progress"
+
+
+class TrainingCancelled(Conflict):
+    """A training whose job was cancelled by a request: the adapter is unchanged."""
+
+    code = "training_cancelled"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
 
 
 class Unauthorized(SearchServiceError):

@@ -54,6 +54,10 @@ def test_train_fits_the_collections_own_adapter(client: TestClient) -> None:
     assert started["status"] == "running"
     done = api.wait_for_job("topics", started["job"], interval=0.05)
     assert done["status"] == "done" and done["result"]["status"] == "trained" and done["progress"] == 1.0
+    assert api.jobs("topics")[0] == done
+    with pytest.raises(ApiError) as ended:
+        api.cancel_job("topics", started["job"])
+    assert (ended.value.status, ended.value.code) == (409, "job_finished")
     assert api.reset_relevance("topics")["status"] == "default" == api.relevance("topics")["status"]
     api.upsert("topics", [{"id": "..", "text": "an id that is a path step"}])
     assert api.get("topics", "..")["text"] == "an id that is a path step"  # the document, not the collection

@@ -373,3 +373,31 @@ def test_any_replica_answers_for_a_training_job_that_another_runs(replica: Repli
         assert (done["status"], done["progress"], done["result"]) == ("done", 1.0, {"status": "trained",
                                                                                     "threshold": 0.3})
         assert b.get("/v1/collections/animals/relevance/jobs/no-such-job").status_code == 404
+
+
+def test_a_replica_cancels_a_training_job_that_another_runs(replica: Replica) -> None:
+    """A DELETE of the job lands on any replica; the one running it reads the cancel at its next step."""
+    with replica("a") as a, replica("b") as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        started, swapped = threading.Event(), []
+
+        def work(progress: Progress) -> dict[str, Any]:
+            started.set()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                progress(0.3)  # each step publishes the job, and reads any cancel left on the board
+                time.sleep(0.05)
+            swapped.append(True)
+            return {"status": "trained"}
+
+        job = engine_of(a).training_jobs.start("animals", 12, work)
+        assert started.wait(timeout=30)
+        url = f"/v1/collections/animals/relevance/jobs/{job.id}"
+        asked = b.delete(url)
+        assert asked.status_code == 202, asked.text
+        assert asked.json()["status"] == "running" and asked.json()["cancelling"] is True
+        ended = engine_of(a).training_jobs.wait(job, timeout=30)
+        assert ended.status == "failed" and swapped == []
+        seen = b.get(url).json()
+        assert seen["status"] == "failed" and seen["error"]["code"] == "training_cancelled"
+        assert b.delete(url).json()["error"]["code"] == "job_finished"

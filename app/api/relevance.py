@@ -30,7 +30,8 @@ def _job_view(job: TrainingJob) -> TrainJob:
     error = None if job.error is None else ErrorDetail(code=job.error.code, message=job.error.message,
                                                        details=job.error.details)
     return TrainJob(job=job.id, status=job.status, progress=job.progress, examples=job.examples,
-                    started_at=job.started_at, finished_at=job.finished_at, result=job.result, error=error)
+                    started_at=job.started_at, finished_at=job.finished_at, result=job.result, error=error,
+                    cancelling=job.cancelling)
 
 
 @router.post("/train", dependencies=[AdminAccess, JsonBody],
@@ -88,6 +89,19 @@ def get_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, max_
             engine: EngineDep) -> TrainJob:
     collection = engine.collection(name)  # an unknown collection is a 404 of its own
     return _job_view(engine.training_jobs.get(name, job_id, collection.record.uid))
+
+
+@router.delete("/jobs/{job_id}", dependencies=[AdminAccess], response_model=TrainJob, status_code=202,
+               responses={**error_responses(403), 409: {
+                   "model": ErrorBody, "description": "the job has already ended (`job_finished`)"}},
+               summary="Cancel a running training job: it ends at its next progress step; the adapter is unchanged",
+               description="Answers the job as it is now (`cancelling`); poll it until it ends as failed with "
+                           "`training_cancelled`. A job past its last step finishes anyway. Over PostgreSQL any "
+                           "replica takes the cancel, and the replica running the job reads it at its next step.")
+def cancel_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, max_length=64)],
+               engine: EngineDep) -> TrainJob:
+    collection = engine.collection(name)  # an unknown collection is a 404 of its own
+    return _job_view(engine.training_jobs.cancel(name, job_id, collection.record.uid))
 
 
 @router.get("", dependencies=[ReadAccess], summary="The adapter in use (default or trained)")

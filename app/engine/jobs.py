@@ -7,6 +7,11 @@ start, at each progress step, every HEARTBEAT_SECONDS while it runs and at its e
 for it: a client behind a load balancer polls whichever replica it lands on. A published job whose replica
 stopped updating it for LOST_AFTER_SECONDS is shown as failed. The board also keeps one running job per
 collection across the replicas: a job starts only by claiming its collection there.
+
+A running job can be cancelled (`cancel`): it ends at its next progress step (a chunk of judged queries, a member
+of the ensemble) as failed with TrainingCancelled, and the collection keeps its adapter. Over a shared store a
+cancel of another replica's job is left on the board, and that replica reads it when it next publishes the job
+(a progress step, or its heartbeat).
 """
 
 import logging
@@ -18,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from app.errors import JobCancelled, JobNotFound, NotReady, SearchServiceError, TrainingInProgress
+from app.errors import (
+    JobCancelled,
+    JobFinished,
+    JobNotFound,
+    NotReady,
+    SearchServiceError,
+    TrainingCancelled,
+    TrainingInProgress,
+)
 
 log = logging.getLogger("app.engine.jobs")
 
@@ -48,13 +61,18 @@ class TrainingJob:
     result: dict[str, Any] | None = None
     error: SearchServiceError | None = None
     finished_at: float | None = None
+    cancelling: bool = False  # a cancel was asked for; the job ends at its next progress step
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
 class JobBoard(Protocol):
     """Where replicas publish their jobs for each other (the shared store)."""
 
-    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> None: ...
+    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> bool:
+        """Whether a cancel of the job was asked for on the board (`request_cancel`)."""
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Asks the replica running the job to cancel it; False when no running job has that id."""
 
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
         """(collection, record, seconds since it was last published), or None."""
@@ -73,14 +91,15 @@ def job_record(job: TrainingJob, owner: str) -> dict[str, Any]:
                                             "message": job.error.message, "details": job.error.details}
     return {"examples": job.examples, "started_at": job.started_at, "status": job.status,
             "progress": job.progress, "result": job.result, "error": error, "finished_at": job.finished_at,
-            "owner": owner, "uid": job.uid}
+            "owner": owner, "uid": job.uid, "cancelling": job.cancelling}
 
 
 def job_from_record(job_id: str, collection: str, record: dict[str, Any], age: float) -> TrainingJob:
     """The job a board record describes; a running one whose replica stopped refreshing it, as failed."""
     job = TrainingJob(job_id, collection, int(record["examples"]), float(record["started_at"]),
                       uid=str(record.get("uid", "")), status=record["status"], progress=float(record["progress"]),
-                      result=record.get("result"), finished_at=record.get("finished_at"))
+                      result=record.get("result"), finished_at=record.get("finished_at"),
+                      cancelling=bool(record.get("cancelling", False)))
     raw = record.get("error")
     if raw is not None:
         job.error = SearchServiceError(str(raw["message"]), list(raw.get("details") or []))
@@ -167,9 +186,13 @@ class TrainingJobs:
             with self._lock:
                 record = job_record(job, self._owner)
             try:
-                self._board.publish_job(job.id, job.collection, record)
+                cancel = self._board.publish_job(job.id, job.collection, record)
             except Exception as exc:  # the job goes on; its next publish tries again
                 log.warning("could not publish training job %s: %s", job.id, exc)
+                return
+        if cancel and job.status == "running" and not job.cancelling:  # asked for through another replica
+            with self._lock:
+                job.cancelling = True
 
     def _started(self) -> list[tuple[TrainingJob, threading.Thread]]:
         """The running jobs whose claim was granted (their thread started); the caller holds the lock."""
@@ -211,6 +234,25 @@ class TrainingJobs:
                 jobs[job_id] = job
         return sorted(jobs.values(), key=lambda job: job.started_at, reverse=True)[:self._keep]
 
+    def cancel(self, collection: str, job_id: str, uid: str = "") -> TrainingJob:
+        """Asks a running job to end at its next progress step, leaving the adapter as it is; the job as it is
+        now (still running, `cancelling`). JobFinished when it has already ended, JobNotFound as `get`."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            ours = job is not None and job.collection == collection and _same(uid, job.uid)
+            if job is not None and ours:
+                if job.status != "running":
+                    raise _finished(job)
+                job.cancelling = True
+        if job is not None and ours:
+            self._publish(job)
+            return self.get(collection, job_id, uid)
+        other = self.get(collection, job_id, uid)  # another replica's, from the board (JobNotFound if none)
+        if other.status == "running" and self._board is not None and self._board.request_cancel(job_id):
+            other.cancelling = True
+            return other
+        raise _finished(other if other.status != "running" else self.get(collection, job_id, uid))  # ended since
+
     def running(self, collection: str) -> TrainingJob | None:
         with self._lock:
             entry = self._running.get(collection)
@@ -237,6 +279,8 @@ class TrainingJobs:
     def _report(self, job: TrainingJob, fraction: float) -> None:
         if self._stopping:  # the job ends here, before its swap
             raise JobCancelled("the service stopped before the training finished; the adapter is unchanged")
+        if job.cancelling:
+            raise TrainingCancelled("the training was cancelled (DELETE of its job); the adapter is unchanged")
         with self._lock:
             job.progress = max(job.progress, round(min(1.0, max(0.0, float(fraction))), 3))  # not 0.30000000000000004
         self._publish(job)
@@ -262,3 +306,8 @@ class TrainingJobs:
                 del self._jobs[job_id]
         self._publish(job)
         job.finished.set()
+
+
+def _finished(job: TrainingJob) -> JobFinished:
+    return JobFinished(f"training job {job.id} has already ended ({job.status}); there is nothing to cancel",
+                       [{"job": job.id, "status": job.status}])

@@ -303,6 +303,8 @@ class TrainJob(BaseModel):
         None, description="once done: what a waited-for training answers (held-out metrics and the threshold)")
     error: ErrorDetail | None = Field(
         None, description="once failed: why (the error a waited-for training would answer); adapter unchanged")
+    cancelling: bool = Field(False, description="a cancel was asked for (DELETE of the job); it ends at its next "
+                                                "progress step")
 
 
 class TrainJobs(BaseModel):

@@ -109,13 +109,31 @@ class PostgresStore:
 
     # --- training jobs: published by the replica running each, read by any (app/engine/jobs.py) ----------
 
-    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> None:
+    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> bool:
         with reachable(), self._pool.connection() as conn:
             conn.execute("INSERT INTO search_jobs VALUES (%s, %s, %s, now()) ON CONFLICT (id) DO UPDATE "
                          "SET record = EXCLUDED.record, updated_at = now()", (job_id, collection, Jsonb(record)))
-            if record.get("status") != "running":
-                conn.execute("DELETE FROM search_jobs WHERE updated_at < now() - %s::interval "
-                             "AND record->>'status' <> 'running'", (JOB_RETENTION,))
+            if record.get("status") == "running":
+                row = conn.execute("SELECT EXISTS (SELECT 1 FROM search_job_cancels WHERE id = %s)",
+                                   (job_id,)).fetchone()
+                return bool(row and row[0])
+            conn.execute("DELETE FROM search_jobs WHERE updated_at < now() - %s::interval "
+                         "AND record->>'status' <> 'running'", (JOB_RETENTION,))
+            conn.execute("DELETE FROM search_job_cancels AS c WHERE NOT EXISTS "
+                         "(SELECT 1 FROM search_jobs AS j WHERE j.id = c.id AND j.record->>'status' = 'running')")
+        return False
+
+    def request_cancel(self, job_id: str) -> bool:
+        with reachable(), self._pool.connection() as conn:
+            row = conn.execute("INSERT INTO search_job_cancels SELECT id, now() FROM search_jobs "
+                               "WHERE id = %s AND record->>'status' = 'running' ON CONFLICT (id) DO NOTHING "
+                               "RETURNING id", (job_id,)).fetchone()
+            if row is not None:
+                return True
+            # Asked for once already (the conflict), or no such running job.
+            row = conn.execute("SELECT EXISTS (SELECT 1 FROM search_job_cancels AS c JOIN search_jobs AS j "
+                               "USING (id) WHERE id = %s AND j.record->>'status' = 'running')", (job_id,)).fetchone()
+            return bool(row and row[0])
 
     def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
         with reachable(), self._pool.connection() as conn, conn.transaction():

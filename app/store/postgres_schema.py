@@ -27,10 +27,13 @@ CREATE TABLE IF NOT EXISTS search_tombstones (collection text NOT NULL, label bi
 CREATE INDEX IF NOT EXISTS search_tombstones_by_seq ON search_tombstones (collection, seq);
 CREATE TABLE IF NOT EXISTS search_jobs (
     id text PRIMARY KEY, collection text NOT NULL, record jsonb NOT NULL, updated_at timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS search_job_cancels (id text PRIMARY KEY, requested_at timestamptz NOT NULL);
 """
 # The schema this code reads and writes; search_meta keeps the database's. A database that a later version of the
 # service wrote is refused rather than half understood. Version 1 is the schema as it stood when the number was
-# introduced, so a database without the row is at 1; a later change to _SCHEMA bumps it and migrates from it.
+# introduced, so a database without the row is at 1; a later change to _SCHEMA that earlier versions could not
+# work beside bumps it and migrates from it. A table they do not read does not: search_job_cancels (2026-12-02)
+# holds cancels of training jobs, which a replica of an earlier version runs to the end.
 SCHEMA_VERSION = 1
 
 

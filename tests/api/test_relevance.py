@@ -488,6 +488,43 @@ def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
     assert _engine(client).store.load_adapter("topics") is None  # none written where the new one loads its own
 
 
+def test_a_cancelled_job_ends_failed_and_leaves_the_adapter(client: TestClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    by_topic = _load(client)
+    before = client.get("/v1/collections/topics/relevance").json()
+    fitting, release = threading.Event(), threading.Event()
+    fit = own_adapter_module.train_and_calibrate
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        fitting.set()
+        assert release.wait(timeout=300)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(own_adapter_module, "train_and_calibrate", held)
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    assert response.status_code == 202, response.text
+    location = response.headers["location"]
+    try:
+        assert fitting.wait(timeout=300)
+        cancel = client.delete(location)
+        assert cancel.status_code == 202, cancel.text
+        assert cancel.json()["status"] == "running" and cancel.json()["cancelling"] is True
+    finally:
+        release.set()
+    ended = _finished(client, location)
+    assert ended["status"] == "failed" and ended["cancelling"] is True and ended["result"] is None
+    assert ended["error"]["code"] == "training_cancelled"
+    assert client.get("/v1/collections/topics/relevance").json() == before
+    again = client.delete(location)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+    assert client.delete("/v1/collections/topics/relevance/jobs/no-such-job").status_code == 404
+    assert client.delete(f"/v1/collections/nope/relevance/jobs/{ended['job']}").json()["error"]["code"] == \
+        "collection_not_found"
+    monkeypatch.undo()
+    trained = client.post("/v1/collections/topics/relevance/train?wait=true", json={"examples": _examples(by_topic)})
+    assert trained.status_code == 200, trained.text  # the collection trains again at once
+
+
 def test_a_collection_dropped_while_its_queries_are_encoded_ends_the_job_before_they_are_searched(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The set-building phase (each judged query encoded, then searched) did not look: 4,000 examples kept an

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from app.engine.jobs import LOST_AFTER_SECONDS, Progress, TrainingJobs, Work
-from app.errors import InvalidInput, JobCancelled, JobNotFound, NotReady, TrainingInProgress
+from app.errors import (
+    InvalidInput,
+    JobCancelled,
+    JobFinished,
+    JobNotFound,
+    NotReady,
+    TrainingCancelled,
+    TrainingInProgress,
+)
 
 
 def _returns(value: dict[str, Any]) -> Work:
@@ -115,10 +123,19 @@ class _Board:
         self.records: dict[str, tuple[str, dict[str, Any]]] = {}
         self.published: list[str] = []  # the status of each publish, in order
         self.age = 0.0
+        self.cancels: set[str] = set()
 
-    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> None:
+    def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> bool:
         self.records[job_id] = (collection, json.loads(json.dumps(record)))  # as JSON, as a store keeps it
         self.published.append(record["status"])
+        return record["status"] == "running" and job_id in self.cancels
+
+    def request_cancel(self, job_id: str) -> bool:
+        found = self.records.get(job_id)
+        if found is None or found[1]["status"] != "running":
+            return False
+        self.cancels.add(job_id)
+        return True
 
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
         found = self.records.get(job_id)
@@ -134,6 +151,57 @@ class _Board:
                 return other
         self.publish_job(job_id, collection, record)
         return None
+
+
+def _steps_until_cancelled(started: threading.Event, swapped: list[bool]) -> Work:
+    """A training that reports progress every 10 ms for up to 30 s, then would swap its adapter in."""
+    def work(progress: Progress) -> dict[str, Any]:
+        started.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            progress(0.5)
+            time.sleep(0.01)
+        swapped.append(True)
+        return {}
+
+    return work
+
+
+def test_a_cancelled_job_ends_at_its_next_step_without_its_swap() -> None:
+    jobs, started, swapped = TrainingJobs(), threading.Event(), []
+    job = jobs.start("c", 1, _steps_until_cancelled(started, swapped))
+    assert started.wait(timeout=30)
+    asked = jobs.cancel("c", job.id)
+    assert asked.status == "running" and asked.cancelling  # it ends at its next step, not at once
+    ended = jobs.wait(job, timeout=10)
+    assert ended.status == "failed" and isinstance(ended.error, TrainingCancelled) and swapped == []
+    assert ended.error.status == 409 and ended.error.code == "training_cancelled"
+    assert jobs.running("c") is None  # the collection may train again
+    with pytest.raises(JobFinished) as again:
+        jobs.cancel("c", job.id)
+    assert again.value.details == [{"job": job.id, "status": "failed"}]
+    done = jobs.wait(jobs.start("c", 1, _returns({})))
+    with pytest.raises(JobFinished):
+        jobs.cancel("c", done.id)
+    with pytest.raises(JobNotFound):
+        jobs.cancel("other", done.id)
+    with pytest.raises(JobNotFound):
+        jobs.cancel("c", "no-such-job")
+
+
+def test_a_replica_cancels_another_replicas_job_through_the_board() -> None:
+    board, started, swapped = _Board(), threading.Event(), []
+    runner, other = TrainingJobs(board=board, owner="a:1"), TrainingJobs(board=board, owner="b:1")
+    job = runner.start("c", 1, _steps_until_cancelled(started, swapped))
+    assert started.wait(timeout=30)
+    asked = other.cancel("c", job.id)
+    assert asked.status == "running" and asked.cancelling and job.id in board.cancels
+    ended = runner.wait(job, timeout=10)  # the runner read the cancel when it published its next step
+    assert ended.status == "failed" and isinstance(ended.error, TrainingCancelled) and swapped == []
+    seen = other.get("c", job.id)
+    assert seen.status == "failed" and seen.error is not None and seen.error.code == "training_cancelled"
+    with pytest.raises(JobFinished):
+        other.cancel("c", job.id)
 
 
 def _waits_for(gate: threading.Event) -> Work:

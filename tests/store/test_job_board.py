@@ -59,3 +59,18 @@ def test_a_collections_jobs_are_listed_from_any_replica_newest_first(stores: lis
     listed = second.list_jobs("c", 2)
     assert [job_id for job_id, _, _ in listed] == ["j1", "j2"]
     assert listed[0][1]["started_at"] == 30.0 and listed[0][2] >= 0.0
+
+
+def test_a_cancel_asked_through_one_replica_reaches_the_one_running_the_job(stores: list[PostgresStore]) -> None:
+    runner, other = stores
+    assert runner.claim_job("k1", "c", _running(), 60.0) is None
+    assert runner.publish_job("k1", "c", _running()) is False  # nobody asked yet
+    assert other.request_cancel("k1") is True
+    assert other.request_cancel("k1") is True  # asked twice: still a running job being cancelled
+    assert runner.publish_job("k1", "c", _running()) is True  # its next progress step or heartbeat reads it
+    assert runner.publish_job("k1", "c", {"status": "failed", "examples": 1}) is False
+    assert other.request_cancel("k1") is False  # ended: nothing to cancel
+    assert other.request_cancel("no-such-job") is False
+    # A later job of the collection starts uncancelled: the ended job's cancel went with its end.
+    assert runner.claim_job("k2", "c", _running(), 60.0) is None
+    assert runner.publish_job("k2", "c", _running()) is False
