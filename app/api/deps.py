@@ -58,12 +58,28 @@ async def require_read(settings: SettingsDep, credentials: Credentials) -> None:
     _check_read(settings, credentials)
 
 
+def has_body(request: Request) -> bool:
+    """Whether the request carries a body: a length above 0, or chunks."""
+    length = request.headers.get("content-length")
+    return (length is not None and length.strip() != "0") or "transfer-encoding" in request.headers
+
+
+def refuse_untyped(request: Request, accepted: str) -> None:
+    """415 for a body without a Content-Type. A browser sends such a POST from any site without asking the
+    service first (a CORS "simple" request: `fetch(url, {method: "POST", mode: "no-cors", body: blob})`), so
+    taking it as JSON let any page a user opened write to a service on their machine that has no keys (QA).
+    Asking for a JSON type makes the browser ask first (a preflight), which SEARCH_CORS_ORIGINS answers."""
+    if has_body(request) and not request.headers.get("content-type", "").strip():
+        raise UnsupportedMediaType(f"a body needs its Content-Type: send {accepted}")
+
+
 def _check_json(request: Request) -> None:
     """A JSON body's route refuses another content type as the documents route does (415), where FastAPI
     would answer that the body is missing (422)."""
+    refuse_untyped(request, "application/json")
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    empty = request.headers.get("content-length") == "0"  # `curl -X PUT -d ''` says form-encoded of nothing
-    if not empty and media not in ("", "application/json") and not media.endswith("+json"):
+    if has_body(request) and media != "application/json" and not media.endswith("+json"):
+        # Not refused without a body: `curl -X PUT -d ''` says form-encoded of nothing.
         raise UnsupportedMediaType(f"content type {media!r} is not accepted: send application/json")
 
 

@@ -88,6 +88,9 @@ def test_bad_batches_change_nothing(animals: TestClient) -> None:
     assert "line 2" in response.json()["error"]["message"]
     response = animals.post(url, content="id,text\n1,x", headers={"content-type": "text/csv"})
     assert response.status_code == 415
+    # No Content-Type: what a page on any site may send without a preflight (QA: it wrote to a keyless service).
+    untyped = animals.post(url, content=json.dumps({"documents": [good]}))  # no header at all
+    assert untyped.status_code == 415 and "Content-Type" in untyped.json()["error"]["message"]
     assert animals.get(f"{url}/new").status_code == 404
     assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS)
 

@@ -160,6 +160,8 @@ def test_a_json_route_refuses_another_content_type_with_415(animals: TestClient,
                                headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415, response.text
     assert response.json()["error"]["code"] == "unsupported_media_type"
+    untyped = animals.request(method.upper(), path, content=b'{"query": "cat"}', headers={"content-type": ""})
+    assert untyped.status_code == 415, untyped.text  # a cross-site page may send it without a preflight
     assert animals.get("/v1/collections/other").status_code == 404  # nothing was created
     charset = animals.post("/v1/collections/animals/search", content=b'{"query": "cat"}',
                            headers={"content-type": "application/json; charset=utf-8"})
