@@ -1,5 +1,8 @@
 """The typed client: every operation against the in-process app, and its retries against a scripted transport."""
 
+import json
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -71,6 +74,27 @@ def test_bad_input_raises_the_services_error_without_retrying(client: TestClient
     with pytest.raises(ApiError) as bad:
         api.upsert("animals", [{"id": "x"}])  # no text
     assert bad.value.status == 422 and bad.value.details
+
+
+def test_an_id_given_twice_ends_as_its_last_document_says_with_batches_in_flight() -> None:
+    """QA: with two batches in flight, a later batch naming an id could be stored before the earlier one, and
+    the older line won. A store that takes the first batch slowly shows it."""
+    stored: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        docs = json.loads(request.content)["documents"]
+        if docs[0]["text"] == "old":
+            time.sleep(0.3)  # the first batch is slow to be stored
+        with lock:
+            stored.update({doc["id"]: doc["text"] for doc in docs})
+        return httpx.Response(200, json={"upserted": len(docs), "ids": [doc["id"] for doc in docs]})
+
+    api = SearchClient(http=httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(handler)))
+    lines = [{"id": "x", "text": "old"}, {"id": "a", "text": "1"}, {"id": "b", "text": "2"},
+             {"id": "c", "text": "3"}, {"id": "x", "text": "new"}, {"id": "d", "text": "4"}]
+    assert api.ingest("c", lines, batch=2, concurrency=3) == 6
+    assert stored == {"x": "new", "a": "1", "b": "2", "c": "3", "d": "4"}
 
 
 def _scripted(answers: list[Callable[[httpx.Request], httpx.Response]]) -> tuple[SearchClient, list[httpx.Request]]:
