@@ -22,7 +22,7 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             return ingest(client, Path(args.path), args.collection, url=args.url, batch=args.batch,
-                          concurrency=args.concurrency, resume=not args.restart,
+                          concurrency=args.concurrency, resume=not args.restart, quiet=args.quiet,
                           progress_file=Path(args.progress_file) if args.progress_file else None)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
@@ -32,11 +32,19 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     except ApiError as exc:  # the service's 4xx (a bad key, say) would answer a re-run the same way
         again = exc.status >= 500 or exc.status == 429
-        print(f"ingest failed: {exc}" + ("; run the same command again to resume" if again else ""), file=sys.stderr)
+        print(f"ingest failed: {exc}{_why(exc)}" + ("; run the same command again to resume" if again else ""),
+              file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
+
+
+def _why(exc: ApiError) -> str:
+    """The validation details of a 422 (which field, what is wrong), as " (loc: msg; ...)", else ""."""
+    why = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}" for d in exc.details
+                    if isinstance(d, dict) and "msg" in d)
+    return f" ({why})" if why else ""
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -53,9 +61,7 @@ def _search(args: argparse.Namespace) -> int:
         with _client(args) as client:
             print(render(client.search(args.collection, args.query, **body)))
     except ApiError as exc:
-        why = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}" for d in exc.details
-                        if isinstance(d, dict) and "msg" in d)
-        print(f"search failed: {exc}" + (f" ({why})" if why else ""), file=sys.stderr)
+        print(f"search failed: {exc}{_why(exc)}", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         print(f"search failed: could not reach {args.url}: {exc}", file=sys.stderr)
@@ -124,6 +130,8 @@ def add_commands(commands: Any) -> None:
     load.add_argument("--batch", type=_positive, default=256, help="documents a request (default %(default)s)")
     load.add_argument("--concurrency", type=_positive, default=2, help="requests in flight (default %(default)s)")
     load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
+    load.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a "
+                                                           "terminal)")
     load.add_argument("--progress-file", help="where to record progress (default: PATH.progress.json beside the "
                                               "input, or beside a BEIR folder's corpus.jsonl)")
     load.set_defaults(func=_ingest, extra=None)

@@ -192,7 +192,8 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
             yield doc
 
     stored = done
-    bar = tqdm(total=total, initial=skipped, unit="doc", desc=f"ingest {collection}", disable=quiet,
+    # disable=None: no bar when stderr is not a terminal, where its frames ran together on one line of a log.
+    bar = tqdm(total=total, initial=skipped, unit="doc", desc=f"ingest {collection}", disable=True if quiet else None,
                dynamic_ncols=True, smoothing=0.1)
 
     upserted = 0  # acknowledged: the count survives a batch that fails after others were stored

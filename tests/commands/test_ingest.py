@@ -1,6 +1,7 @@
 """`python -m app ingest` against a live server: JSONL and BEIR input, a bad line, and a resume."""
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,20 @@ def _ids(server: Server, collection: str) -> set[str]:
 
 
 def test_jsonl_file_is_loaded_into_a_new_collection(live_server: Server, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path / "animals.jsonl", [*ANIMALS[:3], "", *ANIMALS[3:]])  # a blank line is skipped
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # as on a terminal
     assert _ingest(live_server, "load-jsonl", path, "--batch", "2", "--concurrency", "2") == 0
     err = capsys.readouterr().err
     assert "6/6" in err and "doc/s" in err  # the progress bar: documents, rate (and ETA while running)
     assert "6 documents upserted" in err and "holds 6 documents (+6)" in err
+    assert _ingest(live_server, "load-jsonl", path, "--restart", "--quiet") == 0
+    assert "doc/s]" not in capsys.readouterr().err  # --quiet: no bar on a terminal either
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # into a log: the bar's frames ran together there
+    assert _ingest(live_server, "load-jsonl", path, "--restart") == 0
+    err = capsys.readouterr().err
+    assert "doc/s]" not in err and "\r" not in err and "6 documents upserted" in err
     with SearchClient(live_server.url) as client:
         assert client.get("load-jsonl", "salmon")["metadata"]["edible"] is True
     assert not (tmp_path / "animals.jsonl.progress.json").exists()  # finished: nothing to resume
@@ -191,3 +200,12 @@ def test_a_byte_order_mark_before_the_first_line_is_not_a_bad_line(live_server: 
     assert _ingest(live_server, "load-bom", path) == 0
     with SearchClient(live_server.url) as client:
         assert client.get_collection("load-bom")["count"] == 2
+
+
+def test_a_refused_collection_name_says_why(live_server: Server, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed only "422 invalid_input: the request failed validation" (QA); `search` named the pattern."""
+    path = _write(tmp_path / "animals.jsonl", ANIMALS[:1])
+    assert _ingest(live_server, "bad name", path) == 1
+    err = capsys.readouterr().err
+    assert "ingest failed" in err and "name: String should match pattern" in err, err
