@@ -84,15 +84,37 @@ def fragments(text: str, terms: Collection[str], spans: Spans, fragment_chars: i
     if not matched:
         start, end = _snap(text, 0, fragment_chars)
         return [_render(text, start, end, [])]
+    ends = {start: end for start, end, _ in matched}
     chosen: list[tuple[int, int]] = []
-    for _, low, high in sorted(_windows(text, matched, fragment_chars), reverse=True):
+    for key, low, high in sorted(_windows(text, matched, fragment_chars), reverse=True):
         start, end = _snap(text, low, high)
         if any(start < b and a < end for a, b in chosen):
-            continue
+            # Overlapping a better fragment (a window near the text's end is pushed back into it): moved into the
+            # gap around its first matched word, if that word is not shown already (QA: a second term of a text
+            # shorter than two fragments was never marked).
+            first = -key[2]
+            start, end = _in_gap(text, chosen, low, high, (first, ends[first]), fragment_chars)
+            if start == end:
+                continue
         chosen.append((start, end))
         if len(chosen) == count:
             break
     return [_render(text, start, end, marks) for start, end in chosen]
+
+
+def _in_gap(text: str, chosen: list[tuple[int, int]], low: int, high: int, word: tuple[int, int],
+            size: int) -> tuple[int, int]:
+    """The window [low, high) moved into the gap between the chosen fragments that holds `word`, at most `size`
+    wide and snapped to words; (0, 0) when `word` is in a chosen fragment or no window of the gap holds it."""
+    if any(a < word[1] and word[0] < b for a, b in chosen):
+        return 0, 0
+    gap_low = max((b for a, b in chosen if b <= word[0]), default=0)
+    gap_high = min((a for a, b in chosen if a >= word[1]), default=len(text))
+    low, high = max(low, gap_low), min(high, gap_high)
+    high = min(gap_high, max(high, low + size))  # widened again within the gap
+    low = max(gap_low, min(low, high - size))
+    start, end = _snap(text, low, high)
+    return (start, end) if start <= word[0] and word[1] <= end else (0, 0)
 
 
 def highlight(fields: dict[str, str | None], terms: Collection[str], spans: Spans, fragment_chars: int,

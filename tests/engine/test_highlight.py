@@ -61,6 +61,18 @@ def test_fragments_do_not_overlap_and_come_best_first() -> None:
                      "… filler filler filler <mark>cat</mark>"]
 
 
+def test_a_window_pushed_back_over_a_better_fragment_moves_into_the_gap() -> None:
+    """A text under two fragments long: the window at "strokes" (79) is pushed back to start at 25 so as to hold
+    60 characters, overlaps the first fragment (0..57) and was dropped, so "strokes" was never marked (QA)."""
+    text = "Aspirin reduces the risk of heart attacks in many adults, the trial reported strokes."
+    assert frags(text, "aspirin strokes", chars=60) == [
+        "<mark>Aspirin</mark> reduces the risk of heart attacks in many adults, …",
+        "… the trial reported <mark>strokes</mark>."]
+    # A word already shown in a better fragment gets no second one.
+    assert frags("aspirin aspirin " + "x " * 40, "aspirin", chars=30) == [
+        "<mark>aspirin</mark> <mark>aspirin</mark> x x x x x x x …"]
+
+
 def test_highlight_names_each_field_with_text() -> None:
     fields: dict[str, str | None] = {"title": "Cats", "text": "Cats purr.", "other": None}
     assert highlight(fields, terms("cat"), TOKENIZER.spans, 160, 2) == {
