@@ -3,7 +3,8 @@
 
 const API = new URL("..", location.href); // the service's root: this page lives at <root>/ui/
 const $ = (id) => document.getElementById(id);
-const state = { filter: {}, facetFields: [], features: new Set(), seq: 0, inFlight: null };
+const PAGE = 10; // hits a page
+const state = { filter: {}, facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0 };
 
 // --- talking to the service ------------------------------------------------------------------------
 
@@ -20,7 +21,9 @@ async function call(method, path, body, signal) {
     const why = (answer.error?.details || []).filter((d) => d?.msg)
       .map((d) => `${(d.loc || []).filter((part) => part !== "body").join(".")}: ${d.msg}`);
     const message = answer.error?.message || `${response.status} ${response.statusText}`;
-    throw new Error(why.length ? `${message} (${why.join("; ")})` : message);
+    const error = new Error(why.length ? `${message} (${why.join("; ")})` : message);
+    error.status = response.status;
+    throw error;
   }
   return answer;
 }
@@ -45,11 +48,14 @@ async function loadCollections() {
   } catch (error) {
     picker.replaceChildren(); // not the list another key was allowed to see
     showStatus(error.message, true);
+    // Opened while the service starts (503 until its indexes are loaded): ask again until it answers.
+    if (error.status === 503) setTimeout(() => loadCollections().then(search), 1000);
   }
 }
 
 function searchBody(extra = {}) {
-  const body = { query: $("query").value.trim(), k: 10, mode: $("mode").value, fusion: { method: $("fusion").value } };
+  const body = { query: $("query").value.trim(), k: PAGE, mode: $("mode").value, fusion: { method: $("fusion").value } };
+  if (state.offset) body.offset = state.offset;
   body.relevance = { enabled: $("relevance").checked };
   if (body.relevance.enabled && $("recall").value) body.relevance.recall_target = Number($("recall").value);
   if (Object.keys(state.filter).length) body.filter = { ...state.filter };
@@ -58,7 +64,9 @@ function searchBody(extra = {}) {
   return { ...body, ...extra };
 }
 
-async function search() {
+// A new search starts at the first page; the pager's buttons move through the same one.
+async function search({ keepPage = false } = {}) {
+  if (!keepPage) state.offset = 0;
   const collection = $("collection").value;
   const body = searchBody();
   if (!collection) return; // none to search (the status line says why)
@@ -74,7 +82,7 @@ async function search() {
     if (seq !== state.seq) return;
     render(answer, collection, body);
     // The facet fields are learnt from the first answer's hits: ask once more for their counts.
-    if (learning && state.facetFields.length) search();
+    if (learning && state.facetFields.length) search({ keepPage: true });
   } catch (error) {
     if (error.name === "AbortError" || seq !== state.seq) return;
     render(null, collection, body); // not the previous query's hits under this query's error
@@ -101,9 +109,15 @@ function render(answer, collection, body, { keepStatus = false } = {}) {
   $("hits").replaceChildren();
   $("facets").replaceChildren();
   $("more").hidden = true;
+  $("pager").hidden = true;
   renderFilters();
   if (!answer) return keepStatus ? undefined : showStatus(""); // an error loading collections stays in view
-  showStatus(`${answer.hits.length} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
+  const offset = body.offset || 0;
+  const shown = answer.hits.length ? `${offset + 1}–${offset + answer.hits.length}` : "0";
+  showStatus(`${shown} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
+  $("previous").disabled = !offset;
+  $("next").disabled = offset + answer.hits.length >= answer.total;
+  $("pager").hidden = $("previous").disabled && $("next").disabled;
   for (const hit of answer.hits) $("hits").append(renderHit(hit, collection, body));
   if (answer.filtered_out > 0 && body.relevance.enabled) {
     $("more-count").textContent = answer.filtered_out;
@@ -207,6 +221,8 @@ $("api-key").addEventListener("change", async () => {
   search();
 });
 $("show-all").addEventListener("click", () => { $("relevance").checked = false; $("recall").disabled = true; search(); });
+$("previous").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); search({ keepPage: true }); });
+$("next").addEventListener("click", () => { state.offset += PAGE; search({ keepPage: true }); });
 $("controls").addEventListener("submit", (event) => event.preventDefault());
 
 Promise.all([loadFeatures(), loadCollections()]).then(search);

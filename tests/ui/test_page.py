@@ -1,5 +1,8 @@
 """The search page at /ui/ in a real browser (headless Chromium driven by selenium) against a live server."""
 
+import http.server
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from tests.helpers import ANIMALS
 from tests.server import Server
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+UI_DIR = Path(__file__).resolve().parents[2] / "app" / "ui"
 # Not a document's markup but its text: the page must show it, not run it.
 HOSTILE = {"id": "hostile", "title": "Cats <i>in</i> markup",
            "text": "Cats purr <img src=x onerror=\"document.title='owned'\"> "
@@ -41,6 +45,11 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def _showing(first: int, last: int, total: int) -> str:
+    """The status line's start for hits first to last of total (an en dash between them)."""
+    return f"{first}\u2013{last} of {total} hits"
 
 
 def _hits(driver: Any) -> list[Any]:
@@ -178,3 +187,83 @@ def test_first_search_has_facets_unscored_hits_say_so_and_an_error_clears_the_hi
     wait.until(lambda d: "error" in d.find_element(By.ID, "status").get_attribute("class"))
     assert "query:" in browser.find_element(By.ID, "status").text  # the 422's details: which field, why
     assert _hits(browser) == []
+
+
+def test_the_pager_moves_through_the_hits_and_a_new_query_starts_at_the_first_page(
+        live_server: Server, browser: Any) -> None:
+    """The page showed "10 of 136 hits" with no way to the 11th (QA)."""
+    wait = _open_with(live_server, browser, "ui-pages")  # the 6 animals
+    with SearchClient(live_server.url) as client:
+        client.ingest("ui-pages", [{"id": f"cat-{n:02}", "text": f"cat number {n} purrs"} for n in range(19)])
+    browser.find_element(By.ID, "relevance").click()  # filter off: all 25 documents
+    status = browser.find_element(By.ID, "status")
+    browser.find_element(By.ID, "query").send_keys("cat purrs")
+    wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)))
+    first = [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)]
+    previous, following = browser.find_element(By.ID, "previous"), browser.find_element(By.ID, "next")
+    assert not previous.is_enabled() and following.is_enabled()
+    following.click()
+    wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)))
+    second = [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)]
+    assert len(second) == 10 and not set(first) & set(second)
+    following.click()
+    wait.until(lambda d: status.text.startswith(_showing(21, 25, 25)))
+    assert len(_hits(browser)) == 5 and not following.is_enabled() and previous.is_enabled()
+    previous.click()
+    wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)))
+    browser.find_element(By.ID, "query").send_keys(" number")  # a new query: the first page again
+    wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)))
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+class _Starting(http.server.SimpleHTTPRequestHandler):
+    """The page's files, and an API that answers 503 (as a starting service does) to its first two lists of
+    collections, then lists one collection and answers its searches."""
+
+    lists = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, directory=str(UI_DIR.parent), **kwargs)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/v1/collections":
+            type(self).lists += 1
+            if type(self).lists <= 2:
+                return self._json(503, {"error": {"code": "not_ready", "message": "still loading", "details": []}})
+            return self._json(200, {"collections": [{"name": "late", "count": 1}]})
+        if not self.path.startswith("/ui/"):
+            return self._json(404, {"error": {"code": "not_found", "message": "no", "details": []}})
+        super().do_GET()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._json(200, {"hits": [{"id": "one", "score": 1.0, "relevance": 0.9, "title": "Late", "text": "late",
+                                   "metadata": {}}], "total": 1, "filtered_out": 0, "took_ms": 1.0})
+
+
+def test_a_page_opened_while_the_service_starts_lists_its_collections_once_it_is_ready(browser: Any) -> None:
+    """The list of collections failed with 503 and was never asked for again: the picker stayed empty (QA)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Starting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/ui/")
+        wait = WebDriverWait(browser, 20)
+        picker = Select(browser.find_element(By.ID, "collection"))
+        wait.until(lambda d: [o.get_attribute("value") for o in picker.options] == ["late"])
+        assert _Starting.lists == 3
+        browser.find_element(By.ID, "query").send_keys("late")
+        wait.until(lambda d: _hits(d))
+        assert browser.find_element(By.ID, "status").text.startswith(_showing(1, 1, 1))
+    finally:
+        server.shutdown()
