@@ -2,6 +2,7 @@
 
 import difflib
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,10 @@ FALLBACK_ADAPTER_DIR = PROJECT_ROOT / "config" / "adapter-fallback"
 # Where set-up (and the image build) exports the ONNX graphs: inside the environment that set-up creates, so a
 # new environment or image exports its own (app/engine/onnx_export.py keys them by model and exporter).
 ONNX_DIR = Path(sys.prefix) / "share" / "hybrid-search" / "onnx"
+
+
+# An origin as browsers send it in Origin: a scheme, "://", a host (and port); lower case, no path.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\sA-Z]+")
 
 
 class Settings(BaseSettings):
@@ -88,6 +93,18 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each an origin as a browser sends it, scheme://host[:port] and nothing more ("*" for any): one copied
+        with a trailing "/" or a path never matched, and nothing said so (QA)."""
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host or scheme://host:port in lower "
+                                 "case, with no path or trailing '/' (a browser's Origin header has none), e.g. "
+                                 "https://app.example.com")
         return value
 
     @field_validator("database_url")

@@ -63,3 +63,18 @@ def test_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setenv("SEARCH_CORS_ORIGINS", "https://a.example, http://localhost:5173")
     assert Settings().cors_origins == ["https://a.example", "http://localhost:5173"]
+
+
+@pytest.mark.parametrize("bad", ["http://allowed.example/", "https://a.example/app", "a.example",
+                                 "https://A.example"])
+def test_a_value_that_is_not_an_origin_refuses_the_settings(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    """A trailing "/" (a common copy-paste) was taken, and then never matched a browser's Origin (QA)."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    monkeypatch.setenv("SEARCH_CORS_ORIGINS", f"https://ok.example, {bad}")
+    with pytest.raises(ValidationError, match="is not an origin"):
+        Settings()
+    monkeypatch.setenv("SEARCH_CORS_ORIGINS", "*, http://[::1]:8080, chrome-extension://abcdef")
+    assert Settings().cors_origins == ["*", "http://[::1]:8080", "chrome-extension://abcdef"]
