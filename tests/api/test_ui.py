@@ -13,6 +13,10 @@ def test_root_sends_a_browser_to_the_page(client: TestClient) -> None:
     page = client.get("/ui/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-cache"
+    # Defence in depth for the highlights the page inserts as HTML: only its own script runs, nothing frames it.
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
     for asset, kind in (("app.js", "javascript"), ("app.css", "text/css")):
         response = client.get(f"/ui/{asset}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
