@@ -12,8 +12,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Collection
 
+from app.engine.tokenizer import MARKS
+
 ELLIPSIS = "…"
-_WORD_CHAR = re.compile(r"\w")
+# A word's character, combining marks included: decomposed (NFD) text keeps an accent apart from its letter, and
+# a fragment cut between them began "… ́sumé" or ended "Cafe …" (QA).
+_WORD_CHAR = re.compile(rf"[\w{MARKS}]")
 
 Spans = Callable[[str], list[tuple[int, int, str]]]
 

@@ -27,9 +27,9 @@ _WORD = re.compile(r"\w+")
 # A word of the original text for `spans`, combining diacritics included: decomposed (NFD) text, as macOS and some
 # PDFs write it, has "re" + U+0301 + "sume" + U+0301 for "résumé", which \w+ split in two. The analysis works on
 # the NFC form, where such a word is one; this finds the same words in the original, whose offsets marks need.
-_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
-_WORD_WITH_MARKS = re.compile(rf"\w[\w{_MARKS}]*")
-_MARK = re.compile(rf"[{_MARKS}]")
+MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_WORD_WITH_MARKS = re.compile(rf"\w[\w{MARKS}]*")
+_MARK = re.compile(rf"[{MARKS}]")
 # Snowball has two English stemmers; the stop word list applies to both.
 _ENGLISH = frozenset({"english", "porter"})
 

@@ -1,5 +1,9 @@
 """Highlighted fragments, with expectations worked out by hand."""
 
+import html
+import re
+import unicodedata
+
 from app.engine.highlight import fragments, highlight
 from app.engine.tokenizer import Tokenizer
 
@@ -77,3 +81,14 @@ def test_highlight_names_each_field_with_text() -> None:
     fields: dict[str, str | None] = {"title": "Cats", "text": "Cats purr.", "other": None}
     assert highlight(fields, terms("cat"), TOKENIZER.spans, 160, 2) == {
         "title": ["<mark>Cats</mark>"], "text": ["<mark>Cats</mark> purr."]}
+
+
+def test_a_fragment_of_decomposed_text_keeps_each_accent_with_its_letter() -> None:
+    """NFD text keeps an accent apart from its letter; cuts between them began "… ́sumé" or ended "Cafe …" (QA)."""
+    text = unicodedata.normalize("NFD", "Le résumé du café est très long, " * 6 + "et le café final")
+    for size in range(20, 61, 3):
+        for fragment in frags(text, "café", chars=size, count=3):
+            core = html.unescape(re.sub(r"</?mark>", "", fragment)).removeprefix("… ").removesuffix(" …")
+            end = text.index(core) + len(core)
+            assert not unicodedata.combining(core[0]), (size, fragment)
+            assert end == len(text) or not unicodedata.combining(text[end]), (size, fragment)
