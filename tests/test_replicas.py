@@ -376,7 +376,8 @@ def test_any_replica_answers_for_a_training_job_that_another_runs(replica: Repli
 
 
 def test_a_replica_cancels_a_training_job_that_another_runs(replica: Replica) -> None:
-    """A DELETE of the job lands on any replica; the one running it reads the cancel at its next step."""
+    """A DELETE of the job lands on any replica; the one running it reads the cancel at its next step. A reset of
+    the adapter through another replica is a 409 while the job runs (QA: it answered 200, then was undone)."""
     with replica("a") as a, replica("b") as b:
         assert a.put("/v1/collections/animals").status_code == 201
         started, swapped = threading.Event(), []
@@ -393,6 +394,9 @@ def test_a_replica_cancels_a_training_job_that_another_runs(replica: Replica) ->
         job = engine_of(a).training_jobs.start("animals", 12, work)
         assert started.wait(timeout=30)
         url = f"/v1/collections/animals/relevance/jobs/{job.id}"
+        # A reset through another replica meanwhile is refused too: the job would swap its adapter in after it.
+        reset = b.delete("/v1/collections/animals/relevance")
+        assert reset.status_code == 409 and reset.json()["error"]["details"] == [{"job": job.id}]
         asked = b.delete(url)
         assert asked.status_code == 202, asked.text
         assert asked.json()["status"] == "running" and asked.json()["cancelling"] is True

@@ -302,12 +302,12 @@ class SearchEngine:
 
     def reset_relevance(self, name: str) -> None:
         """Removes the collection's own adapter (and the fusion fitted with it): the default serves it again, on
-        every replica. A training running on it (on this replica) is a 409: it would swap its adapter in after."""
+        every replica. A training running on it (on any replica) is a 409: it would swap its adapter in after."""
         collection = self.collection(name)
-        running = self.training_jobs.running(name)
+        running = self.training_jobs.running_anywhere(name)  # on any replica (QA: through another, it was undone)
         if running is not None:
-            raise TrainingInProgress(f"collection {name!r} is training (job {running.id}); reset it once the job "
-                                     "has finished", [{"job": running.id}])
+            raise TrainingInProgress(f"collection {name!r} is training (job {running}); reset it once the job "
+                                     "has finished", [{"job": running}])
         collection.set_adapter(None)
 
     # --- lifecycle --------------------------------------------------------------------------

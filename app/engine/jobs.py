@@ -39,6 +39,10 @@ KEEP_FINISHED = 100  # finished jobs kept for their result; older ones are forgo
 STOP_WAIT_SECONDS = 30.0  # how long a stop waits for running jobs to reach their next progress step
 HEARTBEAT_SECONDS = 10.0  # how often a running job's record on the board is refreshed
 LOST_AFTER_SECONDS = 60.0  # a published running job not refreshed for this long: its replica stopped
+# A replica that could not publish its running job for this long ends it when it next reaches the store: by
+# LOST_AFTER_SECONDS the others show the job failed and may start another on the collection, and a job shown
+# failed must not come back to running and swap its adapter in over the other's (QA: a 75 s outage did that).
+GIVE_UP_AFTER_SECONDS = LOST_AFTER_SECONDS - HEARTBEAT_SECONDS
 
 JobStatus = Literal["running", "done", "failed"]
 Progress = Callable[[float], None]
@@ -62,6 +66,8 @@ class TrainingJob:
     error: SearchServiceError | None = None
     finished_at: float | None = None
     cancelling: bool = False  # a cancel was asked for; the job ends at its next progress step
+    published: float = 0.0  # time.monotonic() of its last publish the board took (over a shared store)
+    gave_up: bool = False  # not published for GIVE_UP_AFTER_SECONDS: it ends at its next step
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
@@ -83,6 +89,9 @@ class JobBoard(Protocol):
 
     def list_jobs(self, collection: str, limit: int) -> list[tuple[str, dict[str, Any], float]]:
         """(job id, record, seconds since it was last published) of the collection's `limit` latest jobs."""
+
+    def running_job(self, collection: str, lost_after: float) -> str | None:
+        """The id of a running job of `collection` published within `lost_after` seconds, or None."""
 
 
 def job_record(job: TrainingJob, owner: str) -> dict[str, Any]:
@@ -131,6 +140,7 @@ class TrainingJobs:
         self._publishing = threading.Lock()  # one publish at a time, each of the job's state as it is then
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._unpublished: list[TrainingJob] = []  # ended while the board could not be reached: published later
 
     def start(self, collection: str, examples: int, work: Work, uid: str = "") -> TrainingJob:
         """Runs `work` in a new thread as this collection's job (`uid`: the collection's, which `get` checks);
@@ -174,25 +184,38 @@ class TrainingJobs:
         if other is not None:
             raise TrainingInProgress(f"collection {job.collection!r} is already training on another replica (job "
                                      f"{other}); wait for it to finish", [{"job": other}])
+        job.published = time.monotonic()
 
-    def _publish(self, job: TrainingJob) -> None:
+    def _published_or_kept(self, job: TrainingJob) -> None:
+        """Publishes an ended job, or keeps it for the heartbeat to publish once the board can be reached."""
+        if not self._publish(job):
+            with self._lock:
+                self._unpublished.append(job)
+
+    def _publish(self, job: TrainingJob) -> bool:
         """Puts the job's record, as it is now, on the board (if any). Publishes take turns and each reads the
         job's state when its turn comes, so the last one holds the last state (a heartbeat never writes a
         finished job back to running). A store that cannot be reached only costs the other replicas' view of
         the job (logged), never the job. Not to be called holding the registry's lock."""
         if self._board is None:
-            return
+            return True
         with self._publishing:
             with self._lock:
+                if job.status == "running" and time.monotonic() - job.published > GIVE_UP_AFTER_SECONDS:
+                    job.gave_up = True
+                if job.gave_up and job.status == "running":
+                    return False  # never "running" again: the job ends at its next step and publishes that
                 record = job_record(job, self._owner)
             try:
                 cancel = self._board.publish_job(job.id, job.collection, record)
             except Exception as exc:  # the job goes on; its next publish tries again
                 log.warning("could not publish training job %s: %s", job.id, exc)
-                return
-        if cancel and job.status == "running" and not job.cancelling:  # asked for through another replica
+                return False
             with self._lock:
-                job.cancelling = True
+                job.published = time.monotonic()
+                if cancel and job.status == "running":  # asked for through another replica
+                    job.cancelling = True
+            return True
 
     def _started(self) -> list[tuple[TrainingJob, threading.Thread]]:
         """The running jobs whose claim was granted (their thread started); the caller holds the lock."""
@@ -204,6 +227,10 @@ class TrainingJobs:
                 running = [job for job, _ in self._started()]
             for job in running:  # never one still claiming: its record would reach the board before its claim
                 self._publish(job)
+            with self._lock:
+                ended, self._unpublished = self._unpublished, []
+            for job in ended:  # its end, once the store is back: until then the others show it as running
+                self._published_or_kept(job)
 
     def get(self, collection: str, job_id: str, uid: str = "") -> TrainingJob:
         """The job of this collection (with `uid`, of this incarnation of it: a job of a collection deleted and
@@ -258,6 +285,13 @@ class TrainingJobs:
             entry = self._running.get(collection)
             return None if entry is None else replace(entry[0])
 
+    def running_anywhere(self, collection: str) -> str | None:
+        """The id of the collection's running job: this replica's, or over a shared store another's."""
+        mine = self.running(collection)
+        if mine is not None:
+            return mine.id
+        return None if self._board is None else self._board.running_job(collection, LOST_AFTER_SECONDS)
+
     def wait(self, job: TrainingJob, timeout: float | None = None) -> TrainingJob:
         """The job once finished (or as it is after `timeout` seconds)."""
         job.finished.wait(timeout)
@@ -277,13 +311,22 @@ class TrainingJobs:
                 log.warning("training thread %s still running at stop; its job is forgotten", thread.name)
 
     def _report(self, job: TrainingJob, fraction: float) -> None:
-        if self._stopping:  # the job ends here, before its swap
-            raise JobCancelled("the service stopped before the training finished; the adapter is unchanged")
-        if job.cancelling:
-            raise TrainingCancelled("the training was cancelled (DELETE of its job); the adapter is unchanged")
+        """A progress step: published, and where the job must end (before its swap), the error it ends with."""
+        self._check_going_on(job)
         with self._lock:
             job.progress = max(job.progress, round(min(1.0, max(0.0, float(fraction))), 3))  # not 0.30000000000000004
         self._publish(job)
+        self._check_going_on(job)  # that publish may have read a cancel, or found the store lost too long
+
+    def _check_going_on(self, job: TrainingJob) -> None:
+        if self._stopping:
+            raise JobCancelled("the service stopped before the training finished; the adapter is unchanged")
+        if job.cancelling:
+            raise TrainingCancelled("the training was cancelled (DELETE of its job); the adapter is unchanged")
+        if job.gave_up:
+            raise JobCancelled(f"this replica could not reach the shared store for over {GIVE_UP_AFTER_SECONDS:.0f} "
+                               "s, after which other replicas show the job failed and may train the collection "
+                               "again; it was ended there, and the adapter is unchanged")
 
     def _run(self, job: TrainingJob, work: Work) -> None:
         result, error = None, None
@@ -304,7 +347,7 @@ class TrainingJobs:
             finished = [job_id for job_id, j in self._jobs.items() if j.status != "running"]
             for job_id in finished[: max(0, len(finished) - self._keep)]:
                 del self._jobs[job_id]
-        self._publish(job)
+        self._published_or_kept(job)
         job.finished.set()
 
 

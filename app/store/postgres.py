@@ -117,8 +117,8 @@ class PostgresStore:
                 row = conn.execute("SELECT EXISTS (SELECT 1 FROM search_job_cancels WHERE id = %s)",
                                    (job_id,)).fetchone()
                 return bool(row and row[0])
-            conn.execute("DELETE FROM search_jobs WHERE updated_at < now() - %s::interval "
-                         "AND record->>'status' <> 'running'", (JOB_RETENTION,))
+            # A running job's record is refreshed every 10 s: one this old was left by a replica that was killed.
+            conn.execute("DELETE FROM search_jobs WHERE updated_at < now() - %s::interval", (JOB_RETENTION,))
             conn.execute("DELETE FROM search_job_cancels AS c WHERE NOT EXISTS "
                          "(SELECT 1 FROM search_jobs AS j WHERE j.id = c.id AND j.record->>'status' = 'running')")
         return False
@@ -140,11 +140,9 @@ class PostgresStore:
             # Claims of one collection take turns (a lock held to this transaction's end), so two replicas
             # starting at once cannot both find the collection free.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('search_jobs:' || %s))", (collection,))
-            row = conn.execute("SELECT id FROM search_jobs WHERE collection = %s AND record->>'status' = 'running' "
-                               "AND updated_at > now() - make_interval(secs => %s) LIMIT 1",
-                               (collection, lost_after)).fetchone()
-            if row is not None:
-                return str(row[0])
+            other = _running_job(conn, collection, lost_after)
+            if other is not None:
+                return other
             conn.execute("INSERT INTO search_jobs VALUES (%s, %s, %s, now())", (job_id, collection, Jsonb(record)))
         return None
 
@@ -154,6 +152,10 @@ class PostgresStore:
                                 "WHERE collection = %s ORDER BY (record->>'started_at')::float DESC LIMIT %s",
                                 (collection, limit)).fetchall()
         return [(str(row[0]), dict(row[1]), float(row[2])) for row in rows]
+
+    def running_job(self, collection: str, lost_after: float) -> str | None:
+        with reachable(), self._pool.connection() as conn:
+            return _running_job(conn, collection, lost_after)
 
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
         with reachable(), self._pool.connection() as conn:
@@ -358,3 +360,11 @@ def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> N
 
 
 _satisfies_protocol: type[DocumentStore] = PostgresStore  # mypy checks PostgresStore against the Protocol
+
+
+def _running_job(conn: psycopg.Connection[Any], collection: str, lost_after: float) -> str | None:
+    """The id of a running job of the collection published within `lost_after` seconds, or None."""
+    row = conn.execute("SELECT id FROM search_jobs WHERE collection = %s AND record->>'status' = 'running' "
+                       "AND updated_at > now() - make_interval(secs => %s) LIMIT 1",
+                       (collection, lost_after)).fetchone()
+    return None if row is None else str(row[0])

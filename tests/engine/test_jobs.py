@@ -124,8 +124,11 @@ class _Board:
         self.published: list[str] = []  # the status of each publish, in order
         self.age = 0.0
         self.cancels: set[str] = set()
+        self.down = False  # the store cannot be reached
 
     def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> bool:
+        if self.down:
+            raise ConnectionError("the store cannot be reached")
         self.records[job_id] = (collection, json.loads(json.dumps(record)))  # as JSON, as a store keeps it
         self.published.append(record["status"])
         return record["status"] == "running" and job_id in self.cancels
@@ -145,12 +148,17 @@ class _Board:
         mine = [(job_id, record, self.age) for job_id, (where, record) in self.records.items() if where == collection]
         return sorted(mine, key=lambda job: job[1]["started_at"], reverse=True)[:limit]
 
-    def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
+    def running_job(self, collection: str, lost_after: float) -> str | None:
         for other, (where, kept) in self.records.items():
             if where == collection and kept["status"] == "running" and self.age <= lost_after:
                 return other
-        self.publish_job(job_id, collection, record)
         return None
+
+    def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
+        other = self.running_job(collection, lost_after)
+        if other is None:
+            self.publish_job(job_id, collection, record)
+        return other
 
 
 def _steps_until_cancelled(started: threading.Event, swapped: list[bool]) -> Work:
@@ -339,3 +347,41 @@ def test_the_heartbeat_never_publishes_a_job_before_its_claim(monkeypatch: pytes
     gate.set()
     jobs.wait(first), jobs.wait(second)
     jobs.stop()
+
+
+def test_a_job_that_could_not_publish_for_too_long_ends_when_the_store_returns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA: after a 75 s outage the other replicas showed the job failed and took a second training of the
+    collection; the first then came back to running, finished and swapped its adapter in over the second's."""
+    monkeypatch.setattr("app.engine.jobs.GIVE_UP_AFTER_SECONDS", 0.3)
+    monkeypatch.setattr("app.engine.jobs.HEARTBEAT_SECONDS", 0.05)
+    board, started, swapped = _Board(), threading.Event(), []
+    runner = TrainingJobs(board=board, owner="a:1")
+    job = runner.start("c", 1, _steps_until_cancelled(started, swapped))
+    assert started.wait(timeout=30)
+    board.down = True
+    ended = runner.wait(job, timeout=10)  # past the give-up time: the others would show the job failed by now
+    assert ended.status == "failed" and isinstance(ended.error, JobCancelled) and swapped == []
+    assert "could not reach the shared store" in ended.error.message
+    running_publishes = board.published.count("running")
+    board.down = False
+    deadline = time.monotonic() + 10
+    while board.records[job.id][1]["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert board.records[job.id][1]["status"] == "failed"  # its end reached the board once the store was back
+    assert board.published.count("running") == running_publishes  # and "running" never again
+    runner.stop()
+
+
+def test_a_replica_sees_another_replicas_running_job_of_a_collection() -> None:
+    """What a reset of the collection's adapter checks first: through another replica it answered 200, and the
+    job then swapped its adapter in (QA)."""
+    board, gate = _Board(), threading.Event()
+    runner, other = TrainingJobs(board=board, owner="a:1"), TrainingJobs(board=board, owner="b:1")
+    job = runner.start("c", 1, _waits_for(gate))
+    assert other.running("c") is None and other.running_anywhere("c") == job.id
+    assert runner.running_anywhere("c") == job.id and other.running_anywhere("d") is None
+    assert TrainingJobs().running_anywhere("c") is None  # no board: only this process's jobs
+    gate.set()
+    runner.wait(job)
+    assert other.running_anywhere("c") is None

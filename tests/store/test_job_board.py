@@ -3,6 +3,7 @@
 import threading
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from app.store.postgres import PostgresStore
@@ -74,3 +75,25 @@ def test_a_cancel_asked_through_one_replica_reaches_the_one_running_the_job(stor
     # A later job of the collection starts uncancelled: the ended job's cancel went with its end.
     assert runner.claim_job("k2", "c", _running(), 60.0) is None
     assert runner.publish_job("k2", "c", _running()) is False
+
+
+def test_a_collections_running_job_is_seen_from_any_replica(stores: list[PostgresStore]) -> None:
+    first, second = stores
+    assert second.running_job("r", 60.0) is None
+    assert first.claim_job("r1", "r", _running(), 60.0) is None
+    assert second.running_job("r", 60.0) == "r1" and second.running_job("other", 60.0) is None
+    assert second.running_job("r", 0.0) is None  # not refreshed within the lost-after time: its replica stopped
+    first.publish_job("r1", "r", {"status": "done", "examples": 1})
+    assert second.running_job("r", 60.0) is None
+
+
+def test_a_running_job_left_by_a_killed_replica_goes_with_the_retention(stores: list[PostgresStore],
+                                                                         database_url: str) -> None:
+    """Only finished jobs were purged after 7 days: a killed replica's row stayed "running" forever (QA)."""
+    first, _ = stores
+    assert first.claim_job("old", "k", _running(), 60.0) is None
+    assert first.claim_job("recent", "k2", _running(), 60.0) is None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE search_jobs SET updated_at = now() - interval '8 days' WHERE id = 'old'")
+    first.publish_job("ended", "k3", {"status": "done", "examples": 1})  # a job's end purges the board
+    assert first.lookup_job("old") is None and first.lookup_job("recent") is not None
