@@ -93,6 +93,8 @@ def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
         handler.setStream(stream := io.StringIO())
         pool.warning("error connecting in %r: connection is bad", "search-store")
         assert json.loads(stream.getvalue())["logger"] == "psycopg.pool"
+        pool.info("connection given by %r", "search-store")  # each connection's comings and goings (QA: 88% of a
+        assert len(stream.getvalue().splitlines()) == 1     # replica's log): at debug only
     finally:
         for name, (handlers, level, propagate, filters) in saved.items():
             logger = logging.getLogger(name)
