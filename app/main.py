@@ -24,7 +24,7 @@ from app.api.errors import UnexpectedErrors, install_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
-from app.errors import DataDirLocked, DataDirUnusable, EncoderMismatch, StoreSchemaMismatch
+from app.errors import DataDirLocked, DataDirUnusable, EncoderMismatch, StoreSchemaMismatch, StoreUnavailable
 from app.logs import RequestIdMiddleware, adopt_uvicorn_default_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.schemas import DocumentBatch
@@ -48,7 +48,7 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> 
         # A server that can never become ready should exit and let its supervisor see that: it shuts down as
         # on SIGTERM, then the lifespan ends the process with STARTUP_FAILED (uvicorn re-raises the SIGTERM it
         # caught once it has stopped, and a death by SIGTERM reads as a stop, not a failure, to systemd).
-        if isinstance(exc, (EncoderMismatch, StoreSchemaMismatch)):
+        if isinstance(exc, (EncoderMismatch, StoreSchemaMismatch, StoreUnavailable)):  # each says what to do
             log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
         else:
             log.exception("start-up failed; shutting down")

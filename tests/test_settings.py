@@ -146,3 +146,17 @@ def test_a_search_variable_that_is_no_setting_is_named_at_start(
         pass
     named = "SEARCH_INGEST_THREDS is not a setting and is ignored (did you mean SEARCH_INGEST_THREADS?)"
     assert named in caplog.messages
+
+
+def test_a_replica_whose_database_cannot_be_reached_at_start_says_why_and_exits_3(tmp_path: Path) -> None:
+    """It logged "start-up failed; shutting down" and a traceback ending in "couldn't get a connection after 5.00
+    sec"; the cause (refused, no socket) was only in the pool's own warnings (QA)."""
+    env = {**os.environ, "SEARCH_DATA_DIR": str(tmp_path / "data"), "SEARCH_PORT": str(free_port()),
+           "SEARCH_DATABASE_URL": f"postgresql://search:secret-pw@127.0.0.1:{free_port()}/search"}
+    done = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 3, done.stderr
+    errors = [json.loads(line) for line in done.stderr.splitlines() if '"ERROR"' in line]
+    assert "the PostgreSQL store is unreachable" in errors[0]["message"], done.stderr
+    assert "refused" in errors[0]["message"].lower(), errors[0]["message"]  # the cause, from a connection of its own
+    assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr

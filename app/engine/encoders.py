@@ -114,8 +114,9 @@ def load_encoder(backend: Backend, model_path: str, *, threads: int, ingest_thre
                        threads=threads, ingest_threads=ingest_threads, batch_size=batch_size)
 
 
-def check_encoders(records: Sequence[CollectionRecord], encoder: EncoderIdentity) -> None:
-    """EncoderMismatch naming every collection whose vectors another encoder made, and what to do about it."""
+def check_encoders(records: Sequence[CollectionRecord], encoder: EncoderIdentity, shared: bool = False) -> None:
+    """EncoderMismatch naming every collection whose vectors another encoder made, and what to do about it
+    (`shared`: over PostgreSQL, where `reencode` does not run)."""
     others = {record.name: recorded_encoder(record.settings, encoder.model) for record in records}
     others = {name: identity for name, identity in others.items() if identity != encoder}
     if not others:
@@ -125,9 +126,12 @@ def check_encoders(records: Sequence[CollectionRecord], encoder: EncoderIdentity
     back = " or ".join(f"SEARCH_ENCODER={backend}" + ("" if model == encoder.model else f" SEARCH_MODEL={model}")
                        for backend, model in made_by)
     names = " ".join(f"--collection {name}" for name in sorted(others))
+    again = ("load them again into new collections through a replica with this encoder (python -m app reencode "
+             "works on the embedded store only)" if shared else
+             f"stop it and re-encode them with this encoder: python -m app reencode {names}")
     raise EncoderMismatch(
         f"this service encodes with {encoder}, but {len(others)} collection(s) hold vectors made by another encoder "
         f"({listed}): their queries would be encoded unlike their documents. Either start the service with {back} "
-        f"as they were made, or stop it and re-encode them with this encoder: python -m app reencode {names}",
+        f"as they were made, or {again}",
         [{"collection": name, "encoder": identity.to_dict(), "service_encoder": encoder.to_dict()}
          for name, identity in sorted(others.items())])

@@ -61,7 +61,7 @@ class SearchEngine:
         self.store: DocumentStore = open_store(settings) if store is None else store
         self.index_root = index_root(settings)
         try:
-            check_encoders(self.store.collections(), embedder.identity)
+            check_encoders(self.store.collections(), embedder.identity, shared=isinstance(self.store, ReplicaStore))
         except EncoderMismatch:
             self.store.close()
             raise

@@ -36,6 +36,7 @@ from app.errors import (
 log = logging.getLogger("app.engine.jobs")
 
 KEEP_FINISHED = 100  # finished jobs kept for their result; older ones are forgotten, oldest first
+BOARD_RETENTION_DAYS = 7  # over a shared store, how long the board keeps a job's record after its last publish
 STOP_WAIT_SECONDS = 30.0  # how long a stop waits for running jobs to reach their next progress step
 HEARTBEAT_SECONDS = 10.0  # how often a running job's record on the board is refreshed
 LOST_AFTER_SECONDS = 60.0  # a published running job not refreshed for this long: its replica stopped
@@ -244,10 +245,10 @@ class TrainingJobs:
             job = job_from_record(job_id, *found)
             if _same(uid, job.uid):
                 return job
-        kept = ("over the shared store, jobs are kept there" if self._board is not None else
-                "jobs are kept in memory: a restart forgets them")
-        raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} ({kept}, and only the last "
-                          f"{self._keep} finished ones)")
+        kept = (f"over the shared store, jobs are kept there for {BOARD_RETENTION_DAYS} days" if self._board else
+                f"jobs are kept in memory: a restart forgets them, and only the last {self._keep} finished ones "
+                "are kept")
+        raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} ({kept})")
 
     def list(self, collection: str, uid: str = "") -> list[TrainingJob]:
         """The collection's jobs (with `uid`, of this incarnation of it), newest first: this replica's, and over

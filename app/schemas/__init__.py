@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 from app.engine import types
-from app.engine.jobs import KEEP_FINISHED
+from app.engine.jobs import BOARD_RETENTION_DAYS, KEEP_FINISHED
 from app.engine.lexical_scoring import MAX_QUERY_TERMS
 from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
 
@@ -290,8 +290,10 @@ class ErrorBody(BaseModel):
 
 class TrainJob(BaseModel):
     model_config = ConfigDict(json_schema_extra={"description": (
-        "A relevance training job. Jobs live in the server's memory: a restart forgets them (a training cut short "
-        f"leaves the adapter it would have replaced), and only the last {KEEP_FINISHED} finished ones are kept.")})
+        "A relevance training job. On the embedded store jobs live in the server's memory: a restart forgets them "
+        f"(a training cut short leaves the adapter it would have replaced), and only the last {KEEP_FINISHED} "
+        f"finished ones are kept. Over PostgreSQL any replica answers for any replica's job, kept for "
+        f"{BOARD_RETENTION_DAYS} days.")})
 
     job: str = Field(description="the job's id")
     status: Literal["running", "done", "failed"]

@@ -26,8 +26,9 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from app.engine.jobs import BOARD_RETENTION_DAYS
 from app.engine.types import FilterCondition
-from app.errors import CollectionConflict, CollectionNotFound, InvalidInput
+from app.errors import CollectionConflict, CollectionNotFound, InvalidInput, StoreUnavailable
 from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
 from app.store.filters import compile_jsonb_filter
 from app.store.jsonb import metadata_json
@@ -42,7 +43,7 @@ from app.store.postgres_feed import (
 from app.store.postgres_schema import ensure_schema
 
 log = logging.getLogger("app.store.postgres")
-JOB_RETENTION = "7 days"  # finished training jobs' records are kept this long for any replica to answer
+JOB_RETENTION = f"{BOARD_RETENTION_DAYS} days"  # training jobs' records are kept this long for any replica to answer
 
 
 _DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea"]
@@ -75,6 +76,10 @@ class PostgresStore:
         try:
             with reachable(), self._pool.connection() as conn:
                 ensure_schema(conn)
+        except StoreUnavailable as exc:
+            self._pool.close()
+            # The pool says only that no connection came in time; its reasons went to its own warnings (QA).
+            raise StoreUnavailable(f"{exc.message} ({_why_unreachable(url, timeout)})", exc.details) from None
         except BaseException:
             self._pool.close()
             raise
@@ -368,3 +373,13 @@ def _running_job(conn: psycopg.Connection[Any], collection: str, lost_after: flo
                        "AND updated_at > now() - make_interval(secs => %s) LIMIT 1",
                        (collection, lost_after)).fetchone()
     return None if row is None else str(row[0])
+
+
+def _why_unreachable(url: str, timeout: float) -> str:
+    """Why a connection to `url` fails, from one attempt of its own: psycopg's message names the host and port
+    and the cause (refused, no such socket, authentication), never the password."""
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, round(timeout))):
+            return "a connection just made succeeded: it was unreachable for a moment"
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__

@@ -11,12 +11,13 @@ import pytest
 
 from app.commands.reencode import reencode
 from app.engine.embedder import normalise
-from app.engine.encoders import Backend, EncoderIdentity
+from app.engine.encoders import Backend, EncoderIdentity, check_encoders
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
 from app.engine.types import DocumentInput, SearchQuery
 from app.errors import DataDirLocked, EncoderMismatch
 from app.settings import Settings
+from app.store.base import CollectionRecord
 from app.store.lock import DataDirLock
 from app.store.sqlite import SqliteStore
 
@@ -207,3 +208,12 @@ def test_the_default_adapter_serves_only_the_model_it_was_fitted_on(tmp_path: Pa
         assert engine._fits_encoder(adapter)
     finally:
         engine.close()
+
+
+def test_over_a_shared_store_the_advice_is_not_reencode() -> None:
+    """`reencode` refuses a shared store; a replica advised it all the same (QA)."""
+    record = CollectionRecord("notes", "u", 384, {"encoder": {"model": "m", "backend": "torch"}})
+    with pytest.raises(EncoderMismatch) as caught:
+        check_encoders([record], EncoderIdentity("m", "onnx-int8"), shared=True)
+    assert "SEARCH_ENCODER=torch" in caught.value.message and "new collections" in caught.value.message
+    assert "embedded store only" in caught.value.message
