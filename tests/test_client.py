@@ -184,3 +184,23 @@ def test_names_and_ids_are_one_path_segment_each() -> None:
                                               b"/v1/collections/victim%3Fx"]
     with pytest.raises(ValueError, match="at least 1"):
         api.ingest("c", [{"id": "a", "text": "x"}], concurrency=0)
+
+
+def test_the_ingest_command_rides_out_a_restart_that_the_default_retry_does_not() -> None:
+    """A replica answers 503 for 6-11 s while it loads; ingest's budget was the client's default 6 attempts (QA)."""
+    from dataclasses import replace
+
+    from app.commands import INGEST_RETRY
+
+    loading = [_status(503)] * 15
+
+    def scripted(retry: Retry) -> SearchClient:
+        answers = [*loading, _stored]
+        http = httpx.Client(base_url="http://search.test",
+                            transport=httpx.MockTransport(lambda request: answers.pop(0)(request)))
+        return SearchClient(http=http, retry=replace(retry, backoff=0.0))
+
+    assert scripted(INGEST_RETRY).ingest("c", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]) == 2
+    with pytest.raises(ApiError) as gave_up:
+        scripted(Retry()).ingest("c", [{"id": "a", "text": "x"}])
+    assert gave_up.value.status == 503

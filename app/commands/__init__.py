@@ -7,11 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.client import ApiError, SearchClient
+from app.client import ApiError, Retry, SearchClient
+
+# A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
+# runs, and the client's default 6 attempts gave up after 5-8 s. 20 attempts wait ~20 s of 503s, or up to ~2 min
+# of refused connections (the backoff doubles to 10 s).
+INGEST_RETRY = Retry(attempts=20)
 
 
-def _client(args: argparse.Namespace) -> SearchClient:
-    return SearchClient(args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None)
+def _client(args: argparse.Namespace, retry: Retry | None = None) -> SearchClient:
+    return SearchClient(args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None, retry=retry)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -20,7 +25,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from app.commands.ingest import NotResumable, ingest
 
     try:
-        with _client(args) as client:
+        with _client(args, INGEST_RETRY) as client:
             return ingest(client, Path(args.path), args.collection, url=args.url, batch=args.batch,
                           concurrency=args.concurrency, resume=not args.restart, quiet=args.quiet,
                           progress_file=Path(args.progress_file) if args.progress_file else None)
