@@ -105,6 +105,37 @@ def test_writes_through_either_replica_are_served_by_both(replica: Replica) -> N
         assert b.get("/v1/collections/animals").status_code == 404
 
 
+def test_a_write_counts_as_applied_on_another_replica_once_it_is_searchable_there(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged vectors are searched exactly until they settle into the HNSW graph. With the settle first, a replica
+    reported seconds of lag (applied_seq behind, lag_seconds 5-9) for batches it already served (QA)."""
+    with replica("a") as a, replica("b") as b:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:3]}).status_code == 200
+        wait_applied(b, a.get("/v1/collections/animals").json()["applied_seq"])
+        settling, release = threading.Event(), threading.Event()
+        on_b = engine_of(b).local_collection("animals")
+        assert on_b is not None
+        settle = on_b.settle
+
+        def held() -> None:
+            settling.set()
+            assert release.wait(timeout=30)
+            settle()
+
+        monkeypatch.setattr(on_b, "settle", held)
+        try:
+            assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[3:]}).status_code == 200
+            seq = a.get("/v1/collections/animals").json()["applied_seq"]
+            assert settling.wait(timeout=30)  # b has the batch staged, and is held before its graph takes it
+            assert b.get("/v1/collections/animals").json()["applied_seq"] == seq
+            assert engine_of(b).follower.status().lag_seconds == 0.0  # type: ignore[union-attr]
+            query = {"query": ANIMALS[-1]["text"], "k": 1, "relevance": {"enabled": False}}
+            assert ids(b.post("/v1/collections/animals/search", json=query)) == [ANIMALS[-1]["id"]]
+        finally:
+            release.set()
+
+
 def test_two_replicas_creating_one_collection_at_once_both_succeed(replica: Replica) -> None:
     """Two loaders starting behind a load balancer PUT the same collection through two replicas at once: one
     creates it (201), the other finds it (200), as a PUT of an existing collection with the same settings.

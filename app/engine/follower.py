@@ -41,6 +41,9 @@ log = logging.getLogger("app.follower")
 POLL_SECONDS = 1.0
 # While PostgreSQL is unreachable, the follower retries this often.
 RETRY_SECONDS = 0.5
+# Staged vectors a catch-up lets build up before it settles them into the graph on the way: searches score the
+# staged ones exactly (10,000 x 384 dimensions: a few ms), and a rebuild from the store may stage millions.
+SETTLE_DURING_CATCH_UP = 10_000
 
 
 @dataclass
@@ -174,10 +177,11 @@ class Follower:
             collection.dense.stage(labels, own.vectors[kept])
             collection.applied_seq = result.seq
             collection.writes_since_snapshot += len(own.docs)
-        collection.settle()
-        collection.tune_if_due()
+        # Applied once searchable: staged vectors are searched exactly until they settle into the graph.
         self.store.mirror.mark_applied(collection.name, collection.record.uid, result.seq)
         self._advance(result.seq)
+        collection.settle()
+        collection.tune_if_due()
 
     def catch_up(self, at_least: int | None = None) -> int:
         """Applies the store's changes up to its current head; returns the sequence applied."""
@@ -192,6 +196,12 @@ class Follower:
                 for state in states.values():
                     self._follow_collection(state, view, head)
             self._advance(head)
+            # Applied (and counted so in the lag) once searchable; then into the graphs. QA: with the settles
+            # first, a replica reported seconds of lag for 500-document batches it had served within 100 ms.
+            for collection in self.engine.list_collections():
+                if collection.dense.staged:
+                    collection.settle()
+                collection.tune_if_due()  # measures when the graph has doubled; else nothing
             return head
 
     def _drop_missing(self, states: dict[str, CollectionState]) -> None:
@@ -277,13 +287,13 @@ class Follower:
                 collection.dense.stage(labels, vectors)
             dead = []
             applied += len(rows)
-            collection.settle()
+            if collection.dense.staged >= SETTLE_DURING_CATCH_UP:  # a long catch-up: not all of it searched exactly
+                collection.settle()
         with collection.lock.write():
             self._remove(collection, dead)
             collection.applied_seq = head
             collection.writes_since_snapshot += applied
         self.store.mirror.mark_applied(name, collection.record.uid, head)
-        collection.tune_if_due()
 
     def _remove(self, collection: Collection, labels: list[int]) -> None:
         if labels:
