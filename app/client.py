@@ -222,7 +222,7 @@ class SearchClient:
             raise ValueError(f"batch and concurrency must be at least 1, got {batch} and {concurrency}")
         total = 0
         with ThreadPoolExecutor(concurrency) as pool:
-            pending: deque[tuple[Future[UpsertResult], int, set[Any]]] = deque()
+            pending: deque[tuple[Future[UpsertResult], int, set[str]]] = deque()
 
             def finish_oldest() -> None:
                 nonlocal total

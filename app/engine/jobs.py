@@ -245,7 +245,8 @@ class TrainingJobs:
             job = job_from_record(job_id, *found)
             if _same(uid, job.uid):
                 return job
-        kept = (f"over the shared store, jobs are kept there for {BOARD_RETENTION_DAYS} days" if self._board else
+        kept = (f"over the shared store, jobs are kept there for {BOARD_RETENTION_DAYS} days"
+                if self._board is not None else
                 f"jobs are kept in memory: a restart forgets them, and only the last {self._keep} finished ones "
                 "are kept")
         raise JobNotFound(f"no training job {job_id!r} on collection {collection!r} ({kept})")
