@@ -4,7 +4,10 @@
 const API = new URL("..", location.href); // the service's root: this page lives at <root>/ui/
 const $ = (id) => document.getElementById(id);
 const PAGE = 10; // hits a page
-const state = { filter: {}, facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0 };
+// filter: no prototype, so that a metadata key "__proto__" is a key like any other (QA: its facet did nothing).
+const state = {
+  filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
+};
 
 // --- talking to the service ------------------------------------------------------------------------
 
@@ -12,9 +15,14 @@ async function call(method, path, body, signal) {
   const headers = { "Content-Type": "application/json" };
   const key = $("api-key").value.trim();
   if (key) headers.Authorization = `Bearer ${key}`;
-  const response = await fetch(new URL(path, API), {
-    method, headers, body: body && JSON.stringify(body), signal,
-  });
+  let response;
+  try {
+    response = await fetch(new URL(path, API), { method, headers, body: body && JSON.stringify(body), signal });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    // The browser says only "Failed to fetch" (QA): the service is down, restarting or out of reach.
+    throw new Error(`cannot reach the search service (${error.message}); is it running?`);
+  }
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     // The details say why (a 422 names the field), the message only what failed.
@@ -210,7 +218,7 @@ for (const id of ["mode", "fusion", "recall"]) $(id).addEventListener("change", 
 $("relevance").addEventListener("change", () => { $("recall").disabled = !$("relevance").checked; search(); });
 $("collection").addEventListener("change", () => {
   localStorage.setItem("collection", $("collection").value);
-  state.filter = {};
+  state.filter = Object.create(null);
   state.facetFields = [];
   search();
 });

@@ -5,7 +5,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -221,6 +221,7 @@ class _Starting(http.server.SimpleHTTPRequestHandler):
     collections, then lists one collection and answers its searches."""
 
     lists = 0
+    posted: ClassVar[list[dict[str, Any]]] = []  # the search bodies, in order
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, directory=str(UI_DIR.parent), **kwargs)
@@ -247,13 +248,14 @@ class _Starting(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self._json(200, {"hits": [{"id": "one", "score": 1.0, "relevance": 0.9, "title": "Late", "text": "late",
                                    "metadata": {}}], "total": 1, "filtered_out": 0, "took_ms": 1.0})
 
 
 def test_a_page_opened_while_the_service_starts_lists_its_collections_once_it_is_ready(browser: Any) -> None:
-    """The list of collections failed with 503 and was never asked for again: the picker stayed empty (QA)."""
+    """The list of collections failed with 503 and was never asked for again: the picker stayed empty (QA). Then a
+    facet of a metadata key "__proto__", and the service gone."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Starting)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -265,5 +267,16 @@ def test_a_page_opened_while_the_service_starts_lists_its_collections_once_it_is
         browser.find_element(By.ID, "query").send_keys("late")
         wait.until(lambda d: _hits(d))
         assert browser.find_element(By.ID, "status").text.startswith(_showing(1, 1, 1))
+        # A metadata key "__proto__" filters like any other: set on a plain object, it set the prototype (QA).
+        facets = json.dumps({"__proto__": [{"value": "x", "count": 1}]})  # parsed as the page parses answers
+        browser.execute_script("render({hits: [], total: 0, filtered_out: 0, took_ms: 1,"
+                               " facets: JSON.parse(arguments[0])}, 'late', {relevance: {enabled: true}})", facets)
+        browser.find_element(By.XPATH, "//aside[@id='facets']/button").click()
+        wait.until(lambda d: _Starting.posted and "filter" in _Starting.posted[-1])
+        assert _Starting.posted[-1]["filter"] == {"__proto__": "x"}
     finally:
         server.shutdown()
+        server.server_close()
+    # The service gone: the page says so, where the browser says only "Failed to fetch" (QA).
+    browser.find_element(By.ID, "query").send_keys(" again")
+    wait.until(lambda d: "cannot reach the search service" in d.find_element(By.ID, "status").text)
