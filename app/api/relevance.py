@@ -7,7 +7,8 @@ from fastapi import APIRouter, Path, Query, Response
 from app.api.deps import AdminAccess, EngineDep, JsonBody, ReadAccess
 from app.api.errors import error_responses
 from app.api.params import CollectionName, adapter_status, relevance_status
-from app.engine.jobs import Progress, TrainingJob
+from app.engine.job_board import TrainingJob
+from app.engine.jobs import Progress
 from app.engine.judgments import describe_adapter
 from app.errors import CollectionNotFound
 from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainJobs, TrainRequest

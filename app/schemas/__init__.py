@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
 
 from app.engine import types
-from app.engine.jobs import BOARD_RETENTION_DAYS, KEEP_FINISHED
+from app.engine.job_board import BOARD_RETENTION_DAYS
+from app.engine.jobs import KEEP_FINISHED
 from app.engine.lexical_scoring import MAX_QUERY_TERMS
 from app.engine.relevance import DEFAULT_RECALL_TARGET, Family
 

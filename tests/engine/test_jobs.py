@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.engine.jobs import LOST_AFTER_SECONDS, Progress, TrainingJobs, Work
+from app.engine.job_board import LOST_AFTER_SECONDS
+from app.engine.jobs import Progress, TrainingJobs, Work
 from app.errors import (
     InvalidInput,
     JobCancelled,
