@@ -66,6 +66,7 @@ class Follower:
         self._behind_since: float | None = None
         self._degraded: str | None = None
         self._refused: set[str] = set()  # collections another encoder made, not served here (logged once)
+        self._received: list[Collection] = []  # given documents by the catch-up under way: to settle after it
         self._own_writes = 0  # upserts through this replica between their store call and the end of their sync
         self._own_writes_done = threading.Condition()
 
@@ -198,10 +199,10 @@ class Follower:
             self._advance(head)
             # Applied (and counted so in the lag) once searchable; then into the graphs. QA: with the settles
             # first, a replica reported seconds of lag for 500-document batches it had served within 100 ms.
-            for collection in self.engine.list_collections():
-                if collection.dense.staged:
-                    collection.settle()
-                collection.tune_if_due()  # measures when the graph has doubled; else nothing
+            received, self._received = self._received, []
+            for collection in received:
+                collection.settle()
+                collection.tune_if_due()
             return head
 
     def _drop_missing(self, states: dict[str, CollectionState]) -> None:
@@ -294,6 +295,7 @@ class Follower:
             collection.applied_seq = head
             collection.writes_since_snapshot += applied
         self.store.mirror.mark_applied(name, collection.record.uid, head)
+        self._received.append(collection)
 
     def _remove(self, collection: Collection, labels: list[int]) -> None:
         if labels:
