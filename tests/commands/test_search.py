@@ -1,5 +1,7 @@
 """`python -m app search`: the table it prints, against a live server and for highlighted hits."""
 
+import time
+
 import pytest
 
 from app.cli import main
@@ -42,7 +44,9 @@ def test_an_unknown_collection_is_a_message_not_a_traceback(live_server: Server,
 
 def test_a_server_that_cannot_be_reached_or_a_blank_query_is_a_message(
         live_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.monotonic()
     assert main(["search", "--url", "http://127.0.0.1:9", "--collection", "c", "cats"]) == 1
+    assert time.monotonic() - start < 2.0  # one quick retry, not the client's default ~7 s of them (QA)
     err = capsys.readouterr().err
     assert err.startswith("search failed: could not reach http://127.0.0.1:9") and "Traceback" not in err
     assert main(["search", "--url", live_server.url, "--collection", "nowhere", "  "]) == 1
