@@ -9,6 +9,7 @@ from pydantic.json_schema import SkipJsonSchema
 from app.engine import types
 from app.engine.facets import MAX_FACET_VALUES
 from app.engine.fusion import Normalization
+from app.engine.highlight import ANALYSED_CHARS
 from app.schemas import (
     KEYS_DOCUMENTED,
     MAX_BOOSTS,
@@ -147,7 +148,8 @@ class SearchRequest(Options):
         "scale) and `boost` (the weights that matched), whose sum is the hit's score"))
     highlight: HighlightOptions | None = Field(None, description=(
         "each hit then carries `highlights`: fragments of the named fields with the query's terms, as BM25 "
-        "analyses them, in <mark>; HTML-escaped outside the marks"))
+        f"analyses them, in <mark>; HTML-escaped outside the marks. Terms are looked for in a field's first "
+        f"{ANALYSED_CHARS:,} characters"))
     facets: Annotated[list[MetadataKey], Field(max_length=MAX_FACET_FIELDS, description=(
         f"metadata keys to count values of. The answer's `facets` then counts, for each key, the documents "
         f"carrying each value among all `total` hits: every candidate that passed the metadata filter and the "
