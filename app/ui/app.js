@@ -181,6 +181,17 @@ function learnFacetFields(hits) {
   state.facetFields = [...fields].slice(0, 5);
 }
 
+// A string that would read as a number or a boolean is shown quoted: a year stored as 2021 in some documents and
+// as "2021" in others gave two facet buttons that looked the same and filtered differently (QA).
+function shown(value) {
+  if (typeof value !== "string") return String(value);
+  try {
+    return typeof JSON.parse(value) === "string" ? value : JSON.stringify(value);
+  } catch {
+    return value;
+  }
+}
+
 function renderFacet(field, values) {
   if (!values.length) return;
   const heading = document.createElement("h3");
@@ -190,7 +201,7 @@ function renderFacet(field, values) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "facet";
-    button.textContent = `${value} (${count})`;
+    button.textContent = `${shown(value)} (${count})`;
     button.addEventListener("click", () => { state.filter[field] = value; search(); });
     $("facets").append(button);
   }
@@ -200,7 +211,7 @@ function renderFilters() {
   $("filters").replaceChildren(...Object.entries(state.filter).map(([field, value]) => {
     const chip = document.createElement("button");
     chip.type = "button";
-    chip.textContent = `${field}: ${value} ✕`;
+    chip.textContent = `${field}: ${shown(value)} ✕`;
     chip.addEventListener("click", () => { delete state.filter[field]; search(); });
     return chip;
   }));

@@ -144,13 +144,18 @@ def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server
               "hits": [{"id": "cat", "score": 1.0, "relevance": 0.9, "title": "Cats", "metadata": {},
                         "text": "Cats are small.",
                         "highlights": {"text": ["<mark>Cats</mark> &lt;b&gt;purr&lt;/b&gt;"]}}],
-              "facets": {"tags": [{"value": "pet", "count": 2}, {"value": "wild", "count": 2}]}}
+              "facets": {"tags": [{"value": "pet", "count": 2}, {"value": "wild", "count": 2}],
+                         "year": [{"value": 2021, "count": 3}, {"value": "2021", "count": 1},
+                                  {"value": True, "count": 1}, {"value": "true", "count": 1}]}}
     body = {"query": "animals", "relevance": {"enabled": False}}
     browser.execute_script("render(arguments[0], 'ui-facets', arguments[1])", answer, body)
     text = browser.find_element(By.CSS_SELECTOR, "#hits .hit .text")
     assert text.find_element(By.TAG_NAME, "mark").text == "Cats"
     assert text.text == "Cats <b>purr</b>"  # escaped by the server, so shown as text
 
+    # A string that reads as another JSON value is quoted, so 2021 and "2021" are told apart (QA).
+    buttons = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#facets button")]
+    assert buttons[2:] == ["2021 (3)", '"2021" (1)', "true (1)", '"true" (1)']
     facet = browser.find_element(By.XPATH, "//aside[@id='facets']/button[starts-with(., 'pet')]")
     assert facet.text == "pet (2)"
     facet.click()  # a real search now, filtered on tags = pet
