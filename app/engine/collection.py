@@ -14,7 +14,7 @@ import numpy as np
 from app.engine import index_snapshot
 from app.engine.dense import DenseIndex
 from app.engine.embedder import document_text
-from app.engine.hnsw_tuning import TuningCancelled, due, measure
+from app.engine.graph_upkeep import GraphUpkeep
 from app.engine.lexical import LexicalIndex
 from app.engine.relevance import CosineAdapter
 from app.engine.rwlock import ReadWriteLock
@@ -74,7 +74,7 @@ def next_turn(count: int, seconds: float, budget: float = SETTLE_TURN_SECONDS) -
 
 
 @dataclass
-class Collection:
+class Collection(GraphUpkeep):
     """Readers hold `lock.read()` for a whole search; writers hold `lock.write()` from the store
     commit until both indexes have applied it, so no search sees half a batch. The dense index takes a
     batch's vectors as staged ones (scanned exactly), and the writer then settles them into the graph
@@ -96,8 +96,9 @@ class Collection:
     applied_seq: int = 0  # shared store: every change up to this sequence is in the indexes (set under the lock)
     adapter_seq: int = 0  # shared store: the sequence of the trained adapter in use (0: none)
     recall_target: float = HNSW_RECALL_TARGET  # of the self-tuned ef_search
-    _tuner: threading.Thread | None = None
-    _tuner_guard: threading.Lock = field(default_factory=threading.Lock)
+    _upkeeper: threading.Thread | None = None  # the graph's upkeep (app/engine/graph_upkeep.py)
+    _upkeep_guard: threading.Lock = field(default_factory=threading.Lock)
+    _measuring: bool = False
     _closing: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -132,7 +133,7 @@ class Collection:
             collection.reset_indexes(threads)
             collection._replay(0)
         if tune:
-            collection.tune_if_due()
+            collection.upkeep()
         return collection
 
     def reset_indexes(self, threads: int) -> None:
@@ -195,7 +196,7 @@ class Collection:
             self.dense.stage(np.asarray([result.new_labels[i] for i in keep], dtype=np.int64), vectors[keep])
             self.writes_since_snapshot += len(docs)
         self.settle()
-        self.tune_if_due()
+        self.upkeep()
 
     def settle(self) -> None:
         """Staged vectors into the graph in turns of the write lock of about SETTLE_TURN_SECONDS each; the
@@ -212,59 +213,6 @@ class Collection:
                 return
             count = next_turn(count, seconds)
 
-    # --- self-tuned ef_search ---------------------------------------------------------------
-
-    def tune_if_due(self) -> None:
-        """Starts measuring ef_search in the background when the graph has reached its first size or doubled
-        since the last measurement; an explicit ef_search in the settings is never tuned."""
-        if self.settings.hnsw.ef_search is not None or self._closing.is_set():
-            return
-        with self._tuner_guard:
-            if self.measuring and self._tuner is not threading.current_thread():
-                return  # the running one checks again when it ends
-            if not due(len(self.dense) - self.dense.staged, self.dense.tuning):
-                return
-            self._tuner = threading.Thread(target=self._tune, name=f"tune-{self.name}", daemon=True)
-            self._tuner.start()
-
-    def _tune(self) -> None:
-        try:
-            tuning = measure(self.dense, self.lock, self.recall_target, self._closing)
-        except TuningCancelled:
-            return
-        except Exception:
-            log.exception("collection %s: measuring ef_search failed; it stays at %d", self.name,
-                          self.dense.ef_search)
-            return
-        if tuning is None:
-            return
-        with self.lock.write():
-            if self.dropped:
-                return
-            self.dense.tuning = tuning
-            self.writes_since_snapshot += 1  # so the next snapshot keeps it: a restart need not measure again
-        log.info("collection %s: ef_search %d (recall@%d %.3f, target %.2f, %d vectors)", self.name,
-                 tuning.ef_search, tuning.k, tuning.recall, tuning.target, tuning.measured_at)
-        self.tune_if_due()  # the graph may have doubled again meanwhile (writes wait only for the measurement)
-
-    @property
-    def measuring(self) -> bool:
-        tuner = self._tuner
-        return tuner is not None and tuner.is_alive()
-
-    def wait_tuned(self, timeout: float | None = None) -> None:
-        """Until no measurement runs (one that ends may start the next), or `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (tuner := self._tuner) is not None and tuner.is_alive():
-            tuner.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-
-    def stop_tuning(self) -> None:
-        """Ends a measurement in progress at its next step and waits for it; none starts after this."""
-        self._closing.set()
-        self.wait_tuned()
-
     def delete(self, doc_id: str) -> bool:
         if self.shared is not None:
             self.check_live()
@@ -280,6 +228,7 @@ class Collection:
             self.lexical.delete([label])
             self.dense.delete([label])
             self.writes_since_snapshot += 1
+        self.upkeep()
         return True
 
     def check_live(self) -> None:

@@ -198,7 +198,7 @@ class SearchEngine:
         with self._collections_lock:
             collection = self._collections.pop(name, None)
         if collection is not None:
-            collection.stop_tuning()  # first: a measurement holds the read lock until it ends
+            collection.stop_upkeep()  # first: a measurement holds the read lock until it ends
             with collection.lock.write():
                 collection.dropped = True
 
@@ -210,7 +210,7 @@ class SearchEngine:
             return
         with self._collections_lock:
             collection = self.collection(name)
-            collection.stop_tuning()  # first: a measurement holds the read lock until it ends
+            collection.stop_upkeep()  # first: a measurement holds the read lock until it ends
             with collection.lock.write():
                 self.store.drop_collection(name)
                 collection.dropped = True
@@ -325,7 +325,7 @@ class SearchEngine:
         self.queries.close()
         self.documents.close()
         for collection in self.list_collections():
-            collection.stop_tuning()
+            collection.stop_upkeep()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
                 collection.snapshot()

@@ -182,7 +182,7 @@ class Follower:
         self.store.mirror.mark_applied(collection.name, collection.record.uid, result.seq)
         self._advance(result.seq)
         collection.settle()
-        collection.tune_if_due()
+        collection.upkeep()
 
     def catch_up(self, at_least: int | None = None) -> int:
         """Applies the store's changes up to its current head; returns the sequence applied."""
@@ -202,7 +202,7 @@ class Follower:
             received, self._received = self._received, []
             for collection in received:
                 collection.settle()
-                collection.tune_if_due()
+                collection.upkeep()
             return head
 
     def _drop_missing(self, states: dict[str, CollectionState]) -> None:

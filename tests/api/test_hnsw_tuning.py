@@ -21,7 +21,7 @@ def _post(client: TestClient, name: str, first: int, count: int) -> None:
 def _tuning(client: TestClient, name: str) -> dict[str, Any]:
     """The collection's hnsw_tuning once any measurement in progress has ended."""
     engine: SearchEngine = client.app.state.engine  # type: ignore[attr-defined]
-    engine.collection(name).wait_tuned(60)
+    engine.collection(name).wait_upkeep(60)
     info = client.get(f"/v1/collections/{name}").json()
     return dict(info["hnsw_tuning"])
 
@@ -49,7 +49,7 @@ def test_ef_search_is_tuned_as_the_collection_grows_and_kept_across_a_restart(ma
         assert engine.collection("grow").dense.ef_search == second["ef_search"]  # what searches walk with
     with make_client() as client:
         engine = client.app.state.engine  # type: ignore[attr-defined]
-        assert engine.collection("grow")._tuner is None  # loaded from the snapshot: nothing re-measured
+        assert engine.collection("grow")._upkeeper is None  # loaded from the snapshot: nothing re-measured
         assert client.get("/v1/collections/grow").json()["hnsw_tuning"] == second
 
 
@@ -62,7 +62,7 @@ def test_an_explicit_ef_search_is_never_tuned(make_client: AppFactory) -> None:
         assert info["settings"]["hnsw"]["ef_search"] == 40
         assert info["hnsw_tuning"]["source"] == "explicit" and info["hnsw_tuning"]["ef_search"] == 40
         engine: SearchEngine = client.app.state.engine  # type: ignore[attr-defined]
-        assert engine.collection("fixed")._tuner is None
+        assert engine.collection("fixed")._upkeeper is None
         assert client.put("/v1/collections/fixed", json=body).status_code == 200
 
 

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import app.engine.dense as dense_module
 from app.engine.collection import next_turn
 from app.engine.embedder import normalise
 from app.errors import CollectionNotFound
 from app.store.base import NewDocument
+from tests.conftest import AppFactory
+from tests.engine.test_hnsw_tuning import clustered
 
 
 def test_write_after_delete_is_refused_and_leaves_nothing(client: TestClient) -> None:
@@ -56,3 +59,33 @@ def test_an_upsert_settles_its_batch_before_it_returns_in_turns_that_at_most_dou
     assert collection.dense.staged == 0 and len(collection.dense) == 300
     assert sum(turns) >= 300 and turns[0] == 1 and len(turns) > 1
     assert all(1 <= b <= 2 * a for a, b in pairwise(turns))
+
+
+def test_re_posting_a_fifth_of_the_graph_rebuilds_it_in_the_background_and_a_restart_keeps_it(
+        make_client: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dense_module, "VACUUM_MIN", 50)
+    vectors = clustered(401)
+
+    def post(client: TestClient, ids: range, shift: int) -> None:
+        docs = [{"id": f"d{i}", "text": f"document {i}", "vector": vectors[i + shift].tolist()} for i in ids]
+        assert client.post("/v1/collections/churn/documents", json={"documents": docs}).status_code == 200
+
+    def check(client: TestClient, deleted: int) -> None:
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        collection = engine.collection("churn")
+        collection.wait_upkeep(60)
+        assert (collection.dense.deleted_nodes, len(collection.dense)) == (deleted, 400)
+        for doc_id, vector in (("d5", vectors[6]), ("d300", vectors[300])):  # d5 re-posted with d6's vector
+            with collection.lock.read():
+                top = collection.dense.search(vector, 1)[0]
+            assert top.tolist() == [engine.get("churn", doc_id).label]
+
+    with make_client() as client:
+        assert client.put("/v1/collections/churn").status_code == 201
+        post(client, range(400), 0)
+        post(client, range(60), 1)  # re-posted with other vectors: 60 deleted nodes of 460, no rebuild
+        check(client, 60)
+        post(client, range(60, 120), 1)  # 120 of 520: rebuilt without them
+        check(client, 0)
+    with make_client() as client:  # the snapshot taken at the stop holds the rebuilt graph
+        check(client, 0)

@@ -148,11 +148,11 @@ def test_reencode_moves_a_collection_to_the_configured_encoder(made_by_torch: Se
 def test_reencode_leaves_measuring_ef_search_to_the_service(made_by_torch: Settings,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The rebuilt indexes are snapshotted untuned: no measurement is started (and cancelled) offline."""
-    import app.engine.collection as collection_module
+    import app.engine.graph_upkeep as upkeep_module
 
     started: list[str] = []
-    monkeypatch.setattr(collection_module, "due", lambda count, last: True)  # every graph due, whatever its size
-    monkeypatch.setattr(collection_module, "measure", lambda *args, **kwargs: started.append("measure"))
+    monkeypatch.setattr(upkeep_module, "due", lambda count, last: True)  # every graph due, whatever its size
+    monkeypatch.setattr(upkeep_module, "measure", lambda *args, **kwargs: started.append("measure"))
     reencode(made_by_torch, ["papers"], StubEncoder("onnx-int8"), progress=False)
     assert started == []
 
