@@ -100,6 +100,8 @@ class Collection(GraphUpkeep):
     _upkeep_guard: threading.Lock = field(default_factory=threading.Lock)
     _measuring: bool = False
     _closing: threading.Event = field(default_factory=threading.Event)
+    _failures: int = 0
+    _retry_at: float = 0.0
 
     @property
     def name(self) -> str:

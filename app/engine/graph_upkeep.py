@@ -19,6 +19,9 @@ log = logging.getLogger("app.collection")
 # A rebuild adds what was settled meanwhile in rounds until at most VECTORS_CHUNK are left for the write lock; under
 # a bulk load that outpaces it, the rest (read under the write lock) after this many.
 _CATCH_UP_ROUNDS = 8
+# After a rebuild or a measurement fails (out of memory, say), no upkeep starts for RETRY_FIRST seconds, doubling with
+# each failure in a row up to RETRY_MAX: every write would otherwise start the same doomed rebuild again at once.
+RETRY_FIRST, RETRY_MAX = 30.0, 3600.0
 
 
 class GraphUpkeep:
@@ -36,12 +39,15 @@ class GraphUpkeep:
     _upkeep_guard: threading.Lock
     _measuring: bool
     _closing: threading.Event
+    _failures: int  # rebuilds and measurements that failed in a row
+    _retry_at: float  # time.monotonic() before which no upkeep starts after a failure
 
     def upkeep(self) -> None:
         """Starts the graph's upkeep in the background when some is due: a rebuild once deleted nodes are
         VACUUM_RATIO of the graph, a measurement of ef_search once the graph has reached its first size or doubled
-        since the last one (never with an explicit ef_search in the settings)."""
-        if self._closing.is_set():
+        since the last one (never with an explicit ef_search in the settings); after a failure, not before
+        RETRY_FIRST says."""
+        if self._closing.is_set() or time.monotonic() < self._retry_at:
             return
         with self._upkeep_guard:
             if self.upkeeping and self._upkeeper is not threading.current_thread():
@@ -78,11 +84,14 @@ class GraphUpkeep:
         return self.settings.hnsw.ef_search is None and due(len(self.dense) - self.dense.staged, self.dense.tuning)
 
     def _upkeep(self) -> None:
+        failures = self._failures
         try:
             rebuilt = self.dense.vacuum_due() and self._vacuum()
             tuned = self._tuning_due() and self._tune()
         except (VacuumCancelled, TuningCancelled, CollectionNotFound):
             return
+        if self._failures == failures:
+            self._failures = 0
         if rebuilt or tuned:
             self.upkeep()  # writes went on meanwhile: more may be due
 
@@ -107,7 +116,8 @@ class GraphUpkeep:
         except (VacuumCancelled, CollectionNotFound):
             raise
         except Exception:
-            log.exception("collection %s: rebuilding the graph failed; it keeps its deleted nodes", self.record.name)
+            log.exception("collection %s: rebuilding the graph failed; it keeps its deleted nodes (tried again in "
+                          "%.0f s)", self.record.name, self._failed())
             return False
         if graph is None:
             return False
@@ -116,10 +126,18 @@ class GraphUpkeep:
                 return False
             self.dense.adopt(graph, built)
             self.writes_since_snapshot += 1  # so the next snapshot saves the smaller graph
-        log.info("collection %s: graph rebuilt without its %d deleted nodes (%d vectors, %.1f s)", self.record.name,
-                 deleted, len(built), time.perf_counter() - start)
+        # `built` counts every node the rebuild inserted, some deleted again while it ran.
+        log.info("collection %s: graph rebuilt without its %d deleted nodes (%d nodes inserted, %.1f s)",
+                 self.record.name, deleted, len(built), time.perf_counter() - start)
         self.settle()  # what the old graph took during the rebuild, staged again
         return True
+
+    def _failed(self) -> float:
+        """Counts a failure and puts the next upkeep off; returns for how many seconds."""
+        self._failures += 1
+        wait = min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + wait
+        return wait
 
     def _read_vectors(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Those of `labels` still in the graph and their vectors, a few hundred under each hold of the read lock
@@ -141,8 +159,8 @@ class GraphUpkeep:
         except TuningCancelled:
             raise
         except Exception:
-            log.exception("collection %s: measuring ef_search failed; it stays at %d", self.record.name,
-                          self.dense.ef_search)
+            log.exception("collection %s: measuring ef_search failed; it stays at %d (tried again in %.0f s)",
+                          self.record.name, self.dense.ef_search, self._failed())
             return False
         finally:
             self._measuring = False

@@ -1,6 +1,7 @@
 """A collection's writes: settling a batch in short turns, and a write that raced a delete must not resurrect
 the collection."""
 
+import time
 from itertools import pairwise
 
 import numpy as np
@@ -89,3 +90,40 @@ def test_re_posting_a_fifth_of_the_graph_rebuilds_it_in_the_background_and_a_res
         check(client, 0)
     with make_client() as client:  # the snapshot taken at the stop holds the rebuilt graph
         check(client, 0)
+
+
+def test_a_failed_rebuild_is_not_retried_at_every_write_but_after_a_growing_pause(
+        make_client: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dense_module, "VACUUM_MIN", 20)
+    vectors, attempts = clustered(201), []
+    build_graph = dense_module.DenseIndex.build_graph
+
+    def failing(*args: object, **kwargs: object) -> object:
+        attempts.append(1)
+        raise MemoryError("no room for a second graph")
+
+    def post(client: TestClient, ids: range, shift: int) -> None:
+        docs = [{"id": f"d{i}", "text": f"document {i}", "vector": vectors[i + shift].tolist()} for i in ids]
+        assert client.post("/v1/collections/churn/documents", json={"documents": docs}).status_code == 200
+
+    with make_client() as client:
+        assert client.put("/v1/collections/churn").status_code == 201
+        collection = client.app.state.engine.collection("churn")  # type: ignore[attr-defined]
+        post(client, range(200), 0)
+        monkeypatch.setattr(dense_module.DenseIndex, "build_graph", failing)
+        post(client, range(60), 1)  # 60 deleted nodes of 260: due, and the rebuild fails
+        collection.wait_upkeep(60)
+        for start in (60, 70, 80):  # still due at every write, not tried again meanwhile
+            post(client, range(start, start + 10), 1)
+            collection.wait_upkeep(60)
+        assert attempts == [1] and collection.dense.deleted_nodes == 90
+        assert 20 < collection._retry_at - time.monotonic() <= 30
+        collection._retry_at = 0.0  # the pause is over
+        post(client, range(90, 100), 1)
+        collection.wait_upkeep(60)
+        assert attempts == [1, 1] and 55 < collection._retry_at - time.monotonic() <= 60  # twice as long
+        monkeypatch.setattr(dense_module.DenseIndex, "build_graph", build_graph)
+        collection._retry_at = 0.0
+        post(client, range(100, 110), 1)
+        collection.wait_upkeep(60)
+        assert collection.dense.deleted_nodes == 0 and collection._failures == 0
