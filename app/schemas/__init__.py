@@ -4,6 +4,7 @@ share and the collections, documents, relevance and error models here, the searc
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
 from app.engine.job_board import BOARD_RETENTION_DAYS
@@ -113,9 +114,11 @@ def _bound(value: Any) -> Any:
     return _scalar(value)
 
 
-# A range bound: an integer stays one (read as a float, 2**53 + 1 became 2**53 and matched it); strings compare
-# with strings. No booleans.
-Bound = Annotated[Int | Number | MetadataString, BeforeValidator(_bound)]
+# A range bound, or none given: an integer stays one (read as a float, 2**53 + 1 became 2**53 and matched it);
+# strings compare with strings. No booleans. Checked before the union with None (a null bound is refused by the
+# range itself): inside it, a bad bound also got that branch's "Input should be None", at a location naming
+# pydantic's union.
+Bound = Annotated[Int | Number | MetadataString | SkipJsonSchema[None], BeforeValidator(_bound)]
 
 
 class Strict(BaseModel):

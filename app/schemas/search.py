@@ -4,7 +4,6 @@ boosts and the relevance filter's options."""
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, model_validator
-from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
 from app.engine.facets import MAX_FACET_VALUES
@@ -43,10 +42,10 @@ class RangeFilter(Strict):
     # At least one bound, and no null ones, in the schema as in validation: a schema that allowed {} or
     # {"gt": null} would document as valid what the validator below refuses (the fuzz test found it).
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
-    gt: Bound | SkipJsonSchema[None] = None
-    gte: Bound | SkipJsonSchema[None] = None
-    lt: Bound | SkipJsonSchema[None] = None
-    lte: Bound | SkipJsonSchema[None] = None
+    gt: Bound = None
+    gte: Bound = None
+    lt: Bound = None
+    lte: Bound = None
 
     @model_validator(mode="before")
     @classmethod

@@ -148,6 +148,15 @@ def test_a_bad_filter_condition_gets_its_own_form_s_error_first(animals: TestCli
     body = {"query": "x", "filter": {"year": condition}}
     details = animals.post("/v1/collections/animals/search", json=body).json()["error"]["details"]
     assert message in details[0]["msg"], details
+
+
+@pytest.mark.parametrize("bound", [[1], {"a": 1}, True, "v" * 2049])
+def test_a_bad_range_bound_gets_one_error_at_its_own_place(animals: TestClient, bound: object) -> None:
+    """Not also "Input should be None" from the union with a bound left out, nor a location naming pydantic's
+    union of the bound's kinds (QA)."""
+    body = {"query": "x", "filter": {"year": {"gte": bound}}}
+    details = animals.post("/v1/collections/animals/search", json=body).json()["error"]["details"]
+    assert [d["loc"] for d in details] == [["body", "filter", "year", "range", "gte"]], details
     assert all(detail["type"] != "bool_type" for detail in details)
 
 
