@@ -148,6 +148,7 @@ def test_a_bad_filter_condition_gets_its_own_form_s_error_first(animals: TestCli
     body = {"query": "x", "filter": {"year": condition}}
     details = animals.post("/v1/collections/animals/search", json=body).json()["error"]["details"]
     assert message in details[0]["msg"], details
+    assert all(detail["type"] != "bool_type" for detail in details)
 
 
 @pytest.mark.parametrize("bound", [[1], {"a": 1}, True, "v" * 2049])
@@ -157,7 +158,6 @@ def test_a_bad_range_bound_gets_one_error_at_its_own_place(animals: TestClient, 
     body = {"query": "x", "filter": {"year": {"gte": bound}}}
     details = animals.post("/v1/collections/animals/search", json=body).json()["error"]["details"]
     assert [d["loc"] for d in details] == [["body", "filter", "year", "range", "gte"]], details
-    assert all(detail["type"] != "bool_type" for detail in details)
 
 
 @pytest.mark.parametrize(("method", "path"), [("post", "/v1/collections/animals/search"),
