@@ -242,11 +242,32 @@ class SearchEngine:
                     f"document {documents[given[flat[0]]].id!r} has a vector of zeros, which has no direction to "
                     f"search by", [{"loc": ["documents", given[i], "vector"]} for i in flat.tolist()])
         if to_encode:
-            vectors[to_encode] = self.documents.encode(
-                [document_text(documents[i].title, documents[i].text) for i in to_encode])
-        collection.upsert([NewDocument(d.id, d.text, d.title, dict(d.metadata), vectors[i])
+            self._encode_texts(collection, documents, to_encode, vectors)
+        encoded = set(to_encode)
+        collection.upsert([NewDocument(d.id, d.text, d.title, dict(d.metadata), vectors[i], encoded=i in encoded)
                            for i, d in enumerate(documents)])
         return [d.id for d in documents]
+
+    def _encode_texts(self, collection: Collection, documents: Sequence[DocumentInput], positions: list[int],
+                      vectors: np.ndarray) -> None:
+        """Fills `vectors` at `positions` with the encodings of those documents' titles and texts. A document
+        stored with this very title and text, and a vector the service made from them, takes that vector again:
+        a loader that re-posts a whole collection waits for the encoder only for what changed (the collection's
+        encoder is the one that made its vectors, app/engine/encoders.py)."""
+        stored = self.store.encoded_texts(collection.name, [documents[i].id for i in positions])
+        fresh = []
+        for i in positions:
+            doc, same = documents[i], stored.get(documents[i].id)
+            if same is not None and same.text == doc.text and same.title == doc.title:
+                vectors[i] = same.vector
+            else:
+                fresh.append(i)
+        if fresh:
+            vectors[fresh] = self.documents.encode([document_text(documents[i].title, documents[i].text)
+                                                    for i in fresh])
+        if len(fresh) < len(positions):
+            log.debug("%d of %d texts posted to %r were stored unchanged with their vectors: not encoded again",
+                      len(positions) - len(fresh), len(positions), collection.name)
 
     def get(self, name: str, doc_id: str) -> StoredRow:
         row = self.store.get(self.collection(name).name, doc_id)

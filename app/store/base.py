@@ -23,6 +23,17 @@ class NewDocument:
     title: str | None
     metadata: dict[str, Any]
     vector: np.ndarray  # float32, unit length
+    # The vector is the service's own encoding of this title and text (not one the client brought), so a later
+    # upsert of the same title and text may take it again instead of encoding it anew.
+    encoded: bool = False
+
+
+@dataclass
+class EncodedText:
+    """A stored document whose vector the service's encoder made from exactly this title and text."""
+    title: str | None
+    text: str
+    vector: np.ndarray
 
 
 @dataclass
@@ -103,6 +114,11 @@ class DocumentStore(Protocol):
         ...
 
     def get(self, collection: str, doc_id: str) -> StoredRow | None: ...
+
+    def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
+        """Of these ids, the stored documents written with `encoded` set, by id (the others are left out)."""
+        ...
+
     def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]: ...
     def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]: ...
 

@@ -28,7 +28,15 @@ from psycopg.types.json import Jsonb
 
 from app.engine.types import FilterCondition
 from app.errors import CollectionConflict, CollectionNotFound, InvalidInput, StoreUnavailable
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
+from app.store.base import (
+    CollectionRecord,
+    DocumentStore,
+    EncodedText,
+    NewDocument,
+    StoredRow,
+    WriteResult,
+    checked_vectors,
+)
 from app.store.filters import compile_jsonb_filter
 from app.store.jsonb import metadata_json
 from app.store.postgres_feed import (
@@ -45,7 +53,7 @@ from app.store.postgres_schema import ensure_schema
 log = logging.getLogger("app.store.postgres")
 
 
-_DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea"]
+_DOCUMENT_TYPES = ["text", "text", "int8", "text", "text", "jsonb", "bytea", "bool"]
 
 
 def _already_json(text: str) -> str:
@@ -155,7 +163,7 @@ class PostgresStore(JobBoardTables):
         """The whole batch in one transaction: committed or not at all. Everything that can fail on the input
         is prepared before the transaction, which then holds the sequence lock only for the inserts."""
         prepared = [(doc.id, doc.title, doc.text, Jsonb(metadata_json(doc.metadata), dumps=_already_json),
-                     np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes()) for doc in docs]
+                     np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes(), doc.encoded) for doc in docs]
         try:
             with self._write() as conn:
                 last = self._take_seq(conn, len(docs))
@@ -180,8 +188,8 @@ class PostgresStore(JobBoardTables):
                     # Replaced rows out, then every row in by COPY: several times faster than upserting row by row.
                     cur.execute("DELETE FROM search_documents WHERE collection = %s AND id = ANY(%s)",
                                 (collection, [doc_id for doc_id in final if doc_id in replaced]))
-                    with cur.copy("COPY search_documents (collection, id, label, title, text, metadata, vector) "
-                                  "FROM STDIN (FORMAT BINARY)") as copy:
+                    with cur.copy("COPY search_documents (collection, id, label, title, text, metadata, vector, "
+                                  "encoded) FROM STDIN (FORMAT BINARY)") as copy:
                         copy.set_types(_DOCUMENT_TYPES)
                         for row in final.values():
                             copy.write_row(row)
@@ -260,6 +268,14 @@ class PostgresStore(JobBoardTables):
             row = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
                                "WHERE collection = %s AND id = %s", (collection, doc_id)).fetchone()
         return None if row is None else stored_row(*row)
+
+    def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
+        with reachable(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT id, title, text, vector FROM search_documents "
+                                "WHERE collection = %s AND id = ANY(%s) AND encoded",
+                                (collection, list(ids))).fetchall()
+        return {doc_id: EncodedText(title, text, np.frombuffer(blob, dtype=np.float32))
+                for doc_id, title, text, blob in rows}
 
     def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
         with reachable(), self._pool.connection() as conn:

@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS search_job_cancels (id text PRIMARY KEY, requested_at
 # work beside bumps it and migrates from it. A table they do not read does not: search_job_cancels (2026-12-02)
 # holds cancels of training jobs, which a replica of an earlier version runs to the end.
 SCHEMA_VERSION = 1
+# Columns added since, each with a default, so that replicas of earlier versions (whose COPY names its columns) work
+# beside them: (table, column, definition). Added only when missing: ALTER TABLE takes an exclusive lock on the
+# table even when IF NOT EXISTS finds the column, and would queue behind every replica's open read of it.
+_ADDED_COLUMNS = (
+    # NewDocument.encoded: the vector is the service's encoding of the row's title and text.
+    ("search_documents", "encoded", "boolean NOT NULL DEFAULT false"),
+)
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
@@ -50,3 +57,8 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
             f"the PostgreSQL store holds schema version {found}, written by a later version of this service "
             f"(this one knows version {SCHEMA_VERSION}): run that version or a later one against it",
             [{"store_schema_version": found, "service_schema_version": SCHEMA_VERSION}])
+    for table, column, definition in _ADDED_COLUMNS:
+        present = conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                               "AND table_name = %s AND column_name = %s", (table, column)).fetchone()
+        if present is None:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.types import FilterCondition
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult
+from app.store.base import CollectionRecord, DocumentStore, EncodedText, NewDocument, StoredRow, WriteResult
 from app.store.mirror import MirrorStore
 from app.store.postgres import PostgresStore
 
@@ -67,6 +67,10 @@ class ReplicaStore:
 
     def tombstones_after(self, collection: str, after_seq: int) -> list[int]:
         return self.shared.tombstones_after(collection, after_seq)
+
+    def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
+        # Asked by a write, which needs the shared store anyway; the mirror keeps no vectors.
+        return self.shared.encoded_texts(collection, ids)
 
     # reads: the local mirror
     def count(self, collection: str) -> int:

@@ -15,9 +15,21 @@ import numpy as np
 
 from app.engine.types import FilterCondition
 from app.errors import CollectionNotFound
-from app.store.base import CollectionRecord, DocumentStore, NewDocument, StoredRow, WriteResult, checked_vectors
+from app.store.base import (
+    CollectionRecord,
+    DocumentStore,
+    EncodedText,
+    NewDocument,
+    StoredRow,
+    WriteResult,
+    checked_vectors,
+)
 from app.store.filters import METADATA_VALUES_FILL, METADATA_VALUES_SCHEMA, condition_queries
 
+# `encoded_labels` holds the labels of documents written with NewDocument.encoded. A table of its own rather than a
+# column of `documents`, so that this service's earlier versions, which insert a document's seven values by
+# position, can still write the file. Labels are never reused, so a flag left on the label of a document that such a
+# version replaced names no live document and is never read.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS collections (
@@ -31,6 +43,10 @@ CREATE TABLE IF NOT EXISTS tombstones (collection TEXT NOT NULL, label INTEGER N
 CREATE INDEX IF NOT EXISTS tombstones_by_seq ON tombstones (collection, seq);
 CREATE TABLE IF NOT EXISTS adapters (collection TEXT PRIMARY KEY, meta TEXT NOT NULL, weights BLOB NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0);
+CREATE TABLE IF NOT EXISTS encoded_labels (label INTEGER PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS encoded_labels_delete AFTER DELETE ON documents BEGIN
+    DELETE FROM encoded_labels WHERE label = OLD.label;
+END;
 """ + METADATA_VALUES_SCHEMA
 
 
@@ -149,11 +165,15 @@ class SqliteStore:
                 if old is not None:
                     old_labels.append(int(old[0]))
                     self._writer.execute("INSERT INTO tombstones VALUES (?, ?, ?)", (collection, old[0], label))
+                    # A replacement fires no delete trigger (recursive_triggers is off).
+                    self._writer.execute("DELETE FROM encoded_labels WHERE label = ?", (old[0],))
                 self._writer.execute(
                     "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (collection, doc.id, label, doc.title, doc.text, json.dumps(doc.metadata),
                      np.ascontiguousarray(doc.vector, dtype=np.float32).tobytes()),
                 )
+                if doc.encoded:
+                    self._writer.execute("INSERT INTO encoded_labels VALUES (?)", (label,))
                 new_labels.append(label)
         return WriteResult(new_labels, old_labels, first + len(docs) - 1)
 
@@ -202,6 +222,18 @@ class SqliteStore:
             (collection, doc_id),
         ).fetchone()
         return None if row is None else StoredRow(row[0], row[1], row[2], row[3], json.loads(row[4]))
+
+    def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
+        found: dict[str, EncodedText] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader().execute(
+                f"SELECT d.id, d.title, d.text, d.vector FROM documents AS d JOIN encoded_labels AS e "
+                f"ON e.label = d.label WHERE d.collection = ? AND d.id IN ({marks})", (collection, *chunk))
+            found.update({doc_id: EncodedText(title, text, np.frombuffer(blob, dtype=np.float32))
+                          for doc_id, title, text, blob in rows})
+        return found
 
     def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
         found: dict[int, StoredRow] = {}

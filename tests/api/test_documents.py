@@ -4,6 +4,7 @@ import json
 from urllib.parse import quote
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import ANIMALS, ids, search
@@ -160,3 +161,32 @@ def test_own_vectors_of_any_finite_scale_are_normalised(client: TestClient) -> N
     hits = search(client, "scaled", "scale", mode="dense", explain=True, k=4, relevance={"enabled": False})["hits"]
     cosines = [h["explain"]["cosine"] for h in hits]
     assert len(cosines) == 4 and max(cosines) - min(cosines) < 1e-5 and abs(cosines[0]) <= 1.0
+
+
+def test_a_re_posted_unchanged_text_keeps_its_vector_without_encoding_it_again(
+        animals: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = animals.app.state.engine  # type: ignore[attr-defined]
+    encoded: list[str] = []
+    encode = engine.documents.encode
+    monkeypatch.setattr(engine.documents, "encode", lambda texts: encoded.extend(texts) or encode(texts))
+    before = search(animals, "felines that purr", mode="dense", explain=True)["hits"][0]
+
+    # A loader re-posts everything: new metadata, the same titles and texts, one title changed.
+    again = [{**doc, "metadata": {**doc["metadata"], "synced": True}} for doc in ANIMALS]
+    again[1] = {**again[1], "title": "Dogs and puppies"}
+    assert animals.post("/v1/collections/animals/documents", json={"documents": again}).status_code == 200
+    assert encoded == ["Dogs and puppies Dogs are loyal companions that bark at strangers and fetch sticks."]
+    after = search(animals, "felines that purr", mode="dense", explain=True)["hits"][0]
+    assert after["id"] == before["id"] == "cat"
+    assert after["explain"]["cosine"] == pytest.approx(before["explain"]["cosine"], abs=1e-6)
+    assert len(ids(search(animals, "anything", filter={"synced": True}, k=10, relevance={"enabled": False}))) == 6
+
+    # A text that came with the client's own vector is encoded once it comes without one.
+    own = {"id": "cat", "title": "Cats", "text": ANIMALS[0]["text"], "vector": [1.0] + [0.0] * 383}
+    assert animals.post("/v1/collections/animals/documents", json={"documents": [own]}).status_code == 200
+    encoded.clear()
+    plain = {k: own[k] for k in ("id", "title", "text")}
+    assert animals.post("/v1/collections/animals/documents", json={"documents": [plain]}).status_code == 200
+    assert len(encoded) == 1
+    assert search(animals, "felines that purr", mode="dense", explain=True)["hits"][0]["explain"]["cosine"] \
+        == pytest.approx(before["explain"]["cosine"], abs=0.02)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from app.engine.types import Equals, FilterCondition, In, Range
@@ -51,6 +52,36 @@ def test_labels_are_fresh_and_replacements_leave_tombstones(store: DocumentStore
     assert store.seq() == s + 4
     store.prune_tombstones("c", s + 4)
     assert store.tombstones_after("c", 0) == []
+
+
+def test_documents_written_as_encoded_give_their_text_and_vector_back_until_replaced(store: DocumentStore) -> None:
+    vector = np.array([0.6, 0.8, 0.0, 0.0], dtype=np.float32)
+    encoded = [NewDocument(i, f"text of {i}", "T", {}, vector, encoded=True) for i in ("a", "b", "c")]
+    store.upsert("c", [*encoded, _doc("own")])
+    store.upsert("other", [NewDocument("a", "elsewhere", None, {}, vector, encoded=True)])
+    found = store.encoded_texts("c", ["a", "b", "c", "own", "missing"])
+    assert sorted(found) == ["a", "b", "c"]  # "own" brought its own vector
+    assert (found["a"].title, found["a"].text, found["a"].vector.tolist()) == ("T", "text of a", vector.tolist())
+    store.upsert("c", [_doc("a")])  # replaced by a client's vector
+    store.delete("c", "b")
+    assert sorted(store.encoded_texts("c", ["a", "b", "c"])) == ["c"]
+    store.upsert("c", [NewDocument("a", "new text", None, {}, vector, encoded=True)])
+    assert store.encoded_texts("c", ["a"])["a"].text == "new text"
+    assert store.encoded_texts("other", ["a"])["a"].text == "elsewhere"
+
+
+def test_a_postgres_store_from_before_the_encoded_column_gains_it_once(database_url: str) -> None:
+    store = PostgresStore(database_url)
+    store.create_collection("c", 4, {})
+    store.upsert("c", [_doc("old")])
+    store.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # the table as earlier versions made it
+        conn.execute("ALTER TABLE search_documents DROP COLUMN encoded")
+    store = PostgresStore(database_url)
+    store.upsert("c", [NewDocument("new", "t", None, {}, np.ones(4, dtype=np.float32) / 2, encoded=True)])
+    assert sorted(store.encoded_texts("c", ["old", "new"])) == ["new"]
+    store.close()
+    PostgresStore(database_url).close()  # a second start finds the column and leaves it
 
 
 def test_a_failing_batch_writes_nothing(store: DocumentStore) -> None:
@@ -150,6 +181,20 @@ def test_another_process_replacing_a_document_keeps_the_flattened_metadata_right
     store = SqliteStore(tmp_path / "s.db")
     assert store.filter_labels("c", {"color": Equals("red")}).tolist() == []
     assert store.filter_labels("c", {"color": Equals("blue")}).tolist() == [99]
+    store.close()
+
+
+def test_a_document_an_earlier_version_replaced_is_not_taken_as_encoded(tmp_path: Path) -> None:
+    """Earlier versions write the file too (seven values by position) and know nothing of `encoded_labels`."""
+    store = SqliteStore(tmp_path / "s.db")
+    store.upsert("c", [NewDocument("a", "t", None, {}, np.ones(4, dtype=np.float32) / 2, encoded=True)])
+    store.close()
+    other = sqlite3.connect(tmp_path / "s.db")
+    other.execute("INSERT OR REPLACE INTO documents VALUES ('c', 'a', 99, NULL, 't', '{}', x'')")
+    other.commit()
+    other.close()
+    store = SqliteStore(tmp_path / "s.db")
+    assert store.encoded_texts("c", ["a"]) == {}
     store.close()
 
 
