@@ -86,12 +86,18 @@ def _scalar(value: Any) -> Any:
     return _string(_int64(value))
 
 
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind, as the messages below name it."""
+    return "null" if value is None else "a boolean" if isinstance(value, bool) else "an object" if isinstance(
+        value, dict) else "an array" if isinstance(value, list) else type(value).__name__
+
+
 def _metadata_value(value: Any) -> Any:
     # One message for a value of no allowed kind: the union below reported each of its branches' (a nested
     # object got "should be a valid boolean", then integer, number, string and list), and a loader showed the first.
     if value is None or isinstance(value, dict) or (
             isinstance(value, list) and not all(isinstance(item, str) for item in value)):
-        kind = "null" if value is None else "an object" if isinstance(value, dict) else "a list of other than strings"
+        kind = "a list of other than strings" if isinstance(value, list) else _json_kind(value)
         raise ValueError(f"a metadata value is a string, a number, a boolean or a list of strings, not {kind}")
     for item in value if isinstance(value, list) else [value]:
         _scalar(item)
@@ -108,9 +114,7 @@ Scalar = Annotated[bool | Int | Number | MetadataString, BeforeValidator(_scalar
 def _bound(value: Any) -> Any:
     # One message for a bound of no allowed kind, rather than each branch's of the union below.
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        kind = "a boolean" if isinstance(value, bool) else "an object" if isinstance(value, dict) else \
-            "an array" if isinstance(value, list) else "null" if value is None else type(value).__name__
-        raise ValueError(f"a range bound is a number or a string, not {kind}")
+        raise ValueError(f"a range bound is a number or a string, not {_json_kind(value)}")
     return _scalar(value)
 
 

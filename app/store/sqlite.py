@@ -223,39 +223,29 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else StoredRow(row[0], row[1], row[2], row[3], json.loads(row[4]))
 
+    def _rows_in(self, select: str, collection: str, keys: Sequence[Any]) -> Iterator[Any]:
+        """The rows of `select`, whose `{marks}` stands for the keys of one chunk (SQLite bounds a statement's
+        parameters; 500 stays far below every build's limit) and whose first `?` is the collection."""
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start:start + 500])
+            yield from self._reader().execute(select.format(marks=",".join("?" * len(chunk))), (collection, *chunk))
+
     def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
-        found: dict[str, EncodedText] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._reader().execute(
-                f"SELECT d.id, d.title, d.text, d.vector FROM documents AS d JOIN encoded_labels AS e "
-                f"ON e.label = d.label WHERE d.collection = ? AND d.id IN ({marks})", (collection, *chunk))
-            found.update({doc_id: EncodedText(title, text, np.frombuffer(blob, dtype=np.float32))
-                          for doc_id, title, text, blob in rows})
-        return found
+        rows = self._rows_in("SELECT d.id, d.title, d.text, d.vector FROM documents AS d JOIN encoded_labels AS e "
+                             "ON e.label = d.label WHERE d.collection = ? AND d.id IN ({marks})", collection, ids)
+        return {doc_id: EncodedText(title, text, np.frombuffer(blob, dtype=np.float32))
+                for doc_id, title, text, blob in rows}
 
     def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
-        found: dict[int, StoredRow] = {}
-        for start in range(0, len(labels), 500):
-            chunk = [int(x) for x in labels[start:start + 500]]
-            marks = ",".join("?" * len(chunk))
-            rows = self._reader().execute(
-                f"SELECT label, id, text, title, metadata FROM documents "
-                f"WHERE collection = ? AND label IN ({marks})", (collection, *chunk))
-            for label, doc_id, text, title, metadata in rows:
-                found[label] = StoredRow(label, doc_id, text, title, json.loads(metadata))
-        return found
+        rows = self._rows_in("SELECT label, id, text, title, metadata FROM documents "
+                             "WHERE collection = ? AND label IN ({marks})", collection, [int(x) for x in labels])
+        return {label: StoredRow(label, doc_id, text, title, json.loads(metadata))
+                for label, doc_id, text, title, metadata in rows}
 
     def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._reader().execute(
-                f"SELECT id, label FROM documents WHERE collection = ? AND id IN ({marks})", (collection, *chunk))
-            found.update({doc_id: int(label) for doc_id, label in rows})
-        return found
+        rows = self._rows_in("SELECT id, label FROM documents WHERE collection = ? AND id IN ({marks})",
+                             collection, ids)
+        return {doc_id: int(label) for doc_id, label in rows}
 
     def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
         """Sorted labels of the documents whose metadata matches every condition: one indexed lookup a
@@ -296,17 +286,6 @@ class SqliteStore:
         rows = self._reader().execute(
             "SELECT label FROM tombstones WHERE collection = ? AND seq > ?", (collection, after_seq))
         return [int(r[0]) for r in rows]
-
-    def vectors(self, collection: str, labels: Sequence[int]) -> dict[int, np.ndarray]:
-        found: dict[int, np.ndarray] = {}
-        for start in range(0, len(labels), 500):
-            chunk = [int(x) for x in labels[start:start + 500]]
-            marks = ",".join("?" * len(chunk))
-            rows = self._reader().execute(
-                f"SELECT label, vector FROM documents WHERE collection = ? AND label IN ({marks})",
-                (collection, *chunk))
-            found.update({int(label): np.frombuffer(blob, dtype=np.float32) for label, blob in rows})
-        return found
 
 
 class _Transaction:
