@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import app.engine.tokenizer as tokenizer_module
 from app.client import SearchClient
+from app.engine.dense import DenseIndex
 from app.engine.embedder import Embedder
 from app.main import create_app
 from app.settings import Settings
@@ -202,6 +205,50 @@ def test_kill_9_after_a_partial_snapshot_replays_upserts_and_tombstones(make_cli
             assert ids(search(client, _record(doc_id, word)["text"], "records", mode="dense", k=1)) == [doc_id]
         for gone in ("alpha0", "alpha1", "alpha7"):  # r0's old words, the deleted docs' words
             assert ids(search(client, gone, "records", mode="lexical", k=20)) == []
+
+
+def test_a_snapshot_of_an_older_analysis_is_analysed_again_from_the_store_and_keeps_its_graph(
+        make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade that changes the text analysis ("İstanbul" was "i" + "stanbul" before 2026-12-03) makes the
+    lexical index of a snapshot from before it wrong. The start makes it again from the store's texts, loads the
+    graph as it was (re-inserting nothing), replays the writes after the snapshot, and a snapshot then keeps it."""
+    live = {"ist": "İstanbul ferry timetable", "r2": "Record two", "r3": "Record three", "izm": "İzmir harbour"}
+    with monkeypatch.context() as before:
+        before.setattr(tokenizer_module, "fold", lambda text: unicodedata.normalize("NFC", text).lower())
+        before.setattr(tokenizer_module, "ANALYSIS_VERSION", 1)
+        with make_client(snapshot_every_writes=1_000_000) as client:
+            assert client.put("/v1/collections/records").status_code == 201
+            first = [{"id": doc_id, "text": live.get(doc_id, "Record one")} for doc_id in ("ist", "r1", "r2", "r3")]
+            assert client.post("/v1/collections/records/documents", json={"documents": first}).status_code == 200
+            assert ids(search(client, "istanbul", "records", mode="lexical")) == []  # the old analysis's miss
+            collection = client.app.state.engine.collection("records")  # type: ignore[attr-defined]
+            collection.snapshot()
+            later = [{"id": "izm", "text": live["izm"]}]
+            assert client.post("/v1/collections/records/documents", json={"documents": later}).status_code == 200
+            assert client.delete("/v1/collections/records/documents/r1").status_code == 204
+            collection.writes_since_snapshot = 0  # as a kill would: the stop snapshots nothing over the tail
+    inserted: list[int] = []
+    upsert = DenseIndex.upsert
+
+    def counting_upsert(index: DenseIndex, labels: np.ndarray, vectors: np.ndarray) -> None:
+        inserted.extend(np.asarray(labels).tolist())
+        upsert(index, labels, vectors)
+
+    monkeypatch.setattr(DenseIndex, "upsert", counting_upsert)
+    with caplog.at_level(logging.INFO), make_client() as client:
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        assert inserted == [engine.get("records", "izm").label]  # only the tail: the graph was loaded
+        assert engine.collection("records").writes_since_snapshot == 3 + 2  # ist, r2, r3; izm and r1's tombstone
+        assert any("analysed again" in r.getMessage() for r in caplog.records)
+        for query, doc_id in (("istanbul", "ist"), ("izmir", "izm"), ("ferry", "ist"), ("three", "r3")):
+            assert ids(search(client, query, "records", mode="lexical")) == [doc_id], query
+        assert sorted(ids(search(client, "record", "records", mode="lexical"))) == ["r2", "r3"]
+        assert sorted(ids(search(client, "record", "records", mode="dense", k=10))) == sorted(live)
+    caplog.clear()
+    with caplog.at_level(logging.INFO), make_client() as client:  # the stop's snapshot holds the new analysis
+        assert not any("analysed again" in r.getMessage() for r in caplog.records)
+        assert client.app.state.engine.collection("records").writes_since_snapshot == 0  # type: ignore[attr-defined]
+        assert ids(search(client, "istanbul", "records", mode="lexical")) == ["ist"]
 
 
 def test_second_process_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:

@@ -152,12 +152,34 @@ class Collection(GraphUpkeep):
             # Over a shared store other replicas move its sequence: only the embedded store's bounds a snapshot.
             lexical, dense, seq = index_snapshot.read(
                 path, uid=self.record.uid, store=self.store.identity(),
-                store_seq=self.store.seq() if self.shared is None else None, hnsw=self.settings.hnsw, threads=threads)
+                store_seq=self.store.seq() if self.shared is None else None, hnsw=self.settings.hnsw, threads=threads,
+                analysis=self.tokenizer.config())
         except Exception as exc:  # whatever is wrong with a cache, the store rebuilds it
             log.warning("collection %s: snapshot unusable (%r); rebuilding from the store", self.name, exc)
             return 0
-        self.lexical, self.dense = lexical, dense
+        self.dense = dense
+        if lexical is None:
+            self._analyse_again(seq)
+        else:
+            self.lexical = lexical
         return seq
+
+    def _analyse_again(self, seq: int) -> None:
+        """The lexical index of the store's documents up to `seq`, from their texts: the snapshot's holds terms of
+        another analysis (an upgrade changed the tokenizer). Its graph is kept, which is the costly part to build
+        again. What the store wrote after `seq` is replayed after, as over any snapshot."""
+        started, analysed = time.perf_counter(), 0
+        self.lexical = LexicalIndex(self.settings.bm25.k1, self.settings.bm25.b)
+        for rows, _ in self.store.iter_rows(self.name, 0):  # in label order
+            covered = [row for row in rows if row.label <= seq]
+            self.lexical.upsert([row.label for row in covered],
+                                [self.tokenizer(document_text(row.title, row.text)) for row in covered])
+            analysed += len(covered)
+            if len(covered) < len(rows):  # the rest came after the snapshot: replayed with the store's tail
+                break
+        self.writes_since_snapshot += analysed  # so a snapshot soon holds the new analysis
+        log.info("collection %s: snapshot's lexical index held another analysis; %d documents analysed again in "
+                 "%.1f s", self.name, analysed, time.perf_counter() - started)
 
     def _replay(self, after_seq: int) -> None:
         dead = self.store.tombstones_after(self.name, after_seq)
@@ -167,7 +189,7 @@ class Collection(GraphUpkeep):
         for rows, vectors in self.store.iter_rows(self.name, after_seq):
             self._index_rows(rows, vectors)
             replayed += len(rows)
-        self.writes_since_snapshot = replayed + len(dead)
+        self.writes_since_snapshot += replayed + len(dead)
         log.info("collection %s: %d documents (snapshot seq %d, replayed %d writes)",
                  self.name, len(self.lexical), after_seq, self.writes_since_snapshot)
 
@@ -280,7 +302,8 @@ class Collection(GraphUpkeep):
             seq = self.store.seq() if self.shared is None else self.applied_seq
             written = self.writes_since_snapshot
             self.snapshots.publish(partial(index_snapshot.write, lexical=self.lexical, dense=self.dense,
-                                           uid=self.record.uid, seq=seq, store=self.store.identity()))
+                                           uid=self.record.uid, seq=seq, store=self.store.identity(),
+                                           analysis=self.tokenizer.config()))
             self.writes_since_snapshot -= written
         try:
             self.store.prune_tombstones(self.name, seq)

@@ -32,6 +32,20 @@ _WORD_WITH_MARKS = re.compile(rf"\w[\w{MARKS}]*")
 _MARK = re.compile(rf"[{MARKS}]")
 # Snowball has two English stemmers; the stop word list applies to both.
 _ENGLISH = frozenset({"english", "porter"})
+# Which analysis an index holds (`Tokenizer.config`); one made with another is analysed again from the store.
+# 2 (2026-12-03): "İ" lower-cases to "i" as Lucene's LowerCaseFilter has it (one code point to one), not to Python's
+# "i" + U+0307, which \w+ split: "İstanbul" gave "i" and "stanbul", and "istanbul" did not find it (QA).
+ANALYSIS_VERSION = 2
+_DOT_ABOVE = "\u0307"
+
+
+def fold(text: str) -> str:
+    """The lower case the analysis reads: of the text's NFC form, with "i" + U+0307 (what "İ" lower-cases to)
+    as "i"."""
+    lowered = unicodedata.normalize("NFC", text).lower()
+    if _DOT_ABOVE in lowered:  # rare; NFC again, as the dot may have sat between a letter and its other marks
+        lowered = unicodedata.normalize("NFC", lowered.replace("i" + _DOT_ABOVE, "i"))
+    return lowered
 
 
 def names_a_topic(terms: list[str]) -> bool:
@@ -42,7 +56,7 @@ def names_a_topic(terms: list[str]) -> bool:
 
 
 class Tokenizer:
-    """Lower-case Unicode words of the text's NFC form, English stop words removed, Snowball-stemmed."""
+    """Lower-case Unicode words of the text's NFC form (`fold`), English stop words removed, Snowball-stemmed."""
 
     def __init__(self, language: str = "english", stem: bool = True, stopwords: bool = True) -> None:
         if language not in Stemmer.algorithms():
@@ -65,7 +79,7 @@ class Tokenizer:
         return stemmer
 
     def __call__(self, text: str) -> list[str]:
-        words = _WORD.findall(unicodedata.normalize("NFC", text).lower())
+        words = _WORD.findall(fold(text))
         if self.stopwords:
             words = [w for w in words if w not in ENGLISH_STOPWORDS]
         if self.stem and words:
@@ -74,7 +88,8 @@ class Tokenizer:
 
     def spans(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, term) of each word of `text` that yields a term, with the analysis of __call__: what
-        highlighting marks. A word whose lower case splits in two (rare: "İ") gives the term of its first part."""
+        highlighting marks. A word the analysis splits (a mark with no composed form between letters) gives the
+        term of its first part."""
         lowered = text.lower()
         if len(lowered) == len(text) and unicodedata.is_normalized("NFC", text) and not _MARK.search(text):
             # Most texts: already NFC, with no combining marks and a lower case of the same length, so one pass
@@ -86,7 +101,7 @@ class Tokenizer:
         else:
             found = []
             for match in _WORD_WITH_MARKS.finditer(text):
-                parts = _WORD.findall(unicodedata.normalize("NFC", match.group()).lower())
+                parts = _WORD.findall(fold(match.group()))
                 if self.stopwords:
                     parts = [w for w in parts if w not in ENGLISH_STOPWORDS]
                 if parts:
@@ -106,4 +121,5 @@ class Tokenizer:
             "pattern": _WORD.pattern,
             "lowercase": True,
             "unicode": "NFC",
+            "analysis": ANALYSIS_VERSION,
         }

@@ -99,3 +99,17 @@ def test_the_one_pass_spans_are_the_word_by_word_ones(text: str) -> None:
     26,960 titles and texts did, checked once)."""
     tokenizer = Tokenizer()
     assert tokenizer.spans(text) == tokenizer.spans(text + " \u0301")
+
+
+def test_a_dotted_capital_i_is_an_i() -> None:
+    """"İ" lower-cases in Python to "i" + U+0307, which split words: "İstanbul" gave "i" and "stanbul", and a query
+    for "istanbul" did not find it (QA). It is "i", as Lucene's lower case has it, composed or decomposed."""
+    tok = Tokenizer()
+    decomposed = unicodedata.normalize("NFD", "İSTANBUL ŞEHİR")
+    assert tok("İstanbul ŞEHİR") == tok(decomposed) == tok("istanbul şehir") == ["istanbul", "şehir"]
+    for text in ("İstanbul ŞEHİR", decomposed):
+        assert tok.spans(text) == [(0, text.index(" "), "istanbul"), (text.index(" ") + 1, len(text), "şehir")]
+    # Only the dot over an "i" goes, and a mark it held apart from the "i" then composes with it; over another
+    # letter the dot stays.
+    assert Tokenizer(stem=False, stopwords=False)("ki\u0307\u0300s e\u0307") == ["kìs", "ė"]
+    assert Tokenizer().config()["analysis"] == 2
