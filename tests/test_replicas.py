@@ -2,9 +2,11 @@
 both, concurrent writers through two replicas leave every replica with exactly the store's documents, and
 start-up replays, rebuilds or refuses snapshots as the store requires."""
 
+import logging
 import random
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -17,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
+import app.engine.tokenizer as tokenizer_module
 from app.engine.collection import Collection
 from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
@@ -284,6 +287,31 @@ def test_restart_replays_the_tail_and_an_empty_disk_builds_from_the_store(replic
         info = a.get("/v1/collections/animals").json()
         assert info["count"] == len(ANIMALS) and info["applied_seq"] >= seq
         assert "dog" in ids(a.post("/v1/collections/animals/search", json=query))
+
+
+def test_a_replica_whose_snapshot_holds_an_older_analysis_analyses_the_store_again_and_follows_on(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A replica upgraded past a change of the text analysis re-analyses the shared store's texts up to its
+    snapshot, then follows the writes other replicas made meanwhile ("İstanbul" was "i" + "stanbul" before)."""
+    lexical = {"mode": "lexical", "k": 10, "relevance": {"enabled": False}}
+    documents = [{"id": "ist", "text": "İstanbul ferry timetable"}, {"id": "old", "text": "Record one"}]
+    with monkeypatch.context() as before:
+        before.setattr(tokenizer_module, "fold", lambda text: unicodedata.normalize("NFC", text).lower())
+        before.setattr(tokenizer_module, "ANALYSIS_VERSION", 1)
+        with replica("a") as a:
+            assert a.put("/v1/collections/places").status_code == 201
+            assert a.post("/v1/collections/places/documents", json={"documents": documents}).status_code == 200
+            assert ids(a.post("/v1/collections/places/search", json={"query": "istanbul", **lexical})) == []
+    with replica("b") as b:  # meanwhile, through another replica
+        later = [{"id": "izm", "text": "İzmir harbour"}]
+        assert b.post("/v1/collections/places/documents", json={"documents": later}).status_code == 200
+        assert b.delete("/v1/collections/places/documents/old").status_code == 204
+        seq = b.get("/v1/collections/places").json()["applied_seq"]
+    with caplog.at_level(logging.INFO), replica("a") as a:
+        wait_applied(a, seq)
+        for query, expected in (("istanbul", ["ist"]), ("izmir", ["izm"]), ("record", [])):
+            assert ids(a.post("/v1/collections/places/search", json={"query": query, **lexical})) == expected
+        assert any("analysed again" in r.getMessage() for r in caplog.records)
 
 
 def test_a_replica_behind_the_stores_tombstone_compaction_rebuilds(replica: Replica) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import unicodedata
+from collections.abc import Iterable
 
 import Stemmer
 
@@ -23,18 +25,32 @@ _NLTK_ENGLISH = """
     shouldn't wasn wasn't weren weren't won won't wouldn wouldn't"""
 ENGLISH_STOPWORDS: frozenset[str] = frozenset(_NLTK_ENGLISH.split())
 
-_WORD = re.compile(r"\w+")
-# A word of the original text for `spans`, combining diacritics included: decomposed (NFD) text, as macOS and some
-# PDFs write it, has "re" + U+0301 + "sume" + U+0301 for "résumé", which \w+ split in two. The analysis works on
-# the NFC form, where such a word is one; this finds the same words in the original, whose offsets marks need.
-MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
-_WORD_WITH_MARKS = re.compile(rf"\w[\w{MARKS}]*")
-_MARK = re.compile(rf"[{MARKS}]")
+
+def _mark_ranges(code_points: Iterable[int]) -> str:
+    """The combining marks (Unicode categories Mn, Mc, Me) among `code_points`, as the body of a regex class."""
+    marks = [cp for cp in code_points if unicodedata.category(chr(cp))[0] == "M"]
+    runs = itertools.groupby(enumerate(marks), key=lambda pair: pair[1] - pair[0])
+    bounds = [(group[0][1], group[-1][1]) for group in (list(run) for _, run in runs)]
+    return "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in bounds)
+
+
+# Python's word class is `str.isalnum`, which leaves combining marks out: Hindi's vowel signs and viramas split
+# "हिन्दी" into "ह", "न" and "द", and decomposed (NFD) text, as macOS and some PDFs write it, split "résumé" at each
+# accent. So a word is a letter, digit or "_", then any of those or marks (a lone mark after a space is none).
+# Marks lie in planes 0, 1 and 14, scanned once at import (the `regex` package's word class has them, but it is
+# here only as a dependency of a dependency). A class holding any code point past U+FFFF is matched by a scan of
+# its ranges rather than a table, which doubled the time to find the words, so the astral marks (historic
+# scripts, ideographic variation selectors) are looked for only where a non-BMP character follows a word.
+_BMP_MARKS = _mark_ranges(range(0x10000))
+_ASTRAL_MARKS = _mark_ranges(itertools.chain(range(0x10000, 0x20000), range(0xE0000, 0xE1000)))
+MARKS = _BMP_MARKS + _ASTRAL_MARKS
+_WORD = re.compile(rf"\w[\w{_BMP_MARKS}]*(?:(?=[\U00010000-\U0010ffff])[{_ASTRAL_MARKS}]+[\w{_BMP_MARKS}]*)*")
 # Snowball has two English stemmers; the stop word list applies to both.
 _ENGLISH = frozenset({"english", "porter"})
 # Which analysis an index holds (`Tokenizer.config`); one made with another is analysed again from the store.
-# 2 (2026-12-03): "İ" lower-cases to "i" as Lucene's LowerCaseFilter has it (one code point to one), not to Python's
-# "i" + U+0307, which \w+ split: "İstanbul" gave "i" and "stanbul", and "istanbul" did not find it (QA).
+# 2 (2026-12-03): words keep their combining marks (Hindi's "हिन्दी" was "ह", "न", "द"), and "İ" lower-cases to "i"
+# as Lucene's LowerCaseFilter has it (one code point to one), not to Python's "i" + U+0307, which split
+# "İstanbul" into "i" and "stanbul", so "istanbul" did not find it (QA).
 ANALYSIS_VERSION = 2
 _DOT_ABOVE = "\u0307"
 
@@ -88,11 +104,10 @@ class Tokenizer:
 
     def spans(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, term) of each word of `text` that yields a term, with the analysis of __call__: what
-        highlighting marks. A word the analysis splits (a mark with no composed form between letters) gives the
-        term of its first part."""
+        highlighting marks. A word of the original whose folded form splits gives the term of its first part."""
         lowered = text.lower()
-        if len(lowered) == len(text) and unicodedata.is_normalized("NFC", text) and not _MARK.search(text):
-            # Most texts: already NFC, with no combining marks and a lower case of the same length, so one pass
+        if len(lowered) == len(text) and unicodedata.is_normalized("NFC", text) and _DOT_ABOVE not in lowered:
+            # Most texts: already NFC, with a lower case of the same length that `fold` leaves alone, so one pass
             # over the lower-cased text finds the same words at the same offsets. Word by word, a 90,000-character
             # text took ~60 ms, most of it the per-word NFC and lower case (QA: highlights of 100 such hits took
             # seconds).
@@ -100,7 +115,7 @@ class Tokenizer:
             found = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(lowered) if m.group() not in stop]
         else:
             found = []
-            for match in _WORD_WITH_MARKS.finditer(text):
+            for match in _WORD.finditer(text):
                 parts = _WORD.findall(fold(match.group()))
                 if self.stopwords:
                     parts = [w for w in parts if w not in ENGLISH_STOPWORDS]
@@ -118,7 +133,8 @@ class Tokenizer:
             "language": self.language,
             "stem": self.stem,
             "stopwords": self.stopwords,
-            "pattern": _WORD.pattern,
+            "words": "\\w then \\w or combining marks",
+            "unicode_version": unicodedata.unidata_version,  # which \w, marks, NFC and lower case follow
             "lowercase": True,
             "unicode": "NFC",
             "analysis": ANALYSIS_VERSION,
