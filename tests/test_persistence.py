@@ -349,7 +349,8 @@ def test_another_encoder_is_refused_at_start_until_reencode(tmp_path: Path) -> N
     try:
         with SearchClient(server.url) as client:
             client.create_collection("animals")
-            client.ingest("animals", ANIMALS)
+            client.ingest("animals", [*ANIMALS, {"id": "own", "text": "brought its vector",
+                                                 "vector": [1.0] + [0.0] * 383}])
     finally:
         assert server.stop()
     refused = Server(tmp_path / "data", SEARCH_ENCODER="onnx-int8")
@@ -363,7 +364,8 @@ def test_another_encoder_is_refused_at_start_until_reencode(tmp_path: Path) -> N
     done = subprocess.run([sys.executable, "-m", "app", "reencode", "--collection", "animals"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"animals: {len(ANIMALS)} documents re-encoded" in done.stdout and "(onnx-int8)" in done.stdout
+    assert f"animals: {len(ANIMALS) + 1} documents re-encoded" in done.stdout and "(onnx-int8)" in done.stdout
+    assert "1 of them had brought their own vectors" in done.stdout
     server = Server(tmp_path / "data", SEARCH_ENCODER="onnx-int8").start()
     try:
         with SearchClient(server.url) as client:

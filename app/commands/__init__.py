@@ -101,6 +101,8 @@ def _reencode(args: argparse.Namespace) -> int:
             print(f"{outcome.collection}: already encoded by {outcome.after}; nothing to do")
             continue
         print(f"{outcome.collection}: {outcome.documents} documents re-encoded, {outcome.before} -> {outcome.after}"
+              + (f"; {outcome.brought} of them had brought their own vectors, now replaced by this encoder's of "
+                 "their text" if outcome.brought else "")
               + ("; its own relevance adapter (fitted on the old model) was removed: post its judgments again"
                  if outcome.adapter_removed else ""))
     return 0

@@ -33,6 +33,7 @@ class Outcome:
     before: str
     after: str
     documents: int
+    brought: int = 0  # documents whose own vectors (the client's) were replaced by the encoder's of their text
     skipped: bool = False
     adapter_removed: bool = False
 
@@ -69,7 +70,9 @@ def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRe
     snapshots.discard()
     new_settings = {**record.settings, "encoder": encoder.identity.to_dict()}
     with tqdm(total=outcome.documents, unit="doc", desc=f"re-encoding {record.name}", disable=not progress) as bar:
-        store.replace_vectors(record.name, _encoded(store, record.name, encoder, bar), encoder.dim, new_settings)
+        replaced = store.replace_vectors(record.name, _encoded(store, record.name, encoder, bar), encoder.dim,
+                                         new_settings)
+    outcome.brought = replaced.brought
     if before.model != encoder.model_name:
         # The collection's own relevance adapter read the old model's query embeddings.
         legacy = SnapshotDir(snapshots.root / "adapter")  # where versions before 2026-12-02 kept it

@@ -46,6 +46,12 @@ class StoredRow:
 
 
 @dataclass
+class ReplacedVectors:
+    written: int
+    brought: int  # of those, how many replaced a vector the client had brought rather than the service's encoding
+
+
+@dataclass
 class CollectionRecord:
     name: str
     uid: str
@@ -86,13 +92,15 @@ class DocumentStore(Protocol):
     def count(self, collection: str) -> int: ...
 
     def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
-                        dimension: int, settings: dict[str, Any]) -> int:
+                        dimension: int, settings: dict[str, Any]) -> ReplacedVectors:
         """Overwrites the vectors of existing documents (by label, from each batch as it comes), then the
         collection's dimension and settings, all in ONE transaction: a crash or an exception from `batches` leaves
         the old vectors and settings, never a mix. Labels and sequence numbers do not change, so the caller
-        discards the collection's index snapshots first. Returns the number of vectors written. ValueError for
-        a batch that is not one `dimension`-d vector per label (`checked_vectors`), CollectionNotFound for an
-        unknown collection; either way nothing is written."""
+        discards the collection's index snapshots first. The new vectors are the service's encoding of the stored
+        texts (`reencode`), so each is marked `NewDocument.encoded` from then on. Returns how many were written and
+        how many of those replaced a vector the client had brought. ValueError for a batch that is not one
+        `dimension`-d vector per label (`checked_vectors`), CollectionNotFound for an unknown collection; either way
+        nothing is written."""
         ...
 
     # writes

@@ -33,6 +33,7 @@ from app.store.base import (
     DocumentStore,
     EncodedText,
     NewDocument,
+    ReplacedVectors,
     StoredRow,
     WriteResult,
     checked_vectors,
@@ -210,23 +211,26 @@ class PostgresStore(JobBoardTables):
         return None if row is None else int(row[0])
 
     def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
-                        dimension: int, settings: dict[str, Any]) -> int:
+                        dimension: int, settings: dict[str, Any]) -> ReplacedVectors:
         """Every vector and the settings in one transaction (DocumentStore.replace_vectors). No sequence is taken,
         so followers do not see it: `reencode` refuses a shared store and this serves the store contract only."""
-        written = 0
+        written = brought = 0
         with self._write() as conn:
             for labels, vectors in batches:
                 rows = [(int(label), vector.tobytes())
                         for label, vector in zip(labels, checked_vectors(labels, vectors, dimension), strict=True)]
+                row = conn.execute("SELECT count(*) FROM search_documents WHERE collection = %s AND label = ANY(%s) "
+                                   "AND NOT encoded", (collection, [label for label, _ in rows])).fetchone()
+                brought += int(row[0])  # type: ignore[index]
                 with conn.cursor() as cur:
-                    cur.executemany("UPDATE search_documents SET vector = %s WHERE collection = %s AND label = %s",
-                                    [(vector, collection, label) for label, vector in rows])
+                    cur.executemany("UPDATE search_documents SET vector = %s, encoded = true WHERE collection = %s "
+                                    "AND label = %s", [(vector, collection, label) for label, vector in rows])
                 written += len(rows)
             done = conn.execute("UPDATE search_collections SET dimension = %s, settings = %s::jsonb WHERE name = %s",
                                 (dimension, json.dumps(settings), collection))
             if done.rowcount == 0:
                 raise CollectionNotFound(f"collection {collection!r} does not exist")
-        return written
+        return ReplacedVectors(written, brought)
 
     def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
         """Drops the tombstones up to `up_to_seq`, less the retention window that replicas behind may still need,

@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from app.engine.types import FilterCondition
-from app.store.base import CollectionRecord, DocumentStore, EncodedText, NewDocument, StoredRow, WriteResult
+from app.store.base import (
+    CollectionRecord,
+    DocumentStore,
+    EncodedText,
+    NewDocument,
+    ReplacedVectors,
+    StoredRow,
+    WriteResult,
+)
 from app.store.mirror import MirrorStore
 from app.store.postgres import PostgresStore
 
@@ -38,7 +46,7 @@ class ReplicaStore:
         self.shared.drop_collection(name)
 
     def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
-                        dimension: int, settings: dict[str, Any]) -> int:
+                        dimension: int, settings: dict[str, Any]) -> ReplacedVectors:
         # Rewritten in place, the vectors would take no new sequence numbers: no other replica would see them.
         raise NotImplementedError("re-encoding in place needs the embedded store; over a shared store, ingest "
                                   "the documents into a new collection with the new encoder")

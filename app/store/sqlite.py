@@ -20,6 +20,7 @@ from app.store.base import (
     DocumentStore,
     EncodedText,
     NewDocument,
+    ReplacedVectors,
     StoredRow,
     WriteResult,
     checked_vectors,
@@ -121,9 +122,9 @@ class SqliteStore:
                 self._writer.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
 
     def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
-                        dimension: int, settings: dict[str, Any]) -> int:
+                        dimension: int, settings: dict[str, Any]) -> ReplacedVectors:
         """Every vector and the collection's settings in one transaction (see DocumentStore.replace_vectors)."""
-        written = 0
+        written = brought = 0
         with self._write_lock, self._transaction():
             for labels, vectors in batches:
                 self._writer.executemany(
@@ -131,11 +132,16 @@ class SqliteStore:
                     [(v.tobytes(), collection, int(label))
                      for label, v in zip(labels, checked_vectors(labels, vectors, dimension), strict=True)])
                 written += len(labels)
+                # A label already there was the service's encoding; one inserted now had been the client's.
+                marked = self._writer.executemany(
+                    "INSERT OR IGNORE INTO encoded_labels SELECT label FROM documents WHERE collection = ? AND "
+                    "label = ?", [(collection, int(label)) for label in labels])
+                brought += marked.rowcount
             updated = self._writer.execute("UPDATE collections SET dimension = ?, settings = ? WHERE name = ?",
                                            (dimension, json.dumps(settings), collection))
             if updated.rowcount != 1:
                 raise CollectionNotFound(f"collection {collection!r} does not exist")
-        return written
+        return ReplacedVectors(written, brought)
 
     def count(self, collection: str) -> int:
         row = self._reader().execute("SELECT count(*) FROM documents WHERE collection = ?", (collection,))

@@ -123,13 +123,18 @@ def test_collections_from_before_encoders_were_recorded_count_as_torch(made_by_t
 
 
 def test_reencode_moves_a_collection_to_the_configured_encoder(made_by_torch: Settings) -> None:
+    own = DocumentInput("own", "a document that brought its own vector", vector=[1.0] + [0.0] * 7)
+    engine = SearchEngine(made_by_torch, StubEncoder("torch"))
+    engine.upsert("papers", [own])
+    engine.close()
     int8 = StubEncoder("onnx-int8")
     [outcome] = reencode(made_by_torch, ["papers", "papers"], int8, progress=False)  # named twice: once
-    assert (outcome.documents, outcome.before, outcome.after) == (20, "stub-model (torch)", "stub-model (onnx-int8)")
+    assert (outcome.documents, outcome.before, outcome.after) == (21, "stub-model (torch)", "stub-model (onnx-int8)")
+    assert outcome.brought == 1  # its vector, too, is now the encoder's of its text, and the command says so
     settings, vectors = _stored(made_by_torch, "papers")
     assert settings["encoder"] == {"model": "stub-model", "backend": "onnx-int8"}
     assert settings["hnsw"] and settings["bm25"]  # the rest of its settings kept
-    texts = {f"d{i}": doc.text for i, doc in enumerate(DOCS)}
+    texts = {doc.id: doc.text for doc in [*DOCS, own]}
     store = SqliteStore(Path(made_by_torch.data_dir) / "documents.sqlite3")
     by_label = store.get_by_labels("papers", list(vectors))
     store.close()

@@ -6,6 +6,7 @@ joins the fixture's parameters.
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from app.engine.types import Equals, FilterCondition, In, Range
 from app.errors import CollectionNotFound
 from app.store import sqlite as sqlite_module
-from app.store.base import DocumentStore, NewDocument, StoredRow
+from app.store.base import DocumentStore, NewDocument, ReplacedVectors, StoredRow
 from app.store.mirror import MirrorStore
 from app.store.postgres import PostgresStore
 from app.store.sqlite import SqliteStore
@@ -252,7 +253,8 @@ def test_any_metadata_key_can_be_filtered_on(store: DocumentStore, key: str) -> 
 def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentStore) -> None:
     """What `reencode` relies on: every new vector and the new settings, or (the batches failing midway) none."""
     store.create_collection("enc", 4, {"encoder": {"model": "m", "backend": "torch"}})
-    labels = store.upsert("enc", [_doc("a"), _doc("b"), _doc("z")]).new_labels
+    # "a" and "b" brought their own vectors, "z" was the service's encoding of its text
+    labels = store.upsert("enc", [_doc("a"), _doc("b"), replace(_doc("z"), encoded=True)]).new_labels
     seq = store.seq()
     new = np.eye(4, dtype=np.float32)[:3]
 
@@ -265,10 +267,14 @@ def test_replacing_vectors_is_one_transaction_with_the_settings(store: DocumentS
     record = next(r for r in store.collections() if r.name == "enc")
     assert record.settings["encoder"]["backend"] == "torch"
     assert all(np.allclose(v, 0.5) for _, vectors in store.iter_rows("enc") for v in vectors)
+    assert list(store.encoded_texts("enc", ["a", "b", "z"])) == ["z"]
 
-    written = store.replace_vectors("enc", iter([(labels[:2], new[:2]), (labels[2:], new[2:])]), 4,
-                                    {"encoder": {"model": "m", "backend": "onnx"}})
-    assert written == 3
+    replaced = store.replace_vectors("enc", iter([(labels[:2], new[:2]), (labels[2:], new[2:])]), 4,
+                                     {"encoder": {"model": "m", "backend": "onnx"}})
+    assert replaced == ReplacedVectors(written=3, brought=2)
+    # Every vector is the service's encoding now: a re-post of the same text may take it again.
+    encoded = store.encoded_texts("enc", ["a", "b", "z"])
+    assert sorted(encoded) == ["a", "b", "z"] and np.array_equal(encoded["b"].vector, new[1])
     record = next(r for r in store.collections() if r.name == "enc")
     assert record.settings["encoder"]["backend"] == "onnx" and record.dimension == 4
     [(rows, vectors)] = list(store.iter_rows("enc"))
