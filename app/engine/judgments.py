@@ -37,6 +37,9 @@ RECALL_MARGIN = 0.01
 # theirs instead of 0.946 (scripts/judgment_trial.py, seed 0; seeds 1 and 2 and NFCorpus dev kept the default's).
 RECALL_SIGNIFICANCE = 3.0
 QUERY_CHUNK = 32  # judged queries a call to the encoder (up to 32K characters each, cut at its window)
+# The training answer's `selection.kept` when the default serves on as it is, its thresholds too (the engine then
+# copies nothing, and the collection goes on following the default).
+KEPT_DEFAULT = "default"
 
 
 @dataclass
@@ -137,7 +140,7 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
     then = (f"its thresholds were chosen on these judgments (recall {recalibrated.calibration.metrics['recall']:.3f}"
             " on the queries each threshold was not chosen on)" if off_target else "its thresholds were kept")
     chosen.info["selection"] = {
-        "kept": "trained" if keep_tuned else "default, recalibrated" if off_target else "default",
+        "kept": "trained" if keep_tuned else "default, recalibrated" if off_target else KEPT_DEFAULT,
         "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, "
                f"{'warm-started from the default' if warm else f'a {tuned.family} map fitted from scratch'}) vs "
                f"default {base_auc:.3f}; the trained one is kept only when it is better "
