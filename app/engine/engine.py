@@ -20,7 +20,7 @@ from app.engine.encoders import Encoder, check_encoders
 from app.engine.follower import Follower
 from app.engine.ingest_pool import DocumentEncoderPool
 from app.engine.jobs import TrainingJobs
-from app.engine.judgments import KEPT_DEFAULT, check_enough_relevant, merge_judgments, resolve_ids
+from app.engine.judgments import check_enough_relevant, kept_as_it_serves, merge_judgments, resolve_ids
 from app.engine.own_adapter import fit_own_adapter
 from app.engine.relevance import CosineAdapter, Family
 from app.engine.storage import index_root, open_store, remove_orphan_indexes
@@ -318,7 +318,7 @@ class SearchEngine:
         adapter = fit_own_adapter(collection, self.embedder, self.settings, base, examples, recall_target, family,
                                   progress or (lambda fraction: None))
         # Kept as it is, the default is not copied: the collection goes on following it (a later default reaches it).
-        collection.set_adapter(None if _unchanged(adapter, base) else adapter)
+        collection.set_adapter(None if kept_as_it_serves(adapter, base) else adapter)
         return adapter
 
     def reset_relevance(self, name: str) -> None:
@@ -352,12 +352,3 @@ class SearchEngine:
                 collection.snapshot()
         self._beside.shutdown()
         self.store.close()
-
-
-def _unchanged(adapter: CosineAdapter, base: CosineAdapter | None) -> bool:
-    """Whether a training kept `base` as it serves: its network, the threshold it serves and the default fusion."""
-    selection = adapter.info.get("selection")
-    return (base is not None and isinstance(selection, dict) and selection.get("kept") == KEPT_DEFAULT
-            and adapter.fusion is None
-            and adapter.calibration is not None and base.calibration is not None
-            and adapter.calibration.threshold == base.calibration.threshold)

@@ -37,8 +37,8 @@ RECALL_MARGIN = 0.01
 # theirs instead of 0.946 (scripts/judgment_trial.py, seed 0; seeds 1 and 2 and NFCorpus dev kept the default's).
 RECALL_SIGNIFICANCE = 3.0
 QUERY_CHUNK = 32  # judged queries a call to the encoder (up to 32K characters each, cut at its window)
-# The training answer's `selection.kept` when the default serves on as it is, its thresholds too (the engine then
-# copies nothing, and the collection goes on following the default).
+# The training answer's `selection.kept` when the default serves on as it is, its thresholds too
+# (`kept_as_it_serves`: the engine then copies nothing, and the collection goes on following the default).
 KEPT_DEFAULT = "default"
 
 
@@ -154,6 +154,16 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
         "default_recalibrated": dict(recalibrated.calibration.metrics),
     }
     return chosen
+
+
+def kept_as_it_serves(adapter: CosineAdapter, base: CosineAdapter | None) -> bool:
+    """Whether a training (`better_of`, then the fusion's fit) kept `base` as it serves: its network, the threshold
+    it serves and the default fusion."""
+    selection = adapter.info.get("selection")
+    return (base is not None and isinstance(selection, dict) and selection.get("kept") == KEPT_DEFAULT
+            and adapter.fusion is None
+            and adapter.calibration is not None and base.calibration is not None
+            and adapter.calibration.threshold == base.calibration.threshold)
 
 
 def merge_judgments(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
