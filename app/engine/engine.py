@@ -23,6 +23,7 @@ from app.engine.jobs import TrainingJobs
 from app.engine.judgments import check_enough_relevant, kept_as_it_serves, merge_judgments, resolve_ids
 from app.engine.own_adapter import fit_own_adapter
 from app.engine.relevance import CosineAdapter, Family
+from app.engine.shipped_adapters import fits_encoder, load_default_adapter, load_fallback_adapter
 from app.engine.storage import index_root, open_store, remove_orphan_indexes
 from app.engine.types import (
     Bm25Settings,
@@ -65,8 +66,8 @@ class SearchEngine:
         except EncoderMismatch:
             self.store.close()
             raise
-        self.default_adapter = self._load_default_adapter()
-        self.fallback_adapter = self._load_fallback_adapter()
+        self.default_adapter = load_default_adapter(Path(settings.adapter_dir), embedder)
+        self.fallback_adapter = load_fallback_adapter(Path(settings.fallback_adapter_dir))
         self._collections_lock = threading.Lock()
         # Runs a hybrid search's BM25 top-k while the request's own thread walks the HNSW graph.
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
@@ -89,41 +90,6 @@ class SearchEngine:
             self._collections[record.name] = Collection.open(self.store, record, self.index_root, settings.threads,
                                                              recall_target=settings.hnsw_recall_target)
         remove_orphan_indexes(self.index_root, {c.record.uid for c in self._collections.values()})
-
-    def _load_default_adapter(self) -> CosineAdapter | None:
-        path = Path(self.settings.adapter_dir)
-        if not (path / "adapter.json").exists():
-            log.warning("no default relevance adapter at %s: the fallback adapter (candidate statistics only), if "
-                        "there is one, filters instead, else nothing does", path)
-            return None
-        adapter = CosineAdapter.load(path)
-        if not self._fits_encoder(adapter):
-            log.warning("the default adapter was fitted on %s, the service encodes with %s: the fallback adapter "
-                        "(candidate statistics only) filters instead",
-                        adapter.info.get("encoder", f"{adapter.dim}-d vectors"), self.embedder.identity)
-            return None
-        return adapter
-
-    def _fits_encoder(self, adapter: CosineAdapter) -> bool:
-        """Whether the adapter reads query embeddings of this service's model: the model it records (any backend of
-        it: int8 moves a vector by ~0.01 in cosine, a network reading it does not notice), or, for an adapter from
-        before models were recorded, its dimension. An adapter reading no embedding fits any."""
-        if adapter.dim == 0:
-            return True
-        recorded = adapter.info.get("encoder")
-        if isinstance(recorded, dict):
-            return recorded.get("model") == self.embedder.model_name
-        return adapter.dim == self.embedder.dim
-
-    def _load_fallback_adapter(self) -> CosineAdapter | None:
-        """The adapter that reads no embedding (dimension 0): it serves any encoder."""
-        path = Path(self.settings.fallback_adapter_dir)
-        if not (path / "adapter.json").exists():
-            return None
-        adapter = CosineAdapter.load(path)
-        if adapter.dim != 0:
-            raise ValueError(f"the fallback adapter at {path} reads a {adapter.dim}-d embedding; it must read none")
-        return adapter
 
     # --- collections ------------------------------------------------------------------------
 
@@ -219,8 +185,10 @@ class SearchEngine:
 
     def adapter_for(self, collection: Collection) -> CosineAdapter | None:
         """The collection's own adapter, else the default, else (another encoder) the dimension-free fallback."""
-        own = collection.adapter if collection.adapter is not None and self._fits_encoder(collection.adapter) else None
-        return own or self.default_adapter or self.fallback_adapter
+        own = collection.adapter
+        if own is not None and fits_encoder(own, self.embedder):
+            return own
+        return self.default_adapter or self.fallback_adapter
 
     # --- documents --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from app.engine.embedder import normalise
 from app.engine.encoders import Backend, EncoderIdentity, check_encoders
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
+from app.engine.shipped_adapters import fits_encoder
 from app.engine.types import DocumentInput, SearchQuery
 from app.errors import DataDirLocked, EncoderMismatch
 from app.settings import Settings
@@ -204,13 +205,13 @@ def test_the_default_adapter_serves_only_the_model_it_was_fitted_on(tmp_path: Pa
     engine = SearchEngine(_settings(tmp_path), StubEncoder("onnx-int8", dim=adapter.dim))
     try:
         adapter.info["encoder"] = {"model": "stub-model", "backend": "torch"}
-        assert engine._fits_encoder(adapter)  # the same model through another backend fits
+        assert fits_encoder(adapter, engine.embedder)  # the same model through another backend fits
         # Another model of the same dimension does not: the dimension alone used to let it through.
         adapter.info["encoder"] = {"model": "other-model", "backend": "onnx-int8"}
-        assert not engine._fits_encoder(adapter)
-        assert engine._fits_encoder(fallback)  # reads no embedding: fits any encoder
+        assert not fits_encoder(adapter, engine.embedder)
+        assert fits_encoder(fallback, engine.embedder)  # reads no embedding: fits any encoder
         del adapter.info["encoder"]  # from before models were recorded: the dimension decides
-        assert engine._fits_encoder(adapter)
+        assert fits_encoder(adapter, engine.embedder)
     finally:
         engine.close()
 
