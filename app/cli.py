@@ -94,19 +94,19 @@ def _train_adapter(args: argparse.Namespace) -> int:
         datasets, Path(args.out), Path(args.data_dir) if args.data_dir else None, family=args.family,
         recall_target=args.recall_target, inputs=tuple(args.inputs.split(",")), folds=args.folds,
         repeats=args.repeats, fallback_out=Path(args.fallback_out) if args.fallback_out else None,
-        contentless=args.contentless, fit=_fit_settings(args))
+        contentless=args.contentless, pseudowords=args.pseudowords, fit=_fit_settings(args))
     print(json.dumps(report, indent=1))
     return 0
 
 
 def _fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"hidden": args.hidden, "steps": args.steps, "val_fraction": args.val_fraction,
-            "cosine_scale": args.cosine_scale}
+            "cosine_scale": args.cosine_scale, "query_noise": args.query_noise}
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     from app.engine.relevance.inputs import COSINE_SCALES, DEFAULT_COSINE_SCALE
-    from app.eval.adapter_training import TRAINING_CONTENTLESS
+    from app.eval.adapter_training import TRAINING_CONTENTLESS, TRAINING_PSEUDOWORDS
 
     # The shipped default was trained with --hidden 32 --steps 300 --val-fraction 0 (README).
     parser.add_argument("--hidden", type=int, default=64, help="hidden units of each network")
@@ -115,8 +115,12 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="queries held out of each network's fit to stop it early (0: train every step)")
     parser.add_argument("--cosine-scale", default=DEFAULT_COSINE_SCALE, choices=COSINE_SCALES,
                         help="how the map reads a cosine: min-max scaled over the query's list (default) or raw")
+    parser.add_argument("--query-noise", type=float, default=0.0,
+                        help="Gaussian noise on each coordinate of the query embedding at every training step")
     parser.add_argument("--contentless", type=int, default=TRAINING_CONTENTLESS,
                         help="queries of stop words or numbers a collection, all irrelevant, beside the non-words")
+    parser.add_argument("--pseudowords", type=int, default=TRAINING_PSEUDOWORDS,
+                        help="queries of made-up words that read like English a collection, all irrelevant")
 
 
 def _lodo(args: argparse.Namespace) -> int:
@@ -125,7 +129,8 @@ def _lodo(args: argparse.Namespace) -> int:
     datasets = [(Path(p), split or "test") for p, _, split in (item.partition(":") for item in args.dataset)]
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-lodo-"))
     results = leave_one_domain_out(datasets, data_dir, inputs=tuple(args.inputs.split(",")), folds=args.folds,
-                                   repeats=args.repeats, contentless=args.contentless, fit=_fit_settings(args))
+                                   repeats=args.repeats, contentless=args.contentless, pseudowords=args.pseudowords,
+                                   fit=_fit_settings(args))
     text = json.dumps(results, indent=1)
     if args.json:
         Path(args.json).write_text(text)

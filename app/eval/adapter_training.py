@@ -21,7 +21,7 @@ from app.engine.relevance import (
 )
 from app.engine.types import TrainingExample
 from app.eval.beir import load_beir
-from app.eval.relevance_report import contentless_queries, nonword_queries
+from app.eval.relevance_report import contentless_queries, nonword_queries, pseudoword_queries
 from app.eval.runner import engine_of, ensure_corpus, in_process_client
 
 # A collection with many judged queries is cut to this many (drawn at random), so that it does not decide the
@@ -30,6 +30,11 @@ MAX_QUERIES_PER_DATASET = 600
 # Queries of random non-words, whose candidates are all irrelevant: every collection has such queries (typos,
 # gibberish), and the filter should return them nothing. Another seed than the evaluation's non-word queries.
 TRAINING_NONWORDS = 100
+# Made-up words that read like English (`pseudoword_queries`, `--pseudowords N` a collection), whose word pieces
+# look like a real word's: the shipped default, trained on random strings alone, lets ~4 candidates of such a
+# query through. It was trained without them (0): the refit with 100 and query noise brought them to 0.00 but
+# kept 25.06 a query on SciFact test, over the target of 25 (README, "The relevance filter").
+TRAINING_PSEUDOWORDS = 0
 NONWORD_SEED = 12345
 # Queries with no topic (stop words, a number, or both), also all irrelevant, that many a collection
 # (`--contentless N`); they share the non-words' group, so that the two weigh together as one collection. The
@@ -53,7 +58,8 @@ def _judged_examples(dataset_dir: Path, split: str, seed: int
 
 @dataclass
 class Collected:
-    """The training set of `collect`, with each query's dataset and kind: "judged", "non-word" or "contentless"."""
+    """The training set of `collect`, with each query's dataset and kind: "judged", "non-word", "pseudo-word" or
+    "contentless"."""
 
     data: TrainingSet
     sources: list[str]
@@ -85,8 +91,8 @@ class Collected:
 
 
 def collect(client: SearchClient, datasets: Sequence[tuple[Path, str]], nonwords: int, seed: int,
-            contentless: int = TRAINING_CONTENTLESS) -> Collected:
-    """Every dataset's judged queries, its non-word and contentless queries, with their candidates."""
+            contentless: int = TRAINING_CONTENTLESS, pseudowords: int = TRAINING_PSEUDOWORDS) -> Collected:
+    """Every dataset's judged queries, its non-word, pseudo-word and contentless queries, with their candidates."""
     engine = engine_of(client)
     parts: list[TrainingSet] = []
     sources: list[str] = []
@@ -98,6 +104,7 @@ def collect(client: SearchClient, datasets: Sequence[tuple[Path, str]], nonwords
         ensure_corpus(client, collection_name, corpus)
         collection = engine.collection(collection_name)
         junk = {"non-word": nonword_queries(nonwords, NONWORD_SEED),
+                "pseudo-word": pseudoword_queries(pseudowords, NONWORD_SEED),
                 "contentless": contentless_queries(contentless, NONWORD_SEED)}
         queries = [*examples, *(TrainingExample(query=q, relevant_ids=()) for qs in junk.values() for q in qs)]
         parts.append(build_training_set(collection, engine.embedder, queries, engine.settings.search_defaults))
@@ -126,7 +133,8 @@ def _save(adapter: CosineAdapter, out: Path) -> None:
 def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_dir: Path | None, *,
                           family: Family = DEFAULT_FAMILY, recall_target: float = DEFAULT_RECALL_TARGET,
                           inputs: tuple[str, ...] = ("embedding", "stats"), threads: int = 2,
-                          nonwords: int = TRAINING_NONWORDS, contentless: int = TRAINING_CONTENTLESS,
+                          nonwords: int = TRAINING_NONWORDS, pseudowords: int = TRAINING_PSEUDOWORDS,
+                          contentless: int = TRAINING_CONTENTLESS,
                           folds: int = 5, repeats: int = 3,
                           fallback_out: Path | None = None, seed: int = 0,
                           fit: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -138,11 +146,11 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="search-train-"))
     # No default adapter while collecting candidates: training must not depend on a previous one.
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
-        collected = collect(client, datasets, nonwords, seed, contentless)
+        collected = collect(client, datasets, nonwords, seed, contentless, pseudowords)
         encoder = engine_of(client).embedder.identity.to_dict()
     data = collected.data
-    trained_on = (f"{', '.join(collected.described)}, {nonwords} non-word and {contentless} stop-word or number "
-                  "queries each; hybrid top-100 candidates")
+    trained_on = (f"{', '.join(collected.described)}, {nonwords} non-word, {pseudowords} pseudo-word and "
+                  f"{contentless} stop-word or number queries each; hybrid top-100 candidates")
     reports = {}
     # The fallback reads raw cosine: reading no embedding, with the cosine scaled it has only the STATS to tell a
     # non-word query's best hit from a real one, and on a 16-document collection that hit passed it.

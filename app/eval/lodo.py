@@ -25,8 +25,8 @@ from app.engine.relevance import (
     train_and_calibrate,
 )
 from app.engine.types import TrainingExample
-from app.eval.adapter_training import TRAINING_CONTENTLESS, TRAINING_NONWORDS, collect
-from app.eval.relevance_report import NONWORD_QUERIES, contentless_queries, nonword_queries
+from app.eval.adapter_training import TRAINING_CONTENTLESS, TRAINING_NONWORDS, TRAINING_PSEUDOWORDS, collect
+from app.eval.relevance_report import NONWORD_QUERIES, contentless_queries, nonword_queries, pseudoword_queries
 from app.eval.runner import engine_of, in_process_client
 
 RECALIBRATION_QUERIES = (10, 25, 50)
@@ -72,7 +72,8 @@ def _measure(adapter: Any, held: TrainingSet, junk: dict[str, TrainingSet], targ
         # precision at 95% recall with the threshold chosen on the left-out collection itself (for both)
         "precision_at_95": precision_at_recall(np.concatenate(probs), pooled_labels, 0.95),
         "raw_cosine_precision_at_95": precision_at_recall(np.concatenate(held.cosines), pooled_labels, 0.95),
-        "nonword_kept_per_query": hits["nonword"], "contentless_kept_per_query": hits["contentless"],
+        "nonword_kept_per_query": hits["nonword"], "pseudoword_kept_per_query": hits["pseudoword"],
+        "contentless_kept_per_query": hits["contentless"],
         "recalibrated": {n: _recalibrated(adapter, held, probs, target, n) for n in RECALIBRATION_QUERIES},
     }
 
@@ -80,14 +81,18 @@ def _measure(adapter: Any, held: TrainingSet, junk: dict[str, TrainingSet], targ
 def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *,
                          inputs: tuple[str, ...] = ("embedding", "stats"), folds: int = 3, repeats: int = 1,
                          recall_target: float = DEFAULT_RECALL_TARGET, threads: int = 2,
-                         contentless: int = TRAINING_CONTENTLESS, fit: dict[str, Any] | None = None
+                         contentless: int = TRAINING_CONTENTLESS, pseudowords: int = TRAINING_PSEUDOWORDS,
+                         fit: dict[str, Any] | None = None
                          ) -> dict[str, Any]:
     """Per left-out dataset, the figures of an adapter trained without it (see the module docstring); the
-    non-word and contentless queries it is measured on are the evaluation's (another seed than training's)."""
+    non-word, pseudo-word and contentless queries it is measured on are the evaluation's (another seed than
+    training's)."""
     evaluation_junk = {"nonword": nonword_queries(NONWORD_QUERIES, 0),
+                       "pseudoword": pseudoword_queries(NONWORD_QUERIES, 0),
                        "contentless": contentless_queries(NONWORD_QUERIES, 0)}
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
-        collected = collect(client, datasets, TRAINING_NONWORDS, seed=0, contentless=contentless)
+        collected = collect(client, datasets, TRAINING_NONWORDS, seed=0, contentless=contentless,
+                            pseudowords=pseudowords)
         engine = engine_of(client)
         junk = {name: {kind: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
                                                 [TrainingExample(q, ()) for q in queries],

@@ -24,6 +24,7 @@ from app.engine.relevance import (
 )
 from app.engine.relevance.adapter import WEIGHT_NAMES
 from app.engine.relevance.descent import logits as torch_logits
+from app.engine.relevance.inputs import STATS
 
 
 def _random_adapter(family: str, dim: int, hidden: int, rng: np.random.Generator) -> CosineAdapter:
@@ -395,3 +396,33 @@ def test_inference_path_does_not_import_torch() -> None:
     code = "import sys, app.engine.relevance; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_query_noise_is_seeded_and_reaches_only_the_embeddings_columns() -> None:
+    from app.engine.relevance import descent
+
+    queries, cosines, labels = _clustered(40, seed=12, dependent=True)
+    fit = {"family": "linear", "steps": 30, "hidden": 4, "val_fraction": 0.0}
+    noisy = [fit_adapter(queries, cosines, labels, query_noise=0.2, seed=s, **fit) for s in (1, 1, 2)]
+    clean = fit_adapter(queries, cosines, labels, seed=1, **fit)
+    assert noisy[0].info["query_noise"] == 0.2 and clean.info["query_noise"] == 0.0
+    assert all(np.array_equal(noisy[0].weights[n], noisy[1].weights[n]) for n in WEIGHT_NAMES)  # same seed
+    assert not np.allclose(noisy[0].weights["w2"], noisy[2].weights["w2"])
+    assert not np.allclose(noisy[0].weights["w2"], clean.weights["w2"])
+    # Of a batch's query rows, only the leading `columns` (the embedding's) move; the STATS after them do not.
+    batch = descent.batch(np.ones((3, 5)), [np.zeros(2)] * 3, [np.zeros(2)] * 3, None, None, np.arange(3))
+    moved = descent.with_noise(batch, descent.noise(1.0, 3, seed=0)).queries.numpy()
+    assert np.all(moved[:, :3] != 1.0) and np.all(moved[:, 3:] == 1.0)
+    assert descent.noise(0.0, 3, seed=0) is None and descent.noise(1.0, 0, seed=0) is None
+    with pytest.raises(ValueError, match="query_noise"):
+        fit_adapter(queries, cosines, labels, query_noise=-0.1, **fit)
+
+
+def test_a_network_reading_only_the_statistics_gets_no_query_noise() -> None:
+    queries, cosines, labels = _clustered(40, seed=13, dependent=True)
+    stats = np.random.default_rng(0).standard_normal((40, len(STATS)))
+    fit = {"family": "linear", "inputs": ("stats",), "stats": stats, "folds": 2, "steps": 20, "hidden": 4}
+    quiet, noisy = (train_and_calibrate(queries, cosines, labels, query_noise=s, **fit) for s in (0.0, 0.5))
+    assert all(np.array_equal(quiet.weights[n], noisy.weights[n]) for n in WEIGHT_NAMES)
+    both = train_and_calibrate(queries, cosines, labels, query_noise=0.5, **{**fit, "inputs": ("embedding", "stats")})
+    assert both.info["query_noise"] == 0.5

@@ -1,11 +1,13 @@
 """The default adapter's training set: which queries weigh as which group, and the per-collection report."""
 
+import re
+
 import numpy as np
 
 from app.engine.judgments import TrainingSet
 from app.engine.tokenizer import ENGLISH_STOPWORDS
 from app.eval.adapter_training import JUNK_GROUP, Collected
-from app.eval.relevance_report import contentless_queries
+from app.eval.relevance_report import contentless_queries, nonword_queries, pseudoword_queries
 
 
 def _collected() -> Collected:
@@ -18,6 +20,8 @@ def _collected() -> Collected:
 
 def test_queries_with_no_topic_weigh_as_one_group_whatever_their_collection() -> None:
     assert _collected().groups == ["a", "a", JUNK_GROUP, JUNK_GROUP, "b"]
+    made_up = Collected(_collected().data, ["a"] * 5, ["judged", "pseudo-word", "non-word", "judged", "judged"], [])
+    assert made_up.groups == ["a", JUNK_GROUP, JUNK_GROUP, "a", "a"]
 
 
 def test_the_report_gives_each_collections_recall_kept_and_junk_hits() -> None:
@@ -33,3 +37,15 @@ def test_the_report_gives_each_collections_recall_kept_and_junk_hits() -> None:
 def test_contentless_queries_are_stop_words_and_numbers_only() -> None:
     for query in contentless_queries(60, seed=3):
         assert query and all(w in ENGLISH_STOPWORDS or w.isdigit() for w in query.split())
+
+
+def test_made_up_words_read_like_english_and_training_draws_other_ones_than_the_evaluation() -> None:
+    queries = pseudoword_queries(200, seed=0)
+    assert queries == pseudoword_queries(200, seed=0)
+    words = [w for q in queries for w in q.split()]
+    assert {len(q.split()) for q in queries} == {1, 2}
+    # letters only, and no run of five consonants: every syllable has a vowel, where random strings of letters
+    # (the other non-word queries) often have such runs
+    assert all(w.isalpha() and w.islower() and not re.search("[^aeiou]{5}", w) for w in words)
+    assert any(re.search("[^aeiou]{5}", w) for q in nonword_queries(50, seed=0) for w in q.split())
+    assert not set(queries) & set(pseudoword_queries(200, seed=12345))

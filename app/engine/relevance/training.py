@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -114,9 +115,14 @@ def fit_adapter(
     lexical: list[np.ndarray] | None = None,
     weights: np.ndarray | None = None,
     start: CosineAdapter | None = None,
+    query_noise: float = 0.0,
+    noisy_columns: int | None = None,
 ) -> CosineAdapter:
     """Full-batch AdamW on pair-level BCE, starting exactly at the pooled logistic fit of raw cosine, or, with
     ``start``, at one of its members (``seed`` picks which): a warm start that fine-tunes it.
+
+    ``query_noise``: the standard deviation of Gaussian noise added to each coordinate of the query embedding
+    at every step (`descent.Noise`), on its first ``noisy_columns`` columns (None: all of them).
 
     ``val_fraction`` of the queries (stratified on having a positive) are kept out of the gradient and
     the weights with the lowest validation loss are returned, stopping after ``patience`` steps without
@@ -128,6 +134,8 @@ def fit_adapter(
         raise ValueError("hidden and threads must be >= 1 and steps >= 0")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not (math.isfinite(query_noise) and query_noise >= 0.0):
+        raise ValueError(f"query_noise must be a finite number >= 0, got {query_noise!r}")
     data = _checked(query_embs, cosines, labels, family, lexical, weights)
     rng = np.random.default_rng(seed)  # the split draws from it first, then the initialisation
     train_idx, val_idx = _train_validation_split(data.labels, val_fraction, rng)
@@ -142,9 +150,12 @@ def fit_adapter(
         descent.batch(*data, val_idx) if val_idx.size else None,
         steps=steps, lr=lr, weight_decay=weight_decay, pos_weight=pos_weight, patience=patience,
         threads=threads, progress=progress,
+        query_noise=descent.noise(query_noise, data.queries.shape[1] if noisy_columns is None else noisy_columns,
+                                  seed),
     )
     settings: dict[str, object] = {"family": family, "hidden": hidden, "steps": steps, "lr": lr,
-                                   "weight_decay": weight_decay, "seed": seed, "pos_weight": pos_weight}
+                                   "weight_decay": weight_decay, "seed": seed, "pos_weight": pos_weight,
+                                   "query_noise": query_noise}
     info = _report(settings, begin, run, train, n_val=int(val_idx.size))
     return CosineAdapter(family, dict(zip(WEIGHT_NAMES, run.weights, strict=True)), info=info)
 
@@ -278,6 +289,8 @@ def train_and_calibrate(
     else:
         spec = input_spec(inputs, stats, len(cosines), cosine_scale)
     features = features_of(query_embs, stats, spec)
+    # Noise, if any, goes on the embedding's columns (first among the features), never on the STATS.
+    fit_kwargs["noisy_columns"] = np.shape(query_embs)[1] if "embedding" in spec["inputs"] else 0
     weights = None if groups is None else group_weights(groups, cosines)
     raw = _checked(features, cosines, labels, family, lexical, weights)
     # The members are fitted on the cosines as the served map reads them: scaled over each query's `references`
