@@ -19,7 +19,7 @@ from app.engine import own_adapter as own_adapter_module
 from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
-from app.engine.relevance import training as training_module
+from app.engine.relevance import cross_fit as cross_fit_module
 from app.store.snapshots import SnapshotDir
 from app.store.sqlite import SqliteStore
 from tests.conftest import AppFactory
@@ -344,7 +344,7 @@ def test_a_job_that_fails_says_why_and_leaves_the_adapter(client: TestClient, mo
     before = client.get("/v1/collections/topics/relevance").json()
     # The check before any job counts the queries that name a relevant document (12 here, at least 5 needed); the
     # training, in the job, those with a relevant candidate: its bar raised past 12, the job fails.
-    monkeypatch.setattr(training_module, "MIN_POSITIVE_QUERIES", 100)
+    monkeypatch.setattr(cross_fit_module, "MIN_POSITIVE_QUERIES", 100)
     too_few = {"examples": _examples(by_topic)}
     response = client.post("/v1/collections/topics/relevance/train?wait=false", json=too_few)
     assert response.status_code == 202, response.text
@@ -552,7 +552,7 @@ def test_a_collection_dropped_while_its_adapter_fits_ends_the_job_at_the_next_me
     then it held the name, and a collection created again under it answered 409 to its own training."""
     by_topic = _load(client)
     fitted: list[int] = []
-    original = training_module.fit_adapter
+    original = cross_fit_module.fit_adapter
 
     def fit_then_drop(*args: Any, **kwargs: Any) -> Any:
         fitted.append(1)
@@ -560,11 +560,11 @@ def test_a_collection_dropped_while_its_adapter_fits_ends_the_job_at_the_next_me
             _engine(client).drop_collection("topics")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(training_module, "fit_adapter", fit_then_drop)
+    monkeypatch.setattr(cross_fit_module, "fit_adapter", fit_then_drop)
     response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
     _assert_ended_without_its_collection(client, response.headers["location"])
     assert len(fitted) == 1  # of 15 members
-    monkeypatch.setattr(training_module, "fit_adapter", original)
+    monkeypatch.setattr(cross_fit_module, "fit_adapter", original)
     by_topic = _load(client)  # created again: it trains at once
     again = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
     assert again.status_code == 202, again.text

@@ -12,7 +12,8 @@ from app.engine.relevance.calibration import (
     kept_at_recall,
     precision_at_recall,
 )
-from app.engine.relevance.training import fit_adapter, recalibrate, train_and_calibrate
+from app.engine.relevance.cross_fit import recalibrate, train_and_calibrate
+from app.engine.relevance.training import fit_adapter
 
 __all__ = [
     "DEFAULT_FAMILY",
