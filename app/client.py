@@ -2,7 +2,8 @@
 
     ClientError                  anything this client raises on purpose
      └── ApiError                the service answered non-2xx: .status, .code, .message, .details
-          └── NotReadyError      /ready did not answer 200 within wait_ready's timeout
+          └── NotReadyError      /ready did not answer 200 within wait_ready's timeout, or said its
+                                 start-up failed
 
 Requests that get 429 or 503, or fail to connect or read, are retried with exponential backoff (operations that
 may be repeated: upserts replace by id, PUT of a collection is idempotent); httpx's own TransportError is raised
@@ -168,18 +169,28 @@ class SearchClient:
     # --- system --------------------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        try:
-            return self.http.get("/ready").status_code == 200
-        except httpx.TransportError:
-            return False
+        response = self._ready()
+        return response is not None and response.status_code == 200
 
     def wait_ready(self, timeout: float = 300.0, interval: float = 0.1) -> None:
-        """Returns once /ready answers 200 (the model and indexes are loaded); NotReadyError after `timeout`."""
+        """Returns once /ready answers 200 (the model and indexes are loaded); NotReadyError after `timeout`, or
+        at once when the service says its start-up failed (it will never be ready)."""
         deadline = time.monotonic() + timeout
-        while not self.ready():
+        while (response := self._ready()) is None or response.status_code != 200:
+            if response is not None and response.status_code == 503:
+                error = NotReadyError.from_response(response)
+                if error.code == "startup_failed":
+                    raise error
             if time.monotonic() > deadline:
                 raise NotReadyError(503, "not_ready", f"the service was not ready within {timeout:.0f} s")
             time.sleep(interval)
+
+    def _ready(self) -> Any:
+        """/ready's answer, or None while nothing answers."""
+        try:
+            return self.http.get("/ready")
+        except httpx.TransportError:
+            return None
 
     def metrics(self) -> str:
         """The Prometheus text of /metrics."""

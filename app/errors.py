@@ -129,6 +129,12 @@ class ShuttingDown(NotReady):
     code = "shutting_down"
 
 
+class StartupFailed(NotReady):
+    """/ready of an in-process app whose start-up failed (a server exits instead): it will never be ready."""
+
+    code = "startup_failed"
+
+
 class DataDirLocked(SearchServiceError):
     code = "data_dir_locked"
 

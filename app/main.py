@@ -35,7 +35,7 @@ log = logging.getLogger("app")
 STARTUP_FAILED = 3  # the exit status uvicorn gives a start-up that failed in the lifespan itself
 
 
-def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> None:
+def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None, exit_on_failure: bool) -> None:
     """Loads model and indexes off the event loop, so /health answers while /ready says 503."""
     try:
         if embedder is None:
@@ -45,15 +45,18 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None) -> 
         log.info("ready: %d collections in %s, encoder %s", len(app.state.engine.list_collections()),
                  settings.data_dir, embedder.identity)
     except Exception as exc:
-        # A server that can never become ready should exit and let its supervisor see that: it shuts down as
-        # on SIGTERM, then the lifespan ends the process with STARTUP_FAILED (uvicorn re-raises the SIGTERM it
-        # caught once it has stopped, and a death by SIGTERM reads as a stop, not a failure, to systemd).
         if isinstance(exc, (EncoderMismatch, StoreSchemaMismatch, StoreUnavailable)):  # each says what to do
             log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
+            app.state.startup_failure = exc.message
         else:
-            log.exception("start-up failed; shutting down")
-        app.state.startup_failed = True
-        os.kill(os.getpid(), signal.SIGTERM)
+            log.exception("start-up failed%s", "; shutting down" if exit_on_failure else "")
+            app.state.startup_failure = f"{type(exc).__name__}: {exc}"
+        # A server that can never become ready should exit and let its supervisor see that: it shuts down as
+        # on SIGTERM, then the lifespan ends the process with STARTUP_FAILED (uvicorn re-raises the SIGTERM it
+        # caught once it has stopped, and a death by SIGTERM reads as a stop, not a failure, to systemd). An
+        # in-process app (tests, `evaluate`) must not signal its host: its /ready says why instead.
+        if exit_on_failure:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _snapshot_loop(app: FastAPI, settings: Settings) -> None:
@@ -67,8 +70,12 @@ async def _snapshot_loop(app: FastAPI, settings: Settings) -> None:
                 log.exception("periodic snapshot failed; the store still holds every write")
 
 
-def create_app(settings: Settings | None = None, embedder: Encoder | None = None) -> FastAPI:
-    """`embedder` lets tests share one loaded model across apps; by default the lifespan loads it."""
+def create_app(settings: Settings | None = None, embedder: Encoder | None = None, *,
+               exit_on_startup_failure: bool = False) -> FastAPI:
+    """`embedder` lets tests share one loaded model across apps; by default the lifespan loads it. An app whose
+    start-up fails stays up, and /ready answers 503 `startup_failed` with the reason: it may be running inside
+    another program (tests, `evaluate`), which must not be signalled. The server's app (`app` below, what
+    uvicorn and `python -m app serve` run) exits instead, with STARTUP_FAILED."""
     settings = settings or load_settings()
     # uvicorn configures its logging before it imports the app: under a bare `uvicorn app.main:app` its
     # plain-text lines (access log included) become the JSON lines of `python -m app serve`, from the first.
@@ -87,7 +94,8 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
         except (DataDirLocked, DataDirUnusable) as exc:
             log.error("%s", exc.message)
             raise
-        loader = threading.Thread(target=_load_engine, args=(app, settings, embedder), daemon=True)
+        loader = threading.Thread(target=_load_engine, args=(app, settings, embedder, exit_on_startup_failure),
+                                  daemon=True)
         loader.start()
         snapshots = asyncio.create_task(_snapshot_loop(app, settings))
         try:
@@ -102,7 +110,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
                 app.state.engine = None
                 await asyncio.to_thread(engine.close)
             lock.release()
-            if getattr(app.state, "startup_failed", False):
+            if exit_on_startup_failure and app.state.startup_failure is not None:
                 logging.shutdown()
                 os._exit(STARTUP_FAILED)
 
@@ -110,6 +118,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
                   description="Hybrid (BM25 + HNSW) search with Cosine Adapter relevance filtering.")
     app.state.settings = settings
     app.state.engine = None
+    app.state.startup_failure = None
     app.state.metrics = Metrics()
     app.state.metrics.watch_collections(
         lambda: {c.name: len(c.lexical) for c in (app.state.engine.list_collections() if app.state.engine else [])})
@@ -158,4 +167,4 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-app = create_app()
+app = create_app(exit_on_startup_failure=True)

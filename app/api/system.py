@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.errors import error_responses
-from app.errors import NotReady
+from app.errors import NotReady, StartupFailed
 
 router = APIRouter(tags=["system"])
 
@@ -19,6 +19,9 @@ async def health() -> dict[str, str]:
             responses=error_responses(503))
 async def ready(request: Request) -> dict[str, str]:
     engine = getattr(request.app.state, "engine", None)
+    failure = getattr(request.app.state, "startup_failure", None)
+    if engine is None and failure is not None:
+        raise StartupFailed(f"start-up failed: {failure}")
     if engine is None:
         raise NotReady("the service is still loading its model and indexes")
     if engine.follower is not None:

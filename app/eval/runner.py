@@ -44,7 +44,8 @@ class RunResult:
 
 @contextmanager
 def in_process_client(data_dir: Path, **settings: Any) -> Iterator[SearchClient]:
-    """A client of a fresh in-process app (same routes, validation and serialisation as a server)."""
+    """A client of a fresh in-process app (same routes, validation and serialisation as a server). A start-up
+    that fails raises NotReadyError with the reason (a server would exit instead)."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app

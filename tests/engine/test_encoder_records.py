@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from app.client import NotReadyError, SearchClient
 from app.commands.reencode import reencode
 from app.engine.embedder import normalise
 from app.engine.encoders import Backend, EncoderIdentity, check_encoders
@@ -17,6 +19,7 @@ from app.engine.relevance import CosineAdapter
 from app.engine.shipped_adapters import fits_encoder
 from app.engine.types import DocumentInput, SearchQuery
 from app.errors import DataDirLocked, EncoderMismatch
+from app.main import create_app
 from app.settings import Settings
 from app.store.base import CollectionRecord
 from app.store.lock import DataDirLock
@@ -110,6 +113,21 @@ def test_starting_with_another_encoder_names_the_collections_and_what_to_do(made
     with pytest.raises(EncoderMismatch, match="SEARCH_ENCODER=torch SEARCH_MODEL=stub-model"):
         SearchEngine(made_by_torch, StubEncoder("torch", model_name="other-model"))
     SearchEngine(made_by_torch, StubEncoder("torch")).close()  # the encoder that made them starts
+
+
+def test_an_app_in_another_program_whose_start_up_fails_says_why_and_leaves_its_host_running(
+        made_by_torch: Settings) -> None:
+    """A server exits when its start-up fails; an app run inside another program (`evaluate`, tests) used to
+    SIGTERM that program. It stays up instead, and /ready says why at once."""
+    app = create_app(made_by_torch, StubEncoder("onnx-int8"))  # type: ignore[arg-type]
+    with TestClient(app) as http:
+        with pytest.raises(NotReadyError) as caught:
+            SearchClient(http=http).wait_ready(timeout=60)
+        assert caught.value.code == "startup_failed"
+        assert "start-up failed" in caught.value.message and "'papers' by stub-model (torch)" in caught.value.message
+        assert "python -m app reencode" in caught.value.message
+        assert http.get("/health").status_code == 200
+        assert http.get("/v1/collections").status_code == 503
 
 
 def test_collections_from_before_encoders_were_recorded_count_as_torch(made_by_torch: Settings) -> None:
