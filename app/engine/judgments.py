@@ -78,25 +78,33 @@ def _as_shipped(base: CosineAdapter, probs: list[np.ndarray], labels: list[np.nd
     return Calibration(threshold, recall_target, {**base.calibration.thresholds, recall_target: threshold}, metrics)
 
 
-def _recalibration_needed(shipped: Calibration | None, probs: list[np.ndarray], labels: list[np.ndarray],
-                          recall_target: float) -> tuple[bool, float, str]:
-    """Whether the default's own thresholds miss the target on these judgments by more than the noise: (needed,
-    the margin, why). The noise is the larger of the bootstrap's standard error and the binomial one of a recall
-    at the target over this many relevant candidates: where the default keeps every relevant candidate, every
-    resample keeps them all and the bootstrap says 0 (6 judged SciFact queries, recall 1.0 on them: the thresholds
-    were re-chosen on them, and the other queries' recall fell from 0.93 to 0.91 and their hits from 7.8 to 4.7)."""
+def _thresholds_off(shipped: Calibration | None, recalibrated: Calibration, probs: list[np.ndarray],
+                    labels: list[np.ndarray], recall_target: float) -> tuple[bool, float, str]:
+    """Whether to serve thresholds re-chosen on these judgments (`recalibrated`, its recall measured on the queries
+    each threshold was not chosen on) instead of the default's own (`shipped`): (re-choose, the margin, why).
+    Only when the default's miss the target on them by more than the noise, and the re-chosen ones come nearer it
+    (both recalls are held out: the default never saw these judgments). The noise is the larger of the
+    bootstrap's standard error and the binomial one of a recall at the target over this many relevant
+    candidates: where the default keeps every relevant candidate, every resample keeps them all and the
+    bootstrap says 0 (6 judged SciFact queries, recall 1.0 on them: the thresholds were re-chosen on them, and
+    the other queries' recall fell from 0.93 to 0.91 and their hits from 7.8 to 4.7)."""
     if shipped is None:
         return True, 0.0, "the default has no thresholds of its own"
     recall = shipped.metrics["recall"]
     positives = max(shipped.metrics["positive_pairs"], 1.0)  # the judgments' relevant candidates (_as_shipped)
     binomial = float(np.sqrt(recall_target * (1.0 - recall_target) / positives))
     margin = max(RECALL_MARGIN, RECALL_SIGNIFICANCE * max(recall_se(probs, labels, shipped.threshold), binomial))
-    needed = abs(recall - recall_target) > margin
-    return needed, margin, (f"the default's own threshold for recall {recall_target:g} kept {recall:.3f} of these "
-                            f"judgments' relevant candidates, {'more' if needed else 'no more'} than {margin:.3f} off "
-                            f"the target (the larger of {RECALL_MARGIN} and {RECALL_SIGNIFICANCE:g} standard errors: a "
-                            f"bootstrap over the judged queries, or a binomial one over {positives:.0f} relevant "
-                            "candidates)")
+    off = abs(recall - recall_target) > margin
+    why = (f"the default's own threshold for recall {recall_target:g} kept {recall:.3f} of these judgments' "
+           f"relevant candidates, {'more' if off else 'no more'} than {margin:.3f} off the target (the larger of "
+           f"{RECALL_MARGIN} and {RECALL_SIGNIFICANCE:g} standard errors: a bootstrap over the judged queries, or a "
+           f"binomial one over {positives:.0f} relevant candidates)")
+    if not off:
+        return False, margin, why
+    nearer = abs(recalibrated.metrics["recall"] - recall_target) < \
+        abs(recall - recall_target) - 1e-9  # a tie is no reason to move
+    return nearer, margin, (f"{why}; re-chosen on them, recall {recalibrated.metrics['recall']:.3f} on the queries "
+                            f"each threshold was not chosen on, {'nearer' if nearer else 'no nearer'} the target")
 
 
 def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list[np.ndarray],
@@ -110,22 +118,13 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
     their relevant documents instead of the default's 0.94.)"""
     base_probabilities = probabilities(base, data)
     shipped = _as_shipped(base, base_probabilities, data.labels, recall_target)
-    off_target, recall_margin, why_thresholds = _recalibration_needed(shipped, base_probabilities, data.labels,
-                                                                      recall_target)
     recalibrated = recalibrate(base, base_probabilities, data.cosines, data.labels, recall_target)
     assert recalibrated.calibration is not None
     # Its metrics as new queries would see them: measured on the queries it was chosen on, a threshold meets the
     # target by construction.
     recalibrated.calibration.metrics.update(cross_validated_metrics(base_probabilities, data.labels, recall_target))
-    if off_target and shipped is not None:
-        # Both recalls are held out (the default never saw these judgments; the re-chosen thresholds are measured
-        # on the queries each was not chosen on): new thresholds only when they come nearer the target.
-        nearer = abs(recalibrated.calibration.metrics["recall"] - recall_target) < \
-            abs(shipped.metrics["recall"] - recall_target) - 1e-9  # a tie is no reason to move
-        why_thresholds += (f"; re-chosen on them, recall {recalibrated.calibration.metrics['recall']:.3f} on the "
-                           f"queries each threshold was not chosen on, {'nearer' if nearer else 'no nearer'} the "
-                           "target")
-        off_target = nearer
+    off_target, recall_margin, why_thresholds = _thresholds_off(shipped, recalibrated.calibration,
+                                                                base_probabilities, data.labels, recall_target)
     tuned_auc = tuned.calibration.metrics["pr_auc"] if tuned.calibration else 0.0
     base_auc = recalibrated.calibration.metrics["pr_auc"]  # the same network: thresholds do not move it
     needed = max(SELECTION_MARGIN, SIGNIFICANCE * pr_auc_difference_se(tuned_out_of_fold, base_probabilities,
@@ -133,7 +132,7 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
     keep_tuned = tuned_auc > base_auc + needed
     if keep_tuned:
         chosen = tuned
-    elif off_target or shipped is None:  # (no thresholds of its own: off target)
+    elif off_target or shipped is None:  # (a default without thresholds is off target already; for the types)
         chosen = recalibrated
     else:
         chosen = base.with_calibration(shipped)
