@@ -380,6 +380,43 @@ def test_while_the_store_is_unreachable_reads_go_on_writes_fail_whole_and_follow
         assert a.get("/v1/collections/animals/documents/new-1").status_code == 200
 
 
+def test_while_the_store_is_down_writes_are_refused_at_once_and_searches_are_not_held_up(
+        replica: Replica, postgres: Any) -> None:
+    """Each write of an outage used to wait the store's whole timeout in a worker thread, the threads searches run
+    on: 48 loaders took a search's p50 from 6 ms to 215 ms (p99 4.3 s). Now one call at a time finds out whether
+    the store is back, and the others are refused at once."""
+    query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
+    with replica("a", database_timeout_seconds=3) as a:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+        postgres.stop()
+        try:
+            wait_for(lambda: a.get("/ready").json()["status"] == "degraded")
+
+            def write(n: int) -> tuple[int, str, float]:
+                start = time.perf_counter()
+                answer = a.post("/v1/collections/animals/documents",
+                                json={"documents": [{"id": f"new-{n}", "text": "A parrot repeats words."}]})
+                return answer.status_code, answer.json()["error"]["code"], time.perf_counter() - start
+
+            with ThreadPoolExecutor(8) as pool:
+                writes = [pool.submit(write, n) for n in range(8)]
+                time.sleep(0.2)
+                start = time.perf_counter()
+                assert "dog" in ids(a.post("/v1/collections/animals/search", json=query))
+                searched = time.perf_counter() - start
+                answers = [w.result() for w in writes]
+            assert {(status, code) for status, code, _ in answers} == {(503, "store_unavailable")}
+            waited = sorted(seconds for _, _, seconds in answers)
+            assert waited[-2] < 1.0, waited  # at most one of them waited for the store (3 s here)
+            assert searched < 1.0, searched
+        finally:
+            postgres.start()
+        wait_for(lambda: a.get("/ready").json()["status"] == "ready")
+        assert a.post("/v1/collections/animals/documents",
+                      json={"documents": [{"id": "new-0", "text": "A parrot repeats words."}]}).status_code == 200
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     """Polls a condition a user would observe, bounded."""
     deadline = time.monotonic() + timeout

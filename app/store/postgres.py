@@ -42,10 +42,10 @@ from app.store.filters import compile_jsonb_filter
 from app.store.jsonb import metadata_json
 from app.store.postgres_feed import (
     CHANNEL,
+    Connections,
     FeedView,
     Listener,
     collection_states,
-    reachable,
     stored_row,
 )
 from app.store.postgres_jobs import JobBoardTables
@@ -85,10 +85,11 @@ class PostgresStore(JobBoardTables):
                                                  kwargs={"connect_timeout": max(1, round(timeout))},
                                                  name="search-store")
         self._pool.open(wait=False)
+        self._connections = Connections(self._pool)
         self._identity: str | None = None
         self._identity_lock = threading.Lock()
         try:
-            with reachable(), self._pool.connection() as conn:
+            with self._connections.connection() as conn:
                 ensure_schema(conn)
         except StoreUnavailable as exc:
             self._pool.close()
@@ -105,7 +106,7 @@ class PostgresStore(JobBoardTables):
         """A random id fixed when the schema was created: a snapshot made against another database is refused."""
         with self._identity_lock:
             if self._identity is None:
-                with reachable(), self._pool.connection() as conn:
+                with self._connections.connection() as conn:
                     row = conn.execute("SELECT value FROM search_meta WHERE key = 'identity'").fetchone()
                 self._identity = str(row[0]) if row else ""
             return self._identity
@@ -113,7 +114,7 @@ class PostgresStore(JobBoardTables):
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction, committed on leaving (rolled back on an exception), with errors mapped."""
-        with reachable(), self._pool.connection() as conn, conn.transaction():
+        with self._connections.connection() as conn, conn.transaction():
             yield conn
 
     @staticmethod
@@ -129,7 +130,7 @@ class PostgresStore(JobBoardTables):
     # --- collections ------------------------------------------------------------------------
 
     def collections(self) -> list[CollectionRecord]:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             return [state.record for state in collection_states(conn)]
 
     def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord:
@@ -154,7 +155,7 @@ class PostgresStore(JobBoardTables):
                                                                           sql.Identifier(column)), (name,))
 
     def count(self, collection: str) -> int:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             row = conn.execute("SELECT count(*) FROM search_documents WHERE collection = %s", (collection,))
             return int(row.fetchone()[0])  # type: ignore[index]
 
@@ -258,23 +259,23 @@ class PostgresStore(JobBoardTables):
     # --- reads ------------------------------------------------------------------------------
 
     def seq(self) -> int:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             return int(conn.execute("SELECT value FROM search_seq").fetchone()[0])  # type: ignore[index]
 
     def load_adapter(self, collection: str) -> tuple[str, bytes] | None:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             row = conn.execute("SELECT adapter_meta, adapter_weights FROM search_collections "
                                "WHERE name = %s AND adapter_meta IS NOT NULL", (collection,)).fetchone()
         return None if row is None else (str(row[0]), bytes(row[1]))
 
     def get(self, collection: str, doc_id: str) -> StoredRow | None:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             row = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
                                "WHERE collection = %s AND id = %s", (collection, doc_id)).fetchone()
         return None if row is None else stored_row(*row)
 
     def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             rows = conn.execute("SELECT id, title, text, vector FROM search_documents "
                                 "WHERE collection = %s AND id = ANY(%s) AND encoded",
                                 (collection, list(ids))).fetchall()
@@ -282,21 +283,21 @@ class PostgresStore(JobBoardTables):
                 for doc_id, title, text, blob in rows}
 
     def get_by_labels(self, collection: str, labels: Sequence[int]) -> dict[int, StoredRow]:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             rows = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
                                 "WHERE collection = %s AND label = ANY(%s)",
                                 (collection, [int(x) for x in labels])).fetchall()
         return {int(r[0]): stored_row(*r) for r in rows}
 
     def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             rows = conn.execute("SELECT id, label FROM search_documents WHERE collection = %s AND id = ANY(%s)",
                                 (collection, list(ids))).fetchall()
         return {doc_id: int(label) for doc_id, label in rows}
 
     def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
         where, params = compile_jsonb_filter(conditions)
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             rows = conn.execute(f"SELECT label FROM search_documents WHERE collection = %s AND {where} "
                                 "ORDER BY label", (collection, *params)).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -316,13 +317,13 @@ class PostgresStore(JobBoardTables):
     def feed(self) -> Iterator["FeedView"]:
         """A read-only REPEATABLE READ snapshot of the store: its `seq()` is H, and it shows exactly the
         changes numbered up to H (see the module docstring)."""
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield FeedView(conn)
             conn.rollback()
 
     def listener(self) -> "Listener":
-        return Listener(self.url, self.timeout)
+        return Listener(self.url, self.timeout, self._connections)
 
 
 def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> None:

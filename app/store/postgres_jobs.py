@@ -5,23 +5,21 @@ for the replica running the job to read them."""
 from typing import Any
 
 import psycopg
-import psycopg_pool
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from app.engine.job_board import BOARD_RETENTION_DAYS
-from app.store.postgres_feed import reachable
+from app.store.postgres_feed import Connections
 
 JOB_RETENTION = f"{BOARD_RETENTION_DAYS} days"  # training jobs' records are kept this long for any replica to answer
 
 
 class JobBoardTables:
-    """The JobBoard protocol over the tables, mixed into PostgresStore, whose connection pool it uses."""
+    """The JobBoard protocol over the tables, mixed into PostgresStore, whose connections it uses."""
 
-    _pool: psycopg_pool.ConnectionPool[psycopg.Connection[TupleRow]]
+    _connections: Connections
 
     def publish_job(self, job_id: str, collection: str, record: dict[str, Any]) -> bool:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             conn.execute("INSERT INTO search_jobs VALUES (%s, %s, %s, now()) ON CONFLICT (id) DO UPDATE "
                          "SET record = EXCLUDED.record, updated_at = now()", (job_id, collection, Jsonb(record)))
             if record.get("status") == "running":
@@ -35,7 +33,7 @@ class JobBoardTables:
         return False
 
     def request_cancel(self, job_id: str) -> bool:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             row = conn.execute("INSERT INTO search_job_cancels SELECT id, now() FROM search_jobs "
                                "WHERE id = %s AND record->>'status' = 'running' ON CONFLICT (id) DO NOTHING "
                                "RETURNING id", (job_id,)).fetchone()
@@ -47,7 +45,7 @@ class JobBoardTables:
             return bool(row and row[0])
 
     def claim_job(self, job_id: str, collection: str, record: dict[str, Any], lost_after: float) -> str | None:
-        with reachable(), self._pool.connection() as conn, conn.transaction():
+        with self._connections.connection() as conn, conn.transaction():
             # Claims of one collection take turns (a lock held to this transaction's end), so two replicas
             # starting at once cannot both find the collection free.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('search_jobs:' || %s))", (collection,))
@@ -58,18 +56,18 @@ class JobBoardTables:
         return None
 
     def list_jobs(self, collection: str, limit: int) -> list[tuple[str, dict[str, Any], float]]:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             rows = conn.execute("SELECT id, record, extract(epoch FROM now() - updated_at) FROM search_jobs "
                                 "WHERE collection = %s ORDER BY (record->>'started_at')::float DESC LIMIT %s",
                                 (collection, limit)).fetchall()
         return [(str(row[0]), dict(row[1]), float(row[2])) for row in rows]
 
     def running_job(self, collection: str, lost_after: float) -> str | None:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             return _running_job(conn, collection, lost_after)
 
     def lookup_job(self, job_id: str) -> tuple[str, dict[str, Any], float] | None:
-        with reachable(), self._pool.connection() as conn:
+        with self._connections.connection() as conn:
             row = conn.execute("SELECT collection, record, extract(epoch FROM now() - updated_at) "
                                "FROM search_jobs WHERE id = %s", (job_id,)).fetchone()
         return None if row is None else (str(row[0]), dict(row[1]), float(row[2]))
