@@ -19,7 +19,9 @@
      ├── NotReady                      503 not_ready
      │    ├── JobCancelled             503 cancelled (a training job that the service's stop ended)
      │    ├── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached)
-     │    └── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
+     │    ├── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
+     │    └── StartupFailed            503 startup_failed (/ready of an in-process app whose start-up failed)
+     ├── InsufficientStorage           507 insufficient_storage (the store's disk is full; nothing written)
      ├── DataDirLocked                 raised at start when another process holds the data dir
      ├── DataDirUnusable               raised at start when the data dir cannot be made or written (a file, say)
      └── EncoderMismatch               raised at start when collections were encoded by another encoder
@@ -133,6 +135,13 @@ class StartupFailed(NotReady):
     """/ready of an in-process app whose start-up failed (a server exits instead): it will never be ready."""
 
     code = "startup_failed"
+
+
+class InsufficientStorage(SearchServiceError):
+    """A write the store could not make for want of disk space (SQLite's data dir, or PostgreSQL's): nothing of
+    it was written. Not retried by clients: space does not come back by itself."""
+
+    status, code = 507, "insufficient_storage"
 
 
 class DataDirLocked(SearchServiceError):

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=err
 
 @router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo,
             responses={200: {"model": CollectionInfo, "description": "exists with the same settings"},
-                       **error_responses(403, 409, 413, 415)},
+                       **error_responses(403, 409, 413, 415, 507)},
             dependencies=[AdminAccess, JsonBody])
 async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
                             body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:
@@ -49,7 +49,7 @@ def get_collection(name: CollectionName, engine: EngineDep) -> CollectionInfo:
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
-               responses=error_responses(403, 404))
+               responses=error_responses(403, 404, 507))
 def delete_collection(name: CollectionName, engine: EngineDep) -> Response:
     engine.drop_collection(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

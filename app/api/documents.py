@@ -59,7 +59,7 @@ def parse_batch(body: bytes, content_type: str) -> list[Document]:
 
 
 @router.post("", response_model=UpsertResult, openapi_extra=_BODY, dependencies=[AdminAccess],
-             responses=error_responses(403, 413, 415))
+             responses=error_responses(403, 413, 415, 507))
 async def upsert_documents(name: CollectionName, request: Request, engine: EngineDep,
                            settings: SettingsDep) -> UpsertResult:
     engine.collection(name)  # 404 before reading a large body for nothing
@@ -86,7 +86,7 @@ def get_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) ->
 
 
 @router.delete("/{doc_id:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
-               responses=error_responses(403))
+               responses=error_responses(403, 507))
 def delete_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> Response:
     engine.delete(name, doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

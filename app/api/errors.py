@@ -40,6 +40,7 @@ _WHEN = {
     415: "unsupported content type",
     422: "the request failed validation",
     503: "the service is still loading its model and indexes",
+    507: "the store's disk is full: nothing of the write was stored",
 }
 
 

@@ -36,7 +36,7 @@ def _job_view(job: TrainingJob) -> TrainJob:
 
 
 @router.post("/train", dependencies=[AdminAccess, JsonBody],
-             responses={**error_responses(403, 413, 415), **_CONFLICT, **_ACCEPTED},
+             responses={**error_responses(403, 413, 415, 507), **_CONFLICT, **_ACCEPTED},
              summary="Fit the collection's adapter: answer its held-out metrics and threshold, or 202 and a job",
              description=(
                  "Searches go on with the current adapter until the new one is swapped in, atomically, at the end; "
@@ -110,7 +110,7 @@ def get_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
     return relevance_status(engine, name)
 
 
-@router.delete("", dependencies=[AdminAccess], responses={**error_responses(403), **_CONFLICT},
+@router.delete("", dependencies=[AdminAccess], responses={**error_responses(403, 507), **_CONFLICT},
                summary="Go back to the default adapter: remove the collection's trained one (and its fitted fusion)",
                description="Answers the adapter now in use, as GET does. While the collection trains, a 409 names "
                            "the job (its adapter would be swapped in after the reset).")

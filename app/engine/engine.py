@@ -317,6 +317,10 @@ class SearchEngine:
             collection.stop_upkeep()
         for collection in self.list_collections():
             if collection.writes_since_snapshot:
-                collection.snapshot()
+                try:
+                    collection.snapshot()
+                except OSError as exc:  # a full disk, say: the others are still tried, and the store closed
+                    log.error("collection %s: no snapshot at shutdown (%s); the store holds every write, and the "
+                              "next start replays them", collection.name, exc)
         self._beside.shutdown()
         self.store.close()

@@ -13,7 +13,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from app.errors import StoreUnavailable
+from app.errors import InsufficientStorage, StoreUnavailable
 from app.store.base import CollectionRecord, StoredRow
 
 CHANNEL = "search_changes"
@@ -40,9 +40,13 @@ class StoredAdapter:
 
 @contextmanager
 def reachable() -> Iterator[None]:
-    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500)."""
+    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500); a database
+    out of disk space (an OperationalError too) is InsufficientStorage (507): it is reachable, and says so."""
     try:
         yield
+    except psycopg.errors.DiskFull as exc:
+        raise InsufficientStorage(f"the PostgreSQL store is out of disk space: nothing of this write was stored "
+                                  f"({str(exc).strip()})", [{"reason": "disk_full"}]) from exc
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
         raise StoreUnavailable(f"the PostgreSQL store is unreachable: {str(exc).strip() or type(exc).__name__}",
                                [{"reason": type(exc).__name__}]) from exc

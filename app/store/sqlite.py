@@ -3,6 +3,7 @@
 Labels, sequence numbers and tombstones work as app/store/base.py describes.
 """
 
+import errno
 import json
 import sqlite3
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.types import FilterCondition
-from app.errors import CollectionNotFound
+from app.errors import CollectionNotFound, InsufficientStorage
 from app.store.base import (
     CollectionRecord,
     DocumentStore,
@@ -295,7 +296,9 @@ class SqliteStore:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception so a failed batch leaves nothing."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception so a failed batch leaves nothing. A full disk (or
+    a database at its page limit) is InsufficientStorage (507), not a bug (500), whether the batch's writes or
+    its commit found it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -303,8 +306,26 @@ class _Transaction:
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: object, exc: BaseException | None, _: object) -> None:
+        if exc is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except (sqlite3.OperationalError, OSError) as failed:
+                exc = failed
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        if _is_full(exc):
+            raise InsufficientStorage(f"the data dir's disk is full: nothing of this write was stored ({exc})",
+                                      [{"reason": "disk_full"}]) from exc
+        if exc_type is None:  # the commit failed otherwise
+            raise exc
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 _satisfies_protocol: type[DocumentStore] = SqliteStore  # mypy checks SqliteStore against the Protocol

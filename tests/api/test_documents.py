@@ -190,3 +190,26 @@ def test_a_re_posted_unchanged_text_keeps_its_vector_without_encoding_it_again(
     assert len(encoded) == 1
     assert search(animals, "felines that purr", mode="dense", explain=True)["hits"][0]["explain"]["cosine"] \
         == pytest.approx(before["explain"]["cosine"], abs=0.02)
+
+
+def test_a_full_disk_is_a_507_that_writes_nothing_and_the_service_goes_on(animals: TestClient) -> None:
+    """It was a 500 (a bug, by the contract), logged with a traceback. The store's database is held at its
+    current size (SQLite's page limit fails writes as a full disk does: SQLITE_FULL), as a full data dir would."""
+    writer = animals.app.state.engine.store._writer  # type: ignore[attr-defined]
+    (pages,) = writer.execute("PRAGMA page_count").fetchone()
+    writer.execute(f"PRAGMA max_page_count = {pages}")
+    big = [{"id": f"big-{i}", "text": "salmon swim up rivers " * 400} for i in range(20)]
+    try:
+        refused = animals.post("/v1/collections/animals/documents", json={"documents": big})
+        assert refused.status_code == 507, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "insufficient_storage" and "disk is full" in error["message"]
+        assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS)
+        assert animals.get("/v1/collections/animals/documents/big-0").status_code == 404
+        assert "big-0" not in ids(search(animals, "salmon swim up rivers", mode="lexical", k=10))
+        assert animals.get("/v1/collections/animals/documents/cat").status_code == 200
+        assert "cat" in ids(search(animals, "cats purr", k=3))
+    finally:
+        writer.execute("PRAGMA max_page_count = 1073741823")
+    assert animals.post("/v1/collections/animals/documents", json={"documents": big}).status_code == 200
+    assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS) + len(big)

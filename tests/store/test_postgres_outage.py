@@ -1,11 +1,13 @@
-"""The PostgreSQL store after an outage: its pool reconnects within seconds of the database's return."""
+"""The PostgreSQL store after an outage: its pool reconnects within seconds of the database's return; a database
+out of disk space is not an outage."""
 
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
-from app.errors import StoreUnavailable
+from app.errors import InsufficientStorage, StoreUnavailable
 from app.store.postgres import PostgresStore
 
 
@@ -34,5 +36,18 @@ def test_the_pool_reconnects_within_seconds_of_the_database_returning_after_a_lo
             except StoreUnavailable:
                 time.sleep(0.1)
         assert reconnected is not None and reconnected < 6.0, reconnected
+    finally:
+        store.close()
+
+
+def test_a_database_out_of_disk_space_is_a_507_not_an_outage(database_url: str) -> None:
+    """DiskFull is an OperationalError, which meant "unreachable": a 503 that also opened the breaker. The error is
+    raised here inside a call, where the server's would reach the client."""
+    store = PostgresStore(database_url)
+    try:
+        with pytest.raises(InsufficientStorage, match="out of disk space"), store._connections.connection():
+            raise psycopg.errors.DiskFull("could not extend file: No space left on device")
+        assert store._connections.down is None
+        assert store.collections() == []
     finally:
         store.close()
