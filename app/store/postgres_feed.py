@@ -1,6 +1,7 @@
 """Reading the PostgreSQL store's change feed: one snapshot's view (FeedView), the LISTEN connection that wakes
 a follower (Listener), and what both share with the store itself (app/store/postgres.py, whose docstring says
-why a snapshot's sequence H covers exactly the changes numbered up to H)."""
+why a snapshot's sequence H covers exactly the changes numbered up to H): how errors map (`reachable`) and the
+pooled connections with their circuit breaker (Connections)."""
 
 import threading
 from collections.abc import Iterator
