@@ -1,12 +1,13 @@
 """Prometheus metrics of one app instance (own registry: no process-global state)."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -102,7 +103,10 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts and times every request by its route template (not its raw path, to bound cardinality)."""
+    """Counts and times every request by its route template (not its raw path, to bound cardinality). A client
+    that went away before any answer counts as 499 (nginx's "client closed request"), not 500: an interrupted
+    upload is no server error, and it had set off 5xx alerts (QA). A request answered before routing (a 413 for
+    its size, say) still counts under the template its path matches."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -113,17 +117,42 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
+        status: dict[str, Any] = {"code": 500}  # what an exception that escaped every handler would be
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status.update(code=message["status"], started=True)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+            if "started" not in status:
+                status["code"] = CLIENT_CLOSED
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path_format", "unmatched")  # {doc_id}, not {doc_id:path}
+            template = _template(scope)
             self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()
             self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
+
+
+CLIENT_CLOSED = 499
+
+
+def _template(scope: Scope) -> str:
+    """The matched route's template ({doc_id}, not {doc_id:path}); for a request answered before routing, that of
+    the route its path matches; else "unmatched"."""
+    route = scope.get("route")
+    if route is None:
+        route = _route_of(getattr(getattr(scope.get("app"), "router", None), "routes", ()), scope)
+    return getattr(route, "path_format", "unmatched")
+
+
+def _route_of(routes: Iterable[Any], scope: Scope) -> Any:
+    """The first route `scope`'s path matches (any method), looking into included routers: FastAPI wraps each in
+    an object whose `original_router` holds its routes (where a later FastAPI has none, the answer is None and
+    the request counts as "unmatched"; tests/api/test_system.py would say so)."""
+    for candidate in routes:
+        if candidate.matches(scope)[0] == Match.NONE:
+            continue
+        inner = getattr(candidate, "original_router", None)
+        return candidate if inner is None else _route_of(inner.routes, scope)
+    return None
