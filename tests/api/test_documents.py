@@ -30,6 +30,18 @@ def test_ndjson_ingest(client: TestClient) -> None:
     assert ids(search(client, "birds of prey", "n", mode="lexical"))[0] == "eagle"
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_a_body_after_a_utf8_byte_order_mark_is_read(client: TestClient, content_type: str) -> None:
+    """A file saved by a Windows editor and posted as it is: the search route read it, this one failed on line 1."""
+    client.put("/v1/collections/n")
+    text = json.dumps({"documents": ANIMALS[:2]}) if content_type == "application/json" else \
+        "\n".join(json.dumps(d) for d in ANIMALS[:2])
+    response = client.post("/v1/collections/n/documents", content=b"\xef\xbb\xbf" + text.encode(),
+                           headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    assert response.json()["ids"] == ["cat", "dog"]
+
+
 def test_upsert_replaces_the_document_in_every_index(animals: TestClient) -> None:
     new = {"id": "cat", "text": "Volcanoes erupt molten lava and ash.", "metadata": {"kind": "geology"}}
     assert animals.post("/v1/collections/animals/documents", json={"documents": [new]}).status_code == 200
