@@ -1,14 +1,15 @@
 """Prometheus metrics of one app instance (own registry: no process-global state)."""
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.routing import route_for
 
 
 class _CollectionSizes(Collector):
@@ -140,19 +141,5 @@ CLIENT_CLOSED = 499
 def _template(scope: Scope) -> str:
     """The matched route's template ({doc_id}, not {doc_id:path}); for a request answered before routing, that of
     the route its path matches; else "unmatched"."""
-    route = scope.get("route")
-    if route is None:
-        route = _route_of(getattr(getattr(scope.get("app"), "router", None), "routes", ()), scope)
+    route = scope.get("route") or route_for(scope)
     return getattr(route, "path_format", "unmatched")
-
-
-def _route_of(routes: Iterable[Any], scope: Scope) -> Any:
-    """The first route `scope`'s path matches (any method), looking into included routers: FastAPI wraps each in
-    an object whose `original_router` holds its routes (where a later FastAPI has none, the answer is None and
-    the request counts as "unmatched"; tests/api/test_system.py would say so)."""
-    for candidate in routes:
-        if candidate.matches(scope)[0] == Match.NONE:
-            continue
-        inner = getattr(candidate, "original_router", None)
-        return candidate if inner is None else _route_of(inner.routes, scope)
-    return None

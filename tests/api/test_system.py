@@ -149,3 +149,23 @@ def test_every_route_that_takes_a_body_says_it_can_answer_413_and_415(client: Te
     assert len(with_body) >= 4  # PUT a collection, POST documents, search and train
     for path, method, operation in with_body:
         assert {"413", "415"} <= set(operation["responses"]), (method, path)
+
+
+def test_an_api_path_with_a_trailing_slash_is_served_as_the_path_without_it(animals: TestClient) -> None:
+    """It was an empty-bodied 307 redirect (QA): no error body, and a redirected POST many clients do not follow."""
+    route = {"method": "POST", "route": "/v1/collections/{name}/search", "status": "200"}
+    before = value(samples(animals), "search_http_requests_total", **route)
+    found = animals.post(SEARCH + "/", json={"query": "cats purr", "k": 3}, follow_redirects=False)
+    assert found.status_code == 200, found.text
+    assert value(samples(animals), "search_http_requests_total", **route) == before + 1
+    assert found.json()["hits"] == animals.post(SEARCH, json={"query": "cats purr", "k": 3}).json()["hits"]
+    listed = animals.get("/v1/collections/", follow_redirects=False)
+    assert listed.status_code == 200 and "animals" in {c["name"] for c in listed.json()["collections"]}
+    assert animals.get("/v1/collections/animals/", follow_redirects=False).json()["count"] == len(ANIMALS)
+    # A document id may end in "/": its path is taken as it is.
+    doc = {"id": "notes/", "text": "A slash at the end of an id."}
+    assert animals.post("/v1/collections/animals/documents", json={"documents": [doc]}).status_code == 200
+    assert animals.get("/v1/collections/animals/documents/notes/").json()["id"] == "notes/"
+    assert animals.get("/v1/collections/animals/documents/cat/").status_code == 404  # "cat/" is another id
+    missing = animals.get("/v1/nothing/here/", follow_redirects=False)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
