@@ -26,7 +26,7 @@ from app.engine.relevance import (
 )
 from app.engine.types import TrainingExample
 from app.eval.adapter_training import TRAINING_CONTENTLESS, TRAINING_NONWORDS, TRAINING_PSEUDOWORDS, collect
-from app.eval.relevance_report import NONWORD_QUERIES, contentless_queries, nonword_queries, pseudoword_queries
+from app.eval.relevance_report import evaluation_junk
 from app.eval.runner import engine_of, in_process_client
 
 RECALIBRATION_QUERIES = (10, 25, 50)
@@ -87,9 +87,7 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
     """Per left-out dataset, the figures of an adapter trained without it (see the module docstring); the
     non-word, pseudo-word and contentless queries it is measured on are the evaluation's (another seed than
     training's)."""
-    evaluation_junk = {"nonword": nonword_queries(NONWORD_QUERIES, 0),
-                       "pseudoword": pseudoword_queries(NONWORD_QUERIES, 0),
-                       "contentless": contentless_queries(NONWORD_QUERIES, 0)}
+    measured_junk = evaluation_junk()
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         collected = collect(client, datasets, TRAINING_NONWORDS, seed=0, contentless=contentless,
                             pseudowords=pseudowords)
@@ -97,7 +95,7 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
         junk = {name: {kind: build_training_set(engine.collection(f"eval-{name}"), engine.embedder,
                                                 [TrainingExample(q, ()) for q in queries],
                                                 engine.settings.search_defaults)
-                       for kind, queries in evaluation_junk.items()}
+                       for kind, queries in measured_junk.items()}
                 for name in dict.fromkeys(collected.sources)}
     data, sources, groups = collected.data, collected.sources, collected.groups
     results = {}

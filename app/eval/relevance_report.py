@@ -87,6 +87,13 @@ def contentless_queries(n: int, seed: int) -> list[str]:
     return queries
 
 
+def evaluation_junk() -> dict[str, list[str]]:
+    """The queries with nothing relevant that every evaluation (`evaluate`, `lodo`) measures the filter on, by
+    kind; seed 0, another than training's."""
+    return {"nonword": nonword_queries(NONWORD_QUERIES, 0), "pseudoword": pseudoword_queries(NONWORD_QUERIES, 0),
+            "contentless": contentless_queries(NONWORD_QUERIES, 0)}
+
+
 def junk_hits(client: SearchClient, collection: str, queries: list[str]) -> float:
     """Mean hits for queries with nothing relevant, through the real (filtered) search."""
     total = 0
@@ -140,9 +147,8 @@ def relevance_report(client: SearchClient, collection: str, dataset: BeirDataset
         "raw_cosine_kept_at_served_recall": raw_kept,
         "kept_ratio_to_raw_cosine": float(np.mean(kept)) / max(raw_kept, 1e-9),
         "served_empty_query_rate": float(np.mean(np.asarray(kept) == 0)),
-        "nonword_hits_per_query": junk_hits(client, collection, nonword_queries(NONWORD_QUERIES, 0)),
-        "pseudoword_hits_per_query": junk_hits(client, collection, pseudoword_queries(NONWORD_QUERIES, 0)),
-        "contentless_hits_per_query": junk_hits(client, collection, contentless_queries(NONWORD_QUERIES, 0)),
+        **{f"{kind}_hits_per_query": junk_hits(client, collection, queries)
+           for kind, queries in evaluation_junk().items()},
     }
     if plot is not None:
         plot_curves(judged, pooled_labels, threshold, float(raw_threshold), plot)
