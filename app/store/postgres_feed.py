@@ -39,18 +39,35 @@ class StoredAdapter:
     weights: bytes
 
 
+# SQLSTATEs of an OperationalError that mean the server is gone or will not take connections: connection
+# exceptions (class 08), the server shutting down or starting (57P01-57P03), too many connections. Any other
+# OperationalError the server itself answered with (a statement or lock timeout an operator set): it is there.
+_SERVER_GONE = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def server_gone(exc: BaseException) -> bool:
+    """Whether an error means the store cannot be reached (no SQLSTATE: the client lost or never had a
+    connection), as opposed to an answer from a server that is up."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_SERVER_GONE)
+
+
 @contextmanager
 def reachable() -> Iterator[None]:
-    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500); a database
-    out of disk space (an OperationalError too) is InsufficientStorage (507): it is reachable, and says so."""
+    """A lost connection or a pool that cannot connect is StoreUnavailable (503), not a bug (500); so is an
+    operational refusal from a server that is up (a statement or lock timeout), said as such; a database out of
+    disk space (an OperationalError too) is InsufficientStorage (507)."""
     try:
         yield
     except psycopg.errors.DiskFull as exc:
         raise InsufficientStorage(f"the PostgreSQL store is out of disk space: nothing of this write was stored "
                                   f"({str(exc).strip()})", [{"reason": "disk_full"}]) from exc
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise StoreUnavailable(f"the PostgreSQL store is unreachable: {str(exc).strip() or type(exc).__name__}",
-                               [{"reason": type(exc).__name__}]) from exc
+        why = str(exc).strip() or type(exc).__name__
+        state = "is unreachable" if server_gone(exc) else "refused the call; nothing of it was stored"
+        raise StoreUnavailable(f"the PostgreSQL store {state}: {why}", [{"reason": type(exc).__name__}]) from exc
 
 
 class Connections:
@@ -84,13 +101,15 @@ class Connections:
 
     @contextmanager
     def noticing(self) -> Iterator[None]:
-        """`reachable`, and a failure opens the breaker. The follower's LISTEN connection (outside the pool) reads
-        through it too: it is the first to see a server go away, before any pooled call has waited its timeout."""
+        """`reachable`, and a store found unreachable opens the breaker (a timeout the server answered with does
+        not: it is up). The follower's LISTEN connection (outside the pool) reads through it too: it is the first
+        to see a server go away, before any pooled call has waited its timeout."""
         try:
             with reachable():
                 yield
         except StoreUnavailable as exc:
-            self.down = exc
+            if exc.__cause__ is None or server_gone(exc.__cause__):
+                self.down = exc
             raise
 
 

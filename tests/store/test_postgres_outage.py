@@ -1,13 +1,16 @@
 """The PostgreSQL store after an outage: its pool reconnects within seconds of the database's return; a database
-out of disk space is not an outage."""
+out of disk space, or a timeout it answers with, is not an outage."""
 
 import time
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from app.errors import InsufficientStorage, StoreUnavailable
+from app.store.base import NewDocument
 from app.store.postgres import PostgresStore
 
 
@@ -49,5 +52,26 @@ def test_a_database_out_of_disk_space_is_a_507_not_an_outage(database_url: str) 
             raise psycopg.errors.DiskFull("could not extend file: No space left on device")
         assert store._connections.down is None
         assert store.collections() == []
+    finally:
+        store.close()
+
+
+def test_a_timeout_the_database_answers_with_is_a_503_that_leaves_the_breaker_closed(database_url: str) -> None:
+    """An operator's lock_timeout (or statement_timeout) is an OperationalError from a server that is up: the call
+    is refused with a 503 that says so (not "unreachable"), nothing of it is stored, and the breaker stays closed,
+    so the calls after it are not refused at once."""
+    store = PostgresStore(make_conninfo(database_url, options="-c lock_timeout=200"))
+    doc = NewDocument("a", "text of a", None, {}, np.ones(4, dtype=np.float32) / 2)
+    try:
+        store.create_collection("c", 4, {})
+        with psycopg.connect(database_url) as holder:
+            holder.execute("LOCK TABLE search_seq IN ACCESS EXCLUSIVE MODE")  # held until this block commits
+            with pytest.raises(StoreUnavailable, match="refused the call; nothing of it was stored") as refused:
+                store.upsert("c", [doc])
+            assert "unreachable" not in refused.value.message
+            assert store._connections.down is None
+        assert store.count("c") == 0
+        store.upsert("c", [doc])
+        assert store.count("c") == 1
     finally:
         store.close()
