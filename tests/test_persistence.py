@@ -1,5 +1,6 @@
 """Restarts keep everything: same results after a clean restart, acknowledged writes survive kill -9."""
 
+import errno
 import json
 import logging
 import os
@@ -249,6 +250,29 @@ def test_a_snapshot_of_an_older_analysis_is_analysed_again_from_the_store_and_ke
         assert not any("analysed again" in r.getMessage() for r in caplog.records)
         assert client.app.state.engine.collection("records").writes_since_snapshot == 0  # type: ignore[attr-defined]
         assert ids(search(client, "istanbul", "records", mode="lexical")) == ["ist"]
+
+
+def test_a_snapshot_that_cannot_be_written_is_one_log_line_and_the_others_are_still_taken(
+        make_client: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk under the first collection stopped the periodic snapshot of every collection after it, and
+    logged a traceback at every check (30 s)."""
+    with make_client(snapshot_every_writes=1, snapshot_check_seconds=3600) as client:
+        for name in ("full", "fine"):
+            assert client.put(f"/v1/collections/{name}").status_code == 201
+            assert client.post(f"/v1/collections/{name}/documents", json={"documents": ANIMALS}).status_code == 200
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        full, fine = engine.collection("full"), engine.collection("fine")
+
+        def no_space() -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(full, "snapshot", no_space)
+        with caplog.at_level(logging.ERROR, logger="app.engine"):
+            engine.snapshot_due()
+        assert fine.writes_since_snapshot == 0 and full.writes_since_snapshot == len(ANIMALS)
+        (record,) = [r for r in caplog.records if r.name == "app.engine"]
+        assert "collection full: no periodic snapshot" in record.getMessage() and "No space left" in record.getMessage()
+        assert record.exc_info is None
 
 
 def test_second_process_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:

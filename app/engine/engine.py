@@ -302,9 +302,19 @@ class SearchEngine:
     # --- lifecycle --------------------------------------------------------------------------
 
     def snapshot_due(self) -> None:
-        for collection in self.list_collections():
-            if collection.writes_since_snapshot >= self.settings.snapshot_every_writes:
+        self._snapshot([collection for collection in self.list_collections()
+                        if collection.writes_since_snapshot >= self.settings.snapshot_every_writes], "periodic")
+
+    @staticmethod
+    def _snapshot(collections: list[Collection], when: str) -> None:
+        """Snapshots each collection; one that cannot be written (a full disk, say) is logged in one line, not a
+        traceback at every check, and the others are still tried."""
+        for collection in collections:
+            try:
                 collection.snapshot()
+            except OSError as exc:
+                log.error("collection %s: no %s snapshot (%s); the store holds every write, and the next start "
+                          "replays them", collection.name, when, exc)
 
     def close(self) -> None:
         """Ends the training jobs, snapshots every collection that changed and closes the store."""
@@ -315,12 +325,7 @@ class SearchEngine:
         self.documents.close()
         for collection in self.list_collections():
             collection.stop_upkeep()
-        for collection in self.list_collections():
-            if collection.writes_since_snapshot:
-                try:
-                    collection.snapshot()
-                except OSError as exc:  # a full disk, say: the others are still tried, and the store closed
-                    log.error("collection %s: no snapshot at shutdown (%s); the store holds every write, and the "
-                              "next start replays them", collection.name, exc)
+        self._snapshot([collection for collection in self.list_collections() if collection.writes_since_snapshot],
+                       "shutdown")
         self._beside.shutdown()
         self.store.close()
