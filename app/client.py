@@ -6,11 +6,16 @@
                                  start-up failed
 
 Requests that get 429 or 503, or fail to connect or read, are retried with exponential backoff (operations that
-may be repeated: upserts replace by id, PUT of a collection is idempotent); httpx's own TransportError is raised
-once the retries are spent. A training is not repeated once sent (a second one would answer 409 while the first
-runs): only a connection that never reached the service is retried for it.
+may be repeated: upserts replace by id, PUT of a collection is idempotent), each retry logged as a warning;
+httpx's own TransportError is raised once the retries are spent. Two are not sent again once they may have
+reached the service: an upsert whose answer timed out (the service is likely still storing the batch, and a copy
+would add its whole encode again: QA saw one batch stored three times over by a client that still failed), and a
+training (a second one would answer 409 while the first runs). For those only a connection that never reached the
+service is retried.
 """
 
+import json
+import logging
 import random
 import time
 from collections import deque
@@ -18,12 +23,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NotRequired, Protocol, TypedDict, cast
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 from urllib.parse import quote
 
 import httpx
 
 RETRY_STATUSES = (429, 503)
+# Which requests that failed in transport are sent again: "any" (reads, collections), "unless_timed_out" (upserts,
+# module docstring), "unsent" (only a connection that never reached the service: a training).
+Resend = Literal["any", "unless_timed_out", "unsent"]
+
+log = logging.getLogger("app.client")
 
 
 def _segment(text: str) -> str:
@@ -122,6 +132,10 @@ class SearchClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 120.0,
                  retry: Retry | None = None, http: Session | None = None) -> None:
+        if http is None:  # "notaurl" was retried as a transport error for two minutes (QA)
+            parsed = httpx.URL(url)
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                raise ClientError(f"{url!r} is not a URL of the service (http://host:port or https://...)")
         # Sent with each request, not set on `http`: a client passed in is the caller's, headers included.
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owned = http is None
@@ -130,21 +144,25 @@ class SearchClient:
 
     # --- plumbing ------------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, repeatable: bool = True, **kwargs: Any) -> Any:
-        """Sends with retries; returns the decoded JSON body (None when empty) or raises ApiError. Not
-        `repeatable`: a request that may have reached the service (a read that timed out) is not sent again."""
+    def request(self, method: str, path: str, *, resend: Resend = "any", json: Any = None, **kwargs: Any) -> Any:
+        """Sends `json` (if not None) with retries; returns the decoded JSON body (None when empty) or raises
+        ApiError; ClientError for a body JSON cannot carry (NaN, infinities: httpx raised a bare ValueError).
+        `resend`: which transport failures are sent again (Resend)."""
         kwargs["headers"] = {**self.headers, **(kwargs.get("headers") or {})}
+        if json is not None:
+            kwargs["headers"].setdefault("Content-Type", "application/json")
+            kwargs["content"] = _json_body(json)
         for attempt in range(max(1, self.retry.attempts)):
             last = attempt >= self.retry.attempts - 1
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if last or not (repeatable or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)):
+                if last or not _may_resend(exc, resend):
                     raise
-                time.sleep(self.retry.wait(attempt, None))
+                self._wait(attempt, None, str(exc) or type(exc).__name__)
                 continue
             if response.status_code in RETRY_STATUSES and not last:
-                time.sleep(self.retry.wait(attempt, response))
+                self._wait(attempt, response, f"answered {response.status_code}")
                 continue
             if response.status_code >= 300:
                 raise ApiError.from_response(response)
@@ -155,6 +173,13 @@ class SearchClient:
             except ValueError:
                 raise ApiError(response.status_code, "not_json", response.text[:500]) from None
         raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int, response: Any, why: str) -> None:
+        wait = self.retry.wait(attempt, response)
+        # A loader retrying a server that is down for two minutes had said nothing all that time (QA).
+        log.warning("%s: %s; trying again in %.1f s (attempt %d of %d)", _base(self.http), why, wait, attempt + 2,
+                    self.retry.attempts)
+        time.sleep(wait)
 
     def close(self) -> None:
         if self._owned:
@@ -219,7 +244,7 @@ class SearchClient:
     def upsert(self, collection: str, documents: Sequence[dict[str, Any]]) -> UpsertResult:
         """One batch, all or nothing: returned only once the service stored every document durably."""
         return cast(UpsertResult, self.request("POST", _collection_path(collection, "documents"),
-                                               json={"documents": list(documents)}))
+                                               json={"documents": list(documents)}, resend="unless_timed_out"))
 
     def ingest(self, collection: str, documents: Iterable[dict[str, Any]], *, batch: int = 256,
                concurrency: int = 1, on_batch: Callable[[int], None] | None = None) -> int:
@@ -281,7 +306,7 @@ class SearchClient:
             body["family"] = family
         params = {} if wait is None else {"wait": "true" if wait else "false"}
         return cast(dict[str, Any], self.request("POST", _collection_path(collection, "relevance", "train"),
-                                                 json=body, params=params, repeatable=False))
+                                                 json=body, params=params, resend="unsent"))
 
     def job(self, collection: str, job_id: str) -> dict[str, Any]:
         """A training job: status ("running", "done" or "failed"), progress, and at the end result or error."""
@@ -316,6 +341,25 @@ class SearchClient:
     def reset_relevance(self, collection: str) -> dict[str, Any]:
         """Undoes the collection's trainings: the default adapter serves it again; answers as `relevance`."""
         return cast(dict[str, Any], self.request("DELETE", _collection_path(collection, "relevance")))
+
+
+def _may_resend(exc: httpx.TransportError, resend: Resend) -> bool:
+    if isinstance(exc, httpx.UnsupportedProtocol):  # a URL no retry can mend
+        return False
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return True
+    return resend == "any" or (resend == "unless_timed_out" and not isinstance(exc, httpx.ReadTimeout))
+
+
+def _json_body(body: Any) -> bytes:
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:
+        raise ClientError(f"the request cannot be sent: JSON has no NaN or infinite numbers ({exc})") from None
+
+
+def _base(http: Session) -> str:
+    return str(getattr(http, "base_url", "")) or "the service"
 
 
 def batched(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

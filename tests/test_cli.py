@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import logging.config
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,12 @@ def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
             logger.handlers[:], logger.filters[:] = handlers, filters
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+def test_reencode_of_a_data_dir_with_no_store_says_so_and_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run in the wrong folder, it made ./data with a store and a LOCK file, then said "no collection" (QA)."""
+    monkeypatch.setenv("SEARCH_DATA_DIR", str(tmp_path / "data"))
+    assert main(["reencode", "--collection", "nope"]) == 2
+    assert f"no store in {tmp_path / 'data'} (SEARCH_DATA_DIR)" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

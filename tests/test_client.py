@@ -1,6 +1,7 @@
 """The typed client: every operation against the in-process app, and its retries against a scripted transport."""
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.client import ApiError, Retry, SearchClient
+from app.client import ApiError, ClientError, Retry, SearchClient
 from tests.api.test_relevance import QUERIES, TOPICS
 from tests.helpers import ANIMALS
 
@@ -168,8 +169,47 @@ def test_a_training_that_may_have_reached_the_service_is_not_sent_again() -> Non
     api, seen = _scripted([_refuse, lambda request: httpx.Response(200, json={"status": "trained"})])
     assert api.train("c", [{"query": "q", "relevant_ids": ["a"]}], wait=False)["status"] == "trained"
     assert len(seen) == 2 and seen[1].url.params["wait"] == "false"  # never reached it: safe to send again
-    api, seen = _scripted([_slow, _stored])  # a search or an upsert may be repeated
-    assert api.upsert("c", [{"id": "a", "text": "x"}])["upserted"] == 2 and len(seen) == 2
+    api, seen = _scripted([_slow, lambda request: httpx.Response(200, json={"hits": []})])  # a search may be
+    assert api.search("c", "q")["hits"] == [] and len(seen) == 2
+
+
+def _cut(request: httpx.Request) -> httpx.Response:
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+
+
+def test_an_upsert_whose_answer_timed_out_is_not_sent_again(caplog: pytest.LogCaptureFixture) -> None:
+    """Sent again after a read timeout, one batch of 300 was stored three times over (each ~20 s of the server's
+    encoder) by a client that still ended with ReadTimeout (QA). A connection the server cut (a restart) is
+    retried as before, and each retry is logged."""
+    api, seen = _scripted([_slow, _stored])
+    with pytest.raises(httpx.ReadTimeout):
+        api.upsert("c", [{"id": "a", "text": "x"}])
+    assert len(seen) == 1
+    api, seen = _scripted([_cut, _refuse, _stored])
+    with caplog.at_level(logging.WARNING, logger="app.client"):
+        assert api.upsert("c", [{"id": "a", "text": "x"}])["upserted"] == 2
+    assert len(seen) == 3
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "http://search.test: Server disconnected without sending a response.",
+        "http://search.test: connection refused"]
+    assert "attempt 2 of 4" in caplog.records[0].getMessage()
+
+
+def test_a_body_json_cannot_carry_is_refused_before_anything_is_sent() -> None:
+    """NaN or an infinity (which Python's json reads from a file) raised httpx's bare ValueError."""
+    api, seen = _scripted([])
+    with pytest.raises(ClientError, match="JSON has no NaN or infinite numbers"):
+        api.upsert("c", [{"id": "a", "text": "x", "metadata": {"score": float("nan")}}])
+    with pytest.raises(ClientError, match="JSON has no NaN"):
+        api.search("c", "q", boost=[{"filter": {"year": 2020}, "weight": float("inf")}])
+    assert seen == []
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://host/", "http://"])
+def test_a_url_that_is_not_one_is_refused_at_once(url: str) -> None:
+    """"notaurl" failed each request as a transport error, and the ingest command retried it for two minutes."""
+    with pytest.raises(ClientError, match="is not a URL of the service"):
+        SearchClient(url)
 
 
 def test_names_and_ids_are_one_path_segment_each() -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.client import ApiError, Retry, SearchClient
+from app.client import ApiError, ClientError, Retry, SearchClient
 
 # A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
 # runs, and the client's default 6 attempts gave up after 5-8 s. 20 attempts wait ~20 s of 503s, or up to ~2 min
@@ -19,7 +19,8 @@ SEARCH_RETRY = Retry(attempts=2, max_wait=2.0)
 
 
 def _client(args: argparse.Namespace, retry: Retry | None = None) -> SearchClient:
-    return SearchClient(args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None, retry=retry)
+    return SearchClient(args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None, retry=retry,
+                        timeout=args.timeout)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -42,6 +43,13 @@ def _ingest(args: argparse.Namespace) -> int:
         again = exc.status >= 500 or exc.status == 429
         print(f"ingest failed: {exc}{_why(exc)}" + ("; run the same command again to resume" if again else ""),
               file=sys.stderr)
+        return 1
+    except ClientError as exc:  # the URL is not one
+        print(f"ingest failed: {exc}", file=sys.stderr)
+        return 1
+    except httpx.ReadTimeout:  # not sent again: the service may still be storing it (app/client.py)
+        print(f"ingest failed: no answer to a batch within {args.timeout:g} s; the service may still be storing it. "
+              "Run the same command again to resume, with a smaller --batch or a larger --timeout", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
@@ -71,6 +79,9 @@ def _search(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"search failed: {exc}{_why(exc)}", file=sys.stderr)
         return 1
+    except ClientError as exc:
+        print(f"search failed: {exc}", file=sys.stderr)
+        return 1
     except httpx.HTTPError as exc:
         print(f"search failed: could not reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -93,7 +104,7 @@ def _reencode(args: argparse.Namespace) -> int:
     except DataDirLocked as exc:
         print(f"reencode: {exc.message}; re-encoding needs the service stopped", file=sys.stderr)
         return 1
-    except KeyError as exc:
+    except (KeyError, FileNotFoundError) as exc:
         print(f"reencode: {exc.args[0]}", file=sys.stderr)
         return 2
     for outcome in outcomes:
@@ -122,12 +133,24 @@ def _remote(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)")
     parser.add_argument("--collection", required=True)
     parser.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY' (default $SEARCH_API_KEY)")
+    parser.add_argument("--timeout", type=_seconds, default=120.0,
+                        help="seconds to wait for each answer (default %(default)g)")
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
     return value
 
 

@@ -9,6 +9,7 @@ replaced, not duplicated.
 
 import codecs
 import json
+import math
 import os
 import sys
 import time
@@ -46,8 +47,13 @@ class Source:
             if not corpus.is_file():
                 raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (a BEIR dataset has one)")
             return cls(corpus)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist" + (" (the input is a file: standard input cannot be "
+                                                                "read twice, and resuming reads it again)"
+                                                                if str(path) == "-" else ""))
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist")
+            raise FileNotFoundError(f"{path} is not a regular file: save the input to a file (resuming reads it "
+                                    "again from a line number)")
         return cls(path)
 
     def count_documents(self, skip: int) -> tuple[int, int]:
@@ -77,9 +83,11 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadLine(number, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
     try:
-        doc = json.loads(line)
+        doc = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # NaN, Infinity or 1e400, which Python's json reads and no JSON body can carry
+        raise BadLine(number, str(exc)) from None
     if not isinstance(doc, dict):
         raise BadLine(number, f"a document is a JSON object, not {type(doc).__name__}")
     if "id" not in doc and "_id" in doc:
@@ -93,6 +101,17 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     if not doc.get("title"):
         doc.pop("title", None)
     return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a number's range")
+    return value
 
 
 class Progress:
@@ -148,6 +167,9 @@ class BatchRefused(NotResumable):
 
 def _refused_batch(error: ApiError, batch: list[tuple[int, dict[str, Any]]], size: int) -> BatchRefused:
     lines = f"lines {batch[0][0]}-{batch[-1][0]}" if batch else "a batch"
+    if error.status == 413 and len(batch) == 1:
+        return BatchRefused(f"the service refused line {batch[0][0]} alone as too large ({error.message}): the "
+                            "line is over its body limit (SEARCH_MAX_BODY_BYTES); shorten it")
     if error.status == 413:
         return BatchRefused(f"the service refused {lines} as too large ({error.message}); run again with a "
                             f"smaller --batch than {size}")
@@ -226,9 +248,9 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     seconds = time.perf_counter() - started
     count = client.get_collection(collection)["count"]
     rate = upserted / seconds if seconds > 0 else 0.0
-    print(f"{upserted} documents upserted in {seconds:.1f} s ({rate:.0f} docs/s); lines 1-{stored} of "
-          f"{source.path.name} stored; collection {collection!r} holds {count} documents ({count - before:+d})",
-          file=sys.stderr)
+    lines = f"lines 1-{stored}" if stored else "no line"
+    print(f"{upserted} documents upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of {source.path.name} "
+          f"stored; collection {collection!r} holds {count} documents ({count - before:+d})", file=sys.stderr)
     if bad:  # the reader may stop at a later line than a batch in flight is refused for: name the first
         first = min(bad, key=lambda line: line.number)
         print(f"{source.path}: {first}. Lines before it are stored; fix the line and run the same command to "

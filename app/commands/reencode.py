@@ -16,7 +16,7 @@ from tqdm import tqdm
 from app.engine.collection import Collection
 from app.engine.embedder import document_text
 from app.engine.encoders import Encoder, recorded_encoder
-from app.engine.storage import index_root, open_store
+from app.engine.storage import embedded_store_path, index_root, open_store
 from app.settings import Settings
 from app.store.base import CollectionRecord, DocumentStore
 from app.store.lock import DataDirLock
@@ -41,7 +41,10 @@ class Outcome:
 def reencode(settings: Settings, names: Sequence[str] | None, encoder: Encoder | None = None,
              progress: bool = True) -> list[Outcome]:
     """Re-encodes the named collections (all when None) whose recorded encoder differs from the configured one,
-    under the data directory's lock (DataDirLocked while a server holds it). KeyError for an unknown name."""
+    under the data directory's lock (DataDirLocked while a server holds it). KeyError for an unknown name,
+    FileNotFoundError for a data directory with no store (it is not created: QA ran it in the wrong folder)."""
+    if not embedded_store_path(settings).is_file():
+        raise FileNotFoundError(f"no store in {settings.data_dir} (SEARCH_DATA_DIR): nothing to re-encode")
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     store = open_store(settings)

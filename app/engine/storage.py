@@ -19,7 +19,11 @@ def open_store(settings: Settings) -> DocumentStore:
     """The shared PostgreSQL store when `database_url` is set, else the embedded SQLite one."""
     if settings.database_url:
         return open_replica_store(settings)
-    return SqliteStore(Path(settings.data_dir) / "documents.sqlite3")
+    return SqliteStore(embedded_store_path(settings))
+
+
+def embedded_store_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "documents.sqlite3"
 
 
 def open_replica_store(settings: Settings) -> ReplicaStore:

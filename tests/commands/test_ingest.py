@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from app.cli import main
@@ -157,6 +158,8 @@ def test_a_refused_batch_that_names_no_line_says_what_to_do() -> None:
     batch = [(11, {"id": "a"}), (12, {"id": "b"})]
     too_large = _refused_batch(ApiError(413, "payload_too_large", "at most 50 documents a request"), batch, 100)
     assert "lines 11-12" in str(too_large) and "smaller --batch than 100" in str(too_large)
+    alone = _refused_batch(ApiError(413, "payload_too_large", "over 33554432 bytes"), batch[:1], 1)
+    assert "line 11 alone" in str(alone) and "--batch" not in str(alone)  # it said: a smaller --batch than 1
     unnamed = _refused_batch(ApiError(422, "invalid_input", "the store refused the batch"), batch, 2)
     assert "lines 11-12" in str(unnamed) and "fix it" in str(unnamed) and "from line 11" in str(unnamed)
 
@@ -209,3 +212,53 @@ def test_a_refused_collection_name_says_why(live_server: Server, tmp_path: Path,
     assert _ingest(live_server, "bad name", path) == 1
     err = capsys.readouterr().err
     assert "ingest failed" in err and "name: String should match pattern" in err, err
+
+
+@pytest.mark.parametrize(("value", "why"), [("NaN", "NaN is not a JSON number"),
+                                            ("-Infinity", "-Infinity is not a JSON number"),
+                                            ("1e400", "1e400 is out of a number's range")])
+def test_a_number_json_cannot_carry_is_a_bad_line(value: str, why: str, live_server: Server, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Python's json reads NaN, Infinity and 1e400 (as inf), and the load then died in httpx with a traceback
+    naming no line, the lines before it unstored (QA)."""
+    path = _write(tmp_path / "nan.jsonl", [ANIMALS[0], f'{{"id": "n2", "text": "x", "metadata": {{"s": {value}}}}}'])
+    assert _ingest(live_server, "load-nan", path) == 1
+    err = capsys.readouterr().err
+    assert f"line 2: {why}" in err and "Traceback" not in err
+    with SearchClient(live_server.url) as client:
+        assert client.get_collection("load-nan")["count"] == 1
+
+
+@pytest.mark.parametrize(("given", "said"), [("-", "standard input cannot be read twice"),
+                                             ("/dev/null", "is not a regular file")])
+def test_an_input_that_is_not_a_file_says_so(given: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """"-" and /dev/stdin were said not to exist."""
+    assert main(["ingest", "--url", "http://127.0.0.1:9", "--collection", "c", given]) == 1
+    assert said in capsys.readouterr().err
+
+
+def test_a_url_that_is_not_one_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was retried silently for two minutes, then the message advised running the same command again (QA)."""
+    path = _write(tmp_path / "animals.jsonl", ANIMALS[:1])
+    assert main(["ingest", "--url", "notaurl", "--collection", "c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "'notaurl' is not a URL of the service" in err and "run the same command" not in err
+
+
+def test_a_batch_whose_answer_timed_out_says_what_to_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The client does not send it again (tests/test_client.py); the command says why and what to change."""
+    def slow(*args: Any, **kwargs: Any) -> int:
+        raise httpx.ReadTimeout("timed out")
+
+    monkeypatch.setattr("app.commands.ingest.ingest", slow)
+    path = _write(tmp_path / "animals.jsonl", ANIMALS[:1])
+    assert main(["ingest", "--url", "http://127.0.0.1:9", "--collection", "c", "--timeout", "7.5", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "no answer to a batch within 7.5 s" in err and "--timeout" in err and "--batch" in err
+
+
+def test_an_empty_input_says_that_no_line_was_stored(live_server: Server, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert _ingest(live_server, "load-empty", _write(tmp_path / "empty.jsonl", [])) == 0
+    assert "no line of empty.jsonl stored" in capsys.readouterr().err
