@@ -6,6 +6,8 @@ import json
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
 
@@ -70,14 +72,42 @@ def _relevance_checks(text: str) -> list[str]:
     return names
 
 
+def _datasets(items: list[str], default_split: str) -> list[tuple[Path, str]]:
+    """Each DIR or DIR:SPLIT, checked before any work: a missing one failed after the model had loaded, with a
+    traceback (QA)."""
+    from app.eval.beir import check_beir
+
+    datasets = []
+    for item in items:
+        path, _, split = item.partition(":")
+        datasets.append((Path(path), split or default_split))
+        try:
+            check_beir(*datasets[-1])
+        except FileNotFoundError as exc:
+            raise SystemExit(f"python -m app: {exc}") from None
+    return datasets
+
+
+@contextmanager
+def _work_dir(given: str | None, prefix: str) -> Iterator[Path]:
+    """--data-dir as given (kept), else a temporary one removed at the end: each run of evaluate, lodo or
+    train-adapter without one left its store and indexes in /tmp (30-60 MB an evaluation)."""
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as temporary:
+        yield Path(temporary)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from app.eval.report import evaluate_dataset
 
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-eval-"))
-    failures = evaluate_dataset(Path(args.dataset), args.split, data_dir, floors=_parse_floors(args.check),
-                                relevance_checks=args.check_relevance,
-                                plot=Path(args.plot) if args.plot else None,
-                                out=Path(args.json) if args.json else None, url=args.url)
+    ((dataset, split),) = _datasets([args.dataset], args.split)
+    with _work_dir(args.data_dir, "search-eval-") as data_dir:
+        failures = evaluate_dataset(dataset, split, data_dir, floors=_parse_floors(args.check),
+                                    relevance_checks=args.check_relevance,
+                                    plot=Path(args.plot) if args.plot else None,
+                                    out=Path(args.json) if args.json else None, url=args.url)
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -86,15 +116,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train_adapter(args: argparse.Namespace) -> int:
     from app.eval.adapter_training import train_default_adapter
 
-    datasets = []
-    for item in args.dataset:  # DIR or DIR:SPLIT
-        path, _, split = item.partition(":")
-        datasets.append((Path(path), split or args.split))
-    report: dict[str, Any] = train_default_adapter(
-        datasets, Path(args.out), Path(args.data_dir) if args.data_dir else None, family=args.family,
-        recall_target=args.recall_target, inputs=tuple(args.inputs.split(",")), folds=args.folds,
-        repeats=args.repeats, fallback_out=Path(args.fallback_out) if args.fallback_out else None,
-        contentless=args.contentless, pseudowords=args.pseudowords, fit=_fit_settings(args))
+    datasets = _datasets(args.dataset, args.split)
+    with _work_dir(args.data_dir, "search-train-") as data_dir:
+        report: dict[str, Any] = train_default_adapter(
+            datasets, Path(args.out), data_dir, family=args.family, recall_target=args.recall_target,
+            inputs=tuple(args.inputs.split(",")), folds=args.folds, repeats=args.repeats,
+            fallback_out=Path(args.fallback_out) if args.fallback_out else None, contentless=args.contentless,
+            pseudowords=args.pseudowords, fit=_fit_settings(args))
     print(json.dumps(report, indent=1))
     return 0
 
@@ -126,11 +154,11 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
 def _lodo(args: argparse.Namespace) -> int:
     from app.eval.lodo import leave_one_domain_out
 
-    datasets = [(Path(p), split or "test") for p, _, split in (item.partition(":") for item in args.dataset)]
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="search-lodo-"))
-    results = leave_one_domain_out(datasets, data_dir, inputs=tuple(args.inputs.split(",")), folds=args.folds,
-                                   repeats=args.repeats, contentless=args.contentless, pseudowords=args.pseudowords,
-                                   fit=_fit_settings(args))
+    datasets = _datasets(args.dataset, "test")
+    with _work_dir(args.data_dir, "search-lodo-") as data_dir:
+        results = leave_one_domain_out(datasets, data_dir, inputs=tuple(args.inputs.split(",")), folds=args.folds,
+                                       repeats=args.repeats, contentless=args.contentless,
+                                       pseudowords=args.pseudowords, fit=_fit_settings(args))
     text = json.dumps(results, indent=1)
     if args.json:
         Path(args.json).write_text(text)

@@ -5,11 +5,12 @@ import io
 import json
 import logging
 import logging.config
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from app.cli import main, missing_extra
+from app.cli import _work_dir, main, missing_extra
 from app.eval.report import RELEVANCE_TARGETS
 from app.logs import adopt_uvicorn_default_logging
 
@@ -23,6 +24,7 @@ def test_check_relevance_all_checks_every_target(flag: list[str], monkeypatch: p
         return []
 
     monkeypatch.setattr("app.eval.report.evaluate_dataset", fake_evaluate)
+    monkeypatch.setattr("app.eval.beir.check_beir", lambda directory, split: None)
     assert main(["evaluate", "--dataset", "x", "--data-dir", "y", *flag]) == 0
     assert seen["checks"] == list(RELEVANCE_TARGETS)
 
@@ -102,6 +104,37 @@ def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
             logger.handlers[:], logger.filters[:] = handlers, filters
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--dataset", "{missing}"],
+                                     ["evaluate", "--dataset", "{beir}", "--split", "nosplit"],
+                                     ["train-adapter", "--dataset", "{missing}:train", "--out", "{out}"],
+                                     ["lodo", "--dataset", "{beir}:train", "--dataset", "{missing}"]])
+def test_a_dataset_that_is_not_there_is_one_line_before_any_work(
+        command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train-adapter loaded the model, then died with a traceback and left its store in /tmp (QA)."""
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
+        (beir / name).write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    argv = [part.format(missing=tmp_path / "missing", beir=beir, out=tmp_path / "out") for part in command]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert "not found: is" in str(exit_info.value.code) and "a BEIR dataset" in str(exit_info.value.code)
+    assert not (tmp_path / "out").exists() and list((tmp_path / "temp").iterdir()) == []
+
+
+def test_a_work_dir_not_given_is_removed_at_the_end_and_one_given_is_kept(tmp_path: Path) -> None:
+    """evaluate, lodo and train-adapter without --data-dir each left their store and indexes in /tmp (30-60 MB
+    an evaluation)."""
+    with _work_dir(None, "search-eval-") as temporary:
+        (temporary / "documents.sqlite3").write_text("x")
+    assert not temporary.exists()
+    with _work_dir(str(tmp_path / "kept"), "search-eval-") as kept:
+        kept.mkdir()
+    assert kept == tmp_path / "kept" and kept.is_dir()
 
 
 def test_reencode_of_a_data_dir_with_no_store_says_so_and_creates_nothing(

@@ -1,7 +1,6 @@
 """`python -m app train-adapter`: fit the Cosine Adapter on BEIR datasets' judgments, through the engine."""
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +129,7 @@ def _save(adapter: CosineAdapter, out: Path) -> None:
     staging.rename(out)
 
 
-def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_dir: Path | None, *,
+def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_dir: Path, *,
                           family: Family = DEFAULT_FAMILY, recall_target: float = DEFAULT_RECALL_TARGET,
                           inputs: tuple[str, ...] = ("embedding", "stats"), threads: int = 2,
                           nonwords: int = TRAINING_NONWORDS, pseudowords: int = TRAINING_PSEUDOWORDS,
@@ -143,7 +142,6 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
     dataset weighing the same (thresholds out of fold), and writes it to `out`; with `fallback_out`, also the
     adapter that reads only the dimension-free STATS (for collections whose encoder is not the one `out` was
     trained for). The report gives each dataset's out-of-fold figures at the chosen threshold."""
-    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="search-train-"))
     # No default adapter while collecting candidates: training must not depend on a previous one.
     with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
         collected = collect(client, datasets, nonwords, seed, contentless, pseudowords)

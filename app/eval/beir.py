@@ -14,11 +14,18 @@ class BeirDataset:
     qrels: dict[str, dict[str, int]]
 
 
+def check_beir(directory: Path, split: str) -> None:
+    """FileNotFoundError unless `directory` holds a BEIR dataset with `split`."""
+    for needed in (Path("qrels") / f"{split}.tsv", Path("corpus.jsonl"), Path("queries.jsonl")):
+        if not (Path(directory) / needed).is_file():
+            raise FileNotFoundError(f"{Path(directory) / needed} not found: is {directory} a BEIR dataset with a "
+                                    f"{split!r} split?")
+
+
 def load_beir(directory: Path, split: str) -> BeirDataset:
     directory = Path(directory)
+    check_beir(directory, split)
     qrels_path = directory / "qrels" / f"{split}.tsv"
-    if not qrels_path.exists():
-        raise FileNotFoundError(f"{qrels_path} not found: is {directory} a BEIR dataset with a {split!r} split?")
     qrels: dict[str, dict[str, int]] = {}
     with qrels_path.open() as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
