@@ -34,6 +34,8 @@ from app.store.lock import DataDirLock
 
 log = logging.getLogger("app")
 STARTUP_FAILED = 3  # the exit status uvicorn gives a start-up that failed in the lifespan itself
+# Start-up failures whose message says what to do: logged in one line, without a traceback.
+_SAYS_WHAT_TO_DO = (EncoderMismatch, StoreSchemaMismatch, StoreUnavailable, DataDirUnusable)
 
 
 def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None, exit_on_failure: bool) -> None:
@@ -46,7 +48,7 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None, exi
         log.info("ready: %d collections in %s, encoder %s", len(app.state.engine.list_collections()),
                  settings.data_dir, embedder.identity)
     except Exception as exc:
-        if isinstance(exc, (EncoderMismatch, StoreSchemaMismatch, StoreUnavailable)):  # each says what to do
+        if isinstance(exc, _SAYS_WHAT_TO_DO):
             log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
             app.state.startup_failure = exc.message
         else:

@@ -328,8 +328,9 @@ def test_a_replica_behind_the_stores_tombstone_compaction_rebuilds(replica: Repl
         assert b.get("/v1/collections/animals").json()["count"] == len(ANIMALS) - 1
 
 
-def test_a_snapshot_made_against_another_database_is_rebuilt(replica: Replica, postgres: Any,
-                                                             tmp_path: Path, embedder: Embedder) -> None:
+def test_a_snapshot_made_against_another_database_is_rebuilt(replica: Replica, postgres: Any, tmp_path: Path,
+                                                             embedder: Embedder,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     with replica("a") as a:
         assert a.put("/v1/collections/animals").status_code == 201
         assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
@@ -341,10 +342,38 @@ def test_a_snapshot_made_against_another_database_is_rebuilt(replica: Replica, p
         conn.execute("INSERT INTO search_collections (name, uid, dimension, settings) VALUES (%s, %s, %s, %s)",
                      (record.name, record.uid, record.dimension, Jsonb(record.settings)))
         conn.execute("UPDATE search_seq SET value = value + 1")
-    with replica("a", database_url=other) as a:
+    with caplog.at_level(logging.WARNING, logger="app.store"), replica("a", database_url=other) as a:
         assert a.get("/v1/collections/animals").json()["count"] == 0
+        assert any("is a copy of another PostgreSQL store" in r.getMessage() for r in caplog.records)
         query = {"query": "a loyal pet that barks", "k": 3, "relevance": {"enabled": False}}
         assert ids(a.post("/v1/collections/animals/search", json=query)) == []
+
+
+def test_a_data_dir_of_the_other_kind_is_refused_at_start(replica: Replica, tmp_path: Path, embedder: Embedder,
+                                                          database_url: str) -> None:
+    """A replica's data dir started without SEARCH_DATABASE_URL served as an empty embedded store and removed its
+    index folders as those of deleted collections; an embedded one started with the URL ignored its documents
+    (QA). Both now fail their start with what to do, and change nothing."""
+    with replica("r") as r:
+        assert r.put("/v1/collections/animals").status_code == 201
+        assert r.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+    indexes = sorted(p.name for p in (tmp_path / "r" / "indexes").iterdir())
+    with TestClient(create_app(Settings(data_dir=tmp_path / "embedded"), embedder)) as embedded:
+        wait_ready(embedded)
+        assert embedded.put("/v1/collections/animals").status_code == 201
+    for data_dir, url, said in ((tmp_path / "r", "", "is a replica's (replica.sqlite3"),
+                                (tmp_path / "embedded", database_url, "holds an embedded store (documents.sqlite3)")):
+        with TestClient(create_app(Settings(data_dir=data_dir, database_url=url), embedder)) as client:
+            deadline = time.monotonic() + 30
+            while (ready := client.get("/ready")).status_code == 503 and ready.json()["error"]["code"] == "not_ready":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert ready.status_code == 503 and ready.json()["error"]["code"] == "startup_failed"
+            assert said in ready.json()["error"]["message"]
+    assert sorted(p.name for p in (tmp_path / "r" / "indexes").iterdir()) == indexes
+    assert not (tmp_path / "r" / "documents.sqlite3").exists()
+    with replica("r") as r:
+        assert r.get("/v1/collections/animals").json()["count"] == len(ANIMALS)
 
 
 def test_while_the_store_is_unreachable_reads_go_on_writes_fail_whole_and_following_resumes(

@@ -4,6 +4,7 @@ directory, or the shared PostgreSQL one read through this replica's mirror) and 
 import logging
 from pathlib import Path
 
+from app.errors import DataDirUnusable
 from app.settings import Settings
 from app.store.base import DocumentStore
 from app.store.mirror import MirrorStore
@@ -13,13 +14,24 @@ from app.store.snapshots import SnapshotDir
 from app.store.sqlite import SqliteStore
 
 log = logging.getLogger("app.engine")
+REPLICA_COPY = "replica.sqlite3"  # a replica's local copy of the shared store (MirrorStore)
 
 
 def open_store(settings: Settings) -> DocumentStore:
-    """The shared PostgreSQL store when `database_url` is set, else the embedded SQLite one."""
+    """The shared PostgreSQL store when `database_url` is set, else the embedded SQLite one. DataDirUnusable for a
+    data dir of the other kind: a replica's dir started without the URL served as an empty embedded store (and
+    removed the index folders of "deleted" collections), and an embedded one with it ignored its documents (QA)."""
+    data_dir, embedded = Path(settings.data_dir), embedded_store_path(settings)
     if settings.database_url:
+        if embedded.exists():
+            raise DataDirUnusable(f"{data_dir} holds an embedded store ({embedded.name}), which a replica does not "
+                                  "read: give each replica a data dir of its own without one (to move its documents "
+                                  "into PostgreSQL, ingest them through a replica)")
         return open_replica_store(settings)
-    return SqliteStore(embedded_store_path(settings))
+    if (data_dir / REPLICA_COPY).exists() and not embedded.exists():
+        raise DataDirUnusable(f"{data_dir} is a replica's ({REPLICA_COPY}, its copy of a PostgreSQL store): set "
+                              "SEARCH_DATABASE_URL to that database, or give an empty data dir for an embedded store")
+    return SqliteStore(embedded)
 
 
 def embedded_store_path(settings: Settings) -> Path:
@@ -30,7 +42,7 @@ def open_replica_store(settings: Settings) -> ReplicaStore:
     """The shared store at `settings.database_url`, read through a mirror in the replica's data dir."""
     shared = PostgresStore(settings.database_url, tombstone_retention=settings.tombstone_retention,
                            timeout=settings.database_timeout_seconds)
-    return ReplicaStore(shared, MirrorStore(Path(settings.data_dir) / "replica.sqlite3", shared.identity()))
+    return ReplicaStore(shared, MirrorStore(Path(settings.data_dir) / REPLICA_COPY, shared.identity()))
 
 
 def index_root(settings: Settings) -> Path:

@@ -2,12 +2,15 @@
 from the state they were ranked on, and go on answering while PostgreSQL is unreachable."""
 
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 from app.store.base import StoredRow
 from app.store.sqlite import SqliteStore
+
+log = logging.getLogger("app.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mirror_applied (collection TEXT PRIMARY KEY, uid TEXT NOT NULL, seq INTEGER NOT NULL);
@@ -25,6 +28,9 @@ class MirrorStore(SqliteStore):
         super().__init__(path)
         self._writer.executescript(_SCHEMA)
         row = self._writer.execute("SELECT identity FROM mirror_of").fetchone()
+        if row is not None and row[0] != identity:  # it was silent, and a rebuild of everything followed (QA)
+            log.warning("%s is a copy of another PostgreSQL store (%s, this one is %s): emptied; every collection is "
+                        "built again from this store", path, row[0], identity)
         if row is None or row[0] != identity:
             with self._transaction():
                 for table in ("documents", "tombstones", "collections", "mirror_applied", "mirror_of"):
