@@ -52,6 +52,23 @@ def test_unknown_collection_and_bad_names(client: TestClient) -> None:
     assert set(bad.json()["error"]) == {"code", "message", "details"}
 
 
+def test_a_name_holding_an_escaped_slash_is_a_422_like_any_name_outside_the_pattern(client: TestClient) -> None:
+    """What a client sends for the name "a/b" reached no route: the router's generic 404 "Not Found" (QA). A
+    document id may still hold one."""
+    for method, path in (("PUT", "/v1/collections/a%2Fb"), ("GET", "/v1/collections/a%2fb/documents/x"),
+                         ("POST", "/v1/collections/a%2Fb/search")):
+        response = client.request(method, path, json={"query": "x"} if method == "POST" else None)
+        assert response.status_code == 422, (method, path, response.text)
+        assert response.json()["error"]["message"] == "a collection name cannot hold '/'"
+        assert response.json()["error"]["details"][0]["loc"] == ["path", "name"]
+    assert client.get("/v1/collections").json()["collections"] == []
+    assert client.put("/v1/collections/c").status_code == 201
+    stored = client.post("/v1/collections/c/documents", json={"documents": [{"id": "a/b", "text": "x"}]})
+    assert stored.status_code == 200
+    assert client.get("/v1/collections/c/documents/a%2Fb").json()["id"] == "a/b"
+    assert client.get("/v1/collections/nope/x").status_code == 404  # no such route, no slash in a name
+
+
 def test_invalid_settings_are_rejected(client: TestClient) -> None:
     for body in ({"hnsw": {"m": 0}}, {"bm25": {"b": 2}}, {"hnsw": {"unknown": 1}}, {"other": 1}):
         response = client.put("/v1/collections/x", json=body)
