@@ -18,7 +18,8 @@
      ├── Forbidden                     403 forbidden
      ├── NotReady                      503 not_ready
      │    ├── JobCancelled             503 cancelled (a training job that the service's stop ended)
-     │    ├── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached)
+     │    ├── StoreUnavailable         503 store_unavailable (the shared PostgreSQL store cannot be reached,
+     │    │                            or refused the call with a timeout of its own)
      │    ├── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
      │    └── StartupFailed            503 startup_failed (/ready of an in-process app whose start-up failed)
      ├── InsufficientStorage           507 insufficient_storage (the store's disk is full; nothing written)

@@ -103,6 +103,9 @@ class Metrics:
         self.ingest_seconds.labels(collection).inc(seconds)
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": the client went away before any answer
+
+
 class MetricsMiddleware:
     """Counts and times every request by its route template (not its raw path, to bound cardinality). A client
     that went away before any answer counts as 499 (nginx's "client closed request"), not 500: an interrupted
@@ -134,8 +137,6 @@ class MetricsMiddleware:
             self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()
             self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
 
-
-CLIENT_CLOSED = 499
 
 
 def _template(scope: Scope) -> str:
