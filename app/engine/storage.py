@@ -41,7 +41,8 @@ def embedded_store_path(settings: Settings) -> Path:
 def open_replica_store(settings: Settings) -> ReplicaStore:
     """The shared store at `settings.database_url`, read through a mirror in the replica's data dir."""
     shared = PostgresStore(settings.database_url, tombstone_retention=settings.tombstone_retention,
-                           timeout=settings.database_timeout_seconds)
+                           timeout=settings.database_timeout_seconds,
+                           answer_seconds=settings.database_answer_seconds)
     return ReplicaStore(shared, MirrorStore(Path(settings.data_dir) / REPLICA_COPY, shared.identity()))
 
 

@@ -42,6 +42,7 @@ from app.store.filters import compile_jsonb_filter
 from app.store.jsonb import metadata_json
 from app.store.postgres_feed import (
     CHANNEL,
+    AnsweringConnection,
     Connections,
     FeedView,
     Listener,
@@ -67,21 +68,24 @@ class PostgresStore(JobBoardTables):
     """PostgreSQL document store over a psycopg connection pool; safe to share between threads. The training
     jobs' board is its mixin's (app/store/postgres_jobs.py)."""
 
-    def __init__(self, url: str, *, tombstone_retention: int = 0, timeout: float = 5.0, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, tombstone_retention: int = 0, timeout: float = 5.0, answer_seconds: float = 60.0,
+                 pool_size: int = 8) -> None:
         """`tombstone_retention`: `prune_tombstones` keeps the tombstones of this many latest sequences, so
         replicas that are that far behind can still catch up without a rebuild. `timeout`: how long a call
-        waits for a connection before the store counts as unreachable."""
+        waits for a connection before the store counts as unreachable. `answer_seconds`: how long a connection
+        waits for each answer (AnsweringConnection) before the store counts as unreachable."""
         self.url = url
         self.tombstone_retention = tombstone_retention
         self.timeout = timeout
+        self.answer_seconds = answer_seconds
         # `check`: a connection the server dropped (a restart) is replaced before use, not handed to a request.
         # `reconnect_timeout`: the pool retries a failed connection with a doubling delay for this long, then gives
         # up until the next request asks for one, which starts again at 1 s. At its default (5 min) the delay had
         # grown to 16-64 s by the end of a long outage, and a replica stayed degraded that long after PostgreSQL
         # was back (QA: 17-26 s after 100-320 s outages).
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=timeout,
-                                                 reconnect_timeout=timeout,
-                                                 check=psycopg_pool.ConnectionPool.check_connection,
+                                                 reconnect_timeout=timeout, connection_class=AnsweringConnection,
+                                                 configure=self._configure, check=self._check,
                                                  kwargs={"connect_timeout": max(1, round(timeout))},
                                                  name="search-store")
         self._pool.open(wait=False)
@@ -101,6 +105,18 @@ class PostgresStore(JobBoardTables):
 
     def close(self) -> None:
         self._pool.close()
+
+    def _configure(self, conn: AnsweringConnection) -> None:
+        conn.answer_seconds = self.answer_seconds
+
+    def _check(self, conn: AnsweringConnection) -> None:
+        """The pool's check of an idle connection before a call uses it, answered within the pool's own timeout
+        (a frozen server would otherwise hold the caller answer_seconds before the call even starts)."""
+        conn.answer_seconds = self.timeout
+        try:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+        finally:
+            conn.answer_seconds = self.answer_seconds
 
     def identity(self) -> str:
         """A random id fixed when the schema was created: a snapshot made against another database is refused."""
@@ -323,7 +339,7 @@ class PostgresStore(JobBoardTables):
             conn.rollback()
 
     def listener(self) -> "Listener":
-        return Listener(self.url, self.timeout, self._connections)
+        return Listener(self.url, self.timeout, self.answer_seconds, self._connections)
 
 
 def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> None:

@@ -1,18 +1,21 @@
 """Reading the PostgreSQL store's change feed: one snapshot's view (FeedView), the LISTEN connection that wakes
 a follower (Listener), and what both share with the store itself (app/store/postgres.py, whose docstring says
 why a snapshot's sequence H covers exactly the changes numbered up to H): how errors map (`reachable`) and the
-pooled connections with their circuit breaker (Connections)."""
+pooled connections with their circuit breaker (Connections), each waiting a bounded time for an answer
+(AnsweringConnection)."""
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
 import psycopg_pool
 from psycopg import sql
+from psycopg.abc import PQGen
+from psycopg.errors import _WaitTimeout
 
 from app.errors import InsufficientStorage, StoreUnavailable
 from app.store.base import CollectionRecord, StoredRow
@@ -68,6 +71,32 @@ def reachable() -> Iterator[None]:
         why = str(exc).strip() or type(exc).__name__
         state = "is unreachable" if server_gone(exc) else "refused the call; nothing of it was stored"
         raise StoreUnavailable(f"the PostgreSQL store {state}: {why}", [{"reason": type(exc).__name__}]) from exc
+
+
+RV = TypeVar("RV")
+
+
+class AnsweringConnection(psycopg.Connection[Any]):
+    """A connection that waits at most `answer_seconds` for each answer (a statement's results, a chunk of COPY
+    accepted, a commit), then closes itself and raises an OperationalError with no SQLSTATE: "unreachable", which
+    opens the breaker. psycopg waits without end by default, and a frozen server (its process stopped, the
+    kernel still acknowledging) or a network that drops packets held a write, and the follower's poll, for as
+    long as it lasted while /ready said ready (QA). A bound given by the caller (`notifies(timeout=...)`) is
+    kept as it is. Written here because psycopg offers no per-call client-side deadline: every synchronous
+    operation waits in `Connection.wait`, whose own timeout this sets; `_WaitTimeout` is what that raises (a
+    test fails if a psycopg upgrade changes this)."""
+
+    answer_seconds = 60.0
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        if timeout is not None:
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, self.answer_seconds)
+        except _WaitTimeout:
+            self.close()  # mid-statement: never handed out again (the pool discards a closed connection)
+            raise psycopg.OperationalError(f"no answer within {self.answer_seconds:g} s "
+                                           "(SEARCH_DATABASE_ANSWER_SECONDS); the connection was closed") from None
 
 
 class Connections:
@@ -165,10 +194,11 @@ class FeedView:
 class Listener:
     """A LISTEN connection of its own (autocommit, outside the pool): wakes a follower when a write commits."""
 
-    def __init__(self, url: str, timeout: float, connections: Connections) -> None:
+    def __init__(self, url: str, timeout: float, answer_seconds: float, connections: Connections) -> None:
         self._connections = connections  # a failure here opens the store's breaker too
         with connections.noticing():
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
+            self._conn = AnsweringConnection.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
+            self._conn.answer_seconds = answer_seconds
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
 
     def wait(self, timeout: float) -> int | None:

@@ -1,7 +1,13 @@
-"""The PostgreSQL store after an outage: its pool reconnects within seconds of the database's return; a database
-out of disk space, or a timeout it answers with, is not an outage."""
+"""The PostgreSQL store after an outage: its pool reconnects within seconds of the database's return; a frozen
+server is an outage found within a bounded time; a database out of disk space, or a timeout it answers with, is
+not an outage."""
 
+import os
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -72,6 +78,71 @@ def test_a_timeout_the_database_answers_with_is_a_503_that_leaves_the_breaker_cl
             assert store._connections.down is None
         assert store.count("c") == 0
         store.upsert("c", [doc])
+        assert store.count("c") == 1
+    finally:
+        store.close()
+
+
+@contextmanager
+def frozen(database_url: str) -> Iterator[None]:
+    """Every server process serving `database_url` stopped (SIGSTOP): the kernel still acknowledges, nothing
+    answers, as with a server paused or a network dropping packets; resumed on leaving."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        pids = [pid for pid, in admin.execute("SELECT pid FROM pg_stat_activity "
+                                              "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def outcome_within(seconds: float, call: Callable[[], Any]) -> BaseException | None:
+    """What `call` raised (None if it returned), found on a thread so that a call that hangs fails the test."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s"
+    return outcome[0]
+
+
+def test_a_frozen_server_is_unreachable_within_the_answer_bound_and_the_store_answers_once_it_resumes(
+        database_url: str) -> None:
+    """psycopg waits for an answer without end: a server that stopped answering (QA froze it) held a write, and
+    the follower's poll, for as long as it lasted while /ready said ready. A call already holding its connection
+    now fails after `answer_seconds`, one about to take a pooled connection after the pool's `timeout` (its
+    check is bounded by that), both as "unreachable", which opens the breaker."""
+    store = PostgresStore(database_url, timeout=1.0, answer_seconds=2.0, pool_size=2)
+    doc = NewDocument("a", "text of a", None, {}, np.ones(4, dtype=np.float32) / 2)
+    try:
+        store.create_collection("c", 4, {})
+
+        def read_in_a_frozen_snapshot() -> None:
+            with store.feed() as view, frozen(database_url):
+                view.collections()
+
+        started = time.monotonic()
+        failed = outcome_within(20, read_in_a_frozen_snapshot)
+        assert isinstance(failed, StoreUnavailable) and "unreachable: no answer within 2 s" in failed.message
+        assert 1.5 < time.monotonic() - started < 10
+        assert store._connections.down is not None
+        with frozen(database_url):
+            failed = outcome_within(20, lambda: store.upsert("c", [doc]))
+        assert isinstance(failed, StoreUnavailable) and "unreachable" in failed.message
+        assert "refused at once" not in failed.message  # it was the breaker's probe, and waited for the check
+        assert outcome_within(20, lambda: store.upsert("c", [doc])) is None
         assert store.count("c") == 1
     finally:
         store.close()
