@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,16 @@ def test_the_shipped_file_keeps_the_code_defaults(config: Path, monkeypatch: pyt
     settings = Settings()
     assert settings.collection_defaults == CollectionSettings()
     assert settings.search_defaults == SearchDefaults()
+
+
+def test_every_setting_is_named_in_the_shipped_file_and_the_readme() -> None:
+    """Operators find the keys in those two places; both had fallen behind the code (cors_origins and
+    fallback_adapter_dir were in neither list)."""
+    shipped = DEFAULT_CONFIG.read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert re.search(rf"\b{name}\b", shipped), name
+        assert f"`SEARCH_{name.upper()}`" in readme or f"| `{name}` |" in readme, name  # or a table of them
 
 
 def test_the_file_overrides_a_default_and_the_environment_overrides_the_file(
