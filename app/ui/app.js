@@ -7,6 +7,7 @@ const PAGE = 10; // hits a page
 // filter: no prototype, so that a metadata key "__proto__" is a key like any other (QA: its facet did nothing).
 const state = {
   filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
+  refocus: null, // [container id, field]: where keyboard focus goes once the next answer is shown
 };
 
 // --- talking to the service ------------------------------------------------------------------------
@@ -14,6 +15,8 @@ const state = {
 async function call(method, path, body, signal) {
   const headers = { "Content-Type": "application/json" };
   const key = $("api-key").value.trim();
+  // A header carries Latin-1 only: fetch refused a key such as "ключ" with a message read as "service down" (QA).
+  if (/[^\x21-\x7e]/.test(key)) throw new Error("the API key holds a character an HTTP header cannot carry: an API key is printable ASCII with no spaces");
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
@@ -81,7 +84,7 @@ async function search({ keepPage = false } = {}) {
   // A newer query (an empty one too) makes the answer to the older one useless: abort it before anything.
   state.inFlight?.abort();
   const seq = ++state.seq;
-  if (!body.query) return render(null, collection, body, { keepStatus: true });
+  if (!body.query) return render(null, collection, body); // no status: the last query's count would stay (QA)
   state.inFlight = new AbortController();
   try {
     const path = `v1/collections/${encodeURIComponent(collection)}/search`;
@@ -113,13 +116,16 @@ function fill(element, fragments, text) {
   else element.textContent = text;
 }
 
-function render(answer, collection, body, { keepStatus = false } = {}) {
+function render(answer, collection, body) {
   $("hits").replaceChildren();
   $("facets").replaceChildren();
   $("more").hidden = true;
   $("pager").hidden = true;
   renderFilters();
-  if (!answer) return keepStatus ? undefined : showStatus(""); // an error loading collections stays in view
+  if (!answer) {
+    showStatus("");
+    return refocus();
+  }
   const offset = body.offset || 0;
   const shown = answer.hits.length ? `${offset + 1}–${offset + answer.hits.length}` : "0";
   showStatus(`${shown} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
@@ -133,6 +139,25 @@ function render(answer, collection, body, { keepStatus = false } = {}) {
   }
   learnFacetFields(answer.hits);
   for (const [field, values] of Object.entries(answer.facets || {})) renderFacet(field, values);
+  refocus();
+}
+
+// Facet buttons and filter chips are made anew with each answer, so the one a keyboard user pressed is gone:
+// focus goes to what now stands for it, the filter's chip or the field's first facet, else the query (QA).
+function refocus() {
+  if (!state.refocus) return;
+  const [where, field] = state.refocus;
+  state.refocus = null;
+  const buttons = [...$(where).querySelectorAll("button")];
+  (buttons.find((button) => button.dataset.field === field) || $("query")).focus();
+}
+
+// Text from documents goes in isolated: a value's right-to-left override (U+202E) reversed every field after it
+// on the line, and a facet's count (QA).
+function isolated(text) {
+  const element = document.createElement("bdi");
+  element.textContent = text;
+  return element;
 }
 
 function renderHit(hit, collection, body) {
@@ -145,12 +170,16 @@ function renderHit(hit, collection, body) {
   fill(item.querySelector(".title"), hit.highlights?.title, hit.title || hit.id);
   const text = hit.text.length > 320 ? `${hit.text.slice(0, 320)}…` : hit.text;
   fill(item.querySelector(".text"), hit.highlights?.text, text);
-  const meta = Object.entries(hit.metadata).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`);
-  item.querySelector(".meta").textContent =
-    [`${hit.id}`, `relevance ${scored ? probability.toFixed(2) : "—"}`, `score ${hit.score.toFixed(3)}`, ...meta]
-      .join(" · ");
+  const meta = Object.entries(hit.metadata)
+    .map(([k, v]) => [isolated(k), ": ", isolated(Array.isArray(v) ? v.join(", ") : String(v))]);
+  const parts = [[isolated(hit.id)], [`relevance ${scored ? probability.toFixed(2) : "—"}`],
+    [`score ${hit.score.toFixed(3)}`], ...meta];
+  item.querySelector(".meta").replaceChildren(...parts.flatMap((part, i) => (i ? [" · ", ...part] : part)));
   const details = item.querySelector(".explain");
-  details.addEventListener("toggle", () => details.open && explain(details, hit.id, collection, body), { once: true });
+  // Asked again on each opening until it has an answer: one that failed (the service away) stayed (QA).
+  details.addEventListener("toggle", () => {
+    if (details.open && !details.dataset.explained) explain(details, hit.id, collection, body);
+  });
   return item;
 }
 
@@ -164,6 +193,7 @@ async function explain(details, id, collection, body) {
     const hit = answer.hits.find((h) => h.id === id);
     const round = (key, value) => (typeof value === "number" ? Number(value.toPrecision(4)) : value);
     pre.textContent = hit ? JSON.stringify(hit.explain, round, 2) : "no longer among the hits";
+    details.dataset.explained = "yes";
   } catch (error) {
     pre.textContent = error.message;
   }
@@ -201,8 +231,13 @@ function renderFacet(field, values) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "facet";
-    button.textContent = `${shown(value)} (${count})`;
-    button.addEventListener("click", () => { state.filter[field] = value; search(); });
+    button.dataset.field = field;
+    button.append(isolated(shown(value)), ` (${count})`);
+    button.addEventListener("click", () => {
+      state.filter[field] = value;
+      state.refocus = ["filters", field];
+      search();
+    });
     $("facets").append(button);
   }
 }
@@ -211,8 +246,13 @@ function renderFilters() {
   $("filters").replaceChildren(...Object.entries(state.filter).map(([field, value]) => {
     const chip = document.createElement("button");
     chip.type = "button";
-    chip.textContent = `${field}: ${shown(value)} ✕`;
-    chip.addEventListener("click", () => { delete state.filter[field]; search(); });
+    chip.dataset.field = field;
+    chip.append(isolated(field), ": ", isolated(shown(value)), " ✕");
+    chip.addEventListener("click", () => {
+      delete state.filter[field];
+      state.refocus = ["facets", field];
+      search();
+    });
     return chip;
   }));
 }
@@ -236,7 +276,7 @@ $("collection").addEventListener("change", () => {
 $("api-key").value = sessionStorage.getItem("api-key") || "";
 $("api-key").addEventListener("change", async () => {
   sessionStorage.setItem("api-key", $("api-key").value.trim());
-  await loadCollections();
+  await Promise.all([loadFeatures(), loadCollections()]); // features too: a key refused before asking lost them
   search();
 });
 $("show-all").addEventListener("click", () => { $("relevance").checked = false; $("recall").disabled = true; search(); });

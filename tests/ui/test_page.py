@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium: ./scripts/setup dev")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
@@ -218,6 +219,64 @@ def test_the_pager_moves_through_the_hits_and_a_new_query_starts_at_the_first_pa
     wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)))
     browser.find_element(By.ID, "query").send_keys(" number")  # a new query: the first page again
     wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)))
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_pager_hides_focus_follows_a_facet_values_are_isolated_and_a_failed_explain_is_asked_again(
+        live_server: Server, browser: Any) -> None:
+    """From a QA pass in a real browser: the pager showed (its CSS display beat `hidden`), clearing the query left
+    the last count, a facet or chip pressed from the keyboard dropped focus to <body>, a value's U+202E reversed
+    the rest of its hit's line, a key of non-Latin-1 characters read as "cannot reach the service", and an
+    Explain that failed once never asked again."""
+    wait = _open_with(live_server, browser, "ui-keyboard")
+    pager, status, query = (browser.find_element(By.ID, name) for name in ("pager", "status", "query"))
+    assert not pager.is_displayed()
+    browser.find_element(By.ID, "relevance").click()  # filter off: every animal, one page
+    query.send_keys("animals")
+    wait.until(lambda d: len(_hits(d)) == len(ANIMALS) and d.find_elements(By.CSS_SELECTOR, "#facets button"))
+    assert status.text.startswith(_showing(1, 6, 6)) and not pager.is_displayed()
+
+    facet = browser.find_element(By.XPATH, "//aside[@id='facets']/button[@data-field='kind'][1]")
+    facet.send_keys(Keys.ENTER)
+    wait.until(lambda d: d.switch_to.active_element.get_attribute("data-field") == "kind"
+               and d.switch_to.active_element.find_element(By.XPATH, "..").get_attribute("id") == "filters")
+    browser.switch_to.active_element.send_keys(Keys.ENTER)  # the chip: the filter goes, focus to its facet
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#filters button") and len(_hits(d)) == len(ANIMALS))
+    wait.until(lambda d: d.switch_to.active_element.get_attribute("data-field") == "kind"
+               and d.switch_to.active_element.find_element(By.XPATH, "..").get_attribute("id") == "facets")
+
+    answer = {"total": 1, "filtered_out": 0, "took_ms": 1.0,
+              "hits": [{"id": "cat", "score": 1.0, "relevance": 0.9, "title": "Cats", "text": "Cats.",
+                        "metadata": {"a": "\u202e", "seller": "trusted"}}],
+              "facets": {"kind": [{"value": "\u202eevil", "count": 1}]}}
+    browser.execute_script("render(arguments[0], 'ui-keyboard', {relevance: {enabled: false}})", answer)
+    isolated = {e.text: e for e in browser.find_elements(By.CSS_SELECTOR, "#hits .meta bdi")}
+    assert {"a", "seller", "trusted"} <= set(isolated)
+    assert isolated["a"].location["x"] < isolated["seller"].location["x"] < isolated["trusted"].location["x"]
+    assert browser.find_elements(By.CSS_SELECTOR, "#facets button bdi")
+
+    query.clear()
+    query.send_keys("cats")  # a real search again (all six: the filter is off), then an Explain with a bad key
+    wait.until(lambda d: status.text.startswith(_showing(1, 6, 6)))
+    browser.execute_script("const k = document.getElementById('api-key'); k.value = 'ключ';"
+                           "k.dispatchEvent(new Event('change'));")
+    wait.until(lambda d: "API key holds a character" in status.text)
+    details = _hits(browser)[0].find_element(By.CSS_SELECTOR, "details.explain")
+    details.find_element(By.TAG_NAME, "summary").click()
+    wait.until(lambda d: "API key holds a character" in details.find_element(By.TAG_NAME, "pre").text)
+    browser.execute_script("document.getElementById('api-key').value = ''")  # no change event: same hits
+    details.find_element(By.TAG_NAME, "summary").click()  # closed, then opened again: asked again
+    wait.until(lambda d: details.get_attribute("open") is None)
+    browser.execute_async_script("setTimeout(arguments[0], 100)")  # its toggle event first: two would be one
+    details.find_element(By.TAG_NAME, "summary").click()
+    wait.until(lambda d: '"bm25"' in details.find_element(By.TAG_NAME, "pre").text)
+
+    browser.execute_script("document.getElementById('api-key').dispatchEvent(new Event('change'))")
+    wait.until(lambda d: status.text.startswith(_showing(1, 6, 6)))
+    query.clear()
+    query.send_keys(Keys.SPACE)  # an input event with an empty query: nothing shown, no count left over
+    wait.until(lambda d: not _hits(d) and status.text == "")
+    assert not pager.is_displayed()
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
