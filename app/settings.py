@@ -35,6 +35,7 @@ ONNX_DIR = Path(sys.prefix) / "share" / "hybrid-search" / "onnx"
 
 # An origin as browsers send it in Origin: a scheme, "://", a host (and port); lower case, no path.
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\sA-Z]+")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 class Settings(BaseSettings):
@@ -109,6 +110,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin: write scheme://host or scheme://host:port in lower "
                                  "case, with no path or trailing '/' (a browser's Origin header has none), e.g. "
                                  "https://app.example.com")
+            if origin.endswith(_DEFAULT_PORTS.get(origin.partition(":")[0], "\0")):
+                raise ValueError(f"{origin!r} names its scheme's default port, which a browser's Origin header "
+                                 f"leaves out, so it would never match: write {origin.rpartition(':')[0]!r}")
         return value
 
     @field_validator("database_url")

@@ -30,6 +30,10 @@ def test_preflight_from_an_allowed_origin_is_answered(make_client: AppFactory) -
         # It said to list the origin in SEARCH_CORS_ORIGINS, which was not the cause (QA).
         message = odd.json()["error"]["message"]
         assert "Authorization" in message and "SEARCH_CORS_ORIGINS" not in message
+        # A Private Network Access preflight was refused with an empty hint after "(private-network);" (QA).
+        private = client.options("/v1/collections", headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET",
+                                                             "Access-Control-Request-Private-Network": "true"})
+        assert private.status_code == 400 and "Private Network Access" in private.json()["error"]["message"]
 
 
 def test_cross_origin_request_from_an_allowed_origin_can_be_read(make_client: AppFactory) -> None:
@@ -81,3 +85,17 @@ def test_a_value_that_is_not_an_origin_refuses_the_settings(monkeypatch: pytest.
         Settings()
     monkeypatch.setenv("SEARCH_CORS_ORIGINS", "*, http://[::1]:8080, chrome-extension://abcdef")
     assert Settings().cors_origins == ["*", "http://[::1]:8080", "chrome-extension://abcdef"]
+
+
+@pytest.mark.parametrize("origin", ["https://a.example:443", "http://a.example:80"])
+def test_an_origin_with_its_default_port_refuses_the_settings(monkeypatch: pytest.MonkeyPatch, origin: str) -> None:
+    """A browser leaves the default port out of Origin, so such a value was taken and never matched (QA)."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    monkeypatch.setenv("SEARCH_CORS_ORIGINS", origin)
+    with pytest.raises(ValidationError, match="default port"):
+        Settings()
+    monkeypatch.setenv("SEARCH_CORS_ORIGINS", "https://a.example:8443, http://a.example:8080")
+    assert Settings().cors_origins == ["https://a.example:8443", "http://a.example:8080"]

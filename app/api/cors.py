@@ -12,6 +12,8 @@ _ADVICE = {
     "method": "the API's methods are GET, POST, PUT and DELETE",
     "headers": "a page may send Authorization, Content-Type and X-Request-ID (an API key goes in Authorization: "
                "Bearer)",
+    "private-network": "this service does not answer Private Network Access preflights (a public page calling a "
+                       "private address); serve the page from an origin on the same network",
 }
 
 
