@@ -1,6 +1,7 @@
 """Documents: bulk ingest (JSON or NDJSON, all-or-nothing), get and delete by id."""
 
 import codecs
+import json
 import time
 from typing import Any
 
@@ -35,10 +36,12 @@ def _errors(exc: ValidationError, prefix: list[Any]) -> list[dict[str, Any]]:
 
 
 def parse_batch(body: bytes, content_type: str) -> list[Document]:
-    """Parses a JSON batch or NDJSON lines; any bad document rejects the whole batch. A UTF-8 byte order mark
-    before the body is skipped, as the search and train routes (Python's JSON decoder) and `python -m app ingest`
-    skip it: a file saved by a Windows editor and posted as it is failed on line 1 (QA)."""
-    body = body.removeprefix(codecs.BOM_UTF8)
+    """Parses a JSON batch or NDJSON lines; any bad document rejects the whole batch. The body is read as the
+    search and train routes read theirs (Python's JSON decoder): a UTF-8 byte order mark is skipped (a file saved
+    by a Windows editor and posted as it is failed on line 1, QA), and UTF-16 or UTF-32, which that decoder
+    recognises, is taken too (here it was "Invalid JSON at line 1 column 1", QA)."""
+    encoding = json.detect_encoding(body)
+    body = body.removeprefix(codecs.BOM_UTF8) if encoding.startswith("utf-8") else _as_utf8(body, encoding)
     media = content_type.split(";")[0].strip().lower()
     if media in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
         docs = []
@@ -60,6 +63,13 @@ def parse_batch(body: bytes, content_type: str) -> list[Document]:
             raise InvalidInput("the document batch failed validation", _errors(exc, ["body"])) from None
     raise UnsupportedMediaType(f"content type {media!r} is not accepted: send application/json or "
                                "application/x-ndjson")
+
+
+def _as_utf8(body: bytes, encoding: str) -> bytes:
+    try:
+        return body.decode(encoding).encode()
+    except UnicodeError:
+        raise InvalidInput(f"the body is not valid {encoding.upper().replace('_', '-')}; send UTF-8 JSON") from None
 
 
 @router.post("", response_model=UpsertResult, openapi_extra=_BODY, dependencies=[AdminAccess],
