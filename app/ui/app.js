@@ -16,7 +16,9 @@ async function call(method, path, body, signal) {
   const headers = { "Content-Type": "application/json" };
   const key = $("api-key").value.trim();
   // A header carries Latin-1 only: fetch refused a key such as "ключ" with a message read as "service down" (QA).
-  if (/[^\x21-\x7e]/.test(key)) throw new Error("the API key holds a character an HTTP header cannot carry: an API key is printable ASCII with no spaces");
+  if (/[^\x21-\x7e]/.test(key)) {
+    throw new Error("the API key holds a character an HTTP header cannot carry: keys are printable ASCII, no spaces");
+  }
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
