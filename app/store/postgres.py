@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import psycopg_pool
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -42,11 +41,11 @@ from app.store.filters import compile_jsonb_filter
 from app.store.jsonb import metadata_json
 from app.store.postgres_feed import (
     CHANNEL,
-    AnsweringConnection,
     Connections,
     FeedView,
     Listener,
     collection_states,
+    open_pool,
     stored_row,
 )
 from app.store.postgres_jobs import JobBoardTables
@@ -78,17 +77,7 @@ class PostgresStore(JobBoardTables):
         self.tombstone_retention = tombstone_retention
         self.timeout = timeout
         self.answer_seconds = answer_seconds
-        # `check`: a connection the server dropped (a restart) is replaced before use, not handed to a request.
-        # `reconnect_timeout`: the pool retries a failed connection with a doubling delay for this long, then gives
-        # up until the next request asks for one, which starts again at 1 s. At its default (5 min) the delay had
-        # grown to 16-64 s by the end of a long outage, and a replica stayed degraded that long after PostgreSQL
-        # was back (QA: 17-26 s after 100-320 s outages).
-        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=timeout,
-                                                 reconnect_timeout=timeout, connection_class=AnsweringConnection,
-                                                 configure=self._configure, check=self._check,
-                                                 kwargs={"connect_timeout": max(1, round(timeout))},
-                                                 name="search-store")
-        self._pool.open(wait=False)
+        self._pool = open_pool(url, timeout, answer_seconds, pool_size)
         self._connections = Connections(self._pool)
         self._identity: str | None = None
         self._identity_lock = threading.Lock()
@@ -105,18 +94,6 @@ class PostgresStore(JobBoardTables):
 
     def close(self) -> None:
         self._pool.close()
-
-    def _configure(self, conn: AnsweringConnection) -> None:
-        conn.answer_seconds = self.answer_seconds
-
-    def _check(self, conn: AnsweringConnection) -> None:
-        """The pool's check of an idle connection before a call uses it, answered within the pool's own timeout
-        (a frozen server would otherwise hold the caller answer_seconds before the call even starts)."""
-        conn.answer_seconds = self.timeout
-        try:
-            psycopg_pool.ConnectionPool.check_connection(conn)
-        finally:
-            conn.answer_seconds = self.answer_seconds
 
     def identity(self) -> str:
         """A random id fixed when the schema was created: a snapshot made against another database is refused."""

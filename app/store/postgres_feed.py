@@ -2,7 +2,7 @@
 a follower (Listener), and what both share with the store itself (app/store/postgres.py, whose docstring says
 why a snapshot's sequence H covers exactly the changes numbered up to H): how errors map (`reachable`) and the
 pooled connections with their circuit breaker (Connections), each waiting a bounded time for an answer
-(AnsweringConnection)."""
+(AnsweringConnection, opened by `open_pool`)."""
 
 import threading
 from collections.abc import Iterator
@@ -97,6 +97,34 @@ class AnsweringConnection(psycopg.Connection[Any]):
             self.close()  # mid-statement: never handed out again (the pool discards a closed connection)
             raise psycopg.OperationalError(f"no answer within {self.answer_seconds:g} s "
                                            "(SEARCH_DATABASE_ANSWER_SECONDS); the connection was closed") from None
+
+
+def open_pool(url: str, timeout: float, answer_seconds: float, size: int
+              ) -> "psycopg_pool.ConnectionPool[AnsweringConnection]":
+    """The store's pool of AnsweringConnections, opening in the background. `check`: a connection the server
+    dropped (a restart) is replaced before use, not handed to a request; the check itself is answered within the
+    pool's timeout (a frozen server would otherwise hold the caller answer_seconds before its call even starts).
+    `reconnect_timeout`: the pool retries a failed connection with a doubling delay for this long, then gives up
+    until the next request asks for one, which starts again at 1 s. At its default (5 min) the delay had grown to
+    16-64 s by the end of a long outage, and a replica stayed degraded that long after PostgreSQL was back (QA:
+    17-26 s after 100-320 s outages)."""
+
+    def configure(conn: AnsweringConnection) -> None:
+        conn.answer_seconds = answer_seconds
+
+    def check(conn: AnsweringConnection) -> None:
+        conn.answer_seconds = timeout
+        try:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+        finally:
+            conn.answer_seconds = answer_seconds
+
+    pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=size, open=False, timeout=timeout,
+                                       reconnect_timeout=timeout, connection_class=AnsweringConnection,
+                                       configure=configure, check=check,
+                                       kwargs={"connect_timeout": max(1, round(timeout))}, name="search-store")
+    pool.open(wait=False)
+    return pool
 
 
 class Connections:
