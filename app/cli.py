@@ -215,7 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--folds", type=int, default=5)
     train.add_argument("--repeats", type=int, default=3, help="networks (seeds) a fold")
     _add_fit_arguments(train)
-    train.add_argument("--out", default="config/adapter", help="folder to write the adapter to")
+    # Required: its default was the shipped adapter's folder, which a trial run then overwrote without a word (QA).
+    train.add_argument("--out", required=True,
+                       help="folder to write the adapter to (config/adapter replaces the shipped default)")
     train.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
     train.add_argument("--family", default=DEFAULT_FAMILY, choices=get_args(Family),
                        help=f"{DEFAULT_FAMILY} (default); hybrid also reads BM25 evidence, linear and power are "

@@ -126,6 +126,14 @@ def test_a_dataset_that_is_not_there_is_one_line_before_any_work(
     assert not (tmp_path / "out").exists() and list((tmp_path / "temp").iterdir()) == []
 
 
+def test_train_adapter_asks_where_to_write_instead_of_overwriting_the_shipped_default(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --out it wrote config/adapter, the default the service loads: a 40-query trial replaced it (QA)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-adapter", "--dataset", "anything:train"])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
 def test_a_work_dir_not_given_is_removed_at_the_end_and_one_given_is_kept(tmp_path: Path) -> None:
     """evaluate, lodo and train-adapter without --data-dir each left their store and indexes in /tmp (30-60 MB
     an evaluation)."""
