@@ -138,7 +138,6 @@ class MetricsMiddleware:
             self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
 
 
-
 def _template(scope: Scope) -> str:
     """The matched route's template ({doc_id}, not {doc_id:path}); for a request answered before routing, that of
     the route its path matches; else "unmatched"."""

@@ -110,7 +110,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin: write scheme://host or scheme://host:port in lower "
                                  "case, with no path or trailing '/' (a browser's Origin header has none), e.g. "
                                  "https://app.example.com")
-            if origin.endswith(_DEFAULT_PORTS.get(origin.partition(":")[0], "\0")):
+            scheme, _, host = origin.partition("://")
+            if scheme in _DEFAULT_PORTS and host.endswith(_DEFAULT_PORTS[scheme]):
                 raise ValueError(f"{origin!r} names its scheme's default port, which a browser's Origin header "
                                  f"leaves out, so it would never match: write {origin.rpartition(':')[0]!r}")
         return value

@@ -86,7 +86,7 @@ class AnsweringConnection(psycopg.Connection[Any]):
     operation waits in `Connection.wait`, whose own timeout this sets; `_WaitTimeout` is what that raises (a
     test fails if a psycopg upgrade changes this)."""
 
-    answer_seconds = 60.0
+    answer_seconds: float  # set where one is made: open_pool's `configure`, Listener
 
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         if timeout is not None:
