@@ -40,6 +40,17 @@ def _document_path(collection: str, doc_id: str) -> str:
     return _collection_path(collection, "documents", _segment(doc_id))
 
 
+def check_service_url(url: str) -> None:
+    """ClientError unless `url` is http(s)://host...: "notaurl" was retried as a transport error for two minutes
+    (QA)."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ClientError(f"{url!r} is not a URL of the service (http://host:port or https://...)")
+
+
 class Session(Protocol):
     """What the client needs of its HTTP client: httpx.Client, or Starlette's TestClient (an httpx2.Client)."""
 
@@ -80,10 +91,8 @@ class SearchClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 120.0,
                  retry: Retry | None = None, http: Session | None = None) -> None:
-        if http is None:  # "notaurl" was retried as a transport error for two minutes (QA)
-            parsed = httpx.URL(url)
-            if parsed.scheme not in ("http", "https") or not parsed.host:
-                raise ClientError(f"{url!r} is not a URL of the service (http://host:port or https://...)")
+        if http is None:
+            check_service_url(url)
         # Sent with each request, not set on `http`: a client passed in is the caller's, headers included.
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owned = http is None

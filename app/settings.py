@@ -38,6 +38,21 @@ _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\sA-Z]+")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
+def check_database_url(value: str) -> str:
+    """`value` if it is a postgresql:// URL, else ValueError, without echoing it: handed to the pool, a malformed
+    URL came back in its warnings, password and all (a '%' not percent-encoded), six times at start-up."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL (or empty for the embedded SQLite store)")
+    try:
+        conninfo_to_dict(value)
+    except Exception:
+        raise ValueError("is not a valid postgresql:// URL; percent-encode reserved characters such as '%', "
+                         "'@' or '/' in the user name and password") from None
+    return value
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused value may be a secret (a key, the database URL with its password).
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True,
@@ -119,20 +134,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _postgresql_url(cls, value: str) -> str:
-        """Refused here, without echoing it: handed to the pool, a malformed URL came back in its warnings,
-        password and all (a '%' not percent-encoded), six times at start-up."""
-        if not value:
-            return value
-        from psycopg.conninfo import conninfo_to_dict
-
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL (or empty for the embedded SQLite store)")
-        try:
-            conninfo_to_dict(value)
-        except Exception:
-            raise ValueError("is not a valid postgresql:// URL; percent-encode reserved characters such as '%', "
-                             "'@' or '/' in the user name and password") from None
-        return value
+        return check_database_url(value) if value else value
 
     @classmethod
     def settings_customise_sources(

@@ -140,7 +140,7 @@ def test_a_work_dir_not_given_is_removed_at_the_end_and_one_given_is_kept(tmp_pa
     with _work_dir(None, "search-eval-") as temporary:
         (temporary / "documents.sqlite3").write_text("x")
     assert not temporary.exists()
-    with _work_dir(str(tmp_path / "kept"), "search-eval-") as kept:
+    with _work_dir(tmp_path / "kept", "search-eval-") as kept:
         kept.mkdir()
     assert kept == tmp_path / "kept" and kept.is_dir()
 
@@ -152,3 +152,149 @@ def test_reencode_of_a_data_dir_with_no_store_says_so_and_creates_nothing(
     assert main(["reencode", "--collection", "nope"]) == 2
     assert f"no store in {tmp_path / 'data'} (SEARCH_DATA_DIR)" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the command started its work")
+
+
+@pytest.mark.parametrize(("command", "argument"), [
+    (["evaluate", "--dataset", "d", "--check", "lexical=abc"], "--check"),
+    (["evaluate", "--dataset", "d", "--check", "bogus=0.5"], "--check"),
+    (["evaluate", "--dataset", "d", "--check", "dense=1.5"], "--check"),
+    (["evaluate", "--dataset", "d", "--plot", "{tmp}/nonexistent/x.png"], "--plot"),
+    (["evaluate", "--dataset", "d", "--json", "{tmp}"], "--json"),
+    (["evaluate", "--dataset", "d", "--url", "notaurl"], "--url"),
+    (["evaluate", "--dataset", "d", "--data-dir", "/proc/x"], "--data-dir"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--recall-target", "1.5"], "--recall-target"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--steps", "-1"], "--steps"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--hidden", "0"], "--hidden"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--val-fraction", "2"], "--val-fraction"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--inputs", "bogus"], "--inputs"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--folds", "1"], "--folds"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--query-noise", "nan"], "--query-noise"),
+    (["train-adapter", "--dataset", "d", "--out", "/proc/x"], "--out"),
+    (["train-adapter", "--dataset", "d", "--out", "o", "--fallback-out", "{file}/x"], "--fallback-out"),
+    (["lodo", "--dataset", "d", "--dataset", "e", "--folds", "0"], "--folds"),
+    (["lodo", "--dataset", "d", "--dataset", "e", "--json", "/proc/x.json"], "--json"),
+    (["bench", "--sizes", "abc"], "--sizes"),
+    (["bench", "--sizes", "1000,-5"], "--sizes"),
+    (["bench", "--rounds", "0"], "--rounds"),
+    (["bench", "--encoders", "onnx-int8,bogus"], "--encoders"),
+    (["bench", "--database-url", "notaurl"], "--database-url"),
+    (["bench", "--keep", "/proc/x"], "--keep"),
+    (["ingest", "--collection", "", "x.jsonl"], "--collection"),
+    (["search", "--collection", "", "a query"], "--collection"),
+])
+def test_a_bad_value_is_one_line_naming_its_argument_before_any_work(
+        command: list[str], argument: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was a traceback, several after minutes of work; --plot made the folders it named (QA)."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.chdir(tmp_path)
+    for work in ("app.eval.report.evaluate_dataset", "app.eval.adapter_training.train_default_adapter",
+                 "app.eval.lodo.leave_one_domain_out", "app.bench.run.run", "app.commands.ingest.ingest"):
+        monkeypatch.setattr(work, _no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        main([part.format(tmp=tmp_path, file=tmp_path / "file") for part in command])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {argument}" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_values_taken_reach_the_command_as_they_are_meant(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+    monkeypatch.setattr("app.bench.run.run", lambda config: seen.setdefault("config", config) and "")
+    assert main(["bench", "--sizes", "1000, 2000", "--rounds", "2", "--encoders", "onnx,torch",
+                 "--keep", str(tmp_path / "kept" / "here")]) == 0
+    config = seen["config"]
+    assert (config.sizes, config.rounds, config.encoders, config.keep) == (  # type: ignore[attr-defined]
+        [1000, 2000], 2, ["onnx", "torch"], tmp_path / "kept" / "here")
+    assert not (tmp_path / "kept").exists()  # checked, not made: the command makes it when it writes there
+
+
+def test_evaluate_help_names_every_relevance_target(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(target in help_text for target in RELEVANCE_TARGETS)
+
+
+def test_evaluate_of_a_server_names_it_in_one_line_when_it_cannot_be_reached(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    def unreachable(*args: object, **kwargs: object) -> list[str]:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr("app.eval.beir.check_beir", lambda directory, split: None)
+    monkeypatch.setattr("app.eval.report.evaluate_dataset", unreachable)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--dataset", "x", "--url", "http://127.0.0.1:9"])
+    assert exit_info.value.code == "python -m app evaluate: http://127.0.0.1:9: [Errno 111] Connection refused"
+    with pytest.raises(SystemExit) as exit_info:  # its data dir is the server's own: one given would be unused
+        main(["evaluate", "--dataset", "x", "--url", "http://127.0.0.1:9", "--data-dir", "d"])
+    assert "--data-dir is for the in-process service" in str(exit_info.value.code)
+
+
+def test_sigterm_ends_a_command_through_its_clean_ups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed by SIGTERM, evaluate and train-adapter left their work dirs in /tmp (QA)."""
+    import os
+    import signal
+
+    def killed(dataset: Path, split: str, data_dir: Path, **kwargs: object) -> list[str]:
+        (data_dir / "documents.sqlite3").write_text("x")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not end the command")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr("app.eval.beir.check_beir", lambda directory, split: None)
+    monkeypatch.setattr("app.eval.report.evaluate_dataset", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["evaluate", "--dataset", "x"]) == 143
+    assert list(tmp_path.iterdir()) == [] and "python -m app evaluate: terminated" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize(("file", "text", "why"), [
+    ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": \n', "corpus.jsonl line 2: not JSON"),
+    ("corpus.jsonl", '{"_id": "d1", "title": "a"}\n', "corpus.jsonl line 1: no text string"),
+    ("queries.jsonl", '["q1", "a query"]\n', "queries.jsonl line 1: no _id or text string"),
+    ("qrels/test.tsv", "q1\td1\t1\n", "test.tsv: its first line must be the header"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\tyes\n", "test.tsv line 2: expected a query id"),
+])
+def test_a_malformed_dataset_file_is_named_with_its_line(file: str, text: str, why: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """They were a bare JSONDecodeError or KeyError (QA)."""
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a document"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (beir / file).write_text(text)
+    assert main(["evaluate", "--dataset", str(beir), "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m app evaluate: ") and why in err and "Traceback" not in err
+
+
+def test_lodo_needs_two_collections_and_reports_the_recalibrations_a_small_set_allows(
+        tmp_path: Path) -> None:
+    """One collection named twice, or a left-out set of 50 judged queries or fewer, ended in a traceback after
+    minutes of work (QA)."""
+    import numpy as np
+
+    from app.engine.judgments import TrainingSet
+    from app.eval.lodo import _recalibrated
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
+        (beir / name).write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lodo", "--dataset", f"{beir}:train", "--dataset", f"{beir}:test"])
+    assert "at least two collections" in str(exit_info.value.code)
+    held = TrainingSet(np.zeros((30, 4)), [np.zeros(5)] * 30, [np.ones(5, bool)] * 30, [np.zeros(5)] * 30,
+                       np.zeros((30, 3)))
+    assert _recalibrated(None, held, [np.zeros(5)] * 30, 0.9, 25) is None  # 5 left to measure it on

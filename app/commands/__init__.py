@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app import cli_args as types
 from app.client import ApiError, ClientError, Retry, SearchClient
 
 # A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
@@ -32,7 +33,7 @@ def _ingest(args: argparse.Namespace) -> int:
         with _client(args, INGEST_RETRY) as client:
             return ingest(client, Path(args.path), args.collection, url=args.url, batch=args.batch,
                           concurrency=args.concurrency, resume=not args.restart, quiet=args.quiet,
-                          progress_file=Path(args.progress_file) if args.progress_file else None)
+                          progress_file=args.progress_file)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
@@ -131,27 +132,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 def _remote(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)")
-    parser.add_argument("--collection", required=True)
+    parser.add_argument("--collection", required=True, type=types.name)
     parser.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY' (default $SEARCH_API_KEY)")
-    parser.add_argument("--timeout", type=_seconds, default=120.0,
+    parser.add_argument("--timeout", type=types.seconds, default=120.0,
                         help="seconds to wait for each answer (default %(default)g)")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
 
 
 def add_commands(commands: Any) -> None:
@@ -160,19 +144,20 @@ def add_commands(commands: Any) -> None:
     _remote(load)
     load.add_argument("path", help="JSONL file (one document a line, as the documents route takes them) "
                                    "or a BEIR folder (its corpus.jsonl: _id, title, text)")
-    load.add_argument("--batch", type=_positive, default=256, help="documents a request (default %(default)s)")
-    load.add_argument("--concurrency", type=_positive, default=2, help="requests in flight (default %(default)s)")
+    load.add_argument("--batch", type=types.positive, default=256, help="documents a request (default %(default)s)")
+    load.add_argument("--concurrency", type=types.positive, default=2, help="requests in flight (default %(default)s)")
     load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
     load.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a "
                                                            "terminal)")
-    load.add_argument("--progress-file", help="where to record progress (default: PATH.progress.json beside the "
-                                              "input, or beside a BEIR folder's corpus.jsonl)")
+    load.add_argument("--progress-file", type=types.output_file,
+                      help="where to record progress (default: PATH.progress.json beside the input, or beside a "
+                           "BEIR folder's corpus.jsonl)")
     load.set_defaults(func=_ingest, extra=None)
 
     find = commands.add_parser("search", help="search a running server and print the hits as a table")
     _remote(find)
     find.add_argument("query")
-    find.add_argument("-k", type=_positive, default=10)
+    find.add_argument("-k", type=types.positive, default=10)
     find.add_argument("--mode", default="hybrid", choices=["hybrid", "lexical", "dense"])
     find.add_argument("--all", action="store_true", help="relevance filter off: show what it would filter out")
     find.add_argument("--highlight", action="store_true",

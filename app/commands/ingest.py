@@ -132,8 +132,12 @@ class Progress:
 
     def save(self, lines: int) -> None:
         staging = self.path.with_name(self.path.name + ".tmp")
-        staging.write_text(json.dumps({**self.key, "lines": lines}))
-        os.replace(staging, self.path)
+        try:
+            staging.write_text(json.dumps({**self.key, "lines": lines}))
+            os.replace(staging, self.path)
+        except OSError:  # (a folder at the path: the staging file was left beside it, QA)
+            staging.unlink(missing_ok=True)
+            raise
 
     def check_writable(self, lines: int) -> None:
         """Before anything is sent: a progress file that cannot be written failed the run after its first

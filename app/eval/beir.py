@@ -2,8 +2,10 @@
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -22,21 +24,48 @@ def check_beir(directory: Path, split: str) -> None:
                                     f"{split!r} split?")
 
 
+class BeirError(ValueError):
+    """A file of the dataset that is not as BEIR lays it out: which file, which line, what is wrong."""
+
+
+def _json_lines(path: Path, needed: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """Each line's object, with the `needed` keys: a malformed line was a bare JSONDecodeError or KeyError
+    (QA)."""
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BeirError(f"{path} line {number}: not JSON ({exc.msg})") from None
+            missing = [key for key in needed if not isinstance(row, dict) or not isinstance(row.get(key), str)]
+            if missing:
+                raise BeirError(f"{path} line {number}: no {' or '.join(missing)} string")
+            yield row
+
+
+def _qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        header = ("query-id", "corpus-id", "score")
+        if not set(header) <= set(reader.fieldnames or ()):
+            raise BeirError(f"{path}: its first line must be the header {chr(9).join(header)!r} (tab-separated)")
+        for row in reader:
+            try:
+                qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+            except (TypeError, ValueError):
+                raise BeirError(f"{path} line {reader.line_num}: expected a query id, a document id and a whole "
+                                "number score") from None
+    return qrels
+
+
 def load_beir(directory: Path, split: str) -> BeirDataset:
     directory = Path(directory)
     check_beir(directory, split)
-    qrels_path = directory / "qrels" / f"{split}.tsv"
-    qrels: dict[str, dict[str, int]] = {}
-    with qrels_path.open() as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    with (directory / "corpus.jsonl").open() as handle:
-        corpus = [json.loads(line) for line in handle if line.strip()]
-    queries = {}
-    with (directory / "queries.jsonl").open() as handle:
-        for line in handle:
-            if line.strip():
-                query = json.loads(line)
-                if query["_id"] in qrels:
-                    queries[query["_id"]] = query["text"]
+    qrels = _qrels(directory / "qrels" / f"{split}.tsv")
+    corpus = list(_json_lines(directory / "corpus.jsonl", ("_id", "text")))
+    queries = {query["_id"]: query["text"] for query in _json_lines(directory / "queries.jsonl", ("_id", "text"))
+               if query["_id"] in qrels}
     return BeirDataset(directory.name, corpus, queries, qrels)

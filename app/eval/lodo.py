@@ -39,8 +39,13 @@ def _subset(data: TrainingSet, idx: Sequence[int]) -> TrainingSet:
                        references=[data.references[i] for i in idx] if data.references else [])
 
 
-def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], target: float, n: int) -> dict[str, float]:
-    """Mean (and worst) recall and kept/q on the rest of the held-out queries, the threshold re-chosen on n."""
+def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], target: float,
+                  n: int) -> dict[str, float] | None:
+    """Mean (and worst) recall and kept/q on the rest of the held-out queries, the threshold re-chosen on n; None
+    unless at least as many are left to measure on and some draw of n holds a relevant candidate (a left-out
+    set of 50 judged queries or fewer ended the run in a traceback, QA)."""
+    if n > len(held.cosines) // 2:
+        return None
     recalls, kept = [], []
     for draw in range(RECALIBRATION_DRAWS):
         order = np.random.default_rng(100 + draw).permutation(len(held.cosines))
@@ -53,6 +58,8 @@ def _recalibrated(adapter: Any, held: TrainingSet, probs: list[np.ndarray], targ
         m = filter_metrics([probs[i] for i in rest], [held.labels[i] for i in rest], tuned.calibration.threshold)
         recalls.append(m["recall_kept"])
         kept.append(m["kept_per_query"])
+    if not recalls:
+        return None
     return {"recall": float(np.mean(recalls)), "worst_recall": float(np.min(recalls)),
             "kept_per_query": float(np.mean(kept))}
 
@@ -74,7 +81,8 @@ def _measure(adapter: Any, held: TrainingSet, junk: dict[str, TrainingSet], targ
         "raw_cosine_precision_at_95": precision_at_recall(np.concatenate(held.cosines), pooled_labels, 0.95),
         "nonword_kept_per_query": hits["nonword"], "pseudoword_kept_per_query": hits["pseudoword"],
         "contentless_kept_per_query": hits["contentless"],
-        "recalibrated": {n: _recalibrated(adapter, held, probs, target, n) for n in RECALIBRATION_QUERIES},
+        "recalibrated": {n: figures for n in RECALIBRATION_QUERIES
+                         if (figures := _recalibrated(adapter, held, probs, target, n)) is not None},
     }
 
 

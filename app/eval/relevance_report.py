@@ -184,6 +184,5 @@ def plot_curves(judged: Judged, labels: np.ndarray, threshold: float, raw_thresh
     ax.set_title("Relevance filter: precision-recall over candidates")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -20,14 +20,14 @@ _AT_MOST = ("served_kept_per_query", "kept_ratio_to_raw_cosine", "nonword_hits_p
 
 def evaluate_dataset(dataset_dir: Path, split: str, data_dir: Path, floors: dict[str, float],
                      relevance_checks: list[str] | None = None, plot: Path | None = None,
-                     out: Path | None = None, url: str | None = None) -> list[str]:
-    """Prints the figures; returns the checks that failed. With `url`, of that running server; else of an
-    in-process app on `data_dir`."""
+                     out: Path | None = None, url: str | None = None, api_key: str | None = None) -> list[str]:
+    """Prints the figures; returns the checks that failed. With `url` (and its `api_key`), of that running
+    server; else of an in-process app on `data_dir`."""
     dataset = load_beir(dataset_dir, split)
     collection = f"eval-{dataset.name}"
     figures: dict[str, Any] = {"dataset": dataset.name, "split": split, "queries": len(dataset.queries),
                                "documents": len(dataset.corpus)}
-    with SearchClient(url) if url else in_process_client(data_dir) as client:
+    with SearchClient(url, api_key=api_key) if url else in_process_client(data_dir) as client:
         figures["ingest_docs_per_s"] = ensure_corpus(client, collection, dataset.corpus)
         start = time.perf_counter()
         results = evaluate_runs(client, collection, dataset)

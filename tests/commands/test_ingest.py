@@ -190,9 +190,15 @@ def test_the_first_bad_line_in_the_file_is_named(live_server: Server, tmp_path: 
 def test_a_progress_file_that_cannot_be_written_stops_the_load_before_it_sends(
         live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path / "a.jsonl", ANIMALS)
-    status = _ingest(live_server, "load-noprogress", path, "--progress-file", str(tmp_path / "missing" / "p.json"))
+    for where in (tmp_path / "missing" / "p.json", tmp_path):  # a folder that is not there; a folder, not a file
+        with pytest.raises(SystemExit) as exit_info:
+            _ingest(live_server, "load-noprogress", path, "--progress-file", str(where))
+        assert exit_info.value.code == 2 and "argument --progress-file" in capsys.readouterr().err
+    (tmp_path / "a.jsonl.progress.json").mkdir()  # the default path, taken by a folder
+    status = _ingest(live_server, "load-noprogress", path)
     err = capsys.readouterr().err
     assert status == 1 and "cannot write the progress file" in err and "run the same command" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.jsonl.progress.json"]  # no staging file
     with SearchClient(live_server.url) as client, pytest.raises(ApiError):
         client.get_collection("load-noprogress")  # nothing was sent (not even the collection made)
 

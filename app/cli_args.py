@@ -1,0 +1,128 @@
+"""The command line's argument types: each refuses a bad value in one line that names the argument (argparse's
+exit 2) before any work. Read as they were, "--steps -1", "--sizes abc" or an output path in a folder that is not
+there were tracebacks, several of them after minutes of work (QA)."""
+
+import argparse
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    """A whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+positive = integer(1)
+
+
+def number(low: float, high: float = math.inf, *, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], float]:
+    """A finite number in [low, high], either end open if so marked."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open or math.isinf(high) else value <= high
+        if not (above and below and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text} is not in {'(' if low_open else '['}{low:g}, {high:g}"
+                                             f"{')' if high_open or math.isinf(high) else ']'}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    return number(0, low_open=True)(text)
+
+
+def subset(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """A comma-separated choice of one or more of `allowed`, in the order given."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected one or more of {', '.join(allowed)}, "
+                                             "comma-separated")
+        return names
+
+    return parse
+
+
+def sizes(text: str) -> list[int]:
+    """Comma-separated positive whole numbers."""
+    values = [positive(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("no size given")
+    return values
+
+
+def name(text: str) -> str:
+    if not text:  # it names no path segment: the client refused it with a traceback (QA)
+        raise argparse.ArgumentTypeError("cannot be empty")
+    return text
+
+
+def service_url(text: str) -> str:
+    from app.client import ClientError, check_service_url
+
+    try:
+        check_service_url(text)
+    except ClientError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def database_url(text: str) -> str:
+    from app.settings import check_database_url
+
+    try:
+        return check_database_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}") from None
+
+
+def output_file(text: str) -> Path:
+    """A file to write at the end: its folder must be there and writable now, and it must not be a folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file")
+    _check_writable(path.parent if str(path.parent) else Path("."), text)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """A folder to write in, made if it is not there: it, or the nearest folder above it that is, must be
+    writable now. Checked by making and removing a folder there: as root, os.access says yes to /proc."""
+    path = Path(text)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not a folder")
+    _check_writable(existing, text)
+    return path
+
+
+def _check_writable(folder: Path, text: str) -> None:
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no folder {folder}")
+    try:
+        Path(tempfile.mkdtemp(prefix=".write-check-", dir=folder)).rmdir()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: cannot write in {folder} ({exc.strerror})") from None
