@@ -8,6 +8,7 @@ const PAGE = 10; // hits a page
 const state = {
   filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
   refocus: null, // [container id, field]: where keyboard focus goes once the next answer is shown
+  addressCollection: null, // the collection the page's address names, picked once the list is loaded
 };
 
 // --- talking to the service ------------------------------------------------------------------------
@@ -52,7 +53,7 @@ async function loadFeatures() {
 
 async function loadCollections() {
   const picker = $("collection");
-  const wanted = picker.value || localStorage.getItem("collection");
+  const wanted = picker.value || state.addressCollection || localStorage.getItem("collection");
   try {
     const { collections } = await call("GET", "v1/collections");
     picker.replaceChildren(...collections.map(({ name, count }) => new Option(`${name} (${count})`, name)));
@@ -62,7 +63,7 @@ async function loadCollections() {
     picker.replaceChildren(); // not the list another key was allowed to see
     showStatus(error.message, true);
     // Opened while the service starts (503 until its indexes are loaded): ask again until it answers.
-    if (error.status === 503) setTimeout(() => loadCollections().then(search), 1000);
+    if (error.status === 503) setTimeout(() => loadCollections().then(() => search({ keepPage: true })), 1000);
   }
 }
 
@@ -83,6 +84,7 @@ async function search({ keepPage = false } = {}) {
   const collection = $("collection").value;
   const body = searchBody();
   if (!collection) return; // none to search (the status line says why)
+  toAddress(collection, body);
   // A newer query (an empty one too) makes the answer to the older one useless: abort it before anything.
   state.inFlight?.abort();
   const seq = ++state.seq;
@@ -101,6 +103,39 @@ async function search({ keepPage = false } = {}) {
     render(null, collection, body); // not the previous query's hits under this query's error
     showStatus(error.message, true);
   }
+}
+
+// The search in the page's address (replaced, not pushed: one history entry a visit, not one a keystroke), so
+// that a reload or a link sent to someone shows the same search: the page kept none (QA).
+function toAddress(collection, body) {
+  const params = new URLSearchParams();
+  if (body.query) params.set("q", body.query);
+  params.set("collection", collection);
+  if (body.mode !== "hybrid") params.set("mode", body.mode);
+  if (body.fusion.method !== "convex") params.set("fusion", body.fusion.method);
+  if (!body.relevance.enabled) params.set("relevance", "off");
+  if (body.relevance.recall_target) params.set("recall", String(body.relevance.recall_target));
+  if (body.offset) params.set("offset", String(body.offset));
+  if (body.filter) params.set("filter", JSON.stringify(body.filter));
+  history.replaceState(null, "", `?${params}`);
+}
+
+// The controls as the address sets them; a value the page does not offer is left at its default.
+function fromAddress() {
+  const params = new URLSearchParams(location.search);
+  $("query").value = params.get("q") || "";
+  for (const id of ["mode", "fusion", "recall"]) {
+    const value = params.get(id);
+    if ([...$(id).options].some((option) => option.value === value)) $(id).value = value;
+  }
+  $("relevance").checked = params.get("relevance") !== "off";
+  $("recall").disabled = !$("relevance").checked;
+  state.offset = Math.max(0, Math.floor(Number(params.get("offset")) || 0));
+  try {
+    const filter = JSON.parse(params.get("filter") || "{}");
+    if (filter && typeof filter === "object" && !Array.isArray(filter)) Object.assign(state.filter, filter);
+  } catch { /* not JSON: no filter */ }
+  state.addressCollection = params.get("collection");
 }
 
 // --- showing the answer ----------------------------------------------------------------------------
@@ -227,7 +262,7 @@ function shown(value) {
 function renderFacet(field, values) {
   if (!values.length) return;
   const heading = document.createElement("h3");
-  heading.textContent = field;
+  heading.append(isolated(field));
   $("facets").append(heading);
   for (const { value, count } of values) {
     const button = document.createElement("button");
@@ -286,4 +321,5 @@ $("previous").addEventListener("click", () => { state.offset = Math.max(0, state
 $("next").addEventListener("click", () => { state.offset += PAGE; search({ keepPage: true }); });
 $("controls").addEventListener("submit", (event) => event.preventDefault());
 
-Promise.all([loadFeatures(), loadCollections()]).then(search);
+fromAddress();
+Promise.all([loadFeatures(), loadCollections()]).then(() => search({ keepPage: true }));

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pytest
 
@@ -277,6 +278,49 @@ def test_the_pager_hides_focus_follows_a_facet_values_are_isolated_and_a_failed_
     query.send_keys(Keys.SPACE)  # an input event with an empty query: nothing shown, no count left over
     wait.until(lambda d: not _hits(d) and status.text == "")
     assert not pager.is_displayed()
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_address_keeps_the_search_so_a_reload_or_a_link_shows_it_again(live_server: Server,
+                                                                          browser: Any) -> None:
+    """The page kept nothing in its address: a reload, or a link sent to someone, lost the query, the page of
+    hits, the settings and the filters (QA)."""
+    wait = _open_with(live_server, browser, "ui-address")
+    with SearchClient(live_server.url) as client:
+        client.ingest("ui-address", [{"id": f"cat-{n:02}", "text": f"cat number {n} purrs"} for n in range(19)])
+        client.create_collection("ui-other")
+        client.ingest("ui-other", ANIMALS)
+    status = browser.find_element(By.ID, "status")
+    browser.find_element(By.ID, "relevance").click()  # filter off: all 25 documents
+    Select(browser.find_element(By.ID, "mode")).select_by_value("dense")
+    browser.find_element(By.ID, "query").send_keys("cat purrs")
+    wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)))
+    browser.find_element(By.ID, "next").click()
+    wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)))
+    second = [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)]
+    address = browser.current_url
+    assert all(part in address for part in ("q=cat+purrs", "collection=ui-address", "mode=dense", "relevance=off",
+                                            "offset=10"))
+
+    browser.refresh()
+    status = browser.find_element(By.ID, "status")
+    wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(_showing(11, 20, 25)))
+    assert [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)] == second
+    assert browser.find_element(By.ID, "query").get_attribute("value") == "cat purrs"
+    assert Select(browser.find_element(By.ID, "mode")).first_selected_option.get_attribute("value") == "dense"
+    assert not browser.find_element(By.ID, "relevance").is_selected()
+    assert not browser.find_element(By.ID, "recall").is_enabled()
+    assert browser.current_url == address
+
+    # A link to another collection, with a filter; a value the page does not offer is left at its default.
+    browser.get(f"{live_server.url}/ui/?q=animals&collection=ui-other&relevance=off&mode=bogus&offset=-5&filter="
+                + quote(json.dumps({"kind": "mammal"})))
+    wait.until(lambda d: {h.find_element(By.CSS_SELECTOR, ".title").text for h in _hits(d)} == {"Cats", "Dogs"}
+               and d.find_elements(By.CSS_SELECTOR, "#facets h3 bdi"))  # a field's name is isolated too
+    assert browser.find_element(By.ID, "status").text.startswith(_showing(1, 2, 2))
+    assert Select(browser.find_element(By.ID, "collection")).first_selected_option.get_attribute("value") == "ui-other"
+    assert Select(browser.find_element(By.ID, "mode")).first_selected_option.get_attribute("value") == "hybrid"
+    assert browser.find_element(By.CSS_SELECTOR, "#filters button").text.startswith("kind: mammal")
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
