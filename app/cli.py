@@ -141,8 +141,7 @@ def _train_adapter(args: argparse.Namespace) -> int:
         report: dict[str, Any] = train_default_adapter(
             datasets, args.out, data_dir, family=args.family, recall_target=args.recall_target,
             inputs=args.inputs, folds=args.folds, repeats=args.repeats, fallback_out=args.fallback_out,
-            contentless=args.contentless,
-            pseudowords=args.pseudowords, fit=_fit_settings(args))
+            contentless=args.contentless, pseudowords=args.pseudowords, fit=_fit_settings(args))
     print(json.dumps(report, indent=1))
     return 0
 

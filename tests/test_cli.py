@@ -262,6 +262,8 @@ def test_sigterm_ends_a_command_through_its_clean_ups(tmp_path: Path, monkeypatc
     ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": \n', "corpus.jsonl line 2: not JSON"),
     ("corpus.jsonl", '{"_id": "d1", "title": "a"}\n', "corpus.jsonl line 1: no text string"),
     ("queries.jsonl", '["q1", "a query"]\n', "queries.jsonl line 1: no _id or text string"),
+    ("queries.jsonl", '\ufeff{"_id": "q0", "text": "a"}\n{"_id": "q1", "text": "caf\udce9"}\n',
+     "queries.jsonl line 2: not UTF-8"),
     ("qrels/test.tsv", "q1\td1\t1\n", "test.tsv: its first line must be the header"),
     ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\tyes\n", "test.tsv line 2: expected a query id"),
 ])
@@ -273,7 +275,7 @@ def test_a_malformed_dataset_file_is_named_with_its_line(file: str, text: str, w
     (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a document"}\n')
     (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    (beir / file).write_text(text)
+    (beir / file).write_bytes(text.encode("utf-8", "surrogateescape"))  # (\udce9: the byte 0xe9 alone)
     assert main(["evaluate", "--dataset", str(beir), "--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m app evaluate: ") and why in err and "Traceback" not in err

@@ -31,12 +31,14 @@ class BeirError(ValueError):
 def _json_lines(path: Path, needed: tuple[str, ...]) -> Iterator[dict[str, Any]]:
     """Each line's object, with the `needed` keys: a malformed line was a bare JSONDecodeError or KeyError
     (QA)."""
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    with path.open("rb") as handle:  # (bytes: a line that is not UTF-8 is named too)
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+            except UnicodeDecodeError as exc:
+                raise BeirError(f"{path} line {number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             except json.JSONDecodeError as exc:
                 raise BeirError(f"{path} line {number}: not JSON ({exc.msg})") from None
             missing = [key for key in needed if not isinstance(row, dict) or not isinstance(row.get(key), str)]
