@@ -3,6 +3,7 @@ exit 2) before any work. Read as they were, "--steps -1", "--sizes abc" or an ou
 there were tracebacks, several of them after minutes of work (QA)."""
 
 import argparse
+import json
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -70,6 +71,16 @@ def sizes(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError("no size given")
     return values
+
+
+def json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, {\"field\": value, ...}")
+    return value
 
 
 def name(text: str) -> str:

@@ -70,13 +70,17 @@ def _search(args: argparse.Namespace) -> int:
     from app.commands.search import render
 
     body: dict[str, Any] = {"k": args.k, "mode": args.mode}
+    if args.offset:
+        body["offset"] = args.offset
+    if args.filter:
+        body["filter"] = args.filter
     if args.all:
         body["relevance"] = {"enabled": False}
     if args.highlight:
         body["highlight"] = {"fields": ["title", "text"]}
     try:
         with _client(args, SEARCH_RETRY) as client:
-            print(render(client.search(args.collection, args.query, **body)))
+            print(render(client.search(args.collection, args.query, **body), offset=args.offset))
     except ApiError as exc:
         print(f"search failed: {exc}{_why(exc)}", file=sys.stderr)
         return 1
@@ -158,6 +162,10 @@ def add_commands(commands: Any) -> None:
     _remote(find)
     find.add_argument("query")
     find.add_argument("-k", type=types.positive, default=10)
+    find.add_argument("--offset", type=types.integer(0), default=0, help="hits to skip: the page after -k hits is "
+                                                                         "--offset k")
+    find.add_argument("--filter", type=types.json_object,
+                      help='metadata filter as the search body takes it, e.g. \'{"year": {"gte": 2020}}\'')
     find.add_argument("--mode", default="hybrid", choices=["hybrid", "lexical", "dense"])
     find.add_argument("--all", action="store_true", help="relevance filter off: show what it would filter out")
     find.add_argument("--highlight", action="store_true",

@@ -26,8 +26,9 @@ def _snippet(hit: Any) -> str:
     return " … ".join(plain(f) for f in fragments) if fragments else hit.get("text", "")
 
 
-def render(result: SearchResult, width: int | None = None) -> str:
-    """Rank, id, relevance, score, title and a snippet (the highlight when there is one) a line."""
+def render(result: SearchResult, width: int | None = None, offset: int = 0) -> str:
+    """Rank, id, relevance, score, title and a snippet (the highlight when there is one) a line; the ranks of a
+    page at `offset` go on from it."""
     width = width or shutil.get_terminal_size((120, 20)).columns
     hits = result["hits"]
     id_width = min(max([len(h["id"]) for h in hits] + [2]), 24)
@@ -35,12 +36,13 @@ def render(result: SearchResult, width: int | None = None) -> str:
     head = f"{'#':>3}  {'id':<{id_width}}  {'relevance':>9}  {'score':>7}  {'title':<{title_width}}  "
     snippet_width = max(width - len(head), 20)
     lines = [head + "highlight" if any(h.get("highlights") for h in hits) else head + "text"]
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=offset + 1):
         relevance = "-" if hit["relevance"] is None else f"{hit['relevance']:.3f}"
         lines.append(f"{rank:>3}  {_clip(hit['id'], id_width):<{id_width}}  {relevance:>9}  {hit['score']:>7.3f}  "
                      f"{_clip(hit.get('title') or '', title_width):<{title_width}}  "
                      f"{_clip(_snippet(hit), snippet_width)}")
-    footer = f"{len(hits)} of {result['total']} hits in {result['took_ms']:.1f} ms"
+    shown = f"{offset + 1}-{offset + len(hits)}" if offset and hits else str(len(hits))
+    footer = f"{shown} of {result['total']} hits in {result['took_ms']:.1f} ms"
     if result["filtered_out"]:
         footer += f"; {result['filtered_out']} more filtered out as not relevant (--all shows them)"
     return "\n".join([*lines, footer])

@@ -51,3 +51,21 @@ def test_a_server_that_cannot_be_reached_or_a_blank_query_is_a_message(
     assert err.startswith("search failed: could not reach http://127.0.0.1:9") and "Traceback" not in err
     assert main(["search", "--url", live_server.url, "--collection", "nowhere", "  "]) == 1
     assert "query: String should match pattern" in capsys.readouterr().err  # the details, not only the summary
+
+
+def test_a_filter_and_a_page_are_passed_on_and_a_bad_filter_refused_before_asking(
+        live_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    with SearchClient(live_server.url) as client:
+        client.create_collection("search-cli-filter")
+        client.ingest("search-cli-filter", ANIMALS)
+    url = ["--url", live_server.url, "--collection", "search-cli-filter"]
+    assert main(["search", *url, "animals", "--all", "--filter", '{"kind": "mammal"}']) == 0
+    *rows, footer = capsys.readouterr().out.splitlines()[1:]
+    assert {row.split()[1] for row in rows} == {"cat", "dog"} and footer.startswith("2 of 2 hits")
+    assert main(["search", *url, "animals", "--all", "-k", "2", "--offset", "2"]) == 0
+    *rows, footer = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["3", "4"] and footer.startswith("3-4 of 6 hits")
+    for bad in ('{"kind": ', '["mammal"]'):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["search", *url, "animals", "--filter", bad])
+        assert exit_info.value.code == 2 and "argument --filter" in capsys.readouterr().err
