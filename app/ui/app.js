@@ -79,12 +79,14 @@ function searchBody(extra = {}) {
 }
 
 // A new search starts at the first page; the pager's buttons move through the same one.
-async function search({ keepPage = false } = {}) {
+// `push`: the search is a step of its own in the browser's history (a page, a facet, a setting); typing refines
+// the step it is on.
+async function search({ keepPage = false, push = false } = {}) {
   if (!keepPage) state.offset = 0;
   const collection = $("collection").value;
   const body = searchBody();
   if (!collection) return; // none to search (the status line says why)
-  toAddress(collection, body);
+  toAddress(collection, body, push);
   // A newer query (an empty one too) makes the answer to the older one useless: abort it before anything.
   state.inFlight?.abort();
   const seq = ++state.seq;
@@ -105,9 +107,9 @@ async function search({ keepPage = false } = {}) {
   }
 }
 
-// The search in the page's address (replaced, not pushed: one history entry a visit, not one a keystroke), so
-// that a reload or a link sent to someone shows the same search: the page kept none (QA).
-function toAddress(collection, body) {
+// The search in the page's address, so that a reload or a link sent to someone shows the same search, and Back
+// and Forward step through searches: the page kept none (QA).
+function toAddress(collection, body, push) {
   const params = new URLSearchParams();
   if (body.query) params.set("q", body.query);
   params.set("collection", collection);
@@ -117,20 +119,24 @@ function toAddress(collection, body) {
   if (body.relevance.recall_target) params.set("recall", String(body.relevance.recall_target));
   if (body.offset) params.set("offset", String(body.offset));
   if (body.filter) params.set("filter", JSON.stringify(body.filter));
-  history.replaceState(null, "", `?${params}`);
+  if (`?${params}` === location.search) return;
+  if (push) history.pushState(null, "", `?${params}`);
+  else history.replaceState(null, "", `?${params}`);
 }
 
-// The controls as the address sets them; a value the page does not offer is left at its default.
+// The controls as the address sets them; one it leaves out, or sets to a value the page does not offer, at its
+// default (the first option).
 function fromAddress() {
   const params = new URLSearchParams(location.search);
   $("query").value = params.get("q") || "";
   for (const id of ["mode", "fusion", "recall"]) {
-    const value = params.get(id);
-    if ([...$(id).options].some((option) => option.value === value)) $(id).value = value;
+    const options = [...$(id).options];
+    $(id).value = options.some((option) => option.value === params.get(id)) ? params.get(id) : options[0].value;
   }
   $("relevance").checked = params.get("relevance") !== "off";
   $("recall").disabled = !$("relevance").checked;
   state.offset = Math.max(0, Math.floor(Number(params.get("offset")) || 0));
+  state.filter = Object.create(null);
   try {
     const filter = JSON.parse(params.get("filter") || "{}");
     if (filter && typeof filter === "object" && !Array.isArray(filter)) Object.assign(state.filter, filter);
@@ -273,7 +279,7 @@ function renderFacet(field, values) {
     button.addEventListener("click", () => {
       state.filter[field] = value;
       state.refocus = ["filters", field];
-      search();
+      search({ push: true });
     });
     $("facets").append(button);
   }
@@ -288,7 +294,7 @@ function renderFilters() {
     chip.addEventListener("click", () => {
       delete state.filter[field];
       state.refocus = ["facets", field];
-      search();
+      search({ push: true });
     });
     return chip;
   }));
@@ -302,13 +308,16 @@ function debounce(fn, ms) {
 }
 
 $("query").addEventListener("input", debounce(search, 250));
-for (const id of ["mode", "fusion", "recall"]) $(id).addEventListener("change", search);
-$("relevance").addEventListener("change", () => { $("recall").disabled = !$("relevance").checked; search(); });
+for (const id of ["mode", "fusion", "recall"]) $(id).addEventListener("change", () => search({ push: true }));
+$("relevance").addEventListener("change", () => {
+  $("recall").disabled = !$("relevance").checked;
+  search({ push: true });
+});
 $("collection").addEventListener("change", () => {
   localStorage.setItem("collection", $("collection").value);
   state.filter = Object.create(null);
   state.facetFields = [];
-  search();
+  search({ push: true });
 });
 $("api-key").value = sessionStorage.getItem("api-key") || "";
 $("api-key").addEventListener("change", async () => {
@@ -316,9 +325,27 @@ $("api-key").addEventListener("change", async () => {
   await Promise.all([loadFeatures(), loadCollections()]); // features too: a key refused before asking lost them
   search();
 });
-$("show-all").addEventListener("click", () => { $("relevance").checked = false; $("recall").disabled = true; search(); });
-$("previous").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); search({ keepPage: true }); });
-$("next").addEventListener("click", () => { state.offset += PAGE; search({ keepPage: true }); });
+$("show-all").addEventListener("click", () => {
+  $("relevance").checked = false;
+  $("recall").disabled = true;
+  search({ push: true });
+});
+$("previous").addEventListener("click", () => {
+  state.offset = Math.max(0, state.offset - PAGE);
+  search({ keepPage: true, push: true });
+});
+$("next").addEventListener("click", () => { state.offset += PAGE; search({ keepPage: true, push: true }); });
+// Back and Forward: the controls as that step's address set them, and its search again.
+window.addEventListener("popstate", () => {
+  fromAddress();
+  const picker = $("collection");
+  const wanted = state.addressCollection;
+  if (wanted !== picker.value && [...picker.options].some((option) => option.value === wanted)) {
+    picker.value = wanted;
+    state.facetFields = [];
+  }
+  search({ keepPage: true });
+});
 $("controls").addEventListener("submit", (event) => event.preventDefault());
 
 fromAddress();

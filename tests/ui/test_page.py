@@ -301,6 +301,18 @@ def test_the_address_keeps_the_search_so_a_reload_or_a_link_shows_it_again(live_
     address = browser.current_url
     assert all(part in address for part in ("q=cat+purrs", "collection=ui-address", "mode=dense", "relevance=off",
                                             "offset=10"))
+    browser.back()  # the page before, then forward to this one again
+    wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)) and "offset" not in d.current_url)
+    browser.forward()
+    wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)) and d.current_url == address)
+    browser.back()
+    browser.back()  # two steps before the query was typed: the filter off, the mode not yet dense
+    wait.until(lambda d: "q=" not in d.current_url and status.text == "" and not _hits(d))
+    assert Select(browser.find_element(By.ID, "mode")).first_selected_option.get_attribute("value") == "hybrid"
+    assert not browser.find_element(By.ID, "relevance").is_selected()
+    browser.forward()
+    browser.forward()
+    wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)) and d.current_url == address)
 
     browser.refresh()
     status = browser.find_element(By.ID, "status")
