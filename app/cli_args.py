@@ -110,17 +110,17 @@ def database_url(text: str) -> str:
 
 def output_file(text: str) -> Path:
     """A file to write at the end: its folder must be there and writable now, and it must not be a folder."""
-    path = Path(text)
+    path = Path(text).expanduser()  # (a shell leaves the ~ of --json=~/x.json as it is)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; name a file")
-    _check_writable(path.parent if str(path.parent) else Path("."), text)
+    _check_writable(path.parent, text)
     return path
 
 
 def output_dir(text: str) -> Path:
     """A folder to write in, made if it is not there: it, or the nearest folder above it that is, must be
     writable now. Checked by making and removing a folder there: as root, os.access says yes to /proc."""
-    path = Path(text)
+    path = Path(text).expanduser()
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

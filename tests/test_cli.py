@@ -206,8 +206,9 @@ def test_the_values_taken_reach_the_command_as_they_are_meant(monkeypatch: pytes
                                                                tmp_path: Path) -> None:
     seen: dict[str, object] = {}
     monkeypatch.setattr("app.bench.run.run", lambda config: seen.setdefault("config", config) and "")
+    monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["bench", "--sizes", "1000, 2000", "--rounds", "2", "--encoders", "onnx,torch",
-                 "--keep", str(tmp_path / "kept" / "here")]) == 0
+                 "--keep=~/kept/here"]) == 0  # (a shell leaves that ~ as it is)
     config = seen["config"]
     assert (config.sizes, config.rounds, config.encoders, config.keep) == (  # type: ignore[attr-defined]
         [1000, 2000], 2, ["onnx", "torch"], tmp_path / "kept" / "here")
