@@ -5,17 +5,15 @@ import importlib.metadata
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, get_args
 
 from app import cli_args as types
-from app.runtime import configure_environment
+from app.runtime import Terminated, configure_environment, interruptible
 
 PROJECT = "hybrid-search"
 
@@ -136,6 +134,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train_adapter(args: argparse.Namespace) -> int:
     from app.eval.adapter_training import train_default_adapter
 
+    if args.fallback_out == args.out:
+        raise SystemExit("python -m app train-adapter: --fallback-out is --out: the stats-only adapter would "
+                         "replace the one trained")
     datasets = _datasets(args.dataset, args.split)
     with _work_dir(args.data_dir, "search-train-") as data_dir:
         report: dict[str, Any] = train_default_adapter(
@@ -182,7 +183,9 @@ def _lodo(args: argparse.Namespace) -> int:
     from app.eval.lodo import leave_one_domain_out
 
     datasets = _datasets(args.dataset, "test")
-    if len({path.resolve().name for path, _ in datasets}) < 2:  # (each folder is one collection, eval-<name>)
+    from app.eval.beir import dataset_name
+
+    if len({dataset_name(path) for path, _ in datasets}) < 2:  # (each folder is one collection, eval-<name>)
         raise SystemExit("python -m app lodo: give --dataset for at least two collections (folders of different "
                          "names): each is left out in turn and the adapter trained on the others")
     with _work_dir(args.data_dir, "search-lodo-") as data_dir:
@@ -198,6 +201,15 @@ def _lodo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from app.bench.run import BenchConfig, run
+
+    if args.database_url:  # before the phases before it: "postgresql://" with no server failed ~2 min in (QA)
+        import psycopg
+
+        try:
+            psycopg.connect(args.database_url, connect_timeout=5).close()
+        except psycopg.Error as exc:  # (its message, not the URL: that may carry a password)
+            why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise SystemExit(f"python -m app bench: --database-url: cannot connect ({why})") from None
 
     sizes = args.sizes
     config = BenchConfig.quick(sizes) if args.quick else BenchConfig(sizes=sizes) if sizes else BenchConfig()
@@ -245,11 +257,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", required=True, action="append",
                        help="a BEIR dataset folder, DIR or DIR:SPLIT; repeat it to train across collections")
     train.add_argument("--split", default="train", help="the split of every --dataset that names none")
-    train.add_argument("--fallback-out", type=types.output_dir,
+    train.add_argument("--fallback-out", type=types.adapter_dir,
                        help="also write the stats-only adapter (any encoder) to this folder")
     _add_fit_arguments(train, folds=5, repeats=3)
     # Required: its default was the shipped adapter's folder, which a trial run then overwrote without a word (QA).
-    train.add_argument("--out", required=True, type=types.output_dir,
+    train.add_argument("--out", required=True, type=types.adapter_dir,
                        help="folder to write the adapter to (config/adapter replaces the shipped default)")
     train.add_argument("--family", default=DEFAULT_FAMILY, choices=get_args(Family),
                        help=f"{DEFAULT_FAMILY} (default); hybrid also reads BM25 evidence, linear and power are "
@@ -283,15 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, read as Ctrl-C is: killed by it, evaluate and train-adapter left their work dirs in /tmp (QA)."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
+    from app.errors import DataDirLocked
     from app.eval.beir import BeirError
 
     configure_environment()  # before any command imports numpy or torch
@@ -302,11 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m app {args.command} needs the '{args.extra}' extra ({', '.join(missing)} not installed): "
               f"pip install -e '.[{args.extra}]' (or ./scripts/setup dev)", file=sys.stderr)
         return 2
-    # serve leaves signals to uvicorn; a caller's thread other than the main one cannot set them (nor receive them)
-    handle = args.command != "serve" and threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if handle else None
     try:
-        result: int = args.func(args)
+        with nullcontext() if args.command == "serve" else interruptible():  # (serve's are uvicorn's)
+            result: int = args.func(args)
         return result
     except KeyboardInterrupt as exc:  # the work dirs and servers of the command are gone by now
         print(f"python -m app {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
@@ -315,6 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     except BeirError as exc:
         print(f"python -m app {args.command}: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if handle:
-            signal.signal(signal.SIGTERM, previous)
+    except DataDirLocked as exc:  # --data-dir of a running server's (a 118-line traceback, QA)
+        print(f"python -m app {args.command}: {exc.message}", file=sys.stderr)
+        return 1

@@ -130,6 +130,26 @@ def output_dir(text: str) -> Path:
     return path
 
 
+def adapter_dir(text: str) -> Path:
+    """An output folder that an adapter replaces whole: not there, empty, or an adapter's (its files and
+    nothing else). The real path, links and "." resolved: it is replaced by renaming a sibling over it. Any
+    folder was emptied without a word (QA: --out models lost the notes and adapters beside it)."""
+    from app.engine.relevance.adapter import META_FILE, WEIGHTS_FILE
+
+    path = output_dir(text).resolve()
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in (META_FILE, WEIGHTS_FILE))
+        if others:
+            raise argparse.ArgumentTypeError(f"{text} holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
+                                             ", which writing an adapter there would delete: name a new folder, or "
+                                             "one that holds an adapter")
+    elif path.exists():
+        raise argparse.ArgumentTypeError(f"{text} is a file")
+    if path.parent == path:
+        raise argparse.ArgumentTypeError(f"{text}: an adapter cannot replace {path}")
+    return path
+
+
 def _check_writable(folder: Path, text: str) -> None:
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no folder {folder}")

@@ -1,6 +1,10 @@
-"""Process environment for the entry points: native thread caps and offline model loading."""
+"""Process environment for the entry points: native thread caps, offline model loading, and signals."""
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Thread pools must be capped before numpy/torch load their BLAS/OpenMP runtimes: on 2 cores the
 # default pools oversubscribe and a 10 ms query encode was measured at a 500 ms p99.
@@ -18,3 +22,29 @@ def configure_environment() -> None:
     """
     for name, value in {**THREAD_CAPS, **OFFLINE}.items():
         os.environ.setdefault(name, value)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, read as Ctrl-C is: killed by it, evaluate and train-adapter left their work dirs in /tmp (QA)."""
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within it, SIGTERM raises Terminated and SIGINT KeyboardInterrupt in the main thread, once: either signal
+    again ends the process at once, as the system's default does. The first one's clean-up may wait on work in
+    flight (an ingest's encoding batch), and a second Ctrl-C raised inside it hung evaluate (QA)."""
+    if threading.current_thread() is not threading.main_thread():  # (only the main thread may set them)
+        yield
+        return
+
+    def first(signum: int, frame: object) -> None:
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_DFL)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    previous = {each: signal.signal(each, first) for each in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)

@@ -6,7 +6,9 @@ import json
 import logging
 import logging.config
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -267,6 +269,9 @@ def test_sigterm_ends_a_command_through_its_clean_ups(tmp_path: Path, monkeypatc
      "queries.jsonl line 2: not UTF-8"),
     ("qrels/test.tsv", "q1\td1\t1\n", "test.tsv: its first line must be the header"),
     ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\tyes\n", "test.tsv line 2: expected a query id"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\td\udce9\t1\n", "test.tsv: not UTF-8"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\n q1\td1\t1\n", "is judged in"),
+    ("corpus.jsonl", "\n", "corpus.jsonl: no document"),
 ])
 def test_a_malformed_dataset_file_is_named_with_its_line(file: str, text: str, why: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,3 +306,115 @@ def test_lodo_needs_two_collections_and_reports_the_recalibrations_a_small_set_a
     held = TrainingSet(np.zeros((30, 4)), [np.zeros(5)] * 30, [np.ones(5, bool)] * 30, [np.zeros(5)] * 30,
                        np.zeros((30, 3)))
     assert _recalibrated(None, held, [np.zeros(5)] * 30, 0.9, 25) is None  # 5 left to measure it on
+
+
+def test_a_second_signal_ends_the_process_as_the_system_would() -> None:
+    """A second Ctrl-C, raised inside the first one's clean-up, hung evaluate (QA)."""
+    import os
+    import signal
+
+    from app.runtime import Terminated, interruptible
+
+    before = {each: signal.getsignal(each) for each in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(Terminated), interruptible():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:  # the clean-up of the first: a second signal now is the system's to act on
+            assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert {each: signal.getsignal(each) for each in before} == before
+
+
+def test_an_adapter_replaces_only_a_folder_that_is_new_empty_or_an_adapters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out models emptied the folder of the notes and adapters beside it; --out . trained, then failed; a link
+    failed after training (QA)."""
+    from app import cli_args
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "models")
+    monkeypatch.setattr("app.eval.adapter_training.train_default_adapter", _no_work)
+    for out in ("models", ".", "/"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train-adapter", "--dataset", "d", "--out", str(tmp_path / out) if out == "models" else out])
+        assert exit_info.value.code == 2 and "argument --out" in capsys.readouterr().err
+    assert (tmp_path / "models" / "notes.txt").read_text() == "mine"
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter.json").write_text("{}")
+    (adapter / "weights.npz").write_bytes(b"")
+    (tmp_path / "link").symlink_to(adapter)
+    assert cli_args.adapter_dir(str(tmp_path / "link")) == adapter  # replaced where it really is
+    assert cli_args.adapter_dir(str(tmp_path / "new" / "one")) == tmp_path / "new" / "one"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-adapter", "--dataset", "d", "--out", str(adapter), "--fallback-out", str(tmp_path / "link")])
+    assert "--fallback-out is --out" in str(exit_info.value.code)
+
+
+def test_a_dataset_folder_names_a_collection_it_can_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A space in the folder's name was a 422 without a reason, or a traceback; "." made "eval-" (QA)."""
+    from app.eval.beir import dataset_name
+
+    (tmp_path / "my set").mkdir()
+    monkeypatch.chdir(tmp_path / "my set")
+    assert dataset_name(Path("/data/my set")) == dataset_name(Path(".")) == "my-set"
+    assert dataset_name(Path("/data/scifact")) == "scifact"
+
+
+def test_evaluate_on_a_running_servers_data_dir_says_so_in_a_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.store.lock import DataDirLock
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a document"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "data").mkdir()
+    lock = DataDirLock(tmp_path / "data")
+    lock.acquire()  # as a server holds it
+    try:
+        assert main(["evaluate", "--dataset", str(beir), "--data-dir", str(tmp_path / "data")]) == 1
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert err.startswith("python -m app evaluate: ") and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_bench_refuses_a_database_it_cannot_reach_before_any_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"postgresql://" with no server there failed ~2 minutes in, after the phases before the replicas' (QA)."""
+    monkeypatch.setattr("app.bench.run.run", _no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--quick", "--database-url", "postgresql://nobody:secret@127.0.0.1:9/none"])
+    assert "--database-url: cannot connect" in str(exit_info.value.code)
+    assert "secret" not in str(exit_info.value.code)
+
+
+def test_the_corpus_is_created_only_when_the_server_lacks_it() -> None:
+    """A read key evaluating a server that held the corpus got 403 for a creation it did not need (QA)."""
+    from app.client import ApiError
+    from app.eval.runner import ensure_corpus
+
+    class Server:
+        def __init__(self, count: int | None) -> None:
+            self.count, self.calls = count, []  # count None: no such collection
+
+        def get_collection(self, name: str) -> dict[str, int]:
+            self.calls.append("get")
+            if self.count is None:
+                raise ApiError(404, "collection_not_found", "no", [])
+            return {"count": self.count}
+
+        def create_collection(self, name: str) -> None:
+            self.calls.append("create")
+            self.count = 0
+
+        def ingest(self, name: str, documents: Any, batch: int) -> None:
+            self.calls.append(f"ingest {len(list(documents))}")
+
+    corpus = [{"_id": "d1", "title": "", "text": "a"}]
+    held, missing = Server(1), Server(None)
+    assert ensure_corpus(held, "eval-x", corpus) is None and held.calls == ["get"]  # type: ignore[arg-type]
+    ensure_corpus(missing, "eval-x", corpus)  # type: ignore[arg-type]
+    assert missing.calls == ["get", "create", "ingest 1"]

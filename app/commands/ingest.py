@@ -190,6 +190,8 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     share the queue of sent lines and the count of stored ones, and split apart they would pass them around."""
     source = Source.at(path)
     progress = Progress(source, url, collection, progress_file)
+    if progress.path.resolve() == source.path.resolve():  # (it replaced the input with its JSON, QA)
+        raise NotResumable(f"--progress-file {progress_file} is the input itself: name another file")
     done = progress.load() if resume else 0
     progress.check_writable(done)
     total, skipped = source.count_documents(done)

@@ -1,7 +1,9 @@
 """Reads a BEIR-layout dataset: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
 
 import csv
+import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,11 @@ def _json_lines(path: Path, needed: tuple[str, ...]) -> Iterator[dict[str, Any]]
 
 def _qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8-sig") as handle:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BeirError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         header = ("query-id", "corpus-id", "score")
         if not set(header) <= set(reader.fieldnames or ()):
@@ -63,6 +69,13 @@ def _qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def dataset_name(directory: Path) -> str:
+    """The folder's own name (of "." too) as a collection may be named: `eval-<it>` holds the corpus. A space
+    in it was a 422 without a reason over --url, a traceback in process; "." made "eval-" (QA)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(directory).resolve().name).strip("-.")
+    return name[:100] or "dataset"
+
+
 def load_beir(directory: Path, split: str) -> BeirDataset:
     directory = Path(directory)
     check_beir(directory, split)
@@ -70,4 +83,9 @@ def load_beir(directory: Path, split: str) -> BeirDataset:
     corpus = list(_json_lines(directory / "corpus.jsonl", ("_id", "text")))
     queries = {query["_id"]: query["text"] for query in _json_lines(directory / "queries.jsonl", ("_id", "text"))
                if query["_id"] in qrels}
-    return BeirDataset(directory.name, corpus, queries, qrels)
+    if not corpus:
+        raise BeirError(f"{directory / 'corpus.jsonl'}: no document")
+    if not queries:  # (everything after would divide by, or take percentiles of, nothing: QA)
+        raise BeirError(f"no query of {directory / 'queries.jsonl'} is judged in {directory / 'qrels' / split}.tsv "
+                        "(their ids must match exactly)")
+    return BeirDataset(dataset_name(directory), corpus, queries, qrels)

@@ -281,3 +281,24 @@ def test_an_empty_input_says_that_no_line_was_stored(live_server: Server, tmp_pa
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert _ingest(live_server, "load-empty", _write(tmp_path / "empty.jsonl", [])) == 0
     assert "no line of empty.jsonl stored" in capsys.readouterr().err
+
+
+def test_the_input_is_never_its_own_progress_file(live_server: Server, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--progress-file X X replaced the input with the progress JSON (QA)."""
+    path = _write(tmp_path / "same.jsonl", ANIMALS)
+    before = path.read_bytes()
+    assert _ingest(live_server, "load-same", path, "--progress-file", str(path)) == 1
+    assert "is the input itself" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def test_sigterm_is_said_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from app.runtime import Terminated
+
+    def terminated(*args: object, **kwargs: object) -> int:
+        raise Terminated
+
+    monkeypatch.setattr("app.commands.ingest.ingest", terminated)
+    assert main(["ingest", "--collection", "c", str(tmp_path / "x.jsonl")]) == 143
+    assert "terminated: run the same command again to resume" in capsys.readouterr().err
