@@ -97,6 +97,10 @@ async function search({ keepPage = false, push = false } = {}) {
     const learning = !state.facetFields.length;
     const answer = await call("POST", path, body, state.inFlight.signal);
     if (seq !== state.seq) return;
+    if (!answer.hits.length && state.offset && answer.total) { // a page past the end (an old link): the last
+      state.offset = Math.floor((answer.total - 1) / PAGE) * PAGE;
+      return search({ keepPage: true });
+    }
     render(answer, collection, body);
     // The facet fields are learnt from the first answer's hits: ask once more for their counts.
     if (learning && state.facetFields.length) search({ keepPage: true });
@@ -135,7 +139,8 @@ function fromAddress() {
   }
   $("relevance").checked = params.get("relevance") !== "off";
   $("recall").disabled = !$("relevance").checked;
-  state.offset = Math.max(0, Math.floor(Number(params.get("offset")) || 0));
+  const offset = Math.floor(Number(params.get("offset"))); // ("Infinity" read as a page, QA)
+  state.offset = Number.isSafeInteger(offset) && offset > 0 ? offset : 0;
   state.filter = Object.create(null);
   try {
     const filter = JSON.parse(params.get("filter") || "{}");
@@ -257,6 +262,7 @@ function learnFacetFields(hits) {
 // A string that would read as a number or a boolean is shown quoted: a year stored as 2021 in some documents and
 // as "2021" in others gave two facet buttons that looked the same and filtered differently (QA).
 function shown(value) {
+  if (value !== null && typeof value === "object") return JSON.stringify(value); // a range or `in` from an address
   if (typeof value !== "string") return String(value);
   try {
     return typeof JSON.parse(value) === "string" ? value : JSON.stringify(value);
@@ -304,10 +310,13 @@ function renderFilters() {
 
 function debounce(fn, ms) {
   let timer;
-  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+  const later = () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+  later.cancel = () => clearTimeout(timer);
+  return later;
 }
 
-$("query").addEventListener("input", debounce(search, 250));
+const typed = debounce(search, 250);
+$("query").addEventListener("input", typed);
 for (const id of ["mode", "fusion", "recall"]) $(id).addEventListener("change", () => search({ push: true }));
 $("relevance").addEventListener("change", () => {
   $("recall").disabled = !$("relevance").checked;
@@ -337,6 +346,7 @@ $("previous").addEventListener("click", () => {
 $("next").addEventListener("click", () => { state.offset += PAGE; search({ keepPage: true, push: true }); });
 // Back and Forward: the controls as that step's address set them, and its search again.
 window.addEventListener("popstate", () => {
+  typed.cancel(); // a keystroke's search still waiting would rewrite the step gone back to (QA)
   fromAddress();
   const picker = $("collection");
   const wanted = state.addressCollection;

@@ -333,6 +333,29 @@ def test_the_address_keeps_the_search_so_a_reload_or_a_link_shows_it_again(live_
     assert Select(browser.find_element(By.ID, "collection")).first_selected_option.get_attribute("value") == "ui-other"
     assert Select(browser.find_element(By.ID, "mode")).first_selected_option.get_attribute("value") == "hybrid"
     assert browser.find_element(By.CSS_SELECTOR, "#filters button").text.startswith("kind: mammal")
+
+    # An old link past the end shows the last page; "Infinity" is no page; a range reads as JSON, not
+    # "[object Object]" (QA).
+    for offset, shown in (("200", _showing(1, 2, 2)), ("Infinity", _showing(1, 2, 2))):
+        browser.get(f"{live_server.url}/ui/?q=animals&collection=ui-other&relevance=off&offset={offset}&filter="
+                    + quote(json.dumps({"kind": "mammal", "year": {"gte": 2020}})))
+        wait.until(lambda d, shown=shown: d.find_element(By.ID, "status").text.startswith(shown))
+    chips = [chip.text for chip in browser.find_elements(By.CSS_SELECTOR, "#filters button")]
+    assert chips[1].startswith('year: {"gte":2020}')
+
+    # Back pressed while a keystroke's search still waits goes back, and stays there (it rewrote that step).
+    browser.get(f"{live_server.url}/ui/?q=cat+purrs&collection=ui-address&relevance=off")
+    wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(_showing(1, 10, 25)))
+    for shown in (_showing(11, 20, 25), _showing(21, 25, 25)):
+        browser.find_element(By.ID, "next").click()
+        wait.until(lambda d, shown=shown: d.find_element(By.ID, "status").text.startswith(shown))
+    browser.find_element(By.ID, "query").send_keys("s")
+    browser.back()
+    wait.until(lambda d: "offset=10" in d.current_url and "q=cat+purrs&" in d.current_url)
+    browser.execute_async_script("setTimeout(arguments[0], 600)")  # past the keystroke's 250 ms
+    assert "q=cat+purrs&" in browser.current_url and "offset=10" in browser.current_url
+    assert browser.find_element(By.ID, "status").text.startswith(_showing(11, 20, 25))
+    assert browser.find_element(By.ID, "query").get_attribute("value") == "cat purrs"
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
