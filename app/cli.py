@@ -62,6 +62,8 @@ def _floors(text: str) -> dict[str, float]:
             if name.strip() not in RUNS:
                 raise argparse.ArgumentTypeError(f"unknown run {name.strip()!r}; expected some of {', '.join(RUNS)}")
             floors[name.strip()] = types.number(0, 1)(value)
+    if not floors:
+        raise argparse.ArgumentTypeError("no floor given: RUN=FLOOR, comma-separated")
     return floors
 
 

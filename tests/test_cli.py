@@ -186,6 +186,8 @@ def _no_work(*args: object, **kwargs: object) -> None:
     (["bench", "--database-url", "notaurl"], "--database-url"),
     (["bench", "--keep", "/proc/x"], "--keep"),
     (["ingest", "--collection", "", "x.jsonl"], "--collection"),
+    (["ingest", "--collection", "c", "--url", "http:/x", "x.jsonl"], "--url"),
+    (["evaluate", "--dataset", "d", "--check", ","], "--check"),
     (["search", "--collection", "", "a query"], "--collection"),
 ])
 def test_a_bad_value_is_one_line_naming_its_argument_before_any_work(

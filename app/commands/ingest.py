@@ -259,7 +259,8 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     # as a miscount (QA). (Another writer's documents would show here too.)
     beyond = " (more than were acknowledged: batches in flight when the load stopped were stored too)" \
         if count - before > upserted else ""
-    print(f"{upserted} documents upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of {source.path.name} "
+    upserted_text = "1 document" if upserted == 1 else f"{upserted} documents"
+    print(f"{upserted_text} upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of {source.path.name} "
           f"stored; collection {collection!r} holds {count} documents ({count - before:+d}){beyond}",
           file=sys.stderr)
     if bad:  # the reader may stop at a later line than a batch in flight is refused for: name the first

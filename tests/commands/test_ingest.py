@@ -259,9 +259,11 @@ def test_an_input_that_is_not_a_file_says_so(given: str, said: str, capsys: pyte
 def test_a_url_that_is_not_one_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """It was retried silently for two minutes, then the message advised running the same command again (QA)."""
     path = _write(tmp_path / "animals.jsonl", ANIMALS[:1])
-    assert main(["ingest", "--url", "notaurl", "--collection", "c", str(path)]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # refused with the other arguments, before anything is read
+        main(["ingest", "--url", "notaurl", "--collection", "c", str(path)])
     err = capsys.readouterr().err
-    assert "'notaurl' is not a URL of the service" in err and "run the same command" not in err
+    assert exit_info.value.code == 2 and "argument --url: 'notaurl' is not a URL of the service" in err
+    assert "run the same command" not in err
 
 
 def test_a_batch_whose_answer_timed_out_says_what_to_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
