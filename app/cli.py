@@ -81,6 +81,11 @@ def _relevance_checks(text: str) -> list[str]:
     return names
 
 
+class UsageError(Exception):
+    """Arguments that parse but do not go together (or name what is not there), found before any work: one
+    line and exit 2, as argparse's own refusals (they were exit 1, QA)."""
+
+
 def _datasets(items: list[str], default_split: str) -> list[tuple[Path, str]]:
     """Each DIR or DIR:SPLIT, checked before any work: a missing one failed after the model had loaded, with a
     traceback (QA)."""
@@ -93,7 +98,7 @@ def _datasets(items: list[str], default_split: str) -> list[tuple[Path, str]]:
         try:
             check_beir(*datasets[-1])
         except FileNotFoundError as exc:
-            raise SystemExit(f"python -m app: {exc}") from None
+            raise UsageError(str(exc)) from None
     return datasets
 
 
@@ -112,8 +117,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from app.eval.report import evaluate_dataset
 
     if args.url and args.data_dir:
-        raise SystemExit("python -m app evaluate: --data-dir is for the in-process service; one at --url keeps "
-                         "its own")
+        raise UsageError("--data-dir is for the in-process service; one at --url keeps its own")
     import httpx
 
     from app.client import ApiError
@@ -137,8 +141,7 @@ def _train_adapter(args: argparse.Namespace) -> int:
     from app.eval.adapter_training import train_default_adapter
 
     if args.fallback_out == args.out:
-        raise SystemExit("python -m app train-adapter: --fallback-out is --out: the stats-only adapter would "
-                         "replace the one trained")
+        raise UsageError("--fallback-out is --out: the stats-only adapter would replace the one trained")
     datasets = _datasets(args.dataset, args.split)
     with _work_dir(args.data_dir, "search-train-") as data_dir:
         report: dict[str, Any] = train_default_adapter(
@@ -188,8 +191,8 @@ def _lodo(args: argparse.Namespace) -> int:
     from app.eval.beir import dataset_name
 
     if len({dataset_name(path) for path, _ in datasets}) < 2:  # (each folder is one collection, eval-<name>)
-        raise SystemExit("python -m app lodo: give --dataset for at least two collections (folders of different "
-                         "names): each is left out in turn and the adapter trained on the others")
+        raise UsageError("give --dataset for at least two collections (folders of different names): each is left "
+                         "out in turn and the adapter trained on the others")
     with _work_dir(args.data_dir, "search-lodo-") as data_dir:
         results = leave_one_domain_out(datasets, data_dir, inputs=args.inputs, folds=args.folds,
                                        repeats=args.repeats, contentless=args.contentless,
@@ -317,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m app {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    except BeirError as exc:
+    except (BeirError, UsageError) as exc:
         print(f"python -m app {args.command}: {exc}", file=sys.stderr)
         return 2
     except DataDirLocked as exc:  # --data-dir of a running server's (a 118-line traceback, QA)

@@ -47,7 +47,8 @@ def check_service_url(url: str) -> None:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    if (parsed is None or parsed.scheme not in ("http", "https") or not parsed.host
+            or not 0 < (parsed.port or 80) < 65536):  # (70000 was tried, and said "connection refused", QA)
         raise ClientError(f"{url!r} is not a URL of the service (http://host:port or https://...)")
 
 

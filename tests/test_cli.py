@@ -113,7 +113,8 @@ def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
                                      ["train-adapter", "--dataset", "{missing}:train", "--out", "{out}"],
                                      ["lodo", "--dataset", "{beir}:train", "--dataset", "{missing}"]])
 def test_a_dataset_that_is_not_there_is_one_line_before_any_work(
-        command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """train-adapter loaded the model, then died with a traceback and left its store in /tmp (QA)."""
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
@@ -122,9 +123,9 @@ def test_a_dataset_that_is_not_there_is_one_line_before_any_work(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
     (tmp_path / "temp").mkdir()
     argv = [part.format(missing=tmp_path / "missing", beir=beir, out=tmp_path / "out") for part in command]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert "not found: is" in str(exit_info.value.code) and "a BEIR dataset" in str(exit_info.value.code)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not found: is" in err and "a BEIR dataset" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists() and list((tmp_path / "temp").iterdir()) == []
 
 
@@ -187,6 +188,7 @@ def _no_work(*args: object, **kwargs: object) -> None:
     (["bench", "--keep", "/proc/x"], "--keep"),
     (["ingest", "--collection", "", "x.jsonl"], "--collection"),
     (["ingest", "--collection", "c", "--url", "http:/x", "x.jsonl"], "--url"),
+    (["search", "--collection", "c", "--url", "http://127.0.0.1:70000", "a query"], "--url"),
     (["evaluate", "--dataset", "d", "--check", ","], "--check"),
     (["search", "--collection", "", "a query"], "--collection"),
 ])
@@ -227,7 +229,7 @@ def test_evaluate_help_names_every_relevance_target(capsys: pytest.CaptureFixtur
 
 
 def test_evaluate_of_a_server_names_it_in_one_line_when_it_cannot_be_reached(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import httpx
 
     def unreachable(*args: object, **kwargs: object) -> list[str]:
@@ -238,9 +240,10 @@ def test_evaluate_of_a_server_names_it_in_one_line_when_it_cannot_be_reached(
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--dataset", "x", "--url", "http://127.0.0.1:9"])
     assert exit_info.value.code == "python -m app evaluate: http://127.0.0.1:9: [Errno 111] Connection refused"
-    with pytest.raises(SystemExit) as exit_info:  # its data dir is the server's own: one given would be unused
-        main(["evaluate", "--dataset", "x", "--url", "http://127.0.0.1:9", "--data-dir", "d"])
-    assert "--data-dir is for the in-process service" in str(exit_info.value.code)
+    capsys.readouterr()
+    # its data dir is the server's own: one given would be unused
+    assert main(["evaluate", "--dataset", "x", "--url", "http://127.0.0.1:9", "--data-dir", "d"]) == 2
+    assert "--data-dir is for the in-process service" in capsys.readouterr().err
 
 
 def test_sigterm_ends_a_command_through_its_clean_ups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -290,7 +293,7 @@ def test_a_malformed_dataset_file_is_named_with_its_line(file: str, text: str, w
 
 
 def test_lodo_needs_two_collections_and_reports_the_recalibrations_a_small_set_allows(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One collection named twice, or a left-out set of 50 judged queries or fewer, ended in a traceback after
     minutes of work (QA)."""
     import numpy as np
@@ -302,9 +305,8 @@ def test_lodo_needs_two_collections_and_reports_the_recalibrations_a_small_set_a
     (beir / "qrels").mkdir(parents=True)
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
         (beir / name).write_text("")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["lodo", "--dataset", f"{beir}:train", "--dataset", f"{beir}:test"])
-    assert "at least two collections" in str(exit_info.value.code)
+    assert main(["lodo", "--dataset", f"{beir}:train", "--dataset", f"{beir}:test"]) == 2
+    assert "at least two collections" in capsys.readouterr().err
     held = TrainingSet(np.zeros((30, 4)), [np.zeros(5)] * 30, [np.ones(5, bool)] * 30, [np.zeros(5)] * 30,
                        np.zeros((30, 3)))
     assert _recalibrated(None, held, [np.zeros(5)] * 30, 0.9, 25) is None  # 5 left to measure it on
@@ -349,9 +351,9 @@ def test_an_adapter_replaces_only_a_folder_that_is_new_empty_or_an_adapters(
     (tmp_path / "link").symlink_to(adapter)
     assert cli_args.adapter_dir(str(tmp_path / "link")) == adapter  # replaced where it really is
     assert cli_args.adapter_dir(str(tmp_path / "new" / "one")) == tmp_path / "new" / "one"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train-adapter", "--dataset", "d", "--out", str(adapter), "--fallback-out", str(tmp_path / "link")])
-    assert "--fallback-out is --out" in str(exit_info.value.code)
+    assert main(["train-adapter", "--dataset", "d", "--out", str(adapter), "--fallback-out",
+                 str(tmp_path / "link")]) == 2
+    assert "--fallback-out is --out" in capsys.readouterr().err
 
 
 def test_a_dataset_folder_names_a_collection_it_can_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -147,6 +147,8 @@ class Progress:
         except OSError as exc:
             raise NotResumable(f"cannot write the progress file {self.path} ({exc.strerror}): give "
                                "--progress-file in a writable folder") from None
+        if not lines:  # written, so writable; a record of no line would only be left behind by a failed run
+            self.clear()
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

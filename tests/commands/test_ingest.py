@@ -231,6 +231,7 @@ def test_a_refused_collection_name_says_why(live_server: Server, tmp_path: Path,
     assert _ingest(live_server, "bad name", path) == 1
     err = capsys.readouterr().err
     assert "ingest failed" in err and "name: String should match pattern" in err, err
+    assert list(tmp_path.iterdir()) == [path]  # no progress file recording no line (QA)
 
 
 @pytest.mark.parametrize(("value", "why"), [("NaN", "NaN is not a JSON number"),
