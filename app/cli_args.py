@@ -47,8 +47,7 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False,
     return parse
 
 
-def seconds(text: str) -> float:
-    return number(0, low_open=True)(text)
+seconds = number(0, low_open=True)
 
 
 def subset(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:

@@ -266,6 +266,15 @@ def test_sigterm_ends_a_command_through_its_clean_ups(tmp_path: Path, monkeypatc
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def _one_document_dataset(beir: Path) -> Path:
+    """A well-formed BEIR folder: one document, one query judged in its test split."""
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a document"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return beir
+
+
 @pytest.mark.parametrize(("file", "text", "why"), [
     ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": \n', "corpus.jsonl line 2: not JSON"),
     ("corpus.jsonl", '{"_id": "d1", "title": "a"}\n', "corpus.jsonl line 1: no text string"),
@@ -281,11 +290,7 @@ def test_sigterm_ends_a_command_through_its_clean_ups(tmp_path: Path, monkeypatc
 def test_a_malformed_dataset_file_is_named_with_its_line(file: str, text: str, why: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """They were a bare JSONDecodeError or KeyError (QA)."""
-    beir = tmp_path / "beir"
-    (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a document"}\n')
-    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    beir = _one_document_dataset(tmp_path / "beir")
     (beir / file).write_bytes(text.encode("utf-8", "surrogateescape"))  # (\udce9: the byte 0xe9 alone)
     assert main(["evaluate", "--dataset", str(beir), "--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
@@ -370,11 +375,7 @@ def test_evaluate_on_a_running_servers_data_dir_says_so_in_a_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from app.store.lock import DataDirLock
 
-    beir = tmp_path / "beir"
-    (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a document"}\n')
-    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    beir = _one_document_dataset(tmp_path / "beir")
     (tmp_path / "data").mkdir()
     lock = DataDirLock(tmp_path / "data")
     lock.acquire()  # as a server holds it

@@ -8,7 +8,6 @@ const PAGE = 10; // hits a page
 const state = {
   filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
   refocus: null, // [container id, field]: where keyboard focus goes once the next answer is shown
-  addressCollection: null, // the collection the page's address names, picked once the list is loaded
 };
 
 // --- talking to the service ------------------------------------------------------------------------
@@ -53,7 +52,7 @@ async function loadFeatures() {
 
 async function loadCollections() {
   const picker = $("collection");
-  const wanted = picker.value || state.addressCollection || localStorage.getItem("collection");
+  const wanted = picker.value || addressed("collection") || localStorage.getItem("collection");
   try {
     const { collections } = await call("GET", "v1/collections");
     picker.replaceChildren(...collections.map(({ name, count }) => new Option(`${name} (${count})`, name)));
@@ -146,7 +145,11 @@ function fromAddress() {
     const filter = JSON.parse(params.get("filter") || "{}");
     if (filter && typeof filter === "object" && !Array.isArray(filter)) Object.assign(state.filter, filter);
   } catch { /* not JSON: no filter */ }
-  state.addressCollection = params.get("collection");
+}
+
+// One parameter of the page's address: the collection it names is picked once the list of them is loaded.
+function addressed(name) {
+  return new URLSearchParams(location.search).get(name);
 }
 
 // --- showing the answer ----------------------------------------------------------------------------
@@ -349,7 +352,7 @@ window.addEventListener("popstate", () => {
   typed.cancel(); // a keystroke's search still waiting would rewrite the step gone back to (QA)
   fromAddress();
   const picker = $("collection");
-  const wanted = state.addressCollection;
+  const wanted = addressed("collection");
   if (wanted !== picker.value && [...picker.options].some((option) => option.value === wanted)) {
     picker.value = wanted;
     state.facetFields = [];
