@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # a pass, and a pass that found others queued waits at most this long for the rest of a burst.
     query_batch_size: int = Field(16, ge=1, le=256)
     query_batch_wait_ms: float = Field(1.0, ge=0.0, le=100.0)
+    # Searches that retrieve, fuse and filter side by side once their query is encoded; the others wait their
+    # turn (app/engine/engine.py). Unset: the cores this process may use.
+    search_slots: int | None = Field(None, ge=1, le=256)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=2**30)  # a larger bound read as no limit at all
     max_batch_documents: int = Field(2000, ge=1)
     # Index snapshots: taken at shutdown and when this many writes have accumulated.
@@ -160,6 +163,9 @@ class Settings(BaseSettings):
 
     def ingest_thread_count(self) -> int:
         return self.ingest_threads or machine_cores()
+
+    def search_slot_count(self) -> int:
+        return self.search_slots or machine_cores()
 
     def load_encoder(self, document_threads: int = 1) -> Encoder:
         """The configured encoder backend, loaded (not warmed up). `document_threads`: the intra-op threads of one
