@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
     app.state.metrics.watch_replication(lambda: _replication(app), lambda: {
         c.name: c.applied_seq for c in (app.state.engine.list_collections() if app.state.engine else [])})
     app.state.metrics.watch_query_encoder(lambda: _query_encoder_counts(app))
+    app.state.metrics.watch_search_slots(lambda: _search_slot_counts(app))
     install_handlers(app)
     for module in (system, collections, documents, search, relevance, ui):
         app.include_router(module.router)
@@ -157,6 +158,11 @@ def _replication(app: FastAPI) -> dict[str, float] | None:
 def _query_encoder_counts(app: FastAPI) -> tuple[int, int]:
     engine: SearchEngine | None = app.state.engine
     return (0, 0) if engine is None else (engine.queries.batches, engine.queries.texts)
+
+
+def _search_slot_counts(app: FastAPI) -> tuple[int, float]:
+    engine: SearchEngine | None = app.state.engine
+    return (0, 0.0) if engine is None else (engine.search_slots.waits, engine.search_slots.wait_seconds)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -60,6 +60,18 @@ class _QueryEncoderPasses(Collector):
         yield CounterMetricFamily("search_query_encoder_queries", "Queries encoded by those passes", texts)
 
 
+class _SearchSlots(Collector):
+    """Searches that waited for a search slot (app/engine/slots.py), and for how long in all."""
+
+    def __init__(self, counts: Callable[[], tuple[int, float]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        waits, seconds = self._counts()
+        yield CounterMetricFamily("search_slot_waits", "Searches that found every search slot taken", waits)
+        yield CounterMetricFamily("search_slot_wait_seconds", "Time searches waited for a search slot", seconds)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -90,6 +102,10 @@ class Metrics:
     def watch_query_encoder(self, counts: Callable[[], tuple[int, int]]) -> None:
         """`counts`: (forward passes, queries encoded) so far."""
         self.registry.register(_QueryEncoderPasses(counts))
+
+    def watch_search_slots(self, counts: Callable[[], tuple[int, float]]) -> None:
+        """`counts`: (searches that waited for a slot, seconds they waited) so far."""
+        self.registry.register(_SearchSlots(counts))
 
     def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
         self.queries.labels(collection).inc()

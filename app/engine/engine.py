@@ -24,6 +24,7 @@ from app.engine.judgments import check_enough_relevant, kept_as_it_serves, merge
 from app.engine.own_adapter import fit_own_adapter
 from app.engine.relevance import CosineAdapter, Family
 from app.engine.shipped_adapters import fits_encoder, load_default_adapter, load_fallback_adapter
+from app.engine.slots import SearchSlots
 from app.engine.storage import index_root, open_store, remove_orphan_indexes
 from app.engine.types import (
     Bm25Settings,
@@ -75,10 +76,9 @@ class SearchEngine:
         # Over the shared store, any replica answers for any replica's job (app/engine/jobs.py).
         self.training_jobs = TrainingJobs(board=self.store.shared, owner=f"{socket.gethostname()}:{os.getpid()}") \
             if isinstance(self.store, ReplicaStore) else TrainingJobs()
-        # Past the encode, a search is mostly Python under the GIL: more of them at once than there are cores only
-        # trade caches and the GIL back and forth. At 100K documents, 8 clients on 2 cores, 2 slots answered
-        # 203-224 hybrid searches a second against 156-189 unbounded (README, "Search slots").
-        self._search_slots = threading.BoundedSemaphore(settings.search_slot_count())
+        # At 100K documents, 8 clients on 2 cores, 2 slots answered 203-224 hybrid searches a second against 156-189
+        # unbounded (README, "Search slots").
+        self.search_slots = SearchSlots(settings.search_slot_count())
         self.queries = QueryBatcher(embedder, settings.query_batch_size if embedder.batch_invariant else 1,
                                     settings.query_batch_wait_ms / 1000)
         self.documents = DocumentEncoderPool(embedder, self.queries, settings.ingest_thread_count(),
@@ -262,7 +262,7 @@ class SearchEngine:
         query = self.queries.encode(request.query) if wants_vector else None
         # The encode stays outside the slot: the encoder shares its forward passes among the queries waiting for it,
         # and a query encodes while others search.
-        with self._search_slots:
+        with self.search_slots.held():
             return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
 
     def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:

@@ -108,6 +108,16 @@ def test_metrics_count_the_query_encoders_passes(animals: TestClient) -> None:
     assert delta("search_query_encoder_passes_total") == delta("search_query_encoder_queries_total") == 4
 
 
+def test_metrics_count_the_searches_that_waited_for_a_slot(animals: TestClient) -> None:
+    slots = animals.app.state.engine.search_slots  # type: ignore[attr-defined]
+    animals.post(SEARCH, json={"query": "salmon"})
+    assert slots.waits == 0  # one search at a time never waits
+    slots.waits, slots.wait_seconds = 3, 0.25  # as if three had waited (tests/engine/test_search_slots.py)
+    found = samples(animals)
+    assert value(found, "search_slot_waits_total") == 3
+    assert value(found, "search_slot_wait_seconds_total") == 0.25
+
+
 def test_an_unexpected_error_is_a_500_answer_not_a_dropped_connection(animals: TestClient,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Starlette's last-resort handler answers a 500 and then raises the error again, and uvicorn closes the

@@ -50,6 +50,9 @@ def _most_at_once(tmp_path: Path, embedder: Encoder, monkeypatch: pytest.MonkeyP
         for thread in threads:
             thread.join(30)
         assert not failures, failures
+        # every search past the first `slots` found them taken and waited (~0.1 s each at least)
+        assert engine.search_slots.waits == searches - slots
+        assert engine.search_slots.wait_seconds >= 0.09 * (searches - slots)
         return most
     finally:
         monkeypatch.undo()
