@@ -8,6 +8,7 @@ const PAGE = 10; // hits a page
 const state = {
   filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
   refocus: null, // [container id, field]: where keyboard focus goes once the next answer is shown
+  standIn: null, // {named, shown}: the address named a collection the service lacks, and the page shows this one
 };
 
 // --- talking to the service ------------------------------------------------------------------------
@@ -57,6 +58,7 @@ async function loadCollections() {
     const { collections } = await call("GET", "v1/collections");
     picker.replaceChildren(...collections.map(({ name, count }) => new Option(`${name} (${count})`, name)));
     if (collections.some((c) => c.name === wanted)) picker.value = wanted;
+    standIn(picker.value);
     if (!collections.length) showStatus("No collections yet: load one with `python -m app ingest`.");
   } catch (error) {
     picker.replaceChildren(); // not the list another key was allowed to see
@@ -152,6 +154,20 @@ function addressed(name) {
   return new URLSearchParams(location.search).get(name);
 }
 
+// The collection the page shows when the address names one the service does not have (a link to a collection
+// since deleted, or one this key may not read): the status line says so, where it showed another collection's
+// hits as if they were the named one's (QA). Until another collection is picked.
+function standIn(shown) {
+  const named = addressed("collection");
+  state.standIn = named && shown && named !== shown ? { named, shown } : null;
+}
+
+function standInNote(collection) {
+  if (state.standIn?.shown !== collection) return "";
+  const named = state.standIn.named.replace(/[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, "").slice(0, 80);
+  return `No collection “${named}” here (or none this key may read): showing ${collection}. `;
+}
+
 // --- showing the answer ----------------------------------------------------------------------------
 
 function showStatus(message, isError = false) {
@@ -174,12 +190,12 @@ function render(answer, collection, body) {
   $("pager").hidden = true;
   renderFilters();
   if (!answer) {
-    showStatus("");
+    showStatus(standInNote(collection));
     return refocus();
   }
   const offset = body.offset || 0;
   const shown = answer.hits.length ? `${offset + 1}–${offset + answer.hits.length}` : "0";
-  showStatus(`${shown} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
+  showStatus(`${standInNote(collection)}${shown} of ${answer.total} hits · ${answer.took_ms.toFixed(1)} ms`);
   $("previous").disabled = !offset;
   $("next").disabled = offset + answer.hits.length >= answer.total;
   $("pager").hidden = $("previous").disabled && $("next").disabled;
@@ -326,6 +342,7 @@ $("relevance").addEventListener("change", () => {
   search({ push: true });
 });
 $("collection").addEventListener("change", () => {
+  state.standIn = null;
   localStorage.setItem("collection", $("collection").value);
   state.filter = Object.create(null);
   state.facetFields = [];
@@ -357,6 +374,7 @@ window.addEventListener("popstate", () => {
     picker.value = wanted;
     state.facetFields = [];
   }
+  standIn(picker.value);
   search({ keepPage: true });
 });
 $("controls").addEventListener("submit", (event) => event.preventDefault());

@@ -423,3 +423,29 @@ def test_a_page_opened_while_the_service_starts_lists_its_collections_once_it_is
     # The service gone: the page says so, where the browser says only "Failed to fetch" (QA).
     browser.find_element(By.ID, "query").send_keys(" again")
     wait.until(lambda d: "cannot reach the search service" in d.find_element(By.ID, "status").text)
+
+
+def test_a_link_to_a_collection_the_service_lacks_says_which_one_the_page_shows(live_server: Server,
+                                                                             browser: Any) -> None:
+    """An address naming a collection that is gone (or that the key may not read) showed another collection's
+    hits without a word, as if they were the named one's (QA)."""
+    with SearchClient(live_server.url) as client:
+        for name in ("ui-stand-a", "ui-stand-b"):
+            client.create_collection(name)
+            client.ingest(name, ANIMALS)
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+    browser.get(f"{live_server.url}/ui/?q=cats&collection=ui-gone&relevance=off")
+    status = browser.find_element(By.ID, "status")
+    wait.until(lambda d: _hits(d) and "hits" in status.text)
+    shown = Select(browser.find_element(By.ID, "collection")).first_selected_option.get_attribute("value")
+    note = f"No collection \u201cui-gone\u201d here (or none this key may read): showing {shown}. "
+    assert status.text.startswith(note)
+    assert "collection=" + quote(shown) in browser.current_url  # the address now names what the page shows
+    other = "ui-stand-b" if shown == "ui-stand-a" else "ui-stand-a"
+    Select(browser.find_element(By.ID, "collection")).select_by_value(other)  # a collection picked: no note
+    wait.until(lambda d: "hits" in status.text and "No collection" not in status.text)
+    assert "collection=" + quote(other) in browser.current_url
+    browser.get(f"{live_server.url}/ui/?q=cats&collection={other}&relevance=off")  # a good link: no note
+    wait.until(lambda d: _hits(d) and "hits" in d.find_element(By.ID, "status").text)
+    assert not browser.find_element(By.ID, "status").text.startswith("No collection")
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
