@@ -8,6 +8,7 @@ const PAGE = 10; // hits a page
 const state = {
   filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
   refocus: null, // [container id, field]: where keyboard focus goes once the next answer is shown
+  maxOffset: undefined, // the largest offset the service takes (its OpenAPI document)
   standIn: null, // {named, shown}: the address named a collection the service lacks, and the page shows this one
 };
 
@@ -48,6 +49,9 @@ async function loadFeatures() {
     const schema = await call("GET", "openapi.json");
     const fields = schema.components?.schemas?.SearchRequest?.properties || {};
     for (const name of ["highlight", "facets"]) if (name in fields) state.features.add(name);
+    // The deepest page it takes (an old link's deeper one got its 422): the integer's maximum, in or out of anyOf.
+    state.maxOffset = [fields.offset, ...(fields.offset?.anyOf || [])].map((type) => type?.maximum)
+      .find(Number.isFinite);
   } catch { /* no OpenAPI document: search without them */ }
 }
 
@@ -84,6 +88,7 @@ function searchBody(extra = {}) {
 // the step it is on.
 async function search({ keepPage = false, push = false } = {}) {
   if (!keepPage) state.offset = 0;
+  if (state.maxOffset >= 0) state.offset = Math.min(state.offset, state.maxOffset - (state.maxOffset % PAGE));
   const collection = $("collection").value;
   const body = searchBody();
   if (!collection) return; // none to search (the status line says why)
