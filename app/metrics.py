@@ -1,7 +1,7 @@
 """Prometheus metrics of one app instance (own registry: no process-global state)."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -47,29 +47,17 @@ class _Replication(Collector):
         yield family
 
 
-class _QueryEncoderPasses(Collector):
-    """Forward passes of the query encoder and the searches they encoded: their ratio is how many searches
-    shared a pass (1 when every search encodes alone)."""
+class _Counters(Collector):
+    """Counters the engine keeps itself, read when scraped: `read()` gives one value per (name, help) of
+    `counters`, in their order."""
 
-    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
-        self._counts = counts
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        passes, texts = self._counts()
-        yield CounterMetricFamily("search_query_encoder_passes", "Forward passes of the query encoder", passes)
-        yield CounterMetricFamily("search_query_encoder_queries", "Queries encoded by those passes", texts)
-
-
-class _SearchSlots(Collector):
-    """Searches that waited for a search slot (app/engine/slots.py), and for how long in all."""
-
-    def __init__(self, counts: Callable[[], tuple[int, float]]) -> None:
-        self._counts = counts
+    def __init__(self, counters: Sequence[tuple[str, str]], read: Callable[[], Sequence[float]]) -> None:
+        self._counters = counters
+        self._read = read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        waits, seconds = self._counts()
-        yield CounterMetricFamily("search_slot_waits", "Searches that found every search slot taken", waits)
-        yield CounterMetricFamily("search_slot_wait_seconds", "Time searches waited for a search slot", seconds)
+        for (name, help_text), value in zip(self._counters, self._read(), strict=True):
+            yield CounterMetricFamily(name, help_text, value)
 
 
 class Metrics:
@@ -100,12 +88,18 @@ class Metrics:
         self.registry.register(_Replication(status, applied))
 
     def watch_query_encoder(self, counts: Callable[[], tuple[int, int]]) -> None:
-        """`counts`: (forward passes, queries encoded) so far."""
-        self.registry.register(_QueryEncoderPasses(counts))
+        """`counts`: (forward passes, queries encoded) so far. Their ratio is how many searches shared a pass (1
+        when every search encodes alone)."""
+        self.registry.register(_Counters((("search_query_encoder_passes", "Forward passes of the query encoder"),
+                                          ("search_query_encoder_queries", "Queries encoded by those passes")),
+                                         counts))
 
     def watch_search_slots(self, counts: Callable[[], tuple[int, float]]) -> None:
-        """`counts`: (searches that waited for a slot, seconds they waited) so far."""
-        self.registry.register(_SearchSlots(counts))
+        """`counts`: (searches that found every search slot taken, seconds they waited) so far
+        (app/engine/slots.py)."""
+        self.registry.register(_Counters((("search_slot_waits", "Searches that found every search slot taken"),
+                                          ("search_slot_wait_seconds", "Time searches waited for a search slot")),
+                                         counts))
 
     def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
         self.queries.labels(collection).inc()
