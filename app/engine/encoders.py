@@ -5,6 +5,7 @@ moves a vector by ~0.01 in cosine): each collection stores the EncoderIdentity t
 refuses to serve a collection under another one (EncoderMismatch).
 """
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -90,12 +91,38 @@ def model_name(model_path: str) -> str:
     return BUNDLED_MODEL if Path(model_path).resolve() == bundled else model_path
 
 
-def machine_cores() -> int:
-    """The cores this process may run on (its affinity mask, which a container's cpuset narrows)."""
+# Where a container sees its own cgroup's CPU quota: cgroup v2's cpu.max ("max 100000", "150000 100000"), or v1's
+# quota and period files (-1: none).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs this process's cgroup may use in all (a container's `cpus: 1.5` is 1.5), None when unlimited or
+    unknown."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        if (root / "cpu.max").exists():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period) if int(quota) > 0 and int(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def machine_cores() -> int:
+    """The cores this process may run on: its affinity mask (which a container's cpuset narrows), and no more
+    than its cgroup's CPU quota rounded up (Compose's `cpus: 1` is a quota, and the affinity mask still lists
+    every core of the host: a replica given one CPU on a 16-core host would run 16 ingest threads and 16 search
+    slots)."""
+    try:
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cpu_quota()
+    return cores if quota is None else max(1, min(cores, math.ceil(quota)))
 
 
 def load_encoder(backend: Backend, model_path: str, *, threads: int, ingest_threads: int, batch_size: int,

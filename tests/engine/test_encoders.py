@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.engine import encoders
 from app.engine.embedder import Embedder
-from app.engine.encoders import BUNDLED_MODEL, Encoder, EncoderIdentity
+from app.engine.encoders import BUNDLED_MODEL, Encoder, EncoderIdentity, cpu_quota, machine_cores
 from app.engine.engine import SearchEngine
 from app.settings import Settings
 
@@ -159,3 +160,34 @@ def test_an_earlier_export_of_the_model_is_removed_and_other_models_exports_stay
     ensure_exported(settings.model_path(), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([current.name, "fedcba9876543210", "unrelated"])
     assert current.is_dir()
+
+
+@pytest.mark.parametrize(("files", "cpus"), [
+    ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+    ({"cpu.max": "150000 100000\n"}, 1.5),  # Compose's `cpus: 1.5`
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # cgroup v1, no limit
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({}, None),  # no cgroup files: unknown, so no limit
+    ({"cpu.max": "garbage\n"}, None),
+])
+def test_the_cgroup_cpu_quota_is_read_as_a_container_sees_it(tmp_path: Path, files: dict[str, str],
+                                                            cpus: float | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == cpus
+
+
+def test_the_cores_are_no_more_than_the_quota_allows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose's `cpus: 1` is a quota: the affinity mask still lists every core of the host, and ingest threads and
+    search slots default to the cores."""
+    affinity = machine_cores()
+    monkeypatch.setattr(encoders, "cpu_quota", lambda: 0.5)
+    assert machine_cores() == 1
+    monkeypatch.setattr(encoders, "cpu_quota", lambda: 1.5)
+    assert machine_cores() == min(2, affinity)
+    monkeypatch.setattr(encoders, "cpu_quota", lambda: 1000.0)
+    assert machine_cores() == affinity
+    assert Settings(data_dir=Path("unused")).search_slot_count() == affinity
+    monkeypatch.setattr(encoders, "cpu_quota", lambda: 1.0)
+    assert Settings(data_dir=Path("unused")).search_slot_count() == Settings().ingest_thread_count() == 1
