@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from app import cli_args as types
-from app.runtime import Terminated, configure_environment, interruptible
+from app.runtime import configure_environment, interruptible, stopped_by
 
 PROJECT = "hybrid-search"
 
@@ -317,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             result: int = args.func(args)
         return result
     except KeyboardInterrupt as exc:  # the work dirs and servers of the command are gone by now
-        print(f"python -m app {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
-              file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        said, status = stopped_by(exc)
+        print(f"python -m app {args.command}: {said}", file=sys.stderr)
+        return status
     except (BeirError, UsageError) as exc:
         print(f"python -m app {args.command}: {exc}", file=sys.stderr)
         return 2

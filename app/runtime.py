@@ -28,6 +28,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, read as Ctrl-C is: killed by it, evaluate and train-adapter left their work dirs in /tmp (QA)."""
 
 
+def stopped_by(signal_raised: KeyboardInterrupt) -> tuple[str, int]:
+    """What a command stopped by a signal says, and its exit status: 128 + the signal's number, as a shell's."""
+    return ("terminated", 143) if isinstance(signal_raised, Terminated) else ("interrupted", 130)
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Within it, SIGTERM raises Terminated and SIGINT KeyboardInterrupt in the main thread, once: either signal

@@ -9,7 +9,7 @@ from typing import Any
 
 from app import cli_args as types
 from app.client import ApiError, ClientError, Retry, SearchClient
-from app.runtime import Terminated
+from app.runtime import stopped_by
 
 # A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
 # runs, and the client's default 6 attempts gave up after 5-8 s. 20 attempts wait ~20 s of 503s, or up to ~2 min
@@ -36,9 +36,9 @@ def _ingest(args: argparse.Namespace) -> int:
                           concurrency=args.concurrency, resume=not args.restart, quiet=args.quiet,
                           progress_file=args.progress_file)
     except KeyboardInterrupt as exc:
-        print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: run the same command again to "
-              "resume", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        said, status = stopped_by(exc)
+        print(f"{said}: run the same command again to resume", file=sys.stderr)
+        return status
     except (NotResumable, OSError) as exc:  # (OSError: the input is not there, or not readable)
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 1
