@@ -23,6 +23,12 @@ ANALYSED_CHARS = 10_000
 # A word's character, combining marks included: decomposed (NFD) text keeps an accent apart from its letter, and
 # a fragment cut between them began "… ́sumé" or ended "Cafe …" (QA).
 _WORD_CHAR = re.compile(rf"[\w{MARKS}]")
+# What joins the character before it into one symbol: a combining mark, a zero-width joiner (and, below, what
+# follows one), a variation selector, a skin tone, a keycap's enclosing mark, a tag character (a subdivision's
+# flag); and of two regional indicators, the second (a country's flag). A cut before one left half an emoji: "👨‍👩"
+# of a family "👨‍👩‍👧", a hand without its tone, a flag's one letter. (A run of flags stays whole: no cut in it.)
+_GLUE = re.compile(f"[{MARKS}\u200d\ufe00-\ufe0f\u20e3\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]")
+_REGIONAL = re.compile("[\U0001f1e6-\U0001f1ff]")
 
 Spans = Callable[[str], list[tuple[int, int, str]]]
 
@@ -31,13 +37,20 @@ def _is_word(char: str) -> bool:
     return bool(_WORD_CHAR.match(char))
 
 
+def _joined(text: str, at: int) -> bool:
+    """Whether a cut before text[at] (0 < at < len(text)) would split a word or a symbol."""
+    before, after = text[at - 1], text[at]
+    return (_is_word(before) and _is_word(after)) or bool(_GLUE.match(after)) or before == "\u200d" \
+        or bool(_REGIONAL.match(before) and _REGIONAL.match(after))
+
+
 def _snap(text: str, low: int, high: int) -> tuple[int, int]:
-    """Moves the window's edges inward off any word they cut, then off the whitespace they leave; a window
-    inside one word longer than itself is cut in the word (snapped, it was empty: a fragment of " …")."""
+    """Moves the window's edges inward off any word or symbol they cut, then off the whitespace they leave; a
+    window inside one word longer than itself is cut in the word (snapped, it was empty: a fragment of " …")."""
     start, end = low, high
-    while 0 < start < end and _is_word(text[start - 1]) and _is_word(text[start]):
+    while 0 < start < end and _joined(text, start):
         start += 1
-    while start < end < len(text) and _is_word(text[end - 1]) and _is_word(text[end]):
+    while start < end < len(text) and _joined(text, end):
         end -= 1
     while start < end and text[start].isspace():
         start += 1

@@ -105,3 +105,22 @@ def test_a_fragment_of_decomposed_text_keeps_each_accent_with_its_letter() -> No
             end = text.index(core) + len(core)
             assert not unicodedata.combining(core[0]), (size, fragment)
             assert end == len(text) or not unicodedata.combining(text[end]), (size, fragment)
+
+
+def test_a_fragment_never_cuts_an_emoji_in_two() -> None:
+    """A family joined by zero-width joiners, a hand and its skin tone, a flag's two letters, a keycap, a heart
+    and its variation selector, a subdivision's flag of tag characters: each whole in a fragment or not at all."""
+    symbols = ["👨\u200d👩\u200d👧", "👍🏽", "🇫🇷", "1\ufe0f\u20e3", "❤\ufe0f",
+               "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"]
+    text = " ".join(f"café{symbol}{symbol}n{n}" if n % 2 else f"{symbol} the café {symbol} n{n}"
+                    for n, symbol in enumerate(symbols * 4))
+    spans = [(m.start(), m.end()) for symbol in symbols for m in re.finditer(re.escape(symbol), text)]
+    cuts = 0
+    for size in range(12, 70):
+        for fragment in frags(text, "café", chars=size, count=3):
+            core = html.unescape(re.sub(r"</?mark>", "", fragment)).removeprefix("… ").removesuffix(" …")
+            start = text.index(core)  # (numbered words make most cores unique)
+            for edge in (start, start + len(core)):
+                assert not any(a < edge < b for a, b in spans), (size, fragment)
+                cuts += 0 < edge < len(text)
+    assert cuts > 100  # the edges did fall among the symbols
