@@ -3,7 +3,6 @@
 import argparse
 import importlib.metadata
 import json
-import os
 import re
 import sys
 import tempfile
@@ -123,11 +122,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from app.client import ApiError
 
     ((dataset, split),) = _datasets([args.dataset], args.split)
+    key = types.api_key(args)
     try:
+        if args.url:
+            _reachable(args.url, key)
         with _work_dir(args.data_dir, "search-eval-") as data_dir:
             failures = evaluate_dataset(dataset, split, data_dir, floors=args.check or {},
                                         relevance_checks=args.check_relevance, plot=args.plot, out=args.json,
-                                        url=args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None)
+                                        url=args.url, api_key=key)
     except (ApiError, httpx.HTTPError) as exc:  # a server at --url that is down or refuses: one line, not a trace
         if not args.url:
             raise
@@ -135,6 +137,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _reachable(url: str, api_key: str | None) -> None:
+    """One quick look at the server before any work, with the search command's short retry: one that is down, or
+    that refuses the key, is said within a second or two, where the evaluation's first call printed the client's
+    six retry lines over 5 s first (the evaluation's own calls keep those: a long run rides out a restart)."""
+    from app.client import SearchClient
+    from app.commands import SEARCH_RETRY
+
+    with SearchClient(url, api_key=api_key, retry=SEARCH_RETRY) as client:
+        client.list_collections()
 
 
 def _train_adapter(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ there were tracebacks, several of them after minutes of work (QA)."""
 import argparse
 import json
 import math
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,11 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False,
 
 
 seconds = number(0, low_open=True)
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The key a command sends to the server at its --url: --api-key, else $SEARCH_API_KEY, else none."""
+    return args.api_key or os.environ.get("SEARCH_API_KEY") or None
 
 
 def subset(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:

@@ -423,3 +423,20 @@ def test_the_corpus_is_created_only_when_the_server_lacks_it() -> None:
     assert ensure_corpus(held, "eval-x", corpus) is None and held.calls == ["get"]  # type: ignore[arg-type]
     ensure_corpus(missing, "eval-x", corpus)  # type: ignore[arg-type]
     assert missing.calls == ["get", "create", "ingest 1"]
+
+
+def test_evaluate_at_a_url_where_nothing_listens_says_so_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Its first call printed the client's six retry lines over 5 s before the one line that said why."""
+    from tests.server import free_port
+
+    def no_work(*args: object, **kwargs: object) -> list[str]:
+        raise AssertionError("the evaluation started")
+
+    monkeypatch.setattr("app.eval.report.evaluate_dataset", no_work)
+    monkeypatch.setattr("app.eval.beir.check_beir", lambda directory, split: None)
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.WARNING):
+        main(["evaluate", "--dataset", "x", "--url", url])
+    assert str(exit_info.value.code).startswith(f"python -m app evaluate: {url}: ")
+    assert len([r for r in caplog.records if "trying again" in r.getMessage()]) <= 1

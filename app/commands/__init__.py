@@ -2,7 +2,6 @@
 reencode and export-onnx work on the data directory and the environment while none runs."""
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ SEARCH_RETRY = Retry(attempts=2, max_wait=2.0)
 
 
 def _client(args: argparse.Namespace, retry: Retry | None = None) -> SearchClient:
-    return SearchClient(args.url, api_key=args.api_key or os.environ.get("SEARCH_API_KEY") or None, retry=retry,
-                        timeout=args.timeout)
+    return SearchClient(args.url, api_key=types.api_key(args), retry=retry, timeout=args.timeout)
 
 
 def _ingest(args: argparse.Namespace) -> int:
