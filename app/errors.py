@@ -23,6 +23,7 @@
      │    ├── ShuttingDown             503 shutting_down (a search queued for the encoder when the service stopped)
      │    └── StartupFailed            503 startup_failed (/ready of an in-process app whose start-up failed)
      ├── InsufficientStorage           507 insufficient_storage (the store's disk is full; nothing written)
+     ├── ClientGone                    499 client_closed_request (a search whose client left while it waited)
      ├── DataDirLocked                 raised at start when another process holds the data dir
      ├── DataDirUnusable               raised at start when the data dir cannot be made or written (a file, say)
      └── EncoderMismatch               raised at start when collections were encoded by another encoder
@@ -143,6 +144,13 @@ class InsufficientStorage(SearchServiceError):
     it was written. Not retried by clients: space does not come back by itself."""
 
     status, code = 507, "insufficient_storage"
+
+
+class ClientGone(SearchServiceError):
+    """A search whose client closed its connection while the search waited for a search slot: not run. The
+    answer reaches no one; 499 is nginx's "client closed request", which the request metrics count it as."""
+
+    status, code = 499, "client_closed_request"
 
 
 class DataDirLocked(SearchServiceError):

@@ -160,9 +160,10 @@ def _query_encoder_counts(app: FastAPI) -> tuple[int, int]:
     return (0, 0) if engine is None else (engine.queries.batches, engine.queries.texts)
 
 
-def _search_slot_counts(app: FastAPI) -> tuple[int, float]:
+def _search_slot_counts(app: FastAPI) -> tuple[int, float, int]:
     engine: SearchEngine | None = app.state.engine
-    return (0, 0.0) if engine is None else (engine.search_slots.waits, engine.search_slots.wait_seconds)
+    slots = None if engine is None else engine.search_slots
+    return (0, 0.0, 0) if slots is None else (slots.waits, slots.wait_seconds, slots.abandoned)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -94,11 +94,13 @@ class Metrics:
                                           ("search_query_encoder_queries", "Queries encoded by those passes")),
                                          counts))
 
-    def watch_search_slots(self, counts: Callable[[], tuple[int, float]]) -> None:
-        """`counts`: (searches that found every search slot taken, seconds they waited) so far
-        (app/engine/slots.py)."""
+    def watch_search_slots(self, counts: Callable[[], tuple[int, float, int]]) -> None:
+        """`counts`: (searches that found every search slot taken, seconds they waited, searches among them whose
+        client left before their turn) so far (app/engine/slots.py)."""
         self.registry.register(_Counters((("search_slot_waits", "Searches that found every search slot taken"),
-                                          ("search_slot_wait_seconds", "Time searches waited for a search slot")),
+                                          ("search_slot_wait_seconds", "Time searches waited for a search slot"),
+                                          ("search_slot_abandoned", "Searches not run: their client left while "
+                                           "they waited for a search slot")),
                                          counts))
 
     def observe_search(self, collection: str, candidates: int, filtered: int, hits: int) -> None:
@@ -131,6 +133,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        scope.setdefault("state", {})["arrived"] = start  # request.state.arrived: when the service first saw it
         status: dict[str, Any] = {"code": 500}  # what an exception that escaped every handler would be
 
         async def send_wrapper(message: Message) -> None:

@@ -2,12 +2,14 @@
 
 import time
 
+from anyio import from_thread
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import ReadEngineDep
 from app.api.errors import error_responses
 from app.api.params import CollectionName, locate
-from app.errors import InvalidInput
+from app.engine import slots
+from app.errors import ClientGone, InvalidInput
 from app.schemas.search import FacetValue, Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
@@ -19,8 +21,16 @@ _LOCATIONS = {"recall_target": ("body", "relevance", "recall_target"),
 @router.post("/search", response_model=SearchResponse, responses=error_responses(413, 415))
 def search(name: CollectionName, body: SearchRequest, engine: ReadEngineDep, request: Request) -> Response:
     start = time.perf_counter()
+
+    def still_wanted() -> bool:  # a hop to the event loop: asked only of a search that has waited
+        return not from_thread.run(request.is_disconnected)
+
+    # A search that waited for a worker thread (every one busy: overload) first asks whether its client is still
+    # there; the engine asks again while it waits for a search slot.
+    if start - getattr(request.state, "arrived", start) > slots.STILL_WANTED_EVERY and not still_wanted():
+        raise ClientGone("the client closed its connection before the search began")
     try:
-        outcome = engine.search(name, body.to_engine())
+        outcome = engine.search(name, body.to_engine(), still_wanted)
     except InvalidInput as exc:
         raise locate(exc, _LOCATIONS) from None
     # `explain`, `highlights` and `facets` appear only when asked for (API.md): left unset, they are not dumped.

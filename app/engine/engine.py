@@ -253,7 +253,10 @@ class SearchEngine:
 
     # --- search -----------------------------------------------------------------------------
 
-    def search(self, name: str, request: SearchQuery) -> hybrid.SearchOutcome:
+    def search(self, name: str, request: SearchQuery,
+               still_wanted: Callable[[], bool] | None = None) -> hybrid.SearchOutcome:
+        """`still_wanted`: asked while the search waits for a search slot; once it says False, the search gives
+        up its turn (ClientGone)."""
         collection = self.collection(name)
         adapter = self.adapter_for(collection)
         # A lexical search needs the query's vector for the relevance filter, and for the probability every hit
@@ -262,7 +265,7 @@ class SearchEngine:
         query = self.queries.encode(request.query) if wants_vector else None
         # The encode stays outside the slot: the encoder shares its forward passes among the queries waiting for it,
         # and a query encodes while others search.
-        with self.search_slots.held():
+        with self.search_slots.held(still_wanted):
             return hybrid.search(collection, request, query, adapter, self.search_defaults(adapter), self._beside)
 
     def search_defaults(self, adapter: CosineAdapter | None) -> SearchDefaults:

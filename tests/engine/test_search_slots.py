@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from app.engine import hybrid
+from app.engine import slots as slots_module
 from app.engine.encoders import Encoder, machine_cores
 from app.engine.engine import SearchEngine
+from app.engine.slots import SearchSlots
 from app.engine.types import DocumentInput, SearchQuery
+from app.errors import ClientGone
 from app.settings import Settings
 
 
@@ -44,7 +47,7 @@ def _most_at_once(tmp_path: Path, embedder: Encoder, monkeypatch: pytest.MonkeyP
             except BaseException as exc:  # reported by the test thread below
                 failures.append(exc)
 
-        threads = [threading.Thread(target=one) for _ in range(searches)]
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(searches)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -68,3 +71,133 @@ def test_searches_take_turns_in_the_slots(tmp_path: Path, embedder: Encoder, mon
 def test_slots_default_to_the_cores() -> None:
     assert Settings().search_slot_count() == machine_cores()
     assert Settings(search_slots=3).search_slot_count() == 3
+
+
+def _holder(slots: SearchSlots) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """A thread holding one of `slots` until `done` is set; `inside` is set once it holds it."""
+    inside, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with slots.held():
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert inside.wait(10)
+    return thread, inside, done
+
+
+def test_waiting_searches_take_their_turns_in_order() -> None:
+    slots = SearchSlots(1)
+    holder, _, done = _holder(slots)
+    order: list[int] = []
+
+    def wait_turn(n: int) -> None:
+        with slots.held():
+            order.append(n)
+
+    waiters = []
+    for n in range(5):
+        waiters.append(threading.Thread(target=wait_turn, args=(n,), daemon=True))
+        waiters[-1].start()
+        while slots.waiting() < n + 1:  # queued before the next one comes
+            time.sleep(0.001)
+    done.set()
+    for thread in [holder, *waiters]:
+        thread.join(10)
+    assert order == [0, 1, 2, 3, 4]
+    assert slots.waits == 5 and slots.abandoned == 0
+
+
+def test_a_search_whose_caller_left_gives_up_its_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slots_module, "STILL_WANTED_EVERY", 0.01)
+    slots = SearchSlots(1)
+    holder, _, done = _holder(slots)
+    asked = threading.Event()
+
+    def gone() -> bool:
+        asked.set()
+        return False
+
+    ran: list[str] = []
+    failures: list[BaseException] = []
+
+    def leaving() -> None:
+        try:
+            with slots.held(gone):
+                ran.append("left")
+        except BaseException as exc:  # checked below
+            failures.append(exc)
+
+    def staying() -> None:
+        with slots.held(lambda: True):
+            ran.append("stayed")
+
+    first = threading.Thread(target=leaving, daemon=True)
+    first.start()
+    assert asked.wait(10)
+    first.join(10)
+    second = threading.Thread(target=staying, daemon=True)
+    second.start()
+    while slots.waiting() < 1:
+        time.sleep(0.001)
+    done.set()
+    for thread in (holder, second):
+        thread.join(10)
+    assert [type(exc) for exc in failures] == [ClientGone]
+    assert ran == ["stayed"] and slots.abandoned == 1 and slots.waits == 2
+    assert _comes_free(slots)
+
+
+def test_a_slot_handed_to_a_search_whose_caller_left_goes_on_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slots_module, "STILL_WANTED_EVERY", 0.01)
+    slots = SearchSlots(1)
+    holder, _, done = _holder(slots)
+    queued_behind = threading.Event()
+
+    def gone_as_the_slot_comes() -> bool:
+        # The slot comes free (and is handed to this search, first in line) between its wait's timeout and this
+        # answer: the search must pass it on to the one behind it, not drop it.
+        while slots.waiting() < 2:
+            time.sleep(0.001)
+        done.set()
+        holder.join(10)
+        return False
+
+    def behind() -> None:
+        with slots.held():
+            queued_behind.set()
+
+    failures: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            with slots.held(gone_as_the_slot_comes):
+                pass
+        except BaseException as exc:  # checked below
+            failures.append(exc)
+
+    leaving = threading.Thread(target=leave, daemon=True)
+    leaving.start()
+    while slots.waiting() < 1:
+        time.sleep(0.001)
+    second = threading.Thread(target=behind, daemon=True)
+    second.start()
+    leaving.join(10)
+    second.join(10)
+    assert [type(exc) for exc in failures] == [ClientGone]
+    assert queued_behind.is_set() and slots.abandoned == 1
+    assert _comes_free(slots)
+
+
+def _comes_free(slots: SearchSlots) -> bool:
+    """Whether a search gets a slot at once: none was leaked."""
+    taken = threading.Event()
+
+    def take() -> None:
+        with slots.held():
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return taken.wait(5)
