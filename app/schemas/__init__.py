@@ -3,7 +3,16 @@ share and the collections, documents, relevance and error models here, the searc
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from app.engine import types
@@ -41,6 +50,19 @@ QueryText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_
 # error, where SQLite took it), and SQLite ends a JSON path at it (a filter on such a key failed with a 500).
 NO_NUL = r"^[^\x00]*$"
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL)]
+
+
+def _addressable(doc_id: str) -> str:
+    """An id stored from now on is one every HTTP client can name in a URL. Curl, httpx and browsers resolve "."
+    and ".." path segments before sending: `DELETE …/documents/..` went out as `DELETE /v1/collections/NAME/`,
+    which deleted the whole collection (QA), and "./a" named document "a"."""
+    if any(segment in (".", "..") for segment in doc_id.split("/")):
+        raise ValueError("an id with '.' or '..' between its slashes cannot be named in a URL: HTTP clients take "
+                         "it as a step along the path (a DELETE of document '..' would reach the collection)")
+    return doc_id
+
+
+NewDocumentId = Annotated[DocumentId, AfterValidator(_addressable)]
 METADATA_KEY_PATTERN = r"^[^\x00]+$"
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=METADATA_KEY_PATTERN)]
 # pydantic checks a dict's keys but does not write their pattern into the JSON schema: say it there too.
@@ -232,7 +254,7 @@ class CollectionInfo(BaseModel):
 
 
 class Document(Strict):
-    id: DocumentId
+    id: NewDocumentId
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=NO_NUL)]
     title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS, pattern=NO_NUL)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue],

@@ -181,6 +181,23 @@ def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
     assert client.get("/v1/collections/p").json()["count"] == len(odd) - 1
 
 
+@pytest.mark.parametrize("doc_id", ["..", ".", "a/..", "./a", "a/../..", "x/./y"])
+def test_an_id_no_url_can_name_is_refused_and_nothing_is_stored(client: TestClient, doc_id: str) -> None:
+    """HTTP clients resolve "." and ".." path segments before sending: `curl -X DELETE …/documents/..` went out
+    as `DELETE /v1/collections/p/`, which deleted the whole collection (QA)."""
+    client.put("/v1/collections/p")
+    docs = [{"id": "fine", "text": "a document"}, {"id": doc_id, "text": "another"}]
+    for body, headers in ((json.dumps({"documents": docs}), {"content-type": "application/json"}),
+                          ("\n".join(json.dumps(d) for d in docs), {"content-type": "application/x-ndjson"})):
+        answer = client.post("/v1/collections/p/documents", content=body, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert "cannot be named in a URL" in answer.text
+    assert client.get("/v1/collections/p").json()["count"] == 0
+    # ids that only look alike are taken
+    alike = [{"id": i, "text": "t"} for i in ("...", "..a", ".hidden", "a.b/c..")]
+    assert client.post("/v1/collections/p/documents", json={"documents": alike}).status_code == 200
+
+
 def test_own_vectors_of_any_finite_scale_are_normalised(client: TestClient) -> None:
     """A vector is normalised whatever its scale: 1e-23 in every component had read as a cosine of millions
     and ranked first for every query; 1e20 had become a vector of zeros."""
