@@ -257,12 +257,13 @@ class Document(Strict):
     id: NewDocumentId
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=NO_NUL)]
     title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS, pattern=NO_NUL)] | None = None
+    # null is no metadata, as a null title or vector is none (it was a 422 where those passed; QA)
     metadata: Annotated[dict[MetadataKey, MetadataValue],
-                        Field(max_length=MAX_METADATA_KEYS, json_schema_extra=KEYS_DOCUMENTED)] = {}
+                        Field(max_length=MAX_METADATA_KEYS, json_schema_extra=KEYS_DOCUMENTED)] | None = None
     vector: Annotated[list[Number], Field(min_length=1, max_length=MAX_VECTOR_DIM)] | None = None
 
     def to_engine(self) -> types.DocumentInput:
-        return types.DocumentInput(self.id, self.text, self.title, self.metadata, self.vector)
+        return types.DocumentInput(self.id, self.text, self.title, self.metadata or {}, self.vector)
 
 
 class DocumentBatch(Strict):

@@ -181,6 +181,16 @@ def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
     assert client.get("/v1/collections/p").json()["count"] == len(odd) - 1
 
 
+def test_null_title_metadata_and_vector_mean_none(client: TestClient) -> None:
+    """`"metadata": null` was a 422 where a null title or vector passed (QA)."""
+    client.put("/v1/collections/n")
+    doc = {"id": "d", "text": "nothing else", "title": None, "metadata": None, "vector": None}
+    assert client.post("/v1/collections/n/documents", json={"documents": [doc]}).status_code == 200
+    stored = client.get("/v1/collections/n/documents/d").json()
+    assert stored["metadata"] == {} and stored["title"] is None
+    assert search(client, "nothing else", "n", filter={"x": 1})["hits"] == []
+
+
 @pytest.mark.parametrize("doc_id", ["..", ".", "a/..", "./a", "a/../..", "x/./y"])
 def test_an_id_no_url_can_name_is_refused_and_nothing_is_stored(client: TestClient, doc_id: str) -> None:
     """HTTP clients resolve "." and ".." path segments before sending: `curl -X DELETE …/documents/..` went out
