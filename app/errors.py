@@ -147,8 +147,9 @@ class InsufficientStorage(SearchServiceError):
 
 
 class ClientGone(SearchServiceError):
-    """A search whose client closed its connection while the search waited for a search slot: not run. The
-    answer reaches no one; 499 is nginx's "client closed request", which the request metrics count it as."""
+    """A search whose client closed its connection while the search waited (for a worker thread or a search
+    slot): not run. The answer reaches no one; 499 is nginx's "client closed request", as the request metrics
+    count it."""
 
     status, code = 499, "client_closed_request"
 

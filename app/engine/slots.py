@@ -74,19 +74,28 @@ class SearchSlots:
     def _wait(self, turn: threading.Event, still_wanted: Callable[[], bool] | None) -> None:
         start = time.perf_counter()
         gone = False
-        while not turn.wait(STILL_WANTED_EVERY if still_wanted else None):
-            if still_wanted is not None and not still_wanted():
-                gone = True
-                with self._lock:
-                    handed = turn.is_set()  # a slot handed over since the wait timed out
-                    if not handed:
-                        self._queue.remove(turn)
-                if handed:
-                    self._release()  # on to the next in line
-                break
+        try:
+            while not turn.wait(STILL_WANTED_EVERY if still_wanted else None):
+                if still_wanted is not None and not still_wanted():
+                    gone = True
+                    break
+        except BaseException:  # still_wanted failed (the event loop stopping): leave the line, lose no slot
+            self._leave(turn)
+            raise
+        if gone:
+            self._leave(turn)
         with self._lock:
             self.waits += 1
             self.wait_seconds += time.perf_counter() - start
             self.abandoned += gone
         if gone:
             raise ClientGone("the client closed its connection while the search waited for a search slot")
+
+    def _leave(self, turn: threading.Event) -> None:
+        """Takes a waiting search out of the line; a slot handed to it meanwhile goes on to the next."""
+        with self._lock:
+            handed = turn.is_set()
+            if not handed:
+                self._queue.remove(turn)
+        if handed:
+            self._release()

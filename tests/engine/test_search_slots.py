@@ -201,3 +201,19 @@ def _comes_free(slots: SearchSlots) -> bool:
 
     threading.Thread(target=take, daemon=True).start()
     return taken.wait(5)
+
+
+def test_a_search_whose_check_fails_leaves_the_line_without_keeping_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """still_wanted hops to the event loop, which may be stopping: its error ends the search, not the slot."""
+    monkeypatch.setattr(slots_module, "STILL_WANTED_EVERY", 0.01)
+    slots = SearchSlots(1)
+    holder, _, done = _holder(slots)
+
+    def failing() -> bool:
+        done.set()  # the slot comes free and is handed to this search as its check fails
+        holder.join(10)
+        raise RuntimeError("event loop is closed")
+
+    with pytest.raises(RuntimeError), slots.held(failing):
+        pass
+    assert slots.waiting() == 0 and _comes_free(slots)
