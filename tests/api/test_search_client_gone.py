@@ -23,6 +23,7 @@ from app.settings import Settings
 from tests.server import free_port
 
 SEARCH = json.dumps({"query": "cats", "k": 5}).encode()
+CLOSED = 'search_http_requests_total{method="POST",route="/v1/collections/{name}/search",status="499"}'
 
 
 @contextmanager
@@ -122,8 +123,7 @@ def test_a_search_left_while_it_waited_for_a_slot_is_not_run(tmp_path: Path, emb
         first.join(30)
         assert statuses == [200]
         assert runs[0] == 1  # the search whose client left never reached the engine's retrieval
-        route = 'search_http_requests_total{method="POST",route="/v1/collections/{name}/search",status='
-        assert _metric(url, route + '"499"}') == 1
+        assert _metric(url, CLOSED) == 1
         assert _metric(url, "search_slot_abandoned_total") == 1
         # and the slot it waited for is free: the next search runs
         assert httpx.post(f"{url}/v1/collections/c/search", json={"query": "cats"}).status_code == 200
@@ -144,7 +144,6 @@ def test_a_search_left_while_it_waited_for_a_worker_thread_is_not_run(tmp_path: 
         release.set()
         first.join(30)
         assert statuses == [200]
-        route = 'search_http_requests_total{method="POST",route="/v1/collections/{name}/search",status='
-        assert _wait_for(lambda: _metric(url, route + '"499"}') == 1)
+        assert _wait_for(lambda: _metric(url, CLOSED) == 1)
         assert runs[0] == 1 and engine.queries.texts == encoded  # not even encoded
         assert engine.search_slots.abandoned == 0  # it never reached the slots
