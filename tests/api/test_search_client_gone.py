@@ -58,8 +58,10 @@ def _server(tmp_path: Path, embedder: Encoder, threads: int) -> Iterator[tuple[s
         thread.join(30)
 
 
-def _held_searches(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event, list[int]]:
-    """hybrid.search made to wait for `release` (once `entered`); `runs` counts the searches that got there."""
+@contextmanager
+def _one_search_inside(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """A first search held inside the engine (hybrid.search made to wait) while the block runs, then let go: it
+    must answer 200. Yields how many searches reached hybrid.search (a one-element list)."""
     entered, release, runs = threading.Event(), threading.Event(), [0]
     search = hybrid.search
 
@@ -70,7 +72,18 @@ def _held_searches(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, th
         return search(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(hybrid, "search", held)
-    return entered, release, runs
+    statuses: list[int] = []
+    first = threading.Thread(target=lambda: statuses.append(
+        httpx.post(f"{url}/v1/collections/c/search", content=SEARCH, timeout=60,
+                   headers={"Content-Type": "application/json"}).status_code), daemon=True)
+    first.start()
+    assert entered.wait(30)
+    try:
+        yield runs
+    finally:
+        release.set()
+        first.join(30)
+    assert statuses == [200]
 
 
 def _send_and_leave(url: str, until: Callable[[], bool]) -> None:
@@ -92,15 +105,6 @@ def _metric(url: str, line_start: str) -> float:
     return 0.0
 
 
-def _first_search(url: str) -> tuple[threading.Thread, list[int]]:
-    statuses: list[int] = []
-    thread = threading.Thread(target=lambda: statuses.append(
-        httpx.post(f"{url}/v1/collections/c/search", content=SEARCH, timeout=60,
-                   headers={"Content-Type": "application/json"}).status_code), daemon=True)
-    thread.start()
-    return thread, statuses
-
-
 def _wait_for(condition: Callable[[], bool]) -> bool:
     deadline = time.monotonic() + 30
     while not condition() and time.monotonic() < deadline:
@@ -112,16 +116,11 @@ def test_a_search_left_while_it_waited_for_a_slot_is_not_run(tmp_path: Path, emb
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slots_module, "STILL_WANTED_EVERY", 0.05)
     with _server(tmp_path, embedder, threads=40) as (url, app):
-        entered, release, runs = _held_searches(monkeypatch)
-        first, statuses = _first_search(url)
-        assert entered.wait(30)
         slots = app.state.engine.search_slots  # type: ignore[attr-defined]
-        _send_and_leave(url, lambda: slots.waiting() == 1)
-        assert _wait_for(lambda: slots.abandoned == 1)
-        assert slots.waiting() == 0
-        release.set()
-        first.join(30)
-        assert statuses == [200]
+        with _one_search_inside(url, monkeypatch) as runs:
+            _send_and_leave(url, lambda: slots.waiting() == 1)
+            assert _wait_for(lambda: slots.abandoned == 1)
+            assert slots.waiting() == 0
         assert runs[0] == 1  # the search whose client left never reached the engine's retrieval
         assert _metric(url, CLOSED) == 1
         assert _metric(url, "search_slot_abandoned_total") == 1
@@ -133,17 +132,12 @@ def test_a_search_left_while_it_waited_for_a_worker_thread_is_not_run(tmp_path: 
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slots_module, "STILL_WANTED_EVERY", 0.05)
     with _server(tmp_path, embedder, threads=1) as (url, app):
-        entered, release, runs = _held_searches(monkeypatch)
-        first, statuses = _first_search(url)
-        assert entered.wait(30)
         engine = app.state.engine  # type: ignore[attr-defined]
-        encoded = engine.queries.texts
-        # The one worker thread is held by the first search: the second waits for it, and its client leaves.
-        sent = time.monotonic()
-        _send_and_leave(url, lambda: time.monotonic() - sent > 0.1)  # past STILL_WANTED_EVERY since it arrived
-        release.set()
-        first.join(30)
-        assert statuses == [200]
+        with _one_search_inside(url, monkeypatch) as runs:
+            encoded = engine.queries.texts
+            # The one worker thread is held by the first search: the second waits for it, and its client leaves.
+            sent = time.monotonic()
+            _send_and_leave(url, lambda: time.monotonic() - sent > 0.1)  # past STILL_WANTED_EVERY since arrival
         assert _wait_for(lambda: _metric(url, CLOSED) == 1)
         assert runs[0] == 1 and engine.queries.texts == encoded  # not even encoded
         assert engine.search_slots.abandoned == 0  # it never reached the slots

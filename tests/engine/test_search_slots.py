@@ -2,6 +2,7 @@
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,7 @@ def test_waiting_searches_take_their_turns_in_order() -> None:
     for n in range(5):
         waiters.append(threading.Thread(target=wait_turn, args=(n,), daemon=True))
         waiters[-1].start()
-        while slots.waiting() < n + 1:  # queued before the next one comes
-            time.sleep(0.001)
+        _until_waiting(slots, n + 1)  # queued before the next one comes
     done.set()
     for thread in [holder, *waiters]:
         thread.join(10)
@@ -121,27 +121,17 @@ def test_a_search_whose_caller_left_gives_up_its_turn(monkeypatch: pytest.Monkey
         return False
 
     ran: list[str] = []
-    failures: list[BaseException] = []
-
-    def leaving() -> None:
-        try:
-            with slots.held(gone):
-                ran.append("left")
-        except BaseException as exc:  # checked below
-            failures.append(exc)
 
     def staying() -> None:
         with slots.held(lambda: True):
             ran.append("stayed")
 
-    first = threading.Thread(target=leaving, daemon=True)
-    first.start()
+    first, failures = _leaving(slots, gone, ran)
     assert asked.wait(10)
     first.join(10)
     second = threading.Thread(target=staying, daemon=True)
     second.start()
-    while slots.waiting() < 1:
-        time.sleep(0.001)
+    _until_waiting(slots, 1)
     done.set()
     for thread in (holder, second):
         thread.join(10)
@@ -159,8 +149,7 @@ def test_a_slot_handed_to_a_search_whose_caller_left_goes_on_to_the_next(monkeyp
     def gone_as_the_slot_comes() -> bool:
         # The slot comes free (and is handed to this search, first in line) between its wait's timeout and this
         # answer: the search must pass it on to the one behind it, not drop it.
-        while slots.waiting() < 2:
-            time.sleep(0.001)
+        _until_waiting(slots, 2)
         done.set()
         holder.join(10)
         return False
@@ -169,26 +158,40 @@ def test_a_slot_handed_to_a_search_whose_caller_left_goes_on_to_the_next(monkeyp
         with slots.held():
             queued_behind.set()
 
-    failures: list[BaseException] = []
-
-    def leave() -> None:
-        try:
-            with slots.held(gone_as_the_slot_comes):
-                pass
-        except BaseException as exc:  # checked below
-            failures.append(exc)
-
-    leaving = threading.Thread(target=leave, daemon=True)
-    leaving.start()
-    while slots.waiting() < 1:
-        time.sleep(0.001)
+    ran: list[str] = []
+    leaving, failures = _leaving(slots, gone_as_the_slot_comes, ran)
+    _until_waiting(slots, 1)
     second = threading.Thread(target=behind, daemon=True)
     second.start()
     leaving.join(10)
     second.join(10)
     assert [type(exc) for exc in failures] == [ClientGone]
-    assert queued_behind.is_set() and slots.abandoned == 1
+    assert queued_behind.is_set() and slots.abandoned == 1 and ran == []
     assert _comes_free(slots)
+
+
+def _leaving(slots: SearchSlots, still_wanted: Callable[[], bool],
+             ran: list[str]) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread asking for a slot with `still_wanted` (it appends "left" to `ran` if it ever holds one), and the
+    exceptions it ended with."""
+    failures: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            with slots.held(still_wanted):
+                ran.append("left")
+        except BaseException as exc:  # checked by the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=leave, daemon=True)
+    thread.start()
+    return thread, failures
+
+
+def _until_waiting(slots: SearchSlots, count: int) -> None:
+    """Returns once `count` searches wait for a slot."""
+    while slots.waiting() < count:
+        time.sleep(0.001)
 
 
 def _comes_free(slots: SearchSlots) -> bool:
