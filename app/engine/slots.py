@@ -82,13 +82,12 @@ class SearchSlots:
         except BaseException:  # still_wanted failed (the event loop stopping): leave the line, lose no slot
             self._leave(turn)
             raise
-        if gone:
-            self._leave(turn)
         with self._lock:
             self.waits += 1
             self.wait_seconds += time.perf_counter() - start
             self.abandoned += gone
         if gone:
+            self._leave(turn)
             raise ClientGone("the client closed its connection while the search waited for a search slot")
 
     def _leave(self, turn: threading.Event) -> None:
