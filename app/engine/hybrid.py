@@ -121,14 +121,16 @@ def _bm25(collection: Collection, tokens: list[str], labels: np.ndarray, lex_lab
 
 
 def within_depth(candidates: Candidates, depth: int) -> Candidates:
-    """The candidates that either retriever ranked in its top `depth` (ranks are 1-based, 0: not retrieved)."""
-    keep = ((candidates.bm25_rank > 0) & (candidates.bm25_rank <= depth)) | \
-        ((candidates.dense_rank > 0) & (candidates.dense_rank <= depth))
-    if keep.all():
+    """The candidates as a `depth`-deep retrieval has them: those that either retriever ranked in its top
+    `depth`, each rank beyond it 0 (not retrieved; ranks are 1-based), so that RRF fuses them alike."""
+    bm25_rank = np.where(candidates.bm25_rank <= depth, candidates.bm25_rank, 0)
+    dense_rank = np.where(candidates.dense_rank <= depth, candidates.dense_rank, 0)
+    keep = (bm25_rank > 0) | (dense_rank > 0)
+    if keep.all() and (bm25_rank == candidates.bm25_rank).all() and (dense_rank == candidates.dense_rank).all():
         return candidates
     return Candidates(candidates.labels[keep], candidates.bm25[keep],
-                      None if candidates.cosine is None else candidates.cosine[keep],
-                      candidates.bm25_rank[keep], candidates.dense_rank[keep])
+                      None if candidates.cosine is None else candidates.cosine[keep], bm25_rank[keep],
+                      dense_rank[keep])
 
 
 def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray:
@@ -282,6 +284,8 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
         if adapter is not None and query is not None and request.filter:
             context = retrieve(collection, replace(request, filter=None), tokens, query,
                                max(depth, STATS_DEPTH) if listed else depth, beside)
+        if listed and depth > STATS_DEPTH:  # a deeper request: the list as the adapter was trained on it
+            context = within_depth(context, STATS_DEPTH)
         stats = candidate_stats(context, len(tokens)) if adapter is not None and adapter.uses_stats else None
         reference = None
         if listed:  # the deeper list, fused alike; at the default depth it is the candidates themselves
