@@ -11,10 +11,10 @@ from pydantic import ValidationError
 
 from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep, refuse_untyped
 from app.api.errors import error_responses
-from app.api.params import CollectionName
+from app.api.params import CollectionName, PathDocumentId
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.memory import release_free_heap
-from app.schemas import Document, DocumentBatch, DocumentId, StoredDocument, UpsertResult
+from app.schemas import Document, DocumentBatch, StoredDocument, UpsertResult
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"],
                    responses=error_responses(401, 404, 422, 503))
@@ -91,17 +91,18 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     return UpsertResult(upserted=len(ids), ids=ids)
 
 
-# `:path`: an id may hold "/" (a file path, say); without it such an id could not be read or deleted, and
-# one ending in "/" was redirected to the id without it, whose document was then read or deleted instead.
-@router.get("/{doc_id:path}", response_model=StoredDocument, dependencies=[ReadAccess])
-def get_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> StoredDocument:
+# `:anypath` (app/api/params.py): an id may hold "/" (a file path, say); without it such an id could not be read
+# or deleted, and one ending in "/" was redirected to the id without it, whose document was then read or deleted
+# instead.
+@router.get("/{doc_id:anypath}", response_model=StoredDocument, dependencies=[ReadAccess])
+def get_document(name: CollectionName, doc_id: PathDocumentId, engine: EngineDep) -> StoredDocument:
     row = engine.get(name, doc_id)
     return StoredDocument(id=row.id, text=row.text, title=row.title, metadata=row.metadata)
 
 
-@router.delete("/{doc_id:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
+@router.delete("/{doc_id:anypath}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminAccess],
                responses=error_responses(403, 507))
-def delete_document(name: CollectionName, doc_id: DocumentId, engine: EngineDep) -> Response:
+def delete_document(name: CollectionName, doc_id: PathDocumentId, engine: EngineDep) -> Response:
     engine.delete(name, doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

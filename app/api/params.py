@@ -2,17 +2,44 @@
 
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
-from fastapi import Path
+from fastapi import Depends, Path, Request
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from app.api.deps import EngineDep
 from app.engine.collection import Collection
 from app.engine.judgments import describe_adapter
 from app.engine.relevance import CosineAdapter
 from app.errors import InvalidInput
-from app.schemas import COLLECTION_NAME_PATTERN
+from app.schemas import COLLECTION_NAME_PATTERN, DocumentId
 
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN, description="collection name")]
+
+
+class AnyPathConvertor(PathConvertor):
+    """Starlette's `path`, line breaks included: its ".*" stopped at one, and the route pattern's "$" matches
+    before a final one, so `DELETE …/documents/x%0A` deleted document "x" (QA)."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
+
+
+async def _document_id(request: Request, doc_id: Annotated[DocumentId, Path(description="document id")]) -> str:
+    """The id in the path, refused when its %-escapes are no UTF-8: the server decodes those to U+FFFD, so
+    `caf%E8` reached the document "caf\ufffd" (QA)."""
+    if "\ufffd" in doc_id:
+        try:
+            unquote_to_bytes(request.scope.get("raw_path", b"").decode("latin-1")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("the document id in the path is not UTF-8 once its %-escapes are decoded",
+                               [{"loc": ["path", "doc_id"]}]) from None
+    return doc_id
+
+
+PathDocumentId = Annotated[str, Depends(_document_id)]
 
 
 def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:

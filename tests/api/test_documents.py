@@ -181,6 +181,34 @@ def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
     assert client.get("/v1/collections/p").json()["count"] == len(odd) - 1
 
 
+def test_an_id_holding_a_line_break_is_read_and_deleted_as_itself(client: TestClient) -> None:
+    """`DELETE …/documents/x%0A` deleted document "x" (the route's pattern stopped at the line break and its "$"
+    matched before a final one), and "a\\nb" could be neither read nor deleted (QA)."""
+    client.put("/v1/collections/p")
+    odd = ["x", "x\n", "a\nb", "\r\n", "tab\there"]
+    docs = [{"id": i, "text": f"document {n}"} for n, i in enumerate(odd)]
+    assert client.post("/v1/collections/p/documents", json={"documents": docs}).status_code == 200
+    for n, doc_id in enumerate(odd):
+        got = client.get(f"/v1/collections/p/documents/{quote(doc_id, safe='')}")
+        assert got.status_code == 200 and got.json()["text"] == f"document {n}", doc_id
+    assert client.delete(f"/v1/collections/p/documents/{quote('x' + chr(10), safe='')}").status_code == 204
+    assert client.get("/v1/collections/p/documents/x").json()["text"] == "document 0"
+    assert client.delete(f"/v1/collections/p/documents/{quote('a' + chr(10) + 'b', safe='')}").status_code == 204
+    assert client.get("/v1/collections/p").json()["count"] == len(odd) - 2
+
+
+def test_a_path_id_that_is_not_utf8_is_refused_not_read_as_another(client: TestClient) -> None:
+    """A %-escape that is no UTF-8 ("caf%E8") was decoded to U+FFFD and reached the document "caf\\ufffd" (QA)."""
+    client.put("/v1/collections/p")
+    assert client.post("/v1/collections/p/documents", json={"documents": [{"id": "caf\ufffd", "text": "t"}]}
+                       ).status_code == 200
+    for method in ("GET", "DELETE"):
+        answer = client.request(method, "/v1/collections/p/documents/caf%E8")
+        assert answer.status_code == 422 and "UTF-8" in answer.json()["error"]["message"], answer.text
+    assert client.get("/v1/collections/p").json()["count"] == 1
+    assert client.get(f"/v1/collections/p/documents/{quote('caf' + chr(0xfffd), safe='')}").status_code == 200
+
+
 def test_null_title_metadata_and_vector_mean_none(client: TestClient) -> None:
     """`"metadata": null` was a 422 where a null title or vector passed (QA)."""
     client.put("/v1/collections/n")
