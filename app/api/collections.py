@@ -29,8 +29,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=err
 async def create_collection(name: CollectionName, engine: EngineDep, response: Response,
                             body: Annotated[CollectionRequest | None, Body()] = None) -> CollectionInfo:
     body = body or CollectionRequest()
-    hnsw = None if body.hnsw is None else body.hnsw.to_engine()
-    bm25 = None if body.bm25 is None else body.bm25.to_engine()
+    # Only the fields given: the engine fills the others from the configured defaults (QA: from the built-in ones).
+    hnsw = None if body.hnsw is None else body.hnsw.model_dump(exclude_unset=True)
+    bm25 = None if body.bm25 is None else body.bm25.model_dump(exclude_unset=True)
     collection, created = await run_in_threadpool(engine.create_collection, name, hnsw, bm25)
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -4,7 +4,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -27,10 +27,8 @@ from app.engine.shipped_adapters import fits_encoder, load_default_adapter, load
 from app.engine.slots import SearchSlots
 from app.engine.storage import index_root, open_store, remove_orphan_indexes
 from app.engine.types import (
-    Bm25Settings,
     CollectionSettings,
     DocumentInput,
-    HnswSettings,
     SearchDefaults,
     SearchQuery,
     TrainingExample,
@@ -108,12 +106,13 @@ class SearchEngine:
         with self._collections_lock:
             return [self._collections[name] for name in sorted(self._collections)]
 
-    def create_collection(self, name: str, hnsw: HnswSettings | None = None,
-                          bm25: Bm25Settings | None = None) -> tuple[Collection, bool]:
-        """Returns (collection, created). Settings left out take the configured defaults; the same settings
-        again is a no-op, other settings conflict."""
+    def create_collection(self, name: str, hnsw: Mapping[str, Any] | None = None,
+                          bm25: Mapping[str, Any] | None = None) -> tuple[Collection, bool]:
+        """Returns (collection, created). `hnsw` and `bm25`: the settings given (validated); each one left out
+        takes the configured default. The same settings again is a no-op, other settings conflict."""
         defaults = self.settings.collection_defaults
-        settings = CollectionSettings(hnsw=hnsw or defaults.hnsw, bm25=bm25 or defaults.bm25)
+        settings = CollectionSettings(hnsw=replace(defaults.hnsw, **(hnsw or {})),
+                                      bm25=replace(defaults.bm25, **(bm25 or {})))
         # What the store keeps: the settings and the encoder that will make the collection's vectors.
         stored = {**settings.to_dict(), "encoder": self.embedder.identity.to_dict()}
         if self.follower is not None:

@@ -185,16 +185,10 @@ class HnswSettings(Options):
     # null (the default): the collection tunes its own to the configured recall target (see `hnsw_tuning`)
     ef_search: Annotated[int, types.HNSW_EF_SEARCH, JsonInteger] | None = _HNSW.ef_search
 
-    def to_engine(self) -> types.HnswSettings:
-        return types.HnswSettings(self.m, self.ef_construction, self.ef_search)
-
 
 class Bm25Settings(Options):
     k1: Annotated[Number, types.BM25_K1] = _BM25.k1
     b: Annotated[Number, types.BM25_B] = _BM25.b
-
-    def to_engine(self) -> types.Bm25Settings:
-        return types.Bm25Settings(self.k1, self.b)
 
 
 class CollectionSettings(Options):

@@ -2,6 +2,9 @@
 
 from fastapi.testclient import TestClient
 
+from app.engine.types import Bm25Settings, CollectionSettings, HnswSettings
+from tests.conftest import AppFactory
+
 
 def test_create_is_idempotent_and_conflicts_on_other_settings(client: TestClient) -> None:
     assert client.put("/v1/collections/books").status_code == 201
@@ -13,6 +16,22 @@ def test_create_is_idempotent_and_conflicts_on_other_settings(client: TestClient
     other = client.put("/v1/collections/books", json={"bm25": {"k1": 0.9, "b": 0.4}})
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "collection_conflict"
+
+
+def test_settings_left_out_of_a_put_take_the_configured_defaults(make_client: AppFactory) -> None:
+    """A field left out of a partial `hnsw` or `bm25` took the built-in default, not the operator's: with m 24
+    configured, `{"hnsw": {"ef_construction": 100}}` made m 32, and `{"hnsw": {}}` conflicted with a bare PUT
+    (QA)."""
+    configured = CollectionSettings(HnswSettings(m=24, ef_search=256), Bm25Settings(k1=0.9, b=0.4))
+    with make_client(collection_defaults=configured) as client:
+        assert client.put("/v1/collections/a").json()["settings"] == configured.to_dict()
+        for same in ({"hnsw": {}}, {"bm25": {}}, {"hnsw": {"m": 24}, "bm25": {"b": 0.4}}):
+            assert client.put("/v1/collections/a", json=same).status_code == 200, same
+        partial = client.put("/v1/collections/b", json={"hnsw": {"ef_construction": 100}, "bm25": {"k1": 1.5}})
+        assert partial.json()["settings"] == {"hnsw": {"m": 24, "ef_construction": 100, "ef_search": 256},
+                                              "bm25": {"k1": 1.5, "b": 0.4}}
+        # null means the default, as for every option: here the configured one
+        assert client.put("/v1/collections/a", json={"hnsw": {"ef_search": None, "m": None}}).status_code == 200
 
 
 def test_list_describe_and_delete(client: TestClient) -> None:
