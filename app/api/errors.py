@@ -1,5 +1,6 @@
 """Errors as HTTP answers, all one body shape {"error": {"code", "message", "details"}}, and their OpenAPI text."""
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -101,6 +102,18 @@ class UnexpectedErrors:
                 raise
             log.exception("unhandled error")
             await error_response(500, "internal_error", "internal error")(scope, receive, send)
+        except asyncio.CancelledError:
+            # Past its graceful-shutdown timeout uvicorn cancels the requests still running (and awaits none of
+            # them), answering each with a bare text 500 that the client and the ingest command take as fatal
+            # (QA: a bulk load at a rolling restart). A 503 says to retry; a batch cut short here may or may not
+            # be stored (its thread may still commit), and its retry is an upsert of the same documents.
+            if started:
+                raise
+            log.warning("%s %s cut short by the shutdown: answered 503", scope.get("method"), scope.get("path"))
+            await error_response(503, "not_ready", "the service stopped before this request was answered; it may "
+                                 "or may not have been applied: retry it", headers={
+                                     "Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"})(
+                scope, receive, send)
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")

@@ -1,5 +1,8 @@
 """Probes, Prometheus metrics and request ids."""
 
+import asyncio
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,6 +139,38 @@ def test_an_unexpected_error_is_a_500_answer_not_a_dropped_connection(animals: T
     labels = {"method": "POST", "route": "/v1/collections/{name}/search", "status": "500"}
     assert value(samples(animals), "search_http_requests_total", **labels) == value(
         before, "search_http_requests_total", **labels) + 1
+
+
+def test_a_request_cut_short_by_the_shutdown_is_a_503_to_retry() -> None:
+    """Past its graceful-shutdown timeout uvicorn cancels the requests still running and answered each with a
+    bare text 500, which the client and the ingest command take as fatal (QA: a bulk load at a rolling restart).
+    Now it is the service's 503 with Retry-After, the connection closed."""
+    from app.api.errors import UnexpectedErrors
+
+    async def still_encoding(scope: object, receive: object, send: object) -> None:
+        await asyncio.sleep(3600)
+
+    async def cut_short() -> list[dict[str, object]]:
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/collections/c/documents", "headers": []}
+        task = asyncio.create_task(UnexpectedErrors(still_encoding)(scope, receive, send))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        await task  # answered, not raised: uvicorn would otherwise answer its own 500
+        return sent
+
+    start, body = asyncio.run(cut_short())
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}  # type: ignore[attr-defined]
+    assert start["status"] == 503 and headers["retry-after"] and headers["connection"] == "close"
+    error = json.loads(body["body"])["error"]  # type: ignore[arg-type]
+    assert error["code"] == "not_ready" and "retry" in error["message"]
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
