@@ -121,6 +121,8 @@ def _metadata_value(value: Any) -> Any:
             isinstance(value, list) and not all(isinstance(item, str) for item in value)):
         kind = "a list of other than strings" if isinstance(value, list) else _json_kind(value)
         raise ValueError(f"a metadata value is a string, a number, a boolean or a list of strings, not {kind}")
+    if isinstance(value, list) and len(value) > MAX_METADATA_LIST:  # else each branch of the union reported (QA)
+        raise ValueError(f"a metadata list holds at most {MAX_METADATA_LIST} strings, got {len(value)}")
     for item in value if isinstance(value, list) else [value]:
         _scalar(item)
     return value

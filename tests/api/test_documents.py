@@ -141,6 +141,10 @@ def test_a_metadata_value_of_no_allowed_kind_gets_one_message_saying_what_is(ani
         batch = {"documents": [{"id": "x", "text": "t", "metadata": {"shape": value}}]}
         [detail] = animals.post("/v1/collections/animals/documents", json=batch).json()["error"]["details"]
         assert "at most 2048 characters, got 2049" in detail["msg"] or "NUL" in detail["msg"]
+    # So does a list over its length (QA: five details, "should be a valid boolean" first)
+    batch = {"documents": [{"id": "x", "text": "t", "metadata": {"tags": ["x"] * 257}}]}
+    [detail] = animals.post("/v1/collections/animals/documents", json=batch).json()["error"]["details"]
+    assert "at most 256 strings, got 257" in detail["msg"] and detail["loc"][-1] == "tags"
 
 
 def test_limits_give_413_and_write_nothing(make_client: object) -> None:
