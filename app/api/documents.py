@@ -36,9 +36,10 @@ def _errors(exc: ValidationError, prefix: list[Any]) -> list[dict[str, Any]]:
     return [{"loc": prefix + list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()[:50]]
 
 
-def parse_batch(body: bytes, content_type: str, limit: int) -> list[Document]:
-    """Parses a JSON batch or NDJSON lines; any bad document rejects the whole batch, and one of more than `limit`
-    documents is a 413 before any is validated (app/api/batch_size.py). The body is read as the
+def parse_batch(body: bytes, content_type: str, limit: int) -> tuple[list[Document], list[int] | None]:
+    """Parses a JSON batch or NDJSON lines, with each NDJSON document's line number (None for JSON); any bad
+    document rejects the whole batch, and one of more than `limit` documents is a 413 before any is validated
+    (app/api/batch_size.py). The body is read as the
     search and train routes read theirs (Python's JSON decoder): a UTF-8 byte order mark is skipped (a file saved
     by a Windows editor and posted as it is failed on line 1, QA), and UTF-16 or UTF-32, which that decoder
     recognises, is taken too (here it was "Invalid JSON at line 1 column 1", QA)."""
@@ -48,10 +49,11 @@ def parse_batch(body: bytes, content_type: str, limit: int) -> list[Document]:
     if media in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
         if ndjson_over(body, limit):
             raise _too_many(limit)
-        docs = []
+        docs, lines = [], []
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
+            lines.append(number)
             try:
                 docs.append(Document.model_validate_json(line))
             except ValidationError as exc:
@@ -59,16 +61,27 @@ def parse_batch(body: bytes, content_type: str, limit: int) -> list[Document]:
                                    _errors(exc, ["body", f"line {number}"])) from None
         if not docs:
             raise InvalidInput("the NDJSON body holds no documents")
-        return docs
+        return docs, lines
     if media == "application/json":
         if json_over(body, limit):
             raise _too_many(limit)
         try:
-            return DocumentBatch.model_validate_json(body).documents
+            return DocumentBatch.model_validate_json(body).documents, None
         except ValidationError as exc:
             raise InvalidInput("the document batch failed validation", _errors(exc, ["body"])) from None
     raise UnsupportedMediaType(f"content type {media!r} is not accepted: send application/json or "
                                "application/x-ndjson")
+
+
+def _in_body(error: InvalidInput, lines: list[int] | None) -> InvalidInput:
+    """The engine names a document by its place in the batch (["documents", i, ...]); the body's own locations
+    are ["body", "documents", i, ...], or ["body", "line N", ...] in NDJSON (QA: a bad vector on line 3 said
+    ["documents", 1, "vector"])."""
+    for detail in error.details:
+        loc = detail.get("loc") if isinstance(detail, dict) else None
+        if loc and loc[0] == "documents" and len(loc) > 1 and isinstance(loc[1], int):
+            detail["loc"] = ["body", *loc] if lines is None else ["body", f"line {lines[loc[1]]}", *loc[2:]]
+    return error
 
 
 def _too_many(limit: int) -> PayloadTooLarge:
@@ -90,12 +103,15 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     refuse_untyped(request, "application/json or application/x-ndjson")
     # In the thread pool: validating 1,000 documents with vectors takes ~30 ms, which would hold up every
     # search waiting on the event loop; off it, the interpreter switches threads every 5 ms.
-    docs = await run_in_threadpool(parse_batch, await request.body(), request.headers.get("content-type", ""),
-                                   settings.max_batch_documents)
+    docs, lines = await run_in_threadpool(parse_batch, await request.body(),
+                                          request.headers.get("content-type", ""), settings.max_batch_documents)
     if len(docs) > settings.max_batch_documents:  # an id key written with \u escapes: counted only here
         raise _too_many(settings.max_batch_documents)
     start = time.perf_counter()
-    ids = await run_in_threadpool(engine.upsert, name, [doc.to_engine() for doc in docs])
+    try:
+        ids = await run_in_threadpool(engine.upsert, name, [doc.to_engine() for doc in docs])
+    except InvalidInput as exc:
+        raise _in_body(exc, lines) from None
     request.app.state.metrics.observe_ingest(name, len(ids), time.perf_counter() - start)
     del docs
     await run_in_threadpool(release_free_heap)

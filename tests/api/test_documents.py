@@ -185,6 +185,22 @@ def test_a_batch_over_the_limit_is_refused_before_its_documents_are_read(make_cl
         assert client.get("/v1/collections/l").json()["count"] == 3
 
 
+def test_a_vector_the_engine_refuses_is_located_in_the_body_as_sent(client: TestClient) -> None:
+    """The engine's checks (a vector's dimension, a vector of zeros) named ["documents", 1, "vector"] even in
+    NDJSON, where validation says ["body", "line 3", ...] (QA)."""
+    client.put("/v1/collections/v")
+    good = {"id": "ok", "text": "a"}
+    for bad in ({"id": "bad", "text": "b", "vector": [1.0, 1.0]}, {"id": "bad", "text": "b", "vector": [0.0] * 384}):
+        body = json.dumps(good) + "\n\n" + json.dumps(bad)
+        answer = client.post("/v1/collections/v/documents", content=body,
+                             headers={"content-type": "application/x-ndjson"})
+        assert answer.status_code == 422 and answer.json()["error"]["details"][0]["loc"] == ["body", "line 3",
+                                                                                            "vector"]
+        answer = client.post("/v1/collections/v/documents", json={"documents": [good, bad]})
+        assert answer.json()["error"]["details"][0]["loc"] == ["body", "documents", 1, "vector"]
+    assert client.get("/v1/collections/v").json()["count"] == 0
+
+
 def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
     """Ids are strings: one holding "/" (a file path), ending in "/" or holding "?", "#" or "%" is read and deleted
     as itself. Before, "a/b" could not be reached and "trail/" was redirected to "trail", deleting that one."""

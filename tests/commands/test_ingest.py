@@ -115,7 +115,7 @@ def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_number(
 
 def test_a_refusal_the_engine_names_is_a_bad_line(
         live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A vector of the wrong dimension is refused by the engine (loc ["documents", i, "vector"]), not by
+    """A vector of the wrong dimension is refused by the engine (loc ["body", "documents", i, "vector"]), not by
     validation: it too names its line. Before, the message advised a re-run that failed the same way."""
     docs: list[Any] = [{"id": f"v{i}", "text": f"note {i}"} for i in range(1, 6)]
     docs[3] = {"id": "v4", "text": "four", "vector": [0.1, 0.2, 0.3]}
