@@ -14,7 +14,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import access_refusal
-from app.errors import SearchServiceError
+from app.errors import PayloadTooLarge, SearchServiceError
 from app.schemas import COLLECTION_NAME_PATTERN, ErrorBody
 
 log = logging.getLogger("app.errors")
@@ -154,6 +154,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        for err in exc.errors():  # a training batch over its limit: 413, as a document batch's (API.md; QA)
+            if err.get("type") == "too_long" and tuple(err.get("loc", ())) == ("body", "examples"):
+                limit = (err.get("ctx") or {}).get("max_length")
+                refusal = await access_refusal(request)  # a key refused still comes first
+                return await _domain(request, refusal or PayloadTooLarge(
+                    f"more than {limit} examples in one training request; the limit is {limit}"))
         return await _invalid(request, "the request failed validation", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -20,6 +20,7 @@ from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance import cross_fit as cross_fit_module
+from app.schemas import MAX_TRAIN_EXAMPLES
 from app.store.snapshots import SnapshotDir
 from app.store.sqlite import SqliteStore
 from tests.conftest import AppFactory
@@ -211,6 +212,15 @@ def test_training_on_unknown_ids_is_422_and_changes_nothing(client: TestClient) 
     too_few = {"examples": [{"query": "bread", "relevant_ids": ["cooking-0"]}]}
     assert client.post("/v1/collections/topics/relevance/train", json=too_few).status_code == 422
     assert client.get("/v1/collections/topics/relevance").json() == before
+
+
+def test_more_examples_than_a_training_takes_is_a_413_like_an_oversized_batch(client: TestClient) -> None:
+    """API.md: 413 for a body or batch over the limits; 50,001 examples were a 422 (QA)."""
+    client.put("/v1/collections/t")
+    many = {"examples": [{"query": f"q{i}", "relevant_ids": ["a"]} for i in range(MAX_TRAIN_EXAMPLES + 1)]}
+    answer = client.post("/v1/collections/t/relevance/train", json=many)
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "payload_too_large", answer.text
+    assert f"the limit is {MAX_TRAIN_EXAMPLES}" in answer.json()["error"]["message"]
 
 
 def test_searches_during_training_never_fail(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
