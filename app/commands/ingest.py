@@ -56,15 +56,15 @@ class Source:
                                     "again from a line number)")
         return cls(path)
 
-    def count_documents(self, skip: int) -> tuple[int, int]:
-        """Non-blank lines in all, and among the first `skip` lines."""
-        total = before = 0
+    def count_documents(self, skip: int) -> tuple[int, int, int]:
+        """Non-blank lines in all, among the first `skip` lines, and lines in all."""
+        total = before = number = 0
         with self.path.open("rb") as f:
             for number, line in enumerate(f, start=1):
                 if line.strip():
                     total += 1
                     before += number <= skip
-        return total, before
+        return total, before, number
 
     def lines(self, skip: int) -> Iterator[tuple[int, bytes]]:
         # Bytes: a line that is not UTF-8 is then a bad line with its number, not a crash of the whole run.
@@ -196,7 +196,11 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
         raise NotResumable(f"--progress-file {progress_file} is the input itself: name another file")
     done = progress.load() if resume else 0
     progress.check_writable(done)
-    total, skipped = source.count_documents(done)
+    total, skipped, in_file = source.count_documents(done)
+    if done > in_file:  # (it was "resumed" past the end: nothing sent, exit 0 and the record deleted, QA)
+        raise NotResumable(f"{progress.path} records lines 1-{done} as stored, but {source.path} has {in_file} "
+                           "lines: it is not the input that run read. Run with --restart to send it from line 1 "
+                           "(documents already stored are upserted again, unchanged)")
     if done:
         print(f"resuming after line {done} ({progress.path} records lines 1-{done} as stored; --restart ignores it)",
               file=sys.stderr)

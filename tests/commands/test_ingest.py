@@ -155,6 +155,23 @@ def test_an_interrupted_load_resumes_after_the_lines_it_recorded(live_server: Se
     assert len(_ids(live_server, "load-resume")) == 6
 
 
+def test_a_record_of_more_lines_than_the_input_holds_is_not_resumed(live_server: Server, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """An input rewritten shorter after an interrupted run was "resumed" past its end: nothing loaded, exit 0,
+    "lines 1-300 stored" of a 6-line file, and the record deleted (QA)."""
+    path = _write(tmp_path / "animals.jsonl", ANIMALS)
+    record = {"url": live_server.url, "collection": "load-shorter", "input": str(path.resolve()), "lines": 300}
+    (tmp_path / "animals.jsonl.progress.json").write_text(json.dumps(record))
+    assert _ingest(live_server, "load-shorter", path) == 1
+    err = capsys.readouterr().err
+    assert "records lines 1-300 as stored, but" in err and "has 6 lines" in err and "--restart" in err
+    assert json.loads((tmp_path / "animals.jsonl.progress.json").read_text())["lines"] == 300  # kept as it was
+    with SearchClient(live_server.url) as client, pytest.raises(ApiError):
+        client.get_collection("load-shorter")  # nothing was sent
+    assert _ingest(live_server, "load-shorter", path, "--restart") == 0
+    assert len(_ids(live_server, "load-shorter")) == 6
+
+
 def test_progress_can_be_recorded_away_from_the_input(live_server: Server, tmp_path: Path) -> None:
     inputs, elsewhere = tmp_path / "shared", tmp_path / "mine" / "load.progress.json"
     inputs.mkdir()
