@@ -6,6 +6,7 @@ app/client_retry.py; its errors and `Retry` are imported from here too.
 
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,6 +53,22 @@ def check_service_url(url: str) -> None:
         raise ClientError(f"{url!r} is not a URL of the service (http://host:port or https://...)")
 
 
+# What an Authorization header can carry of a key: visible ASCII (RFC 9110's token68 is narrower; the service takes
+# any of these). The service refuses other keys at start (app/settings.py).
+API_KEY = re.compile(r"[!-~]+")
+
+
+def check_api_key(key: str) -> str:
+    """The key without the whitespace around it (a key file saved on Windows ends in "\\r\\n"), or ClientError for
+    one no header can carry: httpx raised UnicodeEncodeError at the first request for "clé", and a "\\r" inside
+    failed every request as a transport error, retried (QA)."""
+    key = key.strip()
+    if not API_KEY.fullmatch(key):
+        raise ClientError("the API key holds a character an HTTP header cannot carry (only visible ASCII: no "
+                          "spaces, line breaks or accents); check how it was copied")
+    return key
+
+
 class Session(Protocol):
     """What the client needs of its HTTP client: httpx.Client, or Starlette's TestClient (an httpx2.Client)."""
 
@@ -95,7 +112,7 @@ class SearchClient:
         if http is None:
             check_service_url(url)
         # Sent with each request, not set on `http`: a client passed in is the caller's, headers included.
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = {"Authorization": f"Bearer {check_api_key(api_key)}"} if api_key else {}
         self._owned = http is None
         self.http: Session = http if http is not None else httpx.Client(base_url=url, timeout=timeout)
         self.retry = retry or Retry()

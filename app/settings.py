@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app.client import API_KEY
 from app.engine.encoders import Backend, Encoder, load_encoder, machine_cores
 from app.engine.relevance.adapter import DEFAULT_FAMILY, Family
 from app.engine.types import HNSW_RECALL_TARGET, CollectionSettings, SearchDefaults
@@ -116,6 +117,15 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _sendable(cls, value: list[str]) -> list[str]:
+        """A key no client can send is a typo to stop at (QA: SEARCH_ADMIN_KEYS=clé started)."""
+        if any(not API_KEY.fullmatch(key) for key in value):
+            raise ValueError("an API key is visible ASCII, with no spaces or accents: an HTTP header carries "
+                             "nothing else, so no client could send this one")
         return value
 
     @field_validator("cors_origins")

@@ -141,6 +141,19 @@ def test_a_client_passed_in_keeps_its_own_headers() -> None:
     assert [r.headers["authorization"] for r in seen] == ["Bearer k1"] * 2
 
 
+def test_a_key_no_header_can_carry_is_refused_and_one_copied_with_a_line_end_is_trimmed() -> None:
+    """A key with "é" crashed the commands with httpx's UnicodeEncodeError, and one read from a Windows file
+    ("key\\r\\n") failed every request as a transport error, retried for ~100 s (QA)."""
+    for key in ("clé", "two words", "tab\tkey"):
+        with pytest.raises(ClientError, match="API key"):
+            SearchClient("http://search.test", api_key=key)
+    seen: list[httpx.Request] = []
+    http = httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(
+        lambda request: seen.append(request) or httpx.Response(200, text="# metrics")))
+    SearchClient(http=http, api_key=" k1\r\n").metrics()
+    assert seen[0].headers["authorization"] == "Bearer k1"
+
+
 def test_an_empty_name_or_id_is_refused_before_anything_is_sent() -> None:
     api, seen = _scripted([])
     for call in (lambda: api.create_collection(""), lambda: api.get("c", ""), lambda: api.delete("", "x")):

@@ -68,6 +68,14 @@ def test_a_bad_value_or_unknown_key_fails_at_start(config: Path, text: str) -> N
         Settings()
 
 
+@pytest.mark.parametrize("keys", ["clé", "ok,key\u00a0inside", "a\x01b"])
+def test_a_key_no_client_can_send_fails_at_start(keys: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTTP header carries visible ASCII only: SEARCH_ADMIN_KEYS=clé started, and no client could use it (QA)."""
+    monkeypatch.setenv("SEARCH_ADMIN_KEYS", keys)
+    with pytest.raises(ValidationError, match="visible ASCII"):
+        Settings()
+
+
 def test_a_config_file_that_is_not_there_fails_at_start(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCH_CONFIG", str(config.with_name("thre.toml")))  # a typo: not the defaults, silently
     with pytest.raises(FileNotFoundError, match=r"thre\.toml"):
