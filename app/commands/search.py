@@ -15,8 +15,13 @@ def plain(fragment: str) -> str:
     return html.unescape(_MARK.sub(lambda m: "]" if m.group().startswith("</") else "[", fragment))
 
 
+# C0 and C1 control characters: a document's escape sequences would reach the terminal (clear it, set its window's
+# title, open a hyperlink; QA). Whitespace among them is made spaces first.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = _CONTROL.sub("?", " ".join(text.split()))
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 

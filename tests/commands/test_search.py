@@ -36,6 +36,17 @@ def test_highlights_print_as_plain_text_with_terms_in_brackets() -> None:
     assert row.split() == ["1", "d1", "0.900", "0.500", "Vitamin", "D", "[vitamin]", "D", "helps"]
 
 
+def test_control_characters_in_a_document_never_reach_the_terminal() -> None:
+    """A document's escape sequences (clear the screen, set the window's title, a hyperlink) were printed as they
+    were, to the terminal of whoever searched (QA)."""
+    result: SearchResult = {"total": 1, "filtered_out": 0, "took_ms": 1.0, "hits": [
+        {"id": "d\x1b[2J1", "score": 0.5, "relevance": 0.9, "title": "T\x1b]0;owned\x07itle",
+         "text": "a\x1b]8;;http://x\x1b\\link\x9b31m\x00 b\nc", "metadata": {}}]}
+    _, row, _ = render(result, width=200).splitlines()
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in row), repr(row)
+    assert "d?[2J1" in row and "T?]0;owned?itle" in row and "b c" in row
+
+
 def test_an_unknown_collection_is_a_message_not_a_traceback(live_server: Server,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--url", live_server.url, "--collection", "nowhere", "cats"]) == 1
