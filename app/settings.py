@@ -36,6 +36,8 @@ ONNX_DIR = Path(sys.prefix) / "share" / "hybrid-search" / "onnx"
 
 # An origin as browsers send it in Origin: a scheme, "://", a host (and port); lower case, no path.
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\sA-Z]+")
+# The host, then a port as a browser writes it (no leading zero) or none: ":0300" or ":99999" never matched (QA).
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]+)(:(?P<port>[1-9]\d{0,4}))?")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
@@ -134,7 +136,8 @@ class Settings(BaseSettings):
         """Each an origin as a browser sends it, scheme://host[:port] and nothing more ("*" for any): one copied
         with a trailing "/" or a path never matched, and nothing said so (QA)."""
         for origin in value:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
+            authority = _HOST_PORT.fullmatch(origin.partition("://")[2])
+            if origin != "*" and not (_ORIGIN.fullmatch(origin) and authority and int(authority["port"] or 1) < 65536):
                 raise ValueError(f"{origin!r} is not an origin: write scheme://host or scheme://host:port in lower "
                                  "case, with no path or trailing '/' (a browser's Origin header has none), e.g. "
                                  "https://app.example.com")

@@ -73,7 +73,9 @@ def test_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize("bad", ["http://allowed.example/", "https://a.example/app", "a.example",
-                                 "https://A.example"])
+                                 "https://A.example", "http://a.example:0300", "http://a.example:99999",
+                                 "http://a.example:0", "http://a.example:", "http://a.example:80a",
+                                 "http://[::1]:070"])
 def test_a_value_that_is_not_an_origin_refuses_the_settings(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     """A trailing "/" (a common copy-paste) was taken, and then never matched a browser's Origin (QA)."""
     from pydantic import ValidationError
