@@ -6,9 +6,11 @@ import argparse
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def integer(minimum: int) -> Callable[[str], int]:
@@ -78,19 +80,45 @@ def sizes(text: str) -> list[int]:
     return values
 
 
+def strict_json(text: str) -> Any:
+    """JSON as a request body can carry it: NaN, Infinity and 1e400, which Python's json reads, are a ValueError
+    (json.JSONDecodeError for what is not JSON at all)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a number's range")
+    return value
+
+
 def json_object(text: str) -> dict[str, object]:
     try:
-        value = json.loads(text)
+        value = strict_json(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except ValueError as exc:  # (the client refused it after connecting, naming no argument, QA)
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, {\"field\": value, ...}")
     return value
 
 
-def name(text: str) -> str:
-    if not text:  # it names no path segment: the client refused it with a traceback (QA)
+def collection_name(text: str) -> str:
+    """A name the service takes: an empty one named no path segment (the client refused it with a traceback), and
+    one outside the pattern was the server's 422 after connecting, or 20 retries with no server (QA)."""
+    from app.schemas import COLLECTION_NAME_PATTERN
+
+    if not text:
         raise argparse.ArgumentTypeError("cannot be empty")
+    if not re.fullmatch(COLLECTION_NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a collection name: 1-128 letters, digits, '_', '.' or "
+                                         "'-', the first a letter or a digit")
     return text
 
 

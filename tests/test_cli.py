@@ -191,6 +191,10 @@ def _no_work(*args: object, **kwargs: object) -> None:
     (["search", "--collection", "c", "--url", "http://127.0.0.1:70000", "a query"], "--url"),
     (["evaluate", "--dataset", "d", "--check", ","], "--check"),
     (["search", "--collection", "", "a query"], "--collection"),
+    (["ingest", "--collection", "bad name!", "x.jsonl"], "--collection"),  # (after 20 retries with no server, QA)
+    (["search", "--collection", "a/b", "a query"], "--collection"),
+    (["search", "--collection", "c", "--filter", '{{"x": NaN}}', "a query"], "--filter"),  # (format: {{ is {)
+    (["search", "--collection", "c", "--filter", '{{"x": {{"gt": 1e999}}}}', "a query"], "--filter"),
 ])
 def test_a_bad_value_is_one_line_naming_its_argument_before_any_work(
         command: list[str], argument: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

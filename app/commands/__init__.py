@@ -137,7 +137,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def _remote(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", type=types.service_url, default="http://127.0.0.1:8000",
                         help="the server (default %(default)s)")
-    parser.add_argument("--collection", required=True, type=types.name)
+    parser.add_argument("--collection", required=True, type=types.collection_name)
     parser.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY' (default $SEARCH_API_KEY)")
     parser.add_argument("--timeout", type=types.seconds, default=120.0,
                         help="seconds to wait for each answer (default %(default)g)")

@@ -9,7 +9,6 @@ replaced, not duplicated.
 
 import codecs
 import json
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from app.cli_args import strict_json
 from app.client import ApiError, SearchClient
 
 
@@ -83,7 +83,7 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadLine(number, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
     try:
-        doc = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+        doc = strict_json(line)
     except json.JSONDecodeError as exc:
         raise BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except ValueError as exc:  # NaN, Infinity or 1e400, which Python's json reads and no JSON body can carry
@@ -101,17 +101,6 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     if not doc.get("title"):
         doc.pop("title", None)
     return doc
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of a number's range")
-    return value
 
 
 class Progress:

@@ -243,11 +243,13 @@ def test_a_byte_order_mark_before_the_first_line_is_not_a_bad_line(live_server: 
 
 def test_a_refused_collection_name_says_why(live_server: Server, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """It printed only "422 invalid_input: the request failed validation" (QA); `search` named the pattern."""
+    """It printed only "422 invalid_input: the request failed validation" (QA); then the server's pattern, after
+    connecting (QA). Now the argument is refused before any work, as every command's bad value is."""
     path = _write(tmp_path / "animals.jsonl", ANIMALS[:1])
-    assert _ingest(live_server, "bad name", path) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        _ingest(live_server, "bad name", path)
     err = capsys.readouterr().err
-    assert "ingest failed" in err and "name: String should match pattern" in err, err
+    assert exit_info.value.code == 2 and "argument --collection: 'bad name' is not a collection name" in err, err
     assert list(tmp_path.iterdir()) == [path]  # no progress file recording no line (QA)
 
 
