@@ -470,6 +470,10 @@ def test_a_collection_made_by_another_encoder_is_not_served_by_a_replica(
             wait_applied(other, seq)
             assert other.get("/v1/collections/animals").status_code == 404
             assert a.get("/v1/collections/animals").json()["count"] == 3
+            # A PUT there says why, and no retry: it said "just created through another replica; retry" (QA)
+            refused = other.put("/v1/collections/animals")
+            assert refused.status_code == 409 and "another encoder" in refused.json()["error"]["message"]
+            assert "retry" not in refused.json()["error"]["message"]
     assert any("does not serve it" in record.getMessage() and "animals" in record.getMessage()
                for record in caplog.records)
 

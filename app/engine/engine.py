@@ -145,6 +145,9 @@ class SearchEngine:
                 follower.catch_up()
                 existing = self._collections.get(name)
                 if existing is None:
+                    why = follower.refused(name)  # (it said "just created through another replica; retry", QA)
+                    if why is not None:
+                        raise CollectionConflict(why) from None
                     raise
             follower.catch_up()
         collection = self.collection(name)

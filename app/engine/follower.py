@@ -65,7 +65,7 @@ class Follower:
         self._store_seq = 0
         self._behind_since: float | None = None
         self._degraded: str | None = None
-        self._refused: set[str] = set()  # collections another encoder made, not served here (logged once)
+        self._refused: dict[str, str] = {}  # collections another encoder made, not served here: why (logged once)
         self._received: list[Collection] = []  # given documents by the catch-up under way: to settle after it
         self._own_writes = 0  # upserts through this replica between their store call and the end of their sync
         self._own_writes_done = threading.Condition()
@@ -259,11 +259,16 @@ class Follower:
         if made_by == ours:
             return True
         if state.record.name not in self._refused:
-            self._refused.add(state.record.name)
-            log.error("collection %s: its vectors are made by %s and this replica encodes with %s, so it does not "
-                      "serve it; every replica over one store must run one encoder (SEARCH_ENCODER, SEARCH_MODEL)",
-                      state.record.name, made_by, ours)
+            self._refused[state.record.name] = (
+                f"collection {state.record.name!r} exists, made by another encoder ({made_by}), and this replica "
+                f"encodes with {ours}, so it does not serve it; every replica over one store must run one encoder "
+                "(SEARCH_ENCODER, SEARCH_MODEL)")
+            log.error(self._refused[state.record.name])
         return False
+
+    def refused(self, name: str) -> str | None:
+        """Why this replica does not serve collection `name`, which the store holds; None if it is not refused."""
+        return self._refused.get(name)
 
     def _apply(self, collection: Collection, state: CollectionState, view: FeedView, head: int) -> None:
         """The tombstones and live documents numbered after the collection's applied sequence, into the mirror
