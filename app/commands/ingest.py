@@ -145,8 +145,8 @@ class Progress:
 
 def _server_bad_line(error: ApiError, batch: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
     """The batch's first document the service refused (422 details name its index), as (index, why). The
-    service says ["body", "documents", i, ...] (["documents", i, ...] before 2026-12-05 for the engine's checks, a
-    vector's dimension say)."""
+    service says ["body", "documents", i, ...]; before 2026-12-05 its engine's checks (a vector's dimension) said
+    ["documents", i, ...], still read here."""
     for detail in error.details:
         loc = detail.get("loc", []) if isinstance(detail, dict) else []
         loc = loc[1:] if loc[:1] == ["body"] else loc
