@@ -193,13 +193,20 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     if done:
         print(f"resuming after line {done} ({progress.path} records lines 1-{done} as stored; --restart ignores it)",
               file=sys.stderr)
+    conflict = None
     try:
         client.create_collection(collection)
     except ApiError as error:
         if error.code != "collection_conflict":
             raise
         # It exists with settings of its own (a bare PUT asks for the defaults): load into it as it is.
-    before = client.get_collection(collection)["count"]
+        conflict = error
+    try:
+        before = client.get_collection(collection)["count"]
+    except ApiError as error:  # exists, but not here: the 409 says why (a replica running another encoder, QA)
+        if conflict is not None and error.status == 404:
+            raise conflict from None
+        raise
 
     bad: list[BadLine] = []
     sent: deque[tuple[int, dict[str, Any]]] = deque()  # read, not yet acknowledged, in input order

@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import main
 from app.client import ApiError, SearchClient
-from app.commands.ingest import _refused_batch
+from app.commands.ingest import _refused_batch, ingest
 from tests.helpers import ANIMALS
 from tests.server import Server
 
@@ -170,6 +170,27 @@ def test_a_record_of_more_lines_than_the_input_holds_is_not_resumed(live_server:
         client.get_collection("load-shorter")  # nothing was sent
     assert _ingest(live_server, "load-shorter", path, "--restart") == 0
     assert len(_ids(live_server, "load-shorter")) == 6
+
+
+def test_a_collection_the_server_will_not_serve_is_said_so_not_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A replica that does not serve a collection another encoder made answers its PUT 409 with why; the load took
+    the 409 as "it exists", then failed on the 404 with "does not exist" (QA)."""
+    why = "collection 'c' exists, made by another encoder (x), and this replica encodes with y"
+    answers = {"create_collection": ApiError(409, "collection_conflict", why),
+               "get_collection": ApiError(404, "collection_not_found", "collection 'c' does not exist")}
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                raise answers[name]
+            return call
+
+    path = _write(tmp_path / "a.jsonl", ANIMALS[:1])
+    with pytest.raises(ApiError) as raised:
+        ingest(Refusing(), path, "c", url="http://127.0.0.1:9", batch=10, concurrency=1,  # type: ignore[arg-type]
+               resume=True, quiet=True)
+    assert raised.value.status == 409 and "another encoder" in raised.value.message
 
 
 def test_progress_can_be_recorded_away_from_the_input(live_server: Server, tmp_path: Path) -> None:
