@@ -123,11 +123,12 @@ def _bm25(collection: Collection, tokens: list[str], labels: np.ndarray, lex_lab
 def within_depth(candidates: Candidates, depth: int) -> Candidates:
     """The candidates as a `depth`-deep retrieval has them: those that either retriever ranked in its top
     `depth`, each rank beyond it 0 (not retrieved; ranks are 1-based), so that RRF fuses them alike."""
-    bm25_rank = np.where(candidates.bm25_rank <= depth, candidates.bm25_rank, 0)
-    dense_rank = np.where(candidates.dense_rank <= depth, candidates.dense_rank, 0)
-    keep = (bm25_rank > 0) | (dense_rank > 0)
-    if keep.all() and (bm25_rank == candidates.bm25_rank).all() and (dense_rank == candidates.dense_rank).all():
+    lexical_in, dense_in = candidates.bm25_rank <= depth, candidates.dense_rank <= depth
+    if lexical_in.all() and dense_in.all():  # (a search at the depth it retrieved: nothing to cut)
         return candidates
+    bm25_rank = np.where(lexical_in, candidates.bm25_rank, 0)
+    dense_rank = np.where(dense_in, candidates.dense_rank, 0)
+    keep = (bm25_rank > 0) | (dense_rank > 0)
     return Candidates(candidates.labels[keep], candidates.bm25[keep],
                       None if candidates.cosine is None else candidates.cosine[keep], bm25_rank[keep],
                       dense_rank[keep])
