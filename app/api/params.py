@@ -1,7 +1,7 @@
 """Helpers the routers share: the collection-name path parameter, the relevance status, error locations."""
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, Path, Request
@@ -12,7 +12,7 @@ from app.engine.collection import Collection
 from app.engine.judgments import describe_adapter
 from app.engine.relevance import CosineAdapter
 from app.errors import InvalidInput
-from app.schemas import COLLECTION_NAME_PATTERN, DocumentId
+from app.schemas import COLLECTION_NAME_PATTERN, DocumentId, RelevanceStatus
 
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN, description="collection name")]
 
@@ -42,12 +42,12 @@ async def _document_id(request: Request, doc_id: Annotated[DocumentId, Path(desc
 PathDocumentId = Annotated[str, Depends(_document_id)]
 
 
-def relevance_status(engine: EngineDep, name: str) -> dict[str, Any]:
+def relevance_status(engine: EngineDep, name: str) -> RelevanceStatus:
     collection = engine.collection(name)
     adapter = engine.adapter_for(collection)
     if adapter is None:
-        return {"status": "none", "threshold": None, "metrics": {}}
-    return {"status": _status(engine, collection, adapter), **describe_adapter(adapter)}
+        return RelevanceStatus(status="none")
+    return RelevanceStatus(status=_status(engine, collection, adapter), **describe_adapter(adapter))
 
 
 def adapter_status(engine: EngineDep, collection: Collection) -> str:

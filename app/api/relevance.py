@@ -2,7 +2,8 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
 
 from app.api.deps import AdminAccess, EngineDep, JsonBody, ReadAccess
 from app.api.errors import error_responses
@@ -11,7 +12,7 @@ from app.engine.job_board import TrainingJob
 from app.engine.jobs import Progress
 from app.engine.judgments import describe_adapter
 from app.errors import CollectionNotFound
-from app.schemas import ErrorBody, ErrorDetail, TrainJob, TrainJobs, TrainRequest
+from app.schemas import ErrorBody, ErrorDetail, RelevanceStatus, TrainJob, TrainJobs, TrainRequest
 
 # Larger sets train as a job unless the request asks to wait: their training (every query encoded and
 # searched, an ensemble fitted) can outlast the timeouts of clients and proxies in front of the service.
@@ -35,7 +36,7 @@ def _job_view(job: TrainingJob) -> TrainJob:
                     cancelling=job.cancelling)
 
 
-@router.post("/train", dependencies=[AdminAccess, JsonBody],
+@router.post("/train", dependencies=[AdminAccess, JsonBody], response_model=RelevanceStatus,
              responses={**error_responses(403, 413, 415, 507), **_CONFLICT, **_ACCEPTED},
              summary="Fit the collection's adapter: answer its held-out metrics and threshold, or 202 and a job",
              description=(
@@ -44,11 +45,11 @@ def _job_view(job: TrainingJob) -> TrainJob:
                  f"(409). Up to {MAX_WAITED_EXAMPLES} examples the request waits (200); more train as a job (202), "
                  "unless `wait` says otherwise. On the embedded store jobs live in the server's memory: a restart "
                  "forgets them; over PostgreSQL any replica answers for any replica's job."))
-def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response: Response,
+def train(name: CollectionName, body: TrainRequest, engine: EngineDep,
           wait: Annotated[bool | None, Query(
               description=f"true: answer 200 with the result once trained; false: answer 202 with a job at once. "
                           f"Default: wait for at most {MAX_WAITED_EXAMPLES} examples")] = None,
-          ) -> dict[str, Any]:
+          ) -> Any:
     examples = [example.to_engine() for example in body.examples]
     engine.check_judgments(name, examples)  # unknown ids: a 422 before any work
     recall_target, family, collection = body.recall_target, body.family, engine.collection(name)
@@ -61,7 +62,7 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
                 raise CollectionNotFound(f"collection {name!r} was dropped during the training") from None
             raise
         # "default" when the training kept the default as it is (info.selection says why): the collection follows it
-        return {"status": adapter_status(engine, collection), **describe_adapter(adapter)}
+        return RelevanceStatus(status=adapter_status(engine, collection), **describe_adapter(adapter)).model_dump()
 
     job = engine.training_jobs.start(name, len(examples), work, uid=collection.record.uid)
     if len(examples) <= MAX_WAITED_EXAMPLES if wait is None else wait:
@@ -70,9 +71,9 @@ def train(name: CollectionName, body: TrainRequest, engine: EngineDep, response:
             raise job.error
         assert job.result is not None
         return job.result
-    response.status_code = 202
-    response.headers["Location"] = f"/v1/collections/{name}/relevance/jobs/{job.id}"
-    return _job_view(job).model_dump()
+    # Not the route's response model (a job, not a result): answered as it is, past FastAPI's validation.
+    return JSONResponse(_job_view(job).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/collections/{name}/relevance/jobs/{job.id}"})
 
 
 @router.get("/jobs", dependencies=[ReadAccess], response_model=TrainJobs,
@@ -106,7 +107,7 @@ def cancel_job(name: CollectionName, job_id: Annotated[str, Path(min_length=1, m
 
 
 @router.get("", dependencies=[ReadAccess], summary="The adapter in use (default or trained)")
-def get_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
+def get_relevance(name: CollectionName, engine: EngineDep) -> RelevanceStatus:
     return relevance_status(engine, name)
 
 
@@ -114,6 +115,6 @@ def get_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
                summary="Go back to the default adapter: remove the collection's trained one (and its fitted fusion)",
                description="Answers the adapter now in use, as GET does. While the collection trains, a 409 names "
                            "the job (its adapter would be swapped in after the reset).")
-def reset_relevance(name: CollectionName, engine: EngineDep) -> dict[str, Any]:
+def reset_relevance(name: CollectionName, engine: EngineDep) -> RelevanceStatus:
     engine.reset_relevance(name)
     return relevance_status(engine, name)

@@ -231,12 +231,34 @@ class HnswTuning(BaseModel):
     measuring: bool = Field(False, description="a measurement is running in the background")
 
 
+class RelevanceStatus(BaseModel):
+    """The adapter a collection's searches use (`GET …/relevance`), and what a training answers."""
+
+    status: Literal["trained", "default", "fallback", "none"] = Field(description=(
+        "`trained`: the collection's own; `default`: the shipped one; `fallback`: the shipped one that reads only "
+        "candidate scores (the collection's encoder is not the one the default was fitted on); `none`: no filter"))
+    family: str | None = Field(None, description="the map's family (null with no filter)")
+    dimension: int | None = Field(None, description="the query embedding's dimension it reads")
+    inputs: list[str] = Field([], description="what its network reads: the query embedding and/or statistics "
+                                              "of the query's candidate list")
+    cosine_scale: str | None = Field(None, description="how its map reads a candidate's cosine: `minmax` "
+                                                       "(scaled over the query's top-100) or `raw`")
+    threshold: float | None = Field(None, description="the global probability threshold in use")
+    recall_target: float | None = Field(None, description="the recall the threshold was chosen for")
+    thresholds: dict[str, float] = Field({}, description="the threshold calibrated for each recall target")
+    metrics: dict[str, float] = Field({}, description="held-out metrics at the threshold, raw cosine's beside "
+                                                      "them (`raw_cosine_*`)")
+    info: dict[str, Any] = Field({}, description=(
+        "how it was fitted; after a collection's training, `selection` and `fusion_selection` say which of the "
+        "default and the fitted one was kept, and why"))
+
+
 class CollectionInfo(BaseModel):
     name: str
     count: int
     settings: CollectionSettings
     dimension: int
-    relevance: dict[str, Any]
+    relevance: RelevanceStatus
     applied_seq: int | None = Field(
         None, description="Replicas over PostgreSQL: every change to the store up to this sequence is in this "
                           "replica's indexes; null with the embedded store")
@@ -328,7 +350,7 @@ class TrainJob(BaseModel):
     examples: int = Field(description="judged queries posted")
     started_at: float = Field(description="Unix time")
     finished_at: float | None = Field(None, description="Unix time")
-    result: dict[str, Any] | None = Field(
+    result: RelevanceStatus | None = Field(
         None, description="once done: what a waited-for training answers (held-out metrics and the threshold)")
     error: ErrorDetail | None = Field(
         None, description="once failed: why (the error a waited-for training would answer); adapter unchanged")

@@ -459,6 +459,24 @@ def test_the_job_routes_are_in_the_openapi_document(client: TestClient) -> None:
     assert schemas == {"200": "TrainJob", "404": "ErrorBody"}
 
 
+def test_the_adapter_answers_have_their_fields_in_the_openapi_document(client: TestClient) -> None:
+    """What the adapter is (GET, DELETE, a training's 200, a job's result, a collection's `relevance`) is one
+    typed schema, so that a client generated from the document reads its fields (it was a free-form object)."""
+    document = client.get("/openapi.json").json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    relevance = "/v1/collections/{name}/relevance"
+    for path, method in ((relevance, "get"), (relevance, "delete"), (f"{relevance}/train", "post")):
+        answer = paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": "#/components/schemas/RelevanceStatus"}, (path, method)
+    assert schemas["CollectionInfo"]["properties"]["relevance"] == {"$ref": "#/components/schemas/RelevanceStatus"}
+    assert {"$ref": "#/components/schemas/RelevanceStatus"} in schemas["TrainJob"]["properties"]["result"]["anyOf"]
+    status = schemas["RelevanceStatus"]["properties"]
+    assert status["status"]["enum"] == ["trained", "default", "fallback", "none"]
+    assert client.put("/v1/collections/topics").status_code == 201
+    shown = client.get(relevance.format(name="topics")).json()
+    assert set(shown) == set(status) and shown["status"] == "default"
+
+
 def _assert_ended_without_its_collection(client: TestClient, location: str) -> None:
     """The job at `location` failed for its collection's deletion; over HTTP, a collection of the same name
     (if any) does not show it."""
