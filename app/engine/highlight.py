@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Collection
 
-from app.engine.tokenizer import MARKS
+from app.engine.tokenizer import CJK, MARKS
 
 ELLIPSIS = "…"
 # Terms are looked for in a field's first this many characters only, cut back to a word's end: analysing costs
@@ -100,7 +100,7 @@ def fragments(text: str, terms: Collection[str], spans: Spans, fragment_chars: i
     if not text:
         return []
     matched = [span for span in spans(_analysed(text)) if span[2] in terms]
-    marks = [(start, end) for start, end, _ in matched]
+    marks = _merged([(start, end) for start, end, _ in matched])
     if len(text) <= fragment_chars:
         return [_render(text, 0, len(text), marks)]
     if not matched:
@@ -124,12 +124,26 @@ def fragments(text: str, terms: Collection[str], spans: Spans, fragment_chars: i
     return [_render(text, start, end, marks) for start, end in chosen]
 
 
+def _merged(marks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Marks in order, those that overlap as one: Chinese and Japanese terms are two characters a character apart
+    (app/engine/tokenizer.py), and "東京都" matched as "東京" and "京都" was rendered "東京京都"."""
+    merged: list[tuple[int, int]] = []
+    for start, end in marks:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def _analysed(text: str) -> str:
     """The text's first ANALYSED_CHARS characters, less a word the cut would split (whose stem would be wrong)."""
     if len(text) <= ANALYSED_CHARS:
         return text
     end = ANALYSED_CHARS
-    while end > 0 and _is_word(text[end - 1]) and _is_word(text[end]):
+    # (Chinese and Japanese characters are terms two at a time, not words to keep whole: a text of them with no
+    # space was cut back to nothing, and none of its terms was marked.)
+    while end > 0 and _is_word(text[end - 1]) and _is_word(text[end]) and not CJK.match(text[end]):
         end -= 1
     return text[:end]
 

@@ -51,17 +51,68 @@ _ENGLISH = frozenset({"english", "porter"})
 # 2 (2026-12-03): words keep their combining marks (Hindi's "हिन्दी" was "ह", "न", "द"), and "İ" lower-cases to "i"
 # as Lucene's LowerCaseFilter has it (one code point to one), not to Python's "i" + U+0307, which split
 # "İstanbul" into "i" and "stanbul", so "istanbul" did not find it (QA).
-ANALYSIS_VERSION = 2
+# 3 (2026-12-05): Latin and Greek letters lose their accents ("café" is "cafe") and Chinese and Japanese text is
+# read two characters at a time ("東京は日本の首都です" holds "東京", "日本" and "首都"); see `fold` and `_pieces`.
+ANALYSIS_VERSION = 3
 _DOT_ABOVE = "\u0307"
+# The accents (U+0300-U+036F) on a Latin or Greek letter, once decomposed (NFD): a query typed without them finds
+# the text written with them, and back ("cafe", "café"; "naive", "naïve"; "Ελλάδα", "ελλαδα"), as Meilisearch,
+# Typesense and Algolia do by default and Elasticsearch with its `asciifolding` filter. Marks on other scripts
+# stay: a Devanagari vowel sign or a Cyrillic breve ("й") makes another letter, not an accented one.
+_ACCENTS = re.compile("(?<=[a-z\u00df-\u024f\u1e00-\u1eff\u0370-\u03ff])[\u0300-\u036f]+")
+# The letters with no decomposition that the same filters spell out, and Greek's final sigma as a sigma.
+_SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ð": "d", "ł": "l",
+                          "\u0131": "i", "þ": "th", "ĳ": "ij", "ŀ": "l", "\u03c2": "\u03c3"})  # dotless i, final sigma
+# Chinese and Japanese write no spaces between words, so a run of their characters was one "word" that only the
+# same run could match: "東京" did not find "東京は日本の首都です". With no dictionary to cut words, each two
+# neighbouring characters are a term (Elasticsearch's `cjk_bigram`, Lucene's CJKAnalyzer; a lone character is
+# one), so a query's words meet the text's wherever they occur. Han (with its extensions and compatibility
+# forms), kana, the iteration marks; Korean writes spaces and keeps its words. A character keeps the marks that
+# follow it (a variation selector).
+_CJK_CHARS = ("\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3038-\u303b\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+              "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+CJK = re.compile(f"[{_CJK_CHARS}]")
+_CJK_RUN = re.compile(f"(?:[{_CJK_CHARS}][{MARKS}]*)+")
+_CJK_CHAR = re.compile(f"[{_CJK_CHARS}][{MARKS}]*")
 
 
 def fold(text: str) -> str:
-    """The lower case the analysis reads: of the text's NFC form, with "i" + U+0307 (what "İ" lower-cases to)
-    as "i"."""
-    lowered = unicodedata.normalize("NFC", text).lower()
-    if _DOT_ABOVE in lowered:  # rare; NFC again, as the dot may have sat between a letter and its other marks
-        lowered = unicodedata.normalize("NFC", lowered.replace("i" + _DOT_ABOVE, "i"))
-    return lowered
+    """The lower case the analysis finds words in: of the text's NFC form (a word then loses its accents:
+    `unaccented`)."""
+    return unicodedata.normalize("NFC", text).lower()
+
+
+def unaccented(word: str) -> str:
+    """A lower-case word without the accents of its Latin and Greek letters (`_ACCENTS`; "i" + U+0307, what "İ"
+    lower-cases to, loses its dot with them), and `_SPELLED`'s letters spelled out ("straße" as "strasse")."""
+    if word.isascii():
+        return word
+    bare = _ACCENTS.sub("", unicodedata.normalize("NFD", word))
+    return unicodedata.normalize("NFC", bare).translate(_SPELLED)
+
+
+def _terms(word: str) -> list[str]:
+    """The terms of a word that is not ASCII (one match of `_WORD` in folded text)."""
+    return [unaccented(word[start:end]) for start, end in _pieces(word)]
+
+
+def _pieces(word: str) -> list[tuple[int, int]]:
+    """Where the terms of `word` (one match of `_WORD`) lie in it: the whole word, or, where it holds Chinese or
+    Japanese characters, each two neighbours of theirs (a lone one alone) and each other part of it."""
+    if not CJK.search(word):
+        return [(0, len(word))]
+    pieces, at = [], 0
+    for run in _CJK_RUN.finditer(word):
+        if run.start() > at:
+            pieces.append((at, run.start()))
+        chars = [(char.start(), char.end()) for char in _CJK_CHAR.finditer(word, run.start(), run.end())]
+        pieces.extend((chars[i][0], chars[i + 1][1]) for i in range(len(chars) - 1))
+        if len(chars) == 1:
+            pieces.append(chars[0])
+        at = run.end()
+    if at < len(word):
+        pieces.append((at, len(word)))
+    return pieces
 
 
 def names_a_topic(terms: list[str]) -> bool:
@@ -72,7 +123,8 @@ def names_a_topic(terms: list[str]) -> bool:
 
 
 class Tokenizer:
-    """Lower-case Unicode words of the text's NFC form (`fold`), English stop words removed, Snowball-stemmed."""
+    """Lower-case Unicode words of the text's NFC form without accents (`fold`; Chinese and Japanese two
+    characters at a time), English stop words removed, Snowball-stemmed."""
 
     def __init__(self, language: str = "english", stem: bool = True, stopwords: bool = True) -> None:
         if language not in Stemmer.algorithms():
@@ -95,7 +147,16 @@ class Tokenizer:
         return stemmer
 
     def __call__(self, text: str) -> list[str]:
-        words = _WORD.findall(fold(text))
+        folded = fold(text)
+        words = _WORD.findall(folded)
+        if not folded.isascii():  # only its words that are not ASCII can lose an accent or fall in pieces
+            terms: list[str] = []
+            for word in words:
+                if word.isascii():
+                    terms.append(word)
+                else:
+                    terms.extend(_terms(word))
+            words = terms
         if self.stopwords:
             words = [w for w in words if w not in ENGLISH_STOPWORDS]
         if self.stem and words:
@@ -106,21 +167,31 @@ class Tokenizer:
         """(start, end, term) of each word of `text` that yields a term, with the analysis of __call__: what
         highlighting marks. A word of the original whose folded form splits gives the term of its first part."""
         lowered = text.lower()
+        stop = ENGLISH_STOPWORDS if self.stopwords else frozenset()
+        found = []
         if len(lowered) == len(text) and unicodedata.is_normalized("NFC", text) and _DOT_ABOVE not in lowered:
-            # Most texts: already NFC, with a lower case of the same length that `fold` leaves alone, so one pass
-            # over the lower-cased text finds the same words at the same offsets. Word by word, a 90,000-character
-            # text took ~60 ms, most of it the per-word NFC and lower case (QA: highlights of 100 such hits took
-            # seconds).
-            stop = ENGLISH_STOPWORDS if self.stopwords else frozenset()
-            found = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(lowered) if m.group() not in stop]
+            # Most texts: already NFC, with a lower case of the same length, so one pass over the lower-cased text
+            # finds the same words at the same offsets, and only a word that is not ASCII is folded again. Word by
+            # word, a 90,000-character text took ~60 ms, most of it the per-word NFC and lower case (QA:
+            # highlights of 100 such hits took seconds).
+            for match in _WORD.finditer(lowered):
+                word = match.group()
+                if word.isascii():
+                    if word not in stop:
+                        found.append((match.start(), match.end(), word))
+                    continue
+                for start, end in _pieces(word):
+                    term = unaccented(word[start:end])
+                    if term not in stop:
+                        found.append((match.start() + start, match.start() + end, term))
         else:
-            found = []
             for match in _WORD.finditer(text):
-                parts = _WORD.findall(fold(match.group()))
-                if self.stopwords:
-                    parts = [w for w in parts if w not in ENGLISH_STOPWORDS]
-                if parts:
-                    found.append((match.start(), match.end(), parts[0]))
+                word, offset = match.group(), match.start()
+                for start, end in _pieces(word):
+                    parts = [unaccented(w) for w in _WORD.findall(fold(word[start:end]))]
+                    parts = [w for w in parts if w not in stop]
+                    if parts:
+                        found.append((offset + start, offset + end, parts[0]))
         if self.stem and found:
             stems = self._stemmer().stemWords([term for _, _, term in found])
             found = [(start, end, stem) for (start, end, _), stem in zip(found, stems, strict=True)]
@@ -137,5 +208,7 @@ class Tokenizer:
             "unicode_version": unicodedata.unidata_version,  # which \w, marks, NFC and lower case follow
             "lowercase": True,
             "unicode": "NFC",
+            "accents": "removed from Latin and Greek letters",
+            "cjk": "bigrams",
             "analysis": ANALYSIS_VERSION,
         }

@@ -25,6 +25,21 @@ def test_dense_finds_paraphrases_lexical_cannot(animals: TestClient) -> None:
     assert ids(search(animals, "kitten", mode="lexical", relevance=OFF)) == []
 
 
+def test_a_word_typed_without_its_accents_or_spaces_finds_the_text(client: TestClient) -> None:
+    """"cafe" found nothing in "Das Café …", nor "東京" in "東京は日本の首都です" (a run of Chinese or Japanese
+    characters was one term); a highlight marks the word as the text writes it."""
+    client.put("/v1/collections/intl")
+    texts = {"de": "Das Café in der Straße ist groß", "ja": "東京は日本の首都です", "fr": "naïve résumé",
+             "en": "A plain English sentence about ferries"}
+    documents = [{"id": doc_id, "text": text} for doc_id, text in texts.items()]
+    assert client.post("/v1/collections/intl/documents", json={"documents": documents}).status_code == 200
+    for query, doc_id in (("cafe", "de"), ("STRASSE", "de"), ("東京", "ja"), ("首都", "ja"), ("resume", "fr"),
+                          ("Café", "de"), ("naïve", "fr")):
+        assert ids(search(client, query, "intl", mode="lexical", relevance=OFF)) == [doc_id], query
+    marked = search(client, "日本", "intl", mode="lexical", relevance=OFF, highlight={"fields": ["text"]})
+    assert marked["hits"][0]["highlights"] == {"text": ["東京は<mark>日本</mark>の首都です"]}
+
+
 @pytest.mark.parametrize("fusion", [{"method": "convex", "alpha": 0.3, "normalization": "minmax"},
                                     {"method": "convex", "normalization": "zscore"},
                                     {"method": "convex", "normalization": "tm2c2", "alpha": 1.0},

@@ -124,3 +124,18 @@ def test_a_fragment_never_cuts_an_emoji_in_two() -> None:
                 assert not any(a < edge < b for a, b in spans), (size, fragment)
                 cuts += 0 < edge < len(text)
     assert cuts > 100  # the edges did fall among the symbols
+
+
+def test_chinese_and_japanese_terms_are_marked_once_where_they_overlap() -> None:
+    """Their terms are two characters a character apart: "東京都" matched as "東京" and "京都" was marked twice,
+    overlapping, and rendered "東京京都"."""
+    text = "東京都は日本の首都です。京都は古い都です。"
+    assert frags(text, "東京都 京都") == ["<mark>東京都</mark>は日本の首都です。<mark>京都</mark>は古い都です。"]
+    # A text of them with no space is analysed up to ANALYSED_CHARS, not cut back to nothing at a word's start.
+    long = "日本の首都" * (ANALYSED_CHARS // 5 + 100)
+    marked = "<mark>首都</mark>日本の"
+    assert frags(long, "首都", chars=16, count=1) == ["… 本の" + marked * 2 + "<mark>首都</mark>日本 …"]
+
+
+def test_accents_and_their_absence_meet() -> None:
+    assert frags("Das Café in der Straße", "cafe strasse") == ["Das <mark>Café</mark> in der <mark>Straße</mark>"]
