@@ -52,7 +52,8 @@ _ENGLISH = frozenset({"english", "porter"})
 # as Lucene's LowerCaseFilter has it (one code point to one), not to Python's "i" + U+0307, which split
 # "İstanbul" into "i" and "stanbul", so "istanbul" did not find it (QA).
 # 3 (2026-12-05): Latin and Greek letters lose their accents ("café" is "cafe") and Chinese and Japanese text is
-# read two characters at a time ("東京は日本の首都です" holds "東京", "日本" and "首都"); see `fold` and `_pieces`.
+# read two characters at a time ("東京は日本の首都です" holds "東京", "日本" and "首都"), as is Korean; see `unaccented`
+# and `_pieces`.
 ANALYSIS_VERSION = 3
 _DOT_ABOVE = "\u0307"
 # The accents (U+0300-U+036F) on a Latin or Greek letter, once decomposed (NFD): a query typed without them finds
@@ -67,10 +68,12 @@ _SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "
 # same run could match: "東京" did not find "東京は日本の首都です". With no dictionary to cut words, each two
 # neighbouring characters are a term (Elasticsearch's `cjk_bigram`, Lucene's CJKAnalyzer; a lone character is
 # one), so a query's words meet the text's wherever they occur. Han (with its extensions and compatibility
-# forms), kana, the iteration marks; Korean writes spaces and keeps its words. A character keeps the marks that
+# forms), kana, the iteration marks, and Hangul as CJKAnalyzer has it: Korean writes spaces, but between words
+# that carry their particles ("서울에서", in Seoul), which "서울" did not find. A character keeps the marks that
 # follow it (a variation selector).
-_CJK_CHARS = ("\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3038-\u303b\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
-              "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+_CJK_CHARS = ("\u1100-\u11ff\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3038-\u303b\u3040-\u30ff\u3130-\u318f"
+              "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\uffa0-\uffdc"
+              "\U00020000-\U0003134f")
 CJK = re.compile(f"[{_CJK_CHARS}]")
 _CJK_RUN = re.compile(f"(?:[{_CJK_CHARS}][{MARKS}]*)+")
 _CJK_CHAR = re.compile(f"[{_CJK_CHARS}][{MARKS}]*")
@@ -93,25 +96,26 @@ def unaccented(word: str) -> str:
 
 def _terms(word: str) -> list[str]:
     """The terms of a word that is not ASCII (one match of `_WORD` in folded text)."""
-    return [unaccented(word[start:end]) for start, end in _pieces(word)]
+    return [word[start:end] if cjk else unaccented(word[start:end]) for start, end, cjk in _pieces(word)]
 
 
-def _pieces(word: str) -> list[tuple[int, int]]:
-    """Where the terms of `word` (one match of `_WORD`) lie in it: the whole word, or, where it holds Chinese or
-    Japanese characters, each two neighbours of theirs (a lone one alone) and each other part of it."""
+def _pieces(word: str) -> list[tuple[int, int, bool]]:
+    """Where the terms of `word` (one match of `_WORD`) lie in it, and whether each is of Chinese, Japanese or
+    Korean characters: the whole word, or, where it holds those, each two neighbours of theirs (a lone one alone)
+    and each other part of it."""
     if not CJK.search(word):
-        return [(0, len(word))]
+        return [(0, len(word), False)]
     pieces, at = [], 0
     for run in _CJK_RUN.finditer(word):
         if run.start() > at:
-            pieces.append((at, run.start()))
+            pieces.append((at, run.start(), False))
         chars = [(char.start(), char.end()) for char in _CJK_CHAR.finditer(word, run.start(), run.end())]
-        pieces.extend((chars[i][0], chars[i + 1][1]) for i in range(len(chars) - 1))
+        pieces.extend((chars[i][0], chars[i + 1][1], True) for i in range(len(chars) - 1))
         if len(chars) == 1:
-            pieces.append(chars[0])
+            pieces.append((*chars[0], True))
         at = run.end()
     if at < len(word):
-        pieces.append((at, len(word)))
+        pieces.append((at, len(word), False))
     return pieces
 
 
@@ -123,8 +127,8 @@ def names_a_topic(terms: list[str]) -> bool:
 
 
 class Tokenizer:
-    """Lower-case Unicode words of the text's NFC form without accents (`fold`; Chinese and Japanese two
-    characters at a time), English stop words removed, Snowball-stemmed."""
+    """Lower-case Unicode words of the text's NFC form without accents (`unaccented`; Chinese, Japanese and
+    Korean two characters at a time), English stop words removed, Snowball-stemmed."""
 
     def __init__(self, language: str = "english", stem: bool = True, stopwords: bool = True) -> None:
         if language not in Stemmer.algorithms():
@@ -180,14 +184,14 @@ class Tokenizer:
                     if word not in stop:
                         found.append((match.start(), match.end(), word))
                     continue
-                for start, end in _pieces(word):
-                    term = unaccented(word[start:end])
+                for start, end, cjk in _pieces(word):
+                    term = word[start:end] if cjk else unaccented(word[start:end])
                     if term not in stop:
                         found.append((match.start() + start, match.start() + end, term))
         else:
             for match in _WORD.finditer(text):
                 word, offset = match.group(), match.start()
-                for start, end in _pieces(word):
+                for start, end, _ in _pieces(word):
                     parts = [unaccented(w) for w in _WORD.findall(fold(word[start:end]))]
                     parts = [w for w in parts if w not in stop]
                     if parts:

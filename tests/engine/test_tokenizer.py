@@ -33,7 +33,9 @@ def test_chinese_and_japanese_are_read_two_characters_at_a_time() -> None:
     tok = Tokenizer(stem=False)
     assert tok("東京は日本の首都です") == ["東京", "京は", "は日", "日本", "本の", "の首", "首都", "都で", "です"]
     assert set(tok("東京")) <= set(tok("東京は日本の首都です")) and set(tok("首都")) <= set(tok("東京は日本の首都です"))
-    assert tok("Python3は東京 京 서울 특별시") == ["python3", "は東", "東京", "京", "서울", "특별시"]
+    assert tok("Python3は東京 京") == ["python3", "は東", "東京", "京"]
+    # Korean writes spaces, but between words with their particles: "서울" (Seoul) finds "서울에서" (in Seoul).
+    assert tok("서울에서 특별시") == ["서울", "울에", "에서", "특별", "별시"]
     text = "Python3は東京 京"
     assert [(text[start:end], term) for start, end, term in tok.spans(text)] == [
         ("Python3", "python3"), ("は東", "は東"), ("東京", "東京"), ("京", "京")]
