@@ -70,14 +70,9 @@ def _relevance_checks(text: str) -> list[str]:
     """`all` (or nothing) checks every target; otherwise the named ones, each of which must exist."""
     from app.eval.report import RELEVANCE_TARGETS
 
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names or names == ["all"]:
+    if text.strip() in ("", "all"):
         return list(RELEVANCE_TARGETS)
-    unknown = sorted(set(names) - set(RELEVANCE_TARGETS))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown relevance targets {unknown}; expected all or some of "
-                                         f"{', '.join(RELEVANCE_TARGETS)}")
-    return names
+    return list(types.subset(list(RELEVANCE_TARGETS))(text))
 
 
 class UsageError(Exception):
