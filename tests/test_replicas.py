@@ -6,7 +6,6 @@ import logging
 import random
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -296,7 +295,7 @@ def test_a_replica_whose_snapshot_holds_an_older_analysis_analyses_the_store_aga
     lexical = {"mode": "lexical", "k": 10, "relevance": {"enabled": False}}
     documents = [{"id": "ist", "text": "İstanbul ferry timetable"}, {"id": "old", "text": "Record one"}]
     with monkeypatch.context() as before:
-        before.setattr(tokenizer_module, "fold", lambda text: unicodedata.normalize("NFC", text).lower())
+        before.setattr(tokenizer_module, "unaccented", lambda word: word)  # "i̇stanbul" kept its dot
         before.setattr(tokenizer_module, "ANALYSIS_VERSION", 1)
         with replica("a") as a:
             assert a.put("/v1/collections/places").status_code == 201
@@ -499,8 +498,8 @@ def test_any_replica_answers_for_a_training_job_that_another_runs(replica: Repli
         gate.set()
         engine_of(a).training_jobs.wait(job)
         done = b.get(url).json()
-        assert (done["status"], done["progress"], done["result"]) == ("done", 1.0, {"status": "trained",
-                                                                                    "threshold": 0.3})
+        assert (done["status"], done["progress"]) == ("done", 1.0)
+        assert (done["result"]["status"], done["result"]["threshold"]) == ("trained", 0.3)
         assert b.get("/v1/collections/animals/relevance/jobs/no-such-job").status_code == 404
 
 
