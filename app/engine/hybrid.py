@@ -14,7 +14,7 @@ from app.engine.highlight import highlight
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance.inputs import STATS_DEPTH, query_stats
 from app.engine.tokenizer import names_a_topic
-from app.engine.types import SearchDefaults, SearchQuery
+from app.engine.types import PREFIX_COMPLETIONS, SearchDefaults, SearchQuery
 from app.errors import InvalidInput
 from app.store.base import StoredRow
 
@@ -258,6 +258,17 @@ def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, releva
     } for i in page]
 
 
+def completed(collection: Collection, query: str, tokens: list[str]) -> list[str]:
+    """The query's terms and, when it ends in a word (a word being typed: no space or punctuation after it), the
+    collection's PREFIX_COMPLETIONS commonest terms that word begins. The query's own statistics (its number of
+    terms, whether it names a topic) still read only its terms. Under the collection's read lock."""
+    spans = collection.tokenizer.spans(query)
+    if not spans or spans[-1][1] != len(query):
+        return tokens
+    last = spans[-1][2]
+    return tokens + [term for term in collection.lexical.completions(last, PREFIX_COMPLETIONS) if term != last]
+
+
 def search(collection: Collection, request: SearchQuery, query: np.ndarray | None,
            adapter: CosineAdapter | None, defaults: SearchDefaults, beside: Executor | None = None) -> SearchOutcome:
     # Not deepened by the offset: every page of a query (same candidates and k) is a slice of one list, and a
@@ -270,7 +281,9 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
     listed = reads_the_list(adapter) and query is not None
     with collection.lock.read():
         collection.check_live()  # deleted while this search waited: a 404, not a KeyError on its vanished rows
-        retrieved = retrieve(collection, request, tokens, query, max(depth, STATS_DEPTH) if listed else depth, beside)
+        searched = completed(collection, request.query, tokens) if request.prefix else tokens
+        retrieved = retrieve(collection, request, searched, query, max(depth, STATS_DEPTH) if listed else depth,
+                             beside)
         candidates = within_depth(retrieved, depth)
         fused = fuse(candidates, request, defaults)
         boosts = None
@@ -283,7 +296,7 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
         # (filtered, a hit that passed unfiltered was dropped: the best of a restricted list is lower).
         context = retrieved
         if adapter is not None and query is not None and request.filter:
-            context = retrieve(collection, replace(request, filter=None), tokens, query,
+            context = retrieve(collection, replace(request, filter=None), searched, query,
                                max(depth, STATS_DEPTH) if listed else depth, beside)
         if listed and depth > STATS_DEPTH:  # a deeper request: the list as the adapter was trained on it
             context = within_depth(context, STATS_DEPTH)
@@ -307,7 +320,7 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
                       None if explanations is None else explanations[n])
             for n, i in enumerate(page)]
     if request.highlight is not None:
-        terms, options = frozenset(tokens), request.highlight
+        terms, options = frozenset(searched), request.highlight
         for hit in hits:
             fields: dict[str, str | None] = {name: getattr(hit.row, name) for name in options.fields}
             hit.highlights = highlight(fields, terms, collection.tokenizer.spans, options.fragment_chars,

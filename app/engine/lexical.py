@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import operator
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +30,9 @@ from app.engine.postings import (
 _MAX_SLOTS = 2**31 - 1  # slots are stored as int32
 _MIN_GARBAGE = 4096  # dead postings or slots below which a full compaction is not worth it
 _MAX_MERGE = 1 << 22  # postings; merges never build a bigger segment
+# Completions read a sorted copy of the vocabulary and look through the terms added since linearly; the copy is
+# sorted again once those are more than this many, or an eighth of the sorted ones.
+_UNSORTED_TERMS = 1024
 # How postings are stored (segments, merges, the forward index, deletes): see app/engine/postings.py;
 # how queries read them (`top_k`, `scores`, inherited): app/engine/lexical_scoring.py.
 
@@ -49,6 +54,9 @@ class LexicalIndex(LexicalScoring):
         self._avg_idf = (-1, 0.0)  # (version it was computed for, value)
         self._min_len = (-1, 0.0)  # the same for the shortest document's length
         self._version = 0
+        self._sorted: tuple[int, list[str], np.ndarray] = (0, [], np.zeros(0, np.int64))  # (install, terms, ids)
+        self._sorting = threading.Lock()  # searches complete concurrently; one sorts, the others wait for it
+        self._installs = 0
         empty = np.zeros(0, np.int32)
         self._install(empty, empty, [], from_sorted(empty, empty, empty))
 
@@ -68,6 +76,7 @@ class LexicalIndex(LexicalScoring):
         self._segments = [seg] if len(seg.slots) else []
         self._total_tokens, self._live_postings = int(lens.sum()), len(seg.slots)
         self._version += 1
+        self._installs += 1  # term ids renumbered: the sorted vocabulary is stale
 
     def _snapshot(self) -> tuple[np.ndarray, np.ndarray, list[str], Segment]:
         """The live state in compact form, computed without touching `self`."""
@@ -126,6 +135,35 @@ class LexicalIndex(LexicalScoring):
         self._version += 1
         self._segments += [seg] if len(terms) else []
         merge_tail(self._segments, self._alive, _MAX_MERGE)
+
+    def completions(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` terms that begin with `prefix` (itself included) and are in a live document, those in the
+        most documents first: what a word being typed may become. Not thread-safe against writes (as reads)."""
+        if not prefix or limit <= 0:
+            return []
+        _, terms, ids = self._sorted_vocabulary()
+        low, high = bisect.bisect_left(terms, prefix), bisect.bisect_left(terms, prefix + "\U0010ffff")
+        tail = itertools.islice(reversed(self._vocab.items()), len(self._vocab) - len(terms))  # added since
+        added = [(term, i) for term, i in tail if term.startswith(prefix)]
+        names = terms[low:high] + [term for term, _ in added]
+        found = np.append(ids[low:high], [i for _, i in added]).astype(np.int64)
+        df = self._df[found]
+        live = np.flatnonzero(df > 0)  # a term whose documents were all deleted completes nothing
+        if len(live) > limit:  # those at least as common as the limit-th (ties may be more), then in order
+            live = live[df[live] >= np.partition(df[live], -limit)[-limit]]
+        best = sorted(live.tolist(), key=lambda at: (-int(df[at]), names[at]))[:limit]
+        return [names[at] for at in best]
+
+    def _sorted_vocabulary(self) -> tuple[int, list[str], np.ndarray]:
+        """The vocabulary sorted, with its term ids, as of the last sort (later terms are the dict's tail)."""
+        with self._sorting:
+            installs, terms, _ = self._sorted
+            unsorted = len(self._vocab) - len(terms)
+            if installs != self._installs or unsorted > max(_UNSORTED_TERMS, len(terms) // 8):
+                terms = sorted(self._vocab)  # (the strings alone, then their ids: ~2x faster than pairs)
+                self._sorted = (self._installs, terms, np.fromiter(map(self._vocab.__getitem__, terms), np.int64,
+                                                                   len(terms)))
+            return self._sorted
 
     def _term_ids(self, texts: list[Sequence[str]], total: int) -> np.ndarray:
         """Every token's term id, documents concatenated; new terms get the next ids. Done by a C-level

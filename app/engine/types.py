@@ -21,6 +21,9 @@ BM25_K1 = Interval(ge=0.0, le=10.0)
 BM25_B = Interval(ge=0.0, le=1.0)
 ALPHA = Interval(ge=0.0, le=1.0)
 MAX_CANDIDATES = 2_000
+# A search with `prefix` reads this many completions of its last word (Lucene's prefix queries expand to 50;
+# here each is a BM25 term of its own, so fewer).
+PREFIX_COMPLETIONS = 16
 FRAGMENT_CHARS = Interval(ge=20, le=1_000)
 FRAGMENTS = Interval(ge=1, le=10)
 BOOST_WEIGHT = Interval(ge=-1.0, le=1.0)
@@ -170,6 +173,7 @@ class SearchQuery:
     highlight: Highlight | None = None
     facets: tuple[str, ...] = ()
     boosts: tuple[Boost, ...] = ()
+    prefix: bool = False  # the query's last word may be a word being typed (PREFIX_COMPLETIONS)
 
 
 @dataclass(frozen=True)

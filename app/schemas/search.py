@@ -156,6 +156,10 @@ class SearchRequest(Options):
         f"of its elements. Most frequent first, ties by value; at most {MAX_FACET_VALUES} values a key"))] = []
     boosts: Annotated[list[Boost], Field(max_length=MAX_BOOSTS, description=(
         "favour hits whose metadata match a filter; see `weight`"))] = []
+    prefix: StrictBool = Field(False, description=(
+        f"search as you type: when the query ends in a word (no space or punctuation after it), BM25 also reads "
+        f"the {types.PREFIX_COMPLETIONS} terms of the collection that word begins that are in the most documents, so "
+        f"\"vitam\" finds \"vitamin\" (and highlights it)"))
 
     def to_engine(self) -> types.SearchQuery:
         conditions = None if self.filter is None else _conditions(self.filter)
@@ -166,7 +170,8 @@ class SearchRequest(Options):
             filter=conditions, relevance_enabled=relevance.enabled, threshold=relevance.threshold,
             recall_target=relevance.recall_target, explain=self.explain,
             highlight=None if self.highlight is None else self.highlight.to_engine(),
-            facets=tuple(dict.fromkeys(self.facets)), boosts=tuple(b.to_engine() for b in self.boosts))
+            facets=tuple(dict.fromkeys(self.facets)), boosts=tuple(b.to_engine() for b in self.boosts),
+            prefix=self.prefix)
 
 
 class Hit(BaseModel):

@@ -43,12 +43,12 @@ async function call(method, path, body, signal) {
   return answer;
 }
 
-// Highlights and facets are newer request fields: ask for them only when this server's OpenAPI has them.
+// Highlights, facets and prefix are newer request fields: ask for them only when this server's OpenAPI has them.
 async function loadFeatures() {
   try {
     const schema = await call("GET", "openapi.json");
     const fields = schema.components?.schemas?.SearchRequest?.properties || {};
-    for (const name of ["highlight", "facets"]) if (name in fields) state.features.add(name);
+    for (const name of ["highlight", "facets", "prefix"]) if (name in fields) state.features.add(name);
     // The deepest page it takes (an old link's deeper one got its 422): the integer's maximum, in or out of anyOf.
     state.maxOffset = [fields.offset, ...(fields.offset?.anyOf || [])].map((type) => type?.maximum)
       .find(Number.isFinite);
@@ -80,6 +80,8 @@ function searchBody(extra = {}) {
   if (Object.keys(state.filter).length) body.filter = { ...state.filter };
   if (state.features.has("highlight")) body.highlight = { fields: ["title", "text"] };
   if (state.features.has("facets") && state.facetFields.length) body.facets = state.facetFields;
+  // As you type, the last word may be unfinished ("vitam"): unless a space already ended it, ask for its completions.
+  if (state.features.has("prefix") && body.query && !/\s$/.test($("query").value)) body.prefix = true;
   return { ...body, ...extra };
 }
 

@@ -179,3 +179,20 @@ def test_the_additions_are_in_the_openapi_document_with_their_bounds(client: Tes
     answer = schemas["SearchResponse"]["properties"]
     assert "facets" in answer and "highlights" in schemas["Hit"]["properties"]
     assert "FacetValue" in schemas
+
+
+def test_prefix_completes_the_word_being_typed(animals: TestClient) -> None:
+    """As you type, the last word is unfinished: "sourdo" found nothing lexically. With `prefix` it reads the
+    collection's terms that word begins; a word a space has ended is not completed, nor is one inside the query."""
+    def lexical(query: str, **body: object) -> dict[str, Any]:
+        return search(animals, query, mode="lexical", highlight={"fields": ["title"]}, **body)
+
+    assert ids(lexical("sourdo")) == []
+    found = lexical("sourdo", prefix=True)
+    assert ids(found) == ["bread"]
+    assert found["hits"][0]["highlights"] == {"title": ["<mark>Sourdough</mark>"]}
+    assert ids(lexical("propell", prefix=True)) == ["rocket"]
+    assert ids(lexical("sourdo ", prefix=True)) == []
+    assert ids(lexical("sourdo salmon", prefix=True)) == ["salmon"]
+    # The default filter keeps the completed hit in hybrid mode too.
+    assert "bread" in ids(search(animals, "sourdo", prefix=True, relevance={"enabled": True}))

@@ -323,3 +323,24 @@ def test_a_query_with_more_distinct_terms_than_the_bound_scores_with_its_rarest(
     np.testing.assert_allclose(
         index.scores(at_bound, labels),
         BM25Okapi(docs, k1=index.k1, b=index.b, epsilon=index.epsilon).get_scores(at_bound), rtol=0, atol=1e-6)
+
+
+def test_completions_are_the_live_terms_a_prefix_begins_commonest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lexical, "_UNSORTED_TERMS", 2)  # so that some terms come after the sort, some before
+    index = LexicalIndex()
+    index.upsert([1, 2, 3], [["vital", "x"], ["vitamin", "vital"], ["vitro", "vitamin", "vital"]])
+    assert index.completions("vit", 10) == ["vital", "vitamin", "vitro"]  # 3, 2 and 1 documents
+    assert index.completions("vit", 2) == ["vital", "vitamin"]
+    assert index.completions("vitamin", 10) == ["vitamin"] and index.completions("vitamins", 10) == []
+    assert index.completions("", 10) == [] and index.completions("z", 10) == []
+    index.upsert([4], [["vitals", "vivid"]])  # added after the sort: looked through until the next one
+    assert index.completions("vit", 10) == ["vital", "vitamin", "vitals", "vitro"]
+    index.upsert([5, 6, 7], [["vitrea"], ["vitreb"], ["vitrec"]])  # past the unsorted bound: sorted again
+    assert index.completions("vitr", 10) == ["vitrea", "vitreb", "vitrec", "vitro"]
+    index.delete([3])  # "vitro" is in no live document now
+    assert "vitro" not in index.completions("vit", 10)
+    monkeypatch.setattr(lexical, "_MIN_GARBAGE", 0)  # a compaction renumbers the terms: the copy is made again
+    index.delete(list(range(1, 8)))
+    index.upsert([10, 11], [["vitality", "a"], ["b", "c", "d", "vitamin"]])
+    assert index.completions("vit", 10) == ["vitality", "vitamin"]
+    assert index.completions("b", 10) == ["b"]

@@ -223,6 +223,18 @@ def test_the_pager_moves_through_the_hits_and_a_new_query_starts_at_the_first_pa
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
+def test_a_word_being_typed_finds_what_it_begins(live_server: Server, browser: Any) -> None:
+    """Searching as you type, "sourdo" found nothing by its words until the word was whole: the page asks for the
+    last word's completions unless a space has ended it."""
+    wait = _open_with(live_server, browser, "ui-prefix")
+    Select(browser.find_element(By.ID, "mode")).select_by_value("lexical")
+    browser.find_element(By.ID, "query").send_keys("sourdo")
+    wait.until(lambda d: [m.text for m in d.find_elements(By.CSS_SELECTOR, "#hits .title mark")] == ["Sourdough"])
+    browser.find_element(By.ID, "query").send_keys(" ")  # the word is ended: "sourdo" is a word of its own
+    wait.until(lambda d: not _hits(d) and d.find_element(By.ID, "status").text.startswith("0 of 0 hits"))
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
 def test_the_pager_hides_focus_follows_a_facet_values_are_isolated_and_a_failed_explain_is_asked_again(
         live_server: Server, browser: Any) -> None:
     """From a QA pass in a real browser: the pager showed (its CSS display beat `hidden`), clearing the query left
