@@ -258,14 +258,18 @@ def explain(candidates: Candidates, scores: np.ndarray, page: np.ndarray, releva
     } for i in page]
 
 
-def completed(collection: Collection, query: str, tokens: list[str]) -> list[str]:
-    """The query's terms and, when it ends in a word (a word being typed: no space or punctuation after it), the
-    collection's PREFIX_COMPLETIONS commonest terms that word begins. The query's own statistics (its number of
-    terms, whether it names a topic) still read only its terms. Under the collection's read lock."""
+def completed(collection: Collection, query: str, tokens: list[str], depth: int) -> list[str]:
+    """The query's terms and, when it ends in a word (a word being typed: no space or punctuation after it) that
+    is in fewer documents than the search reads (`depth`), the collection's PREFIX_COMPLETIONS commonest terms that
+    word begins. A word in that many is taken as typed: its completions, each a term of its own, outranked it
+    ("gene" ranked "generalist" and "generic" first, rarer and so weightier in BM25). The query's own statistics
+    (its number of terms, whether it names a topic) still read only its terms. Under the collection's read lock."""
     spans = collection.tokenizer.spans(query)
     if not spans or spans[-1][1] != len(query):
         return tokens
     last = spans[-1][2]
+    if collection.lexical.document_frequency(last) >= depth:
+        return tokens
     return tokens + [term for term in collection.lexical.completions(last, PREFIX_COMPLETIONS) if term != last]
 
 
@@ -281,7 +285,7 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
     listed = reads_the_list(adapter) and query is not None
     with collection.lock.read():
         collection.check_live()  # deleted while this search waited: a 404, not a KeyError on its vanished rows
-        searched = completed(collection, request.query, tokens) if request.prefix else tokens
+        searched = completed(collection, request.query, tokens, depth) if request.prefix else tokens
         retrieved = retrieve(collection, request, searched, query, max(depth, STATS_DEPTH) if listed else depth,
                              beside)
         candidates = within_depth(retrieved, depth)

@@ -136,6 +136,11 @@ class LexicalIndex(LexicalScoring):
         self._segments += [seg] if len(terms) else []
         merge_tail(self._segments, self._alive, _MAX_MERGE)
 
+    def document_frequency(self, term: str) -> int:
+        """How many live documents hold `term`."""
+        term_id = self._vocab.get(term)
+        return 0 if term_id is None else int(self._df[term_id])
+
     def completions(self, prefix: str, limit: int) -> list[str]:
         """Up to `limit` terms that begin with `prefix` (itself included) and are in a live document, those in the
         most documents first: what a word being typed may become. Not thread-safe against writes (as reads)."""

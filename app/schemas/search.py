@@ -157,9 +157,9 @@ class SearchRequest(Options):
     boosts: Annotated[list[Boost], Field(max_length=MAX_BOOSTS, description=(
         "favour hits whose metadata match a filter; see `weight`"))] = []
     prefix: StrictBool = Field(False, description=(
-        f"search as you type: when the query ends in a word (no space or punctuation after it), BM25 also reads "
-        f"the {types.PREFIX_COMPLETIONS} terms of the collection that word begins that are in the most documents, so "
-        f"\"vitam\" finds \"vitamin\" (and highlights it)"))
+        f"search as you type: when the query ends in a word (no space or punctuation after it) in fewer documents "
+        f"than `candidates`, BM25 also reads the {types.PREFIX_COMPLETIONS} terms of the collection that word "
+        f"begins that are in the most documents, so \"vitam\" finds \"vitamin\" (and highlights it)"))
 
     def to_engine(self) -> types.SearchQuery:
         conditions = None if self.filter is None else _conditions(self.filter)

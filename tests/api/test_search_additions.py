@@ -196,3 +196,15 @@ def test_prefix_completes_the_word_being_typed(animals: TestClient) -> None:
     assert ids(lexical("sourdo salmon", prefix=True)) == ["salmon"]
     # The default filter keeps the completed hit in hybrid mode too.
     assert "bread" in ids(search(animals, "sourdo", prefix=True, relevance={"enabled": True}))
+
+
+def test_a_word_in_as_many_documents_as_the_search_reads_is_taken_as_typed(client: TestClient) -> None:
+    """Completions are terms of their own, rarer and so weightier in BM25 than a common word: "gene" ranked
+    "generalist" and "generic" first. A word already in `candidates` documents or more is not completed."""
+    client.put("/v1/collections/typing")
+    texts = ["gene expression", "gene therapy", "generalist views"]
+    documents = [{"id": f"d{n}", "text": text} for n, text in enumerate(texts)]
+    assert client.post("/v1/collections/typing/documents", json={"documents": documents}).status_code == 200
+    for depth, expected in ((2, ["d0", "d1"]), (3, ["d0", "d1", "d2"])):
+        found = search(client, "gene", "typing", mode="lexical", prefix=True, k=depth, candidates=depth)
+        assert sorted(ids(found)) == expected, depth
