@@ -125,8 +125,8 @@ def fragments(text: str, terms: Collection[str], spans: Spans, fragment_chars: i
 
 
 def _merged(marks: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Marks in order, those that overlap as one: Chinese and Japanese terms are two characters a character apart
-    (app/engine/tokenizer.py), and "東京都" matched as "東京" and "京都" was rendered "東京京都"."""
+    """Marks in order, those that overlap as one: Chinese, Japanese and Korean terms are two characters a
+    character apart (app/engine/tokenizer.py), and "東京都" matched as "東京" and "京都" was rendered "東京京都"."""
     merged: list[tuple[int, int]] = []
     for start, end in marks:
         if merged and start < merged[-1][1]:
@@ -141,8 +141,8 @@ def _analysed(text: str) -> str:
     if len(text) <= ANALYSED_CHARS:
         return text
     end = ANALYSED_CHARS
-    # (Chinese and Japanese characters are terms two at a time, not words to keep whole: a text of them with no
-    # space was cut back to nothing, and none of its terms was marked.)
+    # (Chinese, Japanese and Korean characters are terms two at a time, not words to keep whole: a Chinese or
+    # Japanese text with no space was cut back to nothing, and none of its terms was marked.)
     while end > 0 and _is_word(text[end - 1]) and _is_word(text[end]) and not CJK.match(text[end]):
         end -= 1
     return text[:end]
