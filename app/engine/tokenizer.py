@@ -119,6 +119,24 @@ def _pieces(word: str) -> list[tuple[int, int, bool]]:
     return pieces
 
 
+# A character and what composes with it under NFC: its combining marks, and for a Hangul leading jamo the vowel and
+# final jamo that make one syllable with it.
+_COMPOSING = f"{MARKS}\u1160-\u11ff\ud7b0-\ud7ff"
+_CLUSTER = re.compile(f"[^{_COMPOSING}][{_COMPOSING}]*|[{_COMPOSING}]+")
+
+
+def _folded_with_offsets(word: str) -> tuple[str, dict[int, int]]:
+    """`word` folded cluster by cluster (`_CLUSTER`; as fold(word) but for a final sigma's case, which `unaccented`
+    makes a sigma anyway), and for each offset between clusters of it, the offset in `word`: where a piece of the
+    folded word lies in the original. Linear in the word: a long word took the square of its length."""
+    parts, at, length = [], {0: 0}, 0
+    for cluster in _CLUSTER.finditer(word):
+        parts.append(fold(cluster.group()))
+        length += len(parts[-1])
+        at[length] = cluster.end()
+    return "".join(parts), at
+
+
 def names_a_topic(terms: list[str]) -> bool:
     """Whether an analysed query holds a word: not only numbers, nor nothing at all (stop words alone, punctuation).
     The relevance filter lets such a query's candidates be relevant only where they match it lexically
@@ -191,11 +209,14 @@ class Tokenizer:
         else:
             for match in _WORD.finditer(text):
                 word, offset = match.group(), match.start()
-                for start, end, _ in _pieces(word):
-                    parts = [unaccented(w) for w in _WORD.findall(fold(word[start:end]))]
+                # Cut as __call__ cuts: the folded word's pieces, placed back on the original word (decomposed
+                # Korean is two to three jamo a syllable, and its jamo pairs never met a query's syllable pairs).
+                folded, at = _folded_with_offsets(word)
+                for start, end, _ in _pieces(folded):
+                    parts = [unaccented(w) for w in _WORD.findall(folded[start:end])]
                     parts = [w for w in parts if w not in stop]
-                    if parts:
-                        found.append((offset + start, offset + end, parts[0]))
+                    if parts and start in at and end in at:
+                        found.append((offset + at[start], offset + at[end], parts[0]))
         if self.stem and found:
             stems = self._stemmer().stemWords([term for _, _, term in found])
             found = [(start, end, stem) for (start, end, _), stem in zip(found, stems, strict=True)]

@@ -146,3 +146,16 @@ def test_a_dotted_capital_i_is_an_i() -> None:
     # The dot goes with the accents of Latin letters.
     assert Tokenizer(stem=False, stopwords=False)("ki\u0307\u0300s e\u0307") == ["kis", "e"]
     assert Tokenizer().config()["analysis"] == 3
+
+
+def test_decomposed_korean_is_cut_for_highlights_as_for_the_index() -> None:
+    """Korean written decomposed (NFD: two or three jamo a syllable, as macOS writes it) was found by a search but
+    never highlighted: the word-by-word spans paired its jamo, the index its syllables (QA)."""
+    tok = Tokenizer()
+    composed = "서울에서 만나요 Café"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert len(decomposed) > len(composed)
+    spans = tok.spans(decomposed)
+    assert [term for _, _, term in spans] == tok(decomposed) == tok(composed)
+    assert [unicodedata.normalize("NFC", decomposed[start:end]) for start, end, _ in spans] == [
+        "서울", "울에", "에서", "만나", "나요", "Café"]
