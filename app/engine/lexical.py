@@ -146,7 +146,7 @@ class LexicalIndex(LexicalScoring):
         most documents first: what a word being typed may become. Not thread-safe against writes (as reads)."""
         if not prefix or limit <= 0:
             return []
-        _, terms, ids = self._sorted_vocabulary()
+        terms, ids = self._sorted_vocabulary()
         low, high = bisect.bisect_left(terms, prefix), bisect.bisect_left(terms, prefix + "\U0010ffff")
         tail = itertools.islice(reversed(self._vocab.items()), len(self._vocab) - len(terms))  # added since
         added = [(term, i) for term, i in tail if term.startswith(prefix)]
@@ -159,7 +159,7 @@ class LexicalIndex(LexicalScoring):
         best = sorted(live.tolist(), key=lambda at: (-int(df[at]), names[at]))[:limit]
         return [names[at] for at in best]
 
-    def _sorted_vocabulary(self) -> tuple[int, list[str], np.ndarray]:
+    def _sorted_vocabulary(self) -> tuple[list[str], np.ndarray]:
         """The vocabulary sorted, with its term ids, as of the last sort (later terms are the dict's tail)."""
         with self._sorting:
             installs, terms, _ = self._sorted
@@ -168,7 +168,7 @@ class LexicalIndex(LexicalScoring):
                 terms = sorted(self._vocab)  # (the strings alone, then their ids: ~2x faster than pairs)
                 self._sorted = (self._installs, terms, np.fromiter(map(self._vocab.__getitem__, terms), np.int64,
                                                                    len(terms)))
-            return self._sorted
+            return self._sorted[1], self._sorted[2]
 
     def _term_ids(self, texts: list[Sequence[str]], total: int) -> np.ndarray:
         """Every token's term id, documents concatenated; new terms get the next ids. Done by a C-level

@@ -94,9 +94,9 @@ def unaccented(word: str) -> str:
     return unicodedata.normalize("NFC", bare).translate(_SPELLED)
 
 
-def _terms(word: str) -> list[str]:
-    """The terms of a word that is not ASCII (one match of `_WORD` in folded text)."""
-    return [word[start:end] if cjk else unaccented(word[start:end]) for start, end, cjk in _pieces(word)]
+def _terms(word: str) -> list[tuple[int, int, str]]:
+    """(start, end, term) of each term of a word that is not ASCII (one match of `_WORD` in folded text)."""
+    return [(start, end, word[start:end] if cjk else unaccented(word[start:end])) for start, end, cjk in _pieces(word)]
 
 
 def _pieces(word: str) -> list[tuple[int, int, bool]]:
@@ -177,7 +177,7 @@ class Tokenizer:
                 if word.isascii():
                     terms.append(word)
                 else:
-                    terms.extend(_terms(word))
+                    terms.extend(term for _, _, term in _terms(word))
             words = terms
         if self.stopwords:
             words = [w for w in words if w not in ENGLISH_STOPWORDS]
@@ -202,8 +202,7 @@ class Tokenizer:
                     if word not in stop:
                         found.append((match.start(), match.end(), word))
                     continue
-                for start, end, cjk in _pieces(word):
-                    term = word[start:end] if cjk else unaccented(word[start:end])
+                for start, end, term in _terms(word):
                     if term not in stop:
                         found.append((match.start() + start, match.start() + end, term))
         else:
