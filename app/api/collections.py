@@ -10,7 +10,7 @@ from app.api.errors import error_responses
 from app.api.params import CollectionName, relevance_status
 from app.engine.collection import Collection
 from app.engine.encoders import recorded_encoder
-from app.schemas import (
+from app.schemas.collections import (
     CollectionInfo,
     CollectionList,
     CollectionRequest,
