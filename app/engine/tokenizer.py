@@ -54,7 +54,9 @@ _ENGLISH = frozenset({"english", "porter"})
 # 3 (2026-12-05): Latin and Greek letters lose their accents ("café" is "cafe") and Chinese and Japanese text is
 # read two characters at a time ("東京は日本の首都です" holds "東京", "日本" and "首都"), as is Korean; see `unaccented`
 # and `_pieces`.
-ANALYSIS_VERSION = 3
+# 4 (2026-12-05): a word is read in its compatibility form: "ﬁnding" is "finding", full-width "ＡＢＣ１２３" is
+# "abc123", half-width "ﾃｽﾄ" is "テスト" (`_compatible`).
+ANALYSIS_VERSION = 4
 _DOT_ABOVE = "\u0307"
 # The accents (U+0300-U+036F) on a Latin or Greek letter, once decomposed (NFD): a query typed without them finds
 # the text written with them, and back ("cafe", "café"; "naive", "naïve"; "Ελλάδα", "ελλαδα"), as Meilisearch,
@@ -95,8 +97,25 @@ def unaccented(word: str) -> str:
 
 
 def _terms(word: str) -> list[tuple[int, int, str]]:
-    """(start, end, term) of each term of a word that is not ASCII (one match of `_WORD` in folded text)."""
+    """(start, end, term) of each term of a word that is not ASCII and in its compatibility form (one match of
+    `_WORD` in folded text; `_compatible`)."""
     return [(start, end, word[start:end] if cjk else unaccented(word[start:end])) for start, end, cjk in _pieces(word)]
+
+
+def _compatible(word: str) -> str:
+    """A folded word in its compatibility form (NFKC), lower case: "ﬁ" is "fi", full-width "Ａ１" is "a1", "ℌ" is
+    "h", half-width "ｶﾞｽ" is the "ガス" of full-width Japanese (Elasticsearch's ICU normaliser, NFKC with case
+    folding). Taken word by word, after the words are found, so "Brand™" stays "brand" and not "brandtm"."""
+    return unicodedata.normalize("NFKC", word).lower()
+
+
+def _word_terms(word: str) -> list[str]:
+    """The terms of a word that is not ASCII (one match of `_WORD` in folded text): those of its compatibility
+    form, which may hold more than one word ("½" is "1⁄2": "1" and "2")."""
+    compatible = _compatible(word)
+    if compatible == word:
+        return [term for _, _, term in _terms(word)]
+    return [term for part in _WORD.findall(compatible) for _, _, term in _terms(part)]
 
 
 def _pieces(word: str) -> list[tuple[int, int, bool]]:
@@ -119,19 +138,19 @@ def _pieces(word: str) -> list[tuple[int, int, bool]]:
     return pieces
 
 
-# A character and what composes with it under NFC: its combining marks, and for a Hangul leading jamo the vowel and
-# final jamo that make one syllable with it.
-_COMPOSING = f"{MARKS}\u1160-\u11ff\ud7b0-\ud7ff"
+# A character and what composes with it under NFKC: its combining marks, for a Hangul leading jamo the vowel and
+# final jamo that make one syllable with it, and half-width kana's voiced and semi-voiced sound marks.
+_COMPOSING = f"{MARKS}\u1160-\u11ff\ud7b0-\ud7ff\uff9e\uff9f"
 _CLUSTER = re.compile(f"[^{_COMPOSING}][{_COMPOSING}]*|[{_COMPOSING}]+")
 
 
 def _folded_with_offsets(word: str) -> tuple[str, dict[int, int]]:
-    """`word` folded cluster by cluster (`_CLUSTER`; as fold(word) but for a final sigma's case, which `unaccented`
-    makes a sigma anyway), and for each offset between clusters of it, the offset in `word`: where a piece of the
-    folded word lies in the original. Linear in the word: a long word took the square of its length."""
+    """`word` folded cluster by cluster (`_CLUSTER`; as _compatible(fold(word)) but for a final sigma's case, which
+    `unaccented` makes a sigma anyway), and for each offset between clusters of it, the offset in `word`: where a
+    piece of the folded word lies in the original. Linear in the word: a long word took the square of its length."""
     parts, at, length = [], {0: 0}, 0
     for cluster in _CLUSTER.finditer(word):
-        parts.append(fold(cluster.group()))
+        parts.append(_compatible(fold(cluster.group())))
         length += len(parts[-1])
         at[length] = cluster.end()
     return "".join(parts), at
@@ -142,6 +161,20 @@ def names_a_topic(terms: list[str]) -> bool:
     The relevance filter lets such a query's candidates be relevant only where they match it lexically
     (app/engine/hybrid.py, `filter_by_relevance`)."""
     return any(not term.isdigit() for term in terms)
+
+
+def _placed(word: str, offset: int, stop: frozenset[str]) -> list[tuple[int, int, str]]:
+    """The spans of one word of a text, at `offset` in it: the folded word cut as __call__ cuts it, each piece placed
+    back on the original word (decomposed Korean is two to three jamo a syllable, and its jamo pairs never met a
+    query's syllable pairs; "ﾃｽﾄ" is read as "テスト")."""
+    found = []
+    folded, at = _folded_with_offsets(word)
+    for start, end, _ in _pieces(folded):
+        parts = [unaccented(w) for w in _WORD.findall(folded[start:end])]
+        parts = [w for w in parts if w not in stop]
+        if parts and start in at and end in at:
+            found.append((offset + at[start], offset + at[end], parts[0]))
+    return found
 
 
 class Tokenizer:
@@ -177,7 +210,7 @@ class Tokenizer:
                 if word.isascii():
                     terms.append(word)
                 else:
-                    terms.extend(term for _, _, term in _terms(word))
+                    terms.extend(_word_terms(word))
             words = terms
         if self.stopwords:
             words = [w for w in words if w not in ENGLISH_STOPWORDS]
@@ -202,20 +235,15 @@ class Tokenizer:
                     if word not in stop:
                         found.append((match.start(), match.end(), word))
                     continue
+                if _compatible(word) != word:  # "ﬁnance", full-width or half-width letters: placed as below
+                    found.extend(_placed(word, match.start(), stop))
+                    continue
                 for start, end, term in _terms(word):
                     if term not in stop:
                         found.append((match.start() + start, match.start() + end, term))
         else:
             for match in _WORD.finditer(text):
-                word, offset = match.group(), match.start()
-                # Cut as __call__ cuts: the folded word's pieces, placed back on the original word (decomposed
-                # Korean is two to three jamo a syllable, and its jamo pairs never met a query's syllable pairs).
-                folded, at = _folded_with_offsets(word)
-                for start, end, _ in _pieces(folded):
-                    parts = [unaccented(w) for w in _WORD.findall(folded[start:end])]
-                    parts = [w for w in parts if w not in stop]
-                    if parts and start in at and end in at:
-                        found.append((offset + at[start], offset + at[end], parts[0]))
+                found.extend(_placed(match.group(), match.start(), stop))
         if self.stem and found:
             stems = self._stemmer().stemWords([term for _, _, term in found])
             found = [(start, end, stem) for (start, end, _), stem in zip(found, stems, strict=True)]
@@ -231,7 +259,7 @@ class Tokenizer:
             "words": "\\w then \\w or combining marks",
             "unicode_version": unicodedata.unidata_version,  # which \w, marks, NFC and lower case follow
             "lowercase": True,
-            "unicode": "NFC",
+            "unicode": "NFC, then each word NFKC",
             "accents": "removed from Latin and Greek letters",
             "cjk": "bigrams",
             "analysis": ANALYSIS_VERSION,

@@ -27,15 +27,18 @@ def test_dense_finds_paraphrases_lexical_cannot(animals: TestClient) -> None:
 
 def test_a_word_typed_without_its_accents_or_spaces_finds_the_text(client: TestClient) -> None:
     """"cafe" found nothing in "Das Café …", nor "東京" in "東京は日本の首都です" (a run of Chinese or Japanese
-    characters was one term); a highlight marks the word as the text writes it."""
+    characters was one term), nor "finding" in a PDF's "ﬁnding" or "abc" in a full-width "ＡＢＣ"; a highlight marks
+    the word as the text writes it."""
     client.put("/v1/collections/intl")
     texts = {"de": "Das Café in der Straße ist groß", "ja": "東京は日本の首都です", "fr": "naïve résumé",
-             "en": "A plain English sentence about ferries"}
+             "en": "A plain English sentence about ferries", "pdf": "A ﬁnding on ＡＢＣ kinase"}
     documents = [{"id": doc_id, "text": text} for doc_id, text in texts.items()]
     assert client.post("/v1/collections/intl/documents", json={"documents": documents}).status_code == 200
     for query, doc_id in (("cafe", "de"), ("STRASSE", "de"), ("東京", "ja"), ("首都", "ja"), ("resume", "fr"),
-                          ("Café", "de"), ("naïve", "fr")):
+                          ("Café", "de"), ("naïve", "fr"), ("findings", "pdf"), ("ABC", "pdf")):
         assert ids(search(client, query, "intl", mode="lexical", relevance=OFF)) == [doc_id], query
+    marked = search(client, "finding abc", "intl", mode="lexical", relevance=OFF, highlight={"fields": ["text"]})
+    assert marked["hits"][0]["highlights"] == {"text": ["A <mark>ﬁnding</mark> on <mark>ＡＢＣ</mark> kinase"]}
     marked = search(client, "日本", "intl", mode="lexical", relevance=OFF, highlight={"fields": ["text"]})
     assert marked["hits"][0]["highlights"] == {"text": ["東京は<mark>日本</mark>の首都です"]}
 

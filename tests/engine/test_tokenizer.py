@@ -145,7 +145,7 @@ def test_a_dotted_capital_i_is_an_i() -> None:
         assert tok.spans(text) == [(0, text.index(" "), "istanbul"), (text.index(" ") + 1, len(text), "sehir")]
     # The dot goes with the accents of Latin letters.
     assert Tokenizer(stem=False, stopwords=False)("ki\u0307\u0300s e\u0307") == ["kis", "e"]
-    assert Tokenizer().config()["analysis"] == 3
+    assert Tokenizer().config()["analysis"] == 4
 
 
 def test_decomposed_korean_is_cut_for_highlights_as_for_the_index() -> None:
@@ -159,3 +159,19 @@ def test_decomposed_korean_is_cut_for_highlights_as_for_the_index() -> None:
     assert [term for _, _, term in spans] == tok(decomposed) == tok(composed)
     assert [unicodedata.normalize("NFC", decomposed[start:end]) for start, end, _ in spans] == [
         "서울", "울에", "에서", "만나", "나요", "Café"]
+
+
+def test_a_word_is_read_in_its_compatibility_form() -> None:
+    """Text extracted from PDFs writes ligatures ("signiﬁcant"), Japanese and Chinese text full-width letters and
+    digits ("ＡＢＣ１２３") or half-width kana ("ﾃｽﾄ"): a query typed on an ordinary keyboard found none of them (QA).
+    Each word is read in its NFKC form, after the words are found, so a symbol beside a word stays out of it."""
+    tok = Tokenizer(stem=False)
+    assert tok("signiﬁcant ﬂow") == tok("significant flow") == ["significant", "flow"]
+    assert tok("ＡＢＣ１２３ Ｃａｆé") == ["abc123", "cafe"]
+    assert tok("ﾃｽﾄ ｶﾞｽ") == tok("テスト ガス") == ["テス", "スト", "ガス"]
+    assert tok("Brand™ ℌilbert") == ["brand", "hilbert"]
+    assert tok("½") == ["1", "2"]
+    # Highlights mark the word as the text writes it, each kana pair on its own characters.
+    text = "A signiﬁcant ＡＢＣ ﾃｽﾄ"
+    assert [(text[start:end], term) for start, end, term in tok.spans(text)] == [
+        ("signiﬁcant", "significant"), ("ＡＢＣ", "abc"), ("ﾃｽ", "テス"), ("ｽﾄ", "スト")]
