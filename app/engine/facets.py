@@ -12,6 +12,10 @@ def _key(value: Any) -> tuple[int, Any] | None:
     (True is not 1 here, as it is not in a filter); None for what is not a scalar."""
     if isinstance(value, bool):
         return (0, value)
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        # 2021.0 is the JSON number 2021: shown as 2021, not as whichever of the two the first hit wrote (QA);
+        # 1e300 stays as written rather than as 301 digits
+        return (1, int(value))
     if isinstance(value, int | float):
         return (1, value)
     if isinstance(value, str):

@@ -20,6 +20,12 @@ def test_counts_documents_per_value_most_frequent_first_ties_by_value() -> None:
     }
 
 
+def test_a_whole_number_is_shown_as_one_whichever_way_the_first_document_wrote_it() -> None:
+    years = count_facets([{"year": 2020.0}, {"year": 2020}, {"year": 2.5}], ["year"])["year"]
+    assert years == [{"value": 2020, "count": 2}, {"value": 2.5, "count": 1}]
+    assert type(years[0]["value"]) is int
+
+
 def test_booleans_are_not_numbers_and_missing_fields_count_for_nothing() -> None:
     assert count_facets(DOCS, ["official", "colour"]) == {
         "official": [{"value": False, "count": 1}, {"value": True, "count": 1}, {"value": 1, "count": 1}],
