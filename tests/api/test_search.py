@@ -37,6 +37,9 @@ def test_a_word_typed_without_its_accents_or_spaces_finds_the_text(client: TestC
     for query, doc_id in (("cafe", "de"), ("STRASSE", "de"), ("東京", "ja"), ("首都", "ja"), ("resume", "fr"),
                           ("Café", "de"), ("naïve", "fr"), ("findings", "pdf"), ("ABC", "pdf")):
         assert ids(search(client, query, "intl", mode="lexical", relevance=OFF)) == [doc_id], query
+    versions = [{"id": "old", "text": "Python 11.3 notes"}, {"id": "new", "text": "Python 3.11 notes"}]
+    assert client.post("/v1/collections/intl/documents", json={"documents": versions}).status_code == 200
+    assert ids(search(client, "python 3.11", "intl", mode="lexical", relevance=OFF)) == ["new", "old"]
     marked = search(client, "finding abc", "intl", mode="lexical", relevance=OFF, highlight={"fields": ["text"]})
     assert marked["hits"][0]["highlights"] == {"text": ["A <mark>ﬁnding</mark> on <mark>ＡＢＣ</mark> kinase"]}
     marked = search(client, "日本", "intl", mode="lexical", relevance=OFF, highlight={"fields": ["text"]})
