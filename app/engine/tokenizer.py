@@ -62,14 +62,18 @@ _ENGLISH = frozenset({"english", "porter"})
 # and `_pieces`.
 # 4 (2026-12-05): a word is read in its compatibility form: "ﬁnding" is "finding", full-width "ＡＢＣ１２３" is
 # "abc123", half-width "ﾃｽﾄ" is "テスト" (`_compatible`); and a point or comma between digits stays in the word
-# ("3.11", "1,000"; `_WORD`).
+# ("3.11", "1,000"; `_WORD`); Arabic and Hebrew lose their vowel marks (`_ACCENTS`).
 ANALYSIS_VERSION = 4
 _DOT_ABOVE = "\u0307"
 # The accents (U+0300-U+036F) on a Latin or Greek letter, once decomposed (NFD): a query typed without them finds
 # the text written with them, and back ("cafe", "café"; "naive", "naïve"; "Ελλάδα", "ελλαδα"), as Meilisearch,
 # Typesense and Algolia do by default and Elasticsearch with its `asciifolding` filter. Marks on other scripts
-# stay: a Devanagari vowel sign or a Cyrillic breve ("й") makes another letter, not an accented one.
-_ACCENTS = re.compile("(?<=[a-z\u00df-\u024f\u1e00-\u1eff\u0370-\u03ff])[\u0300-\u036f]+")
+# stay: a Devanagari vowel sign or a Cyrillic breve ("й") makes another letter, not an accented one. Arabic's
+# short vowels and shadda and its tatweel (a stretch for justification), and Hebrew's vowel points and
+# cantillation, are written in some texts and left out of most: they go too, as Lucene's Arabic normaliser and
+# Hebrew analysers drop them ("كِتَاب" is "كتاب", "שָׁלוֹם" is "שלום").
+_ACCENTS = re.compile("(?<=[a-z\u00df-\u024f\u1e00-\u1eff\u0370-\u03ff])[\u0300-\u036f]+"
+                      "|[\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u0640\u064b-\u0652]+")
 # The letters with no decomposition that the same filters spell out, and Greek's final sigma as a sigma.
 _SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ð": "d", "ł": "l",
                           "\u0131": "i", "þ": "th", "ĳ": "ij", "ŀ": "l", "\u03c2": "\u03c3"})  # dotless i, final sigma
@@ -267,7 +271,7 @@ class Tokenizer:
             "unicode_version": unicodedata.unidata_version,  # which \w, marks, NFC and lower case follow
             "lowercase": True,
             "unicode": "NFC, then each word NFKC",
-            "accents": "removed from Latin and Greek letters",
+            "accents": "removed from Latin and Greek letters; Arabic and Hebrew vowel marks removed",
             "cjk": "bigrams",
             "analysis": ANALYSIS_VERSION,
         }

@@ -24,6 +24,8 @@ def test_unicode_words_are_kept_whole_without_their_accents() -> None:
     assert Tokenizer()("Café naïve") == Tokenizer()("cafe NAIVE") == ["cafe", "naiv"]
     # Marks that make another letter stay: a Cyrillic breve, a Devanagari vowel sign.
     assert tok("йод हिन्दी") == ["йод", "हिन्दी"]
+    # Arabic's and Hebrew's vowel marks, written in some texts and left out of most, go (they were kept: QA).
+    assert tok("كِتَاب الكـتاب שָׁלוֹם") == tok("كتاب الكتاب שלום") == ["كتاب", "الكتاب", "שלום"]
 
 
 def test_chinese_and_japanese_are_read_two_characters_at_a_time() -> None:
