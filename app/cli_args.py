@@ -122,6 +122,18 @@ def collection_name(text: str) -> str:
     return text
 
 
+def query_text(text: str) -> str:
+    """A query the service takes: a blank one was the server's 422 after connecting, exit 1 (or retries with no
+    server), where every other bad argument is refused first."""
+    from app.schemas import MAX_QUERY_CHARS
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("cannot be empty or only spaces")
+    if len(text) > MAX_QUERY_CHARS:
+        raise argparse.ArgumentTypeError(f"is {len(text):,} characters; the service takes at most {MAX_QUERY_CHARS:,}")
+    return text
+
+
 def service_url(text: str) -> str:
     from app.client import ClientError, check_service_url
 

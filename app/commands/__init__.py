@@ -161,7 +161,7 @@ def add_commands(commands: Any) -> None:
 
     find = commands.add_parser("search", help="search a running server and print the hits as a table")
     _remote(find)
-    find.add_argument("query")
+    find.add_argument("query", type=types.query_text)
     find.add_argument("-k", type=types.positive, default=10)
     find.add_argument("--offset", type=types.integer(0), default=0, help="hits to skip: the page after -k hits is "
                                                                          "--offset k")

@@ -60,8 +60,12 @@ def test_a_server_that_cannot_be_reached_or_a_blank_query_is_a_message(
     assert time.monotonic() - start < 2.0  # one quick retry, not the client's default ~7 s of them (QA)
     err = capsys.readouterr().err
     assert err.startswith("search failed: could not reach http://127.0.0.1:9") and "Traceback" not in err
-    assert main(["search", "--url", live_server.url, "--collection", "nowhere", "  "]) == 1
-    assert "query: String should match pattern" in capsys.readouterr().err  # the details, not only the summary
+    assert main(["search", "--url", live_server.url, "--collection", "nowhere", "-k", "5000", "cats"]) == 1
+    assert "k: Input should be less than or equal to 1000" in capsys.readouterr().err  # the details too
+    for blank in ("", "  "):  # refused before any work, as every other bad argument is
+        with pytest.raises(SystemExit) as exit_info:
+            main(["search", "--url", "http://127.0.0.1:9", "--collection", "nowhere", blank])
+        assert exit_info.value.code == 2 and "argument query: cannot be empty" in capsys.readouterr().err
 
 
 def test_a_filter_and_a_page_are_passed_on_and_a_bad_filter_refused_before_asking(
