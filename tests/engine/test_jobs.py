@@ -181,7 +181,9 @@ def test_a_cancelled_job_ends_at_its_next_step_without_its_swap() -> None:
     job = jobs.start("c", 1, _steps_until_cancelled(started, swapped))
     assert started.wait(timeout=30)
     asked = jobs.cancel("c", job.id)
-    assert asked.status == "running" and asked.cancelling  # it ends at its next step, not at once
+    # It ends at its next step, not at once; the answer is the job as it is when the cancel returns, which on a
+    # loaded machine may already be that step's end (seen once in a whole run of the tests).
+    assert asked.cancelling and (asked.status == "running" or isinstance(asked.error, TrainingCancelled))
     ended = jobs.wait(job, timeout=10)
     assert ended.status == "failed" and isinstance(ended.error, TrainingCancelled) and swapped == []
     assert ended.error.status == 409 and ended.error.code == "training_cancelled"
