@@ -206,8 +206,9 @@ def _placed(word: str, offset: int, stop: frozenset[str]) -> list[tuple[int, int
 
 
 class Tokenizer:
-    """Lower-case Unicode words of the text's NFC form without accents (`unaccented`; Chinese, Japanese and
-    Korean two characters at a time), English stop words removed, Snowball-stemmed."""
+    """Lower-case Unicode words of the text's NFC form, each in its compatibility form (`_compatible`) without
+    accents (`unaccented`; Chinese, Japanese and Korean two characters at a time), English stop words removed,
+    Snowball-stemmed."""
 
     def __init__(self, language: str = "english", stem: bool = True, stopwords: bool = True) -> None:
         if language not in Stemmer.algorithms():
@@ -284,7 +285,8 @@ class Tokenizer:
             "language": self.language,
             "stem": self.stem,
             "stopwords": self.stopwords,
-            "words": "\\w then \\w or combining marks, a point or comma between digits",
+            "words": "\\w then \\w or combining marks, a point or comma between digits, an apostrophe between "
+                     "letters",
             "unicode_version": unicodedata.unidata_version,  # which \w, marks, NFC and lower case follow
             "lowercase": True,
             "unicode": "NFC, then each word NFKC",
