@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Collection
 
-from app.engine.tokenizer import CJK, MARKS
+from app.engine.tokenizer import MARKS, UNSPACED
 
 ELLIPSIS = "…"
 # Terms are looked for in a field's first this many characters only, cut back to a word's end: analysing costs
@@ -141,9 +141,9 @@ def _analysed(text: str) -> str:
     if len(text) <= ANALYSED_CHARS:
         return text
     end = ANALYSED_CHARS
-    # (Chinese, Japanese and Korean characters are terms two at a time, not words to keep whole: a Chinese or
+    # (Chinese, Japanese, Korean and Thai characters are terms two at a time, not words to keep whole: a Chinese or
     # Japanese text with no space was cut back to nothing, and none of its terms was marked.)
-    while end > 0 and _is_word(text[end - 1]) and _is_word(text[end]) and not CJK.match(text[end]):
+    while end > 0 and _is_word(text[end - 1]) and _is_word(text[end]) and not UNSPACED.match(text[end]):
         end -= 1
     return text[:end]
 

@@ -78,7 +78,7 @@ _ENGLISH = frozenset({"english", "porter"})
 # "abc123", half-width "ﾃｽﾄ" is "テスト" (`_compatible`); and a point or comma between digits stays in the word
 # ("3.11", "1,000"; `_WORD`), as does an apostrophe between letters ("don't"), and English stop words no longer
 # hold contractions' halves ("vitamin d"; `ENGLISH_STOPWORDS`); Arabic and Hebrew lose their vowel marks
-# (`_ACCENTS`).
+# (`_ACCENTS`); Thai, Lao, Khmer and Burmese are read two characters at a time (`UNSPACED`).
 ANALYSIS_VERSION = 4
 _DOT_ABOVE = "\u0307"
 # The accents (U+0300-U+036F) on a Latin or Greek letter, once decomposed (NFD): a query typed without them finds
@@ -99,14 +99,16 @@ _SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "
 # neighbouring characters are a term (Elasticsearch's `cjk_bigram`, Lucene's CJKAnalyzer; a lone character is
 # one), so a query's words meet the text's wherever they occur. Han (with its extensions and compatibility
 # forms), kana, the iteration marks, and Hangul as CJKAnalyzer has it: Korean writes spaces, but between words
-# that carry their particles ("서울에서", in Seoul), which "서울" did not find. A character keeps the marks that
-# follow it (a variation selector).
-_CJK_CHARS = ("\u1100-\u11ff\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3038-\u303b\u3040-\u30ff\u3130-\u318f"
-              "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\uffa0-\uffdc"
-              "\U00020000-\U0003134f")
-CJK = re.compile(f"[{_CJK_CHARS}]")
-_CJK_RUN = re.compile(f"(?:[{_CJK_CHARS}][{MARKS}]*)+")
-_CJK_CHAR = re.compile(f"[{_CJK_CHARS}][{MARKS}]*")
+# that carry their particles ("서울에서", in Seoul), which "서울" did not find. Thai, Lao, Khmer and Burmese write
+# spaces between phrases, not words, and are read the same way ("ภาษา" finds "ภาษาไทย"; a dictionary would cut
+# their words better, and none is installable here: no ICU). A character keeps the marks that follow it (a
+# variation selector, a Thai vowel sign).
+_UNSPACED_CHARS = ("\u0e00-\u0eff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u2e80-\u2fdf\u3005\u3007\u3021-\u3029"
+                   "\u3038-\u303b\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                   "\uf900-\ufaff\uff66-\uff9f\uffa0-\uffdc\U00020000-\U0003134f")
+UNSPACED = re.compile(f"[{_UNSPACED_CHARS}]")
+_UNSPACED_RUN = re.compile(f"(?:[{_UNSPACED_CHARS}][{MARKS}]*)+")
+_UNSPACED_CHAR = re.compile(f"[{_UNSPACED_CHARS}][{MARKS}]*")
 
 
 def fold(text: str) -> str:
@@ -127,7 +129,8 @@ def unaccented(word: str) -> str:
 def _terms(word: str) -> list[tuple[int, int, str]]:
     """(start, end, term) of each term of a word that is not ASCII and in its compatibility form (one match of
     `_WORD` in folded text; `_compatible`)."""
-    return [(start, end, word[start:end] if cjk else unaccented(word[start:end])) for start, end, cjk in _pieces(word)]
+    return [(start, end, word[start:end] if paired else unaccented(word[start:end]))
+            for start, end, paired in _pieces(word)]
 
 
 def _compatible(word: str) -> str:
@@ -147,16 +150,16 @@ def _word_terms(word: str) -> list[str]:
 
 
 def _pieces(word: str) -> list[tuple[int, int, bool]]:
-    """Where the terms of `word` (one match of `_WORD`) lie in it, and whether each is of Chinese, Japanese or
-    Korean characters: the whole word, or, where it holds those, each two neighbours of theirs (a lone one alone)
-    and each other part of it."""
-    if not CJK.search(word):
+    """Where the terms of `word` (one match of `_WORD`) lie in it, and whether each is of characters read in
+    pairs (`UNSPACED`: Chinese, Japanese, Korean, Thai...): the whole word, or, where it holds those, each two
+    neighbours of theirs (a lone one alone) and each other part of it."""
+    if not UNSPACED.search(word):
         return [(0, len(word), False)]
     pieces, at = [], 0
-    for run in _CJK_RUN.finditer(word):
+    for run in _UNSPACED_RUN.finditer(word):
         if run.start() > at:
             pieces.append((at, run.start(), False))
-        chars = [(char.start(), char.end()) for char in _CJK_CHAR.finditer(word, run.start(), run.end())]
+        chars = [(char.start(), char.end()) for char in _UNSPACED_CHAR.finditer(word, run.start(), run.end())]
         pieces.extend((chars[i][0], chars[i + 1][1], True) for i in range(len(chars) - 1))
         if len(chars) == 1:
             pieces.append((*chars[0], True))
@@ -291,6 +294,6 @@ class Tokenizer:
             "lowercase": True,
             "unicode": "NFC, then each word NFKC",
             "accents": "removed from Latin and Greek letters; Arabic and Hebrew vowel marks removed",
-            "cjk": "bigrams",
+            "cjk": "bigrams, as are Thai, Lao, Khmer and Burmese",
             "analysis": ANALYSIS_VERSION,
         }

@@ -38,6 +38,9 @@ def test_chinese_and_japanese_are_read_two_characters_at_a_time() -> None:
     assert tok("Python3は東京 京") == ["python3", "は東", "東京", "京"]
     # Korean writes spaces, but between words with their particles: "서울" (Seoul) finds "서울에서" (in Seoul).
     assert tok("서울에서 특별시") == ["서울", "울에", "에서", "특별", "별시"]
+    # Thai (and Lao, Khmer, Burmese) writes spaces between phrases: "ภาษา" (language) found nothing in "ภาษาไทย".
+    assert tok("ภาษา") == ["ภา", "าษ", "ษา"] and set(tok("ภาษา")) <= set(tok("ภาษาไทย เป็นภาษาราชการ"))
+    assert set(tok("ភាសា")) <= set(tok("ភាសាខ្មែរ"))  # a letter keeps its vowel signs
     text = "Python3は東京 京"
     assert [(text[start:end], term) for start, end, term in tok.spans(text)] == [
         ("Python3", "python3"), ("は東", "は東"), ("東京", "東京"), ("京", "京")]
