@@ -1,6 +1,7 @@
 """Request and response models of the HTTP contract (shared/API.md), with every bound on input: the types they
 share and the collections, documents, relevance and error models here, the search ones in app/schemas/search.py."""
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -52,13 +53,24 @@ NO_NUL = r"^[^\x00]*$"
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL)]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _addressable(doc_id: str) -> str:
     """An id stored from now on is one every HTTP client can name in a URL. Curl, httpx and browsers resolve "."
     and ".." path segments before sending: `DELETE …/documents/..` went out as `DELETE /v1/collections/NAME/`,
-    which deleted the whole collection (QA), and "./a" named document "a"."""
+    which deleted the whole collection (QA), and "./a" named document "a". Nor may it hold a control character
+    or be blank: "d1\r" from a file with Windows line ends, or a tab from a spreadsheet, was stored as another
+    document than the "d1" every later request named, and an empty field as " " (QA)."""
     if any(segment in (".", "..") for segment in doc_id.split("/")):
         raise ValueError("an id with '.' or '..' between its slashes cannot be named in a URL: HTTP clients take "
                          "it as a step along the path (a DELETE of document '..' would reach the collection)")
+    control = _CONTROL.search(doc_id)
+    if control is not None:
+        raise ValueError(f"an id may not hold a control character: U+{ord(control.group()):04X} at {control.start()} "
+                         "(a line end or tab carried over from the source?)")
+    if not doc_id.strip():
+        raise ValueError("an id may not be blank")
     return doc_id
 
 

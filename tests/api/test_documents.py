@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.engine.types import DocumentInput
 from tests.helpers import ANIMALS, ids, search
 
 
@@ -220,11 +221,12 @@ def test_any_id_can_be_read_and_deleted(client: TestClient) -> None:
 
 def test_an_id_holding_a_line_break_is_read_and_deleted_as_itself(client: TestClient) -> None:
     """`DELETE …/documents/x%0A` deleted document "x" (the route's pattern stopped at the line break and its "$"
-    matched before a final one), and "a\\nb" could be neither read nor deleted (QA)."""
+    matched before a final one), and "a\\nb" could be neither read nor deleted (QA). Such ids are refused since
+    2026-12-05; one stored before (here through the engine) is read and deleted as itself."""
     client.put("/v1/collections/p")
     odd = ["x", "x\n", "a\nb", "\r\n", "tab\there"]
-    docs = [{"id": i, "text": f"document {n}"} for n, i in enumerate(odd)]
-    assert client.post("/v1/collections/p/documents", json={"documents": docs}).status_code == 200
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine.upsert("p", [DocumentInput(i, f"document {n}") for n, i in enumerate(odd)])
     for n, doc_id in enumerate(odd):
         got = client.get(f"/v1/collections/p/documents/{quote(doc_id, safe='')}")
         assert got.status_code == 200 and got.json()["text"] == f"document {n}", doc_id
@@ -271,6 +273,22 @@ def test_an_id_no_url_can_name_is_refused_and_nothing_is_stored(client: TestClie
     # ids that only look alike are taken
     alike = [{"id": i, "text": "t"} for i in ("...", "..a", ".hidden", "a.b/c..")]
     assert client.post("/v1/collections/p/documents", json={"documents": alike}).status_code == 200
+
+
+@pytest.mark.parametrize(("doc_id", "said"), [("d1\r", "U+000D at 2"), ("a\tb", "U+0009 at 1"), ("x\n", "U+000A"),
+                                              ("\x1b[31m", "U+001B"), ("\x85", "U+0085"), (" ", "blank"),
+                                              ("\u3000 ", "blank")])
+def test_an_id_with_a_control_character_or_nothing_visible_is_refused(client: TestClient, doc_id: str,
+                                                                       said: str) -> None:
+    """"d1\r" from a file with Windows line ends was stored beside "d1", a document no later request named (QA)."""
+    client.put("/v1/collections/p")
+    answer = client.post("/v1/collections/p/documents", json={"documents": [{"id": "fine", "text": "t"},
+                                                                            {"id": doc_id, "text": "t"}]})
+    assert answer.status_code == 422 and said in answer.text, answer.text
+    assert answer.json()["error"]["details"][0]["loc"] == ["body", "documents", 1, "id"]
+    assert client.get("/v1/collections/p").json()["count"] == 0
+    ok = [{"id": i, "text": "t"} for i in (" d1", "é/ü", "a b", "\u200bz")]  # spaces inside or around, other scripts
+    assert client.post("/v1/collections/p/documents", json={"documents": ok}).status_code == 200
 
 
 def test_own_vectors_of_any_finite_scale_are_normalised(client: TestClient) -> None:
