@@ -74,7 +74,13 @@ def _addressable(doc_id: str) -> str:
     return doc_id
 
 
-NewDocumentId = Annotated[DocumentId, AfterValidator(_addressable)]
+# What `_addressable` refuses, said in the JSON schema (it raises its own messages, which name the character and
+# where it is): no control character, something that is not a space; "." and ".." segments are in the description.
+_NEW_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+NewDocumentId = Annotated[DocumentId, AfterValidator(_addressable), Field(
+    json_schema_extra={"pattern": _NEW_ID_PATTERN},
+    description="1-512 characters, not blank, no control characters, and no '.' or '..' between slashes (HTTP "
+                "clients resolve those as steps along a URL's path)")]
 METADATA_KEY_PATTERN = r"^[^\x00]+$"
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=METADATA_KEY_PATTERN)]
 # pydantic checks a dict's keys but does not write their pattern into the JSON schema: say it there too.
