@@ -194,6 +194,30 @@ def names_a_topic(terms: list[str]) -> bool:
     return any(not _NUMBER.fullmatch(term) for term in terms)
 
 
+def _words(text: str) -> list[str]:
+    """The text's terms before stop words and stems: its folded words, each non-ASCII one read in its
+    compatibility form without accents, or in pairs of characters (`_word_terms`)."""
+    folded = fold(text)
+    words = _WORD.findall(folded)
+    if folded.isascii():  # only words that are not ASCII can lose an accent or fall in pieces
+        return words
+    terms: list[str] = []
+    for word in words:
+        if word.isascii():
+            terms.append(word)
+        else:
+            terms.extend(_word_terms(word))
+    return terms
+
+
+# English endings (inflections and common derivations) and every tail of each: the ways a word being typed may
+# end ("runni" + "ng"). `Tokenizer.stems_of_partial`.
+_ENDINGS = ("ing", "ings", "ed", "er", "ers", "est", "es", "s", "ion", "ions", "ation", "ations", "ness", "ly", "ment",
+            "ments", "ity", "ities", "ies", "ied", "able", "ible", "al", "ally", "ive", "ful", "ous", "ize", "ized",
+            "izing", "ise", "ised", "ising", "ence", "ance", "ent", "ant", "ism", "ist", "ists", "ic", "ical", "y", "e")
+_TAILS = tuple(sorted({ending[i:] for ending in _ENDINGS for i in range(len(ending))}))
+
+
 def _placed(word: str, offset: int, stop: frozenset[str]) -> list[tuple[int, int, str]]:
     """The spans of one word of a text, at `offset` in it: the folded word cut as __call__ cuts it, each piece placed
     back on the original word (decomposed Korean is two to three jamo a syllable, and its jamo pairs never met a
@@ -234,21 +258,22 @@ class Tokenizer:
         return stemmer
 
     def __call__(self, text: str) -> list[str]:
-        folded = fold(text)
-        words = _WORD.findall(folded)
-        if not folded.isascii():  # only its words that are not ASCII can lose an accent or fall in pieces
-            terms: list[str] = []
-            for word in words:
-                if word.isascii():
-                    terms.append(word)
-                else:
-                    terms.extend(_word_terms(word))
-            words = terms
+        words = _words(text)
         if self.stopwords:
             words = [w for w in words if w not in _STOP]
         if self.stem and words:
             words = list(self._stemmer().stemWords(words))
         return words
+
+    def stems_of_partial(self, word: str) -> list[str]:
+        """The stems of the words a partly typed English `word` may become with an ending: "runni" is "run" (as in
+        "running"), "connecti" "connect", "studyi" "studi", where completing the stem itself finds nothing (the
+        stem of "running" is no continuation of "runni"). Each ending's tails are tried ("ing", "ng", "g"), so
+        most tries are no word at all and so no term of any collection."""
+        words = _words(word)
+        if not (self.stem and self.language in _ENGLISH and words and words[-1].isalpha()):
+            return []
+        return list(self._stemmer().stemWords([words[-1] + tail for tail in _TAILS]))
 
     def spans(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, term) of each word of `text` that yields a term, with the analysis of __call__: what

@@ -159,7 +159,8 @@ class SearchRequest(Options):
     prefix: StrictBool = Field(False, description=(
         f"search as you type: when the query ends in a word (no space or punctuation after it) in fewer documents "
         f"than `candidates`, BM25 also reads the {types.PREFIX_COMPLETIONS} terms of the collection that word "
-        f"begins that are in the most documents, so \"vitam\" finds \"vitamin\" (and highlights it)"))
+        f"begins that are in the most documents, so \"vitam\" finds \"vitamin\" (and highlights it), and first the "
+        f"stems the word may have with an English ending (\"runni\": \"run\")"))
 
     def to_engine(self) -> types.SearchQuery:
         conditions = None if self.filter is None else _conditions(self.filter)

@@ -198,6 +198,23 @@ def test_prefix_completes_the_word_being_typed(animals: TestClient) -> None:
     assert "bread" in ids(search(animals, "sourdo", prefix=True, relevance={"enabled": True}))
 
 
+def test_prefix_reaches_the_stem_of_the_word_being_typed(client: TestClient) -> None:
+    """The index holds stems, and a stem is often shorter than the word being typed: "runni" (of "running", stem
+    "run") and "connecti" (of "connection", "connect") began no term, so the hits went as the word grew and came
+    back when it was whole. Each English ending the word may take is tried; "card" does not reach "car"."""
+    client.put("/v1/collections/typing")
+    texts = {"run": "Running shoes for a marathon", "net": "A network connection", "car": "Cars and trucks",
+             "card": "Card games"}
+    documents = [{"id": doc_id, "text": text} for doc_id, text in texts.items()]
+    assert client.post("/v1/collections/typing/documents", json={"documents": documents}).status_code == 200
+    for typed, expected in (("runni", ["run"]), ("runn", ["run"]), ("connecti", ["net"]), ("card", ["card"])):
+        found = search(client, typed, "typing", mode="lexical", prefix=True, highlight={"fields": ["text"]})
+        assert ids(found) == expected, typed
+    assert found["hits"][0]["highlights"] == {"text": ["<mark>Card</mark> games"]}
+    assert search(client, "runni", "typing", mode="lexical", prefix=True, highlight={"fields": ["text"]}
+                  )["hits"][0]["highlights"] == {"text": ["<mark>Running</mark> shoes for a marathon"]}
+
+
 def test_a_word_in_as_many_documents_as_the_search_reads_is_taken_as_typed(client: TestClient) -> None:
     """Completions are terms of their own, rarer and so weightier in BM25 than a common word: "gene" ranked
     "generalist" and "generic" first. A word already in `candidates` documents or more is not completed."""
