@@ -22,7 +22,7 @@ from app.api import collections, documents, relevance, search, system, ui
 from app.api.cors import CorsMiddleware
 from app.api.errors import UnexpectedErrors, install_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.api.routing import TrailingSlash
+from app.api.routing import HeadAsGet, TrailingSlash
 from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
 from app.errors import DataDirLocked, DataDirUnusable, EncoderMismatch, StoreSchemaMismatch, StoreUnavailable
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(TrailingSlash)  # outside the metrics: they count the route it serves
+    app.add_middleware(HeadAsGet)
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
         # Outermost, so that every answer (a 401 or a 413 too) carries the headers a browser needs to read it.

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def route_for(scope: Scope) -> Any:
@@ -42,3 +42,26 @@ class TrailingSlash:
                 raw = scope.get("raw_path")
                 scope = {**trimmed, "raw_path": raw.rstrip(b"/") if raw else raw}
         await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    """Answers HEAD as GET without the body (RFC 9110: a server answers HEAD on whatever it answers GET on). The
+    API's routes answered it 405, so an uptime check or `curl -I` on /health or /ready read the service as down
+    (QA). Starlette's own routes do this; FastAPI's API routes take only the methods they name."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

@@ -173,6 +173,17 @@ def test_a_request_cut_short_by_the_shutdown_is_a_503_to_retry() -> None:
     assert error["code"] == "not_ready" and "retry" in error["message"]
 
 
+def test_head_is_answered_as_get_without_the_body(animals: TestClient) -> None:
+    """HEAD on /health, /ready or any GET route was a 405, which an uptime check or `curl -I` reads as down (QA)."""
+    for path in ("/health", "/ready", "/v1/collections", "/v1/collections/animals", "/ui/"):
+        got, head = animals.get(path), animals.head(path)
+        assert head.status_code == got.status_code == 200 and head.content == b"", path
+        assert head.headers["content-length"] == str(len(got.content)), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert animals.head("/v1/collections/nowhere").status_code == 404
+    assert animals.head("/v1/collections/animals/search").status_code == 405  # a POST route
+
+
 @pytest.mark.parametrize(("method", "path", "allow"), [
     ("post", "/v1/collections/x", "GET, PUT, DELETE"),  # three routes share the path: all three are named
     ("put", "/v1/collections/x/search", "POST"),
