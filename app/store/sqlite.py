@@ -110,7 +110,8 @@ class SqliteStore:
 
     def create_collection(self, name: str, dimension: int, settings: dict[str, Any]) -> CollectionRecord:
         record = CollectionRecord(name, uuid.uuid4().hex, dimension, settings)
-        with self._write_lock:
+        # In a transaction of its own like every other write, so a full disk is a 507, not an unhandled 500 (QA)
+        with self._write_lock, self._transaction():
             self._writer.execute(
                 "INSERT INTO collections VALUES (?, ?, ?, ?)", (name, record.uid, dimension, json.dumps(settings))
             )

@@ -2,7 +2,9 @@
 
 import gzip
 import json
+import sqlite3
 import zlib
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -371,6 +373,39 @@ def test_a_re_posted_unchanged_text_keeps_its_vector_without_encoding_it_again(
     assert len(encoded) == 1
     assert search(animals, "felines that purr", mode="dense", explain=True)["hits"][0]["explain"]["cosine"] \
         == pytest.approx(before["explain"]["cosine"], abs=0.02)
+
+
+class _FullOnNewCollection:
+    """The store's writer, but a full disk for the row of a new collection (a page with room held the row in any
+    real database held at its size, so the disk's refusal is made here)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("INSERT INTO collections"):
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode = sqlite3.SQLITE_FULL
+            raise full
+        return self.conn.execute(sql, *args)
+
+
+def test_a_full_disk_refuses_a_new_collection_with_a_507(animals: TestClient) -> None:
+    """A PUT of a new collection on a full disk was a 500 `internal_error` (its insert ran outside a transaction,
+    where the disk's refusal was not read as one; QA), where every other write was a 507."""
+    store = animals.app.state.engine.store  # type: ignore[attr-defined]
+    writer = store._writer
+    store._writer = _FullOnNewCollection(writer)
+    try:
+        refused = animals.put("/v1/collections/fresh")
+        assert refused.status_code == 507 and refused.json()["error"]["code"] == "insufficient_storage", refused.text
+    finally:
+        store._writer = writer
+    assert animals.get("/v1/collections/fresh").status_code == 404
+    assert animals.put("/v1/collections/fresh").status_code == 201
 
 
 def test_a_full_disk_is_a_507_that_writes_nothing_and_the_service_goes_on(animals: TestClient) -> None:
