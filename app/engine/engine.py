@@ -173,6 +173,7 @@ class SearchEngine:
             collection.stop_upkeep()  # first: a measurement holds the read lock until it ends
             with collection.lock.write():
                 collection.dropped = True
+            self.training_jobs.drop(name)
 
     def drop_collection(self, name: str) -> None:
         if self.follower is not None:
@@ -188,6 +189,7 @@ class SearchEngine:
                 collection.dropped = True
                 del self._collections[name]
             collection.snapshots.remove()
+        self.training_jobs.drop(name)
 
     def adapter_for(self, collection: Collection) -> CosineAdapter | None:
         """The collection's own adapter, else the default, else (another encoder) the dimension-free fallback."""

@@ -71,6 +71,7 @@ class TrainingJobs:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._unpublished: list[TrainingJob] = []  # ended while the board could not be reached: published later
+        self._dropped: list[threading.Thread] = []  # the running jobs of deleted collections (`drop`)
 
     def start(self, collection: str, examples: int, work: Work, uid: str = "") -> TrainingJob:
         """Runs `work` in a new thread as this collection's job (`uid`: the collection's, which `get` checks);
@@ -211,6 +212,17 @@ class TrainingJobs:
             return other
         raise _finished(other if other.status != "running" else self.get(collection, job_id, uid))  # ended since
 
+    def drop(self, collection: str) -> None:
+        """The collection was deleted: its running job (if any) ends at its next progress step, and is no longer
+        its name's job. A collection created again under the name trained at once, where it was refused with a
+        409 naming a job that every job route answered 404 for, until that step (QA)."""
+        with self._lock:
+            entry = self._running.pop(collection, None)
+            if entry is not None:
+                entry[0].cancelling = True
+                # a stop still waits for it (those that have ended are let go)
+                self._dropped = [thread for thread in self._dropped if thread.is_alive()] + [entry[1]]
+
     def running(self, collection: str) -> TrainingJob | None:
         with self._lock:
             entry = self._running.get(collection)
@@ -234,6 +246,7 @@ class TrainingJobs:
             self._stopping = True
             # A job still claiming is not joined (its thread has not started); it ends at its first progress step.
             threads = [thread for _, thread in self._started()]
+            threads += [thread for thread in self._dropped if thread.ident is not None]
         self._stopped.set()
         deadline = time.monotonic() + timeout
         for thread in threads:
@@ -253,7 +266,8 @@ class TrainingJobs:
         if self._stopping:
             raise JobCancelled("the service stopped before the training finished; the adapter is unchanged")
         if job.cancelling:
-            raise TrainingCancelled("the training was cancelled (DELETE of its job); the adapter is unchanged")
+            raise TrainingCancelled("the training was cancelled (DELETE of its job or of its collection); the adapter "
+                                    "is unchanged")
         if job.gave_up:
             raise JobCancelled(f"this replica could not reach the shared store for over {GIVE_UP_AFTER_SECONDS:.0f} "
                                "s, after which other replicas show the job failed and may train the collection "
@@ -274,7 +288,8 @@ class TrainingJobs:
                 job.progress = 1.0
             job.status = "done" if error is None else "failed"
             job.finished_at = time.time()
-            del self._running[job.collection]
+            if self._running.get(job.collection, (None,))[0] is job:  # not if its collection was dropped (`drop`)
+                del self._running[job.collection]
             finished = [job_id for job_id, j in self._jobs.items() if j.status != "running"]
             for job_id in finished[: max(0, len(finished) - self._keep)]:
                 del self._jobs[job_id]

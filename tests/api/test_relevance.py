@@ -20,6 +20,7 @@ from app.engine.collection import Collection
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
 from app.engine.relevance import cross_fit as cross_fit_module
+from app.errors import CollectionNotFound, TrainingCancelled
 from app.schemas import MAX_TRAIN_EXAMPLES
 from app.store.snapshots import SnapshotDir
 from app.store.sqlite import SqliteStore
@@ -514,6 +515,41 @@ def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
     _assert_ended_without_its_collection(client, response.headers["location"])
     assert client.get("/v1/collections/topics/relevance").json()["status"] == "default"
     assert _engine(client).store.load_adapter("topics") is None  # none written where the new one loads its own
+
+
+def test_a_collection_deleted_while_it_trains_can_train_again_at_once(client: TestClient,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted and created again under its name, a collection was refused a training with a 409 naming its old
+    job, which every job route answered 404 for, until that job's next step (QA). The old job ends failed there
+    without touching the new collection's adapter."""
+    by_topic = _load(client)
+    fitting, release = threading.Event(), threading.Event()
+    fit = own_adapter_module.train_and_calibrate
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        fitting.set()
+        assert release.wait(timeout=300)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(own_adapter_module, "train_and_calibrate", held)
+    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
+    assert response.status_code == 202, response.text
+    old = _engine(client).training_jobs.get("topics", response.json()["job"])
+    try:
+        assert fitting.wait(timeout=300)
+        assert client.delete("/v1/collections/topics").status_code == 204
+        _load(client)
+        monkeypatch.setattr(own_adapter_module, "train_and_calibrate", fit)
+        again = client.post("/v1/collections/topics/relevance/train?wait=false",
+                            json={"examples": _examples(by_topic)})
+        assert again.status_code == 202, again.text
+        assert client.get(response.headers["location"]).status_code == 404  # the old job is not this one's
+    finally:
+        release.set()
+    assert old.finished.wait(timeout=300)
+    ended = _engine(client).training_jobs.wait(old)
+    assert ended.status == "failed" and isinstance(ended.error, CollectionNotFound | TrainingCancelled), ended.error
+    assert _finished(client, again.headers["location"])["status"] == "done"
 
 
 def test_a_cancelled_job_ends_failed_and_leaves_the_adapter(client: TestClient,
