@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -59,8 +59,22 @@ def error_response(status: int, code: str, message: str, details: list[Any] | No
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Echoing the rejected input back can be huge (a 32 MiB batch); the location and reason suffice.
-    return [{"loc": list(err.get("loc", ())), "msg": _message(err), "type": err.get("type", "")}
+    return [{"loc": _location(err.get("loc", ())), "msg": _message(err), "type": err.get("type", "")}
             for err in exc.errors()[:50]]
+
+
+# The tags pydantic puts in a location after a filter's key, naming which form of condition it read the value as
+# (app/schemas/search.py, FilterCondition): no field of the request, so a client could not map the error to one.
+_CONDITION_TAGS = ("value", "in", "range")
+
+
+def _location(loc: Sequence[Any]) -> list[Any]:
+    """`loc` as the request names its parts: ["body", "filter", "year", "in", 0], not [..., "year", "in", "in", 0]."""
+    parts = list(loc)
+    for at in range(len(parts) - 2, 0, -1):
+        if parts[at - 1] == "filter" and at + 1 < len(parts) and parts[at + 1] in _CONDITION_TAGS:
+            del parts[at + 1]
+    return parts
 
 
 def _message(err: Mapping[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """Request and response models of the HTTP contract (shared/API.md), with every bound on input: the types they
 share and the collections, documents, relevance and error models here, the search ones in app/schemas/search.py."""
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -122,7 +123,12 @@ def _string(value: Any) -> Any:
 
 
 def _scalar(value: Any) -> Any:
-    """What every metadata or filter scalar is checked for before its union: one message for what it would fail."""
+    """What every metadata or filter scalar is checked for before its union: one message for what it would fail
+    (each branch's own, at a location naming pydantic's union members, told a client nothing it could act on; QA)."""
+    if value is None or isinstance(value, dict | list):
+        raise ValueError(f"a value here is a string, a number or a boolean, not {_json_kind(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("a number must be finite: JSON has no NaN or Infinity, and 1e400 is beyond a double")
     return _string(_int64(value))
 
 

@@ -3,7 +3,7 @@ boosts and the relevance filter's options."""
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, model_validator
 
 from app.engine import types
 from app.engine.facets import MAX_FACET_VALUES
@@ -79,8 +79,16 @@ def _condition_kind(value: Any) -> str:
     return "range" if isinstance(value, RangeFilter | dict) else "value"
 
 
+def _filter_value(value: Any) -> Any:
+    if isinstance(value, list):
+        raise ValueError('a filter value is a string, a number or a boolean; to match any of several, write '
+                         '{"in": [...]}')
+    return value
+
+
 FilterCondition = Annotated[
-    Annotated[Scalar, Tag("value")] | Annotated[InFilter, Tag("in")] | Annotated[RangeFilter, Tag("range")],
+    Annotated[Scalar, BeforeValidator(_filter_value), Tag("value")] | Annotated[InFilter, Tag("in")]
+    | Annotated[RangeFilter, Tag("range")],
     Discriminator(_condition_kind)]
 Filter = Annotated[dict[MetadataKey, FilterCondition],
                    Field(max_length=MAX_METADATA_KEYS, json_schema_extra=KEYS_DOCUMENTED)]

@@ -150,6 +150,12 @@ def test_a_metadata_value_of_no_allowed_kind_gets_one_message_saying_what_is(ani
     batch = {"documents": [{"id": "x", "text": "t", "metadata": {"tags": ["x"] * 257}}]}
     [detail] = animals.post("/v1/collections/animals/documents", json=batch).json()["error"]["details"]
     assert "at most 256 strings, got 257" in detail["msg"] and detail["loc"][-1] == "tags"
+    # And a number beyond a double (QA: five details, their locations naming pydantic's union members)
+    body = '{"documents": [{"id": "x", "text": "t", "metadata": {"size": 1e400}}]}'
+    answer = animals.post("/v1/collections/animals/documents", content=body,
+                          headers={"content-type": "application/json"})
+    [detail] = answer.json()["error"]["details"]
+    assert "a number must be finite" in detail["msg"] and detail["loc"] == ["body", "documents", 0, "metadata", "size"]
 
 
 def test_limits_give_413_and_write_nothing(make_client: object) -> None:

@@ -1,6 +1,7 @@
 """Search: modes, fusion, filters, paging, explain, and bad requests."""
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,24 @@ def test_a_bad_range_bound_gets_one_error_at_its_own_place(animals: TestClient, 
     union of the bound's kinds (QA)."""
     body = {"query": "x", "filter": {"year": {"gte": bound}}}
     details = animals.post("/v1/collections/animals/search", json=body).json()["error"]["details"]
-    assert [d["loc"] for d in details] == [["body", "filter", "year", "range", "gte"]], details
+    assert [d["loc"] for d in details] == [["body", "filter", "year", "gte"]], details
+
+
+@pytest.mark.parametrize(("condition", "message", "loc"), [
+    (["bone"], 'to match any of several, write {"in": [...]}', ["year"]),
+    (None, "a string, a number or a boolean, not null", ["year"]),
+    (1e400, "a number must be finite", ["year"]),
+    ({"in": [1, 1e400]}, "a number must be finite", ["year", "in", 1]),
+])
+def test_a_bad_filter_value_gets_one_error_that_says_what_to_send(animals: TestClient, condition: object,
+                                                                 message: str, loc: list[object]) -> None:
+    """A list, null or 1e400 got one error per kind a value may be, at locations naming pydantic's union members
+    ("function-before[_json_integer(), int]"), and none said to write {"in": [...]} (QA)."""
+    body = json.dumps({"query": "x", "filter": {"year": condition}}).replace("Infinity", "1e400")
+    answer = animals.post("/v1/collections/animals/search", content=body, headers={"content-type": "application/json"})
+    details = answer.json()["error"]["details"]
+    assert len(details) == 1 and message in details[0]["msg"], details
+    assert details[0]["loc"] == ["body", "filter", *loc]
 
 
 @pytest.mark.parametrize(("method", "path"), [("post", "/v1/collections/animals/search"),
