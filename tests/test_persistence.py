@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 import app.engine.tokenizer as tokenizer_module
 from app.client import SearchClient
+from app.engine.collection import SNAPSHOT_AFTER_REPLAYING
 from app.engine.dense import DenseIndex
 from app.engine.embedder import Embedder
 from app.main import create_app
@@ -212,7 +213,8 @@ def test_a_snapshot_of_an_older_analysis_is_analysed_again_from_the_store_and_ke
     """An upgrade that changes the text analysis ("İstanbul" was "i" + "stanbul" before 2026-12-03, "i̇stanbul" until
     2026-12-05: a query for "istanbul" found neither) makes the
     lexical index of a snapshot from before it wrong. The start makes it again from the store's texts, loads the
-    graph as it was (re-inserting nothing), replays the writes after the snapshot, and a snapshot then keeps it."""
+    graph as it was (re-inserting nothing), replays the writes after the snapshot, and the next check's snapshot
+    keeps it."""
     live = {"ist": "İstanbul ferry timetable", "r2": "Record two", "r3": "Record three", "izm": "İzmir harbour"}
     with monkeypatch.context() as before:
         # as before 2026-12-05: "i̇stanbul" kept its dot
@@ -246,11 +248,40 @@ def test_a_snapshot_of_an_older_analysis_is_analysed_again_from_the_store_and_ke
             assert ids(search(client, query, "records", mode="lexical")) == [doc_id], query
         assert sorted(ids(search(client, "record", "records", mode="lexical"))) == ["r2", "r3"]
         assert sorted(ids(search(client, "record", "records", mode="dense", k=10))) == sorted(live)
+        # The next check snapshots it, few as the writes since are: until then a crash analysed everything again
+        # at every start (QA). Then a kill: the stop snapshots nothing.
+        collection = engine.collection("records")
+        assert collection.snapshot_soon
+        engine.snapshot_due()
+        assert collection.writes_since_snapshot == 0 and not collection.snapshot_soon
     caplog.clear()
-    with caplog.at_level(logging.INFO), make_client() as client:  # the stop's snapshot holds the new analysis
+    with caplog.at_level(logging.INFO), make_client() as client:  # the check's snapshot holds the new analysis
         assert not any("analysed again" in r.getMessage() for r in caplog.records)
         assert client.app.state.engine.collection("records").writes_since_snapshot == 0  # type: ignore[attr-defined]
         assert ids(search(client, "istanbul", "records", mode="lexical")) == ["ist"]
+
+
+def test_a_start_that_replayed_many_writes_snapshots_at_the_next_check(make_client: AppFactory) -> None:
+    """A start with no snapshot (or an old one) replays the store's writes into the graph, ~1 ms each; only
+    20,000 more writes or a clean stop snapshotted that, so a crash made every start replay them all again (QA)."""
+    rng = np.random.default_rng(3)
+    docs = [{"id": f"d{i}", "text": f"doc {i}", "vector": rng.standard_normal(384).tolist()}
+            for i in range(SNAPSHOT_AFTER_REPLAYING)]
+    with make_client(snapshot_every_writes=1_000_000) as client:
+        # (an explicit ef_search: a measurement, due at 1,000 vectors, would ask for a snapshot itself)
+        assert client.put("/v1/collections/many", json={"hnsw": {"ef_search": 64}}).status_code == 201
+        assert client.post("/v1/collections/many/documents", json={"documents": docs}).status_code == 200
+        collection = client.app.state.engine.collection("many")  # type: ignore[attr-defined]
+        assert not collection.snapshot_soon  # writes alone wait for their count
+        collection.writes_since_snapshot = 0  # as a kill would: no snapshot
+    with make_client(snapshot_every_writes=1_000_000) as client:
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        assert engine.collection("many").snapshot_soon
+        engine.snapshot_due()
+        assert not engine.collection("many").snapshot_soon and engine.collection("many").writes_since_snapshot == 0
+    with make_client(snapshot_every_writes=1_000_000) as client:
+        assert not client.app.state.engine.collection("many").snapshot_soon  # type: ignore[attr-defined]
+        assert client.get("/v1/collections/many").json()["count"] == len(docs)
 
 
 def test_a_snapshot_that_cannot_be_written_is_one_log_line_and_the_others_are_still_taken(

@@ -61,6 +61,8 @@ log = logging.getLogger("app.collection")
 # 48-65 ms.
 SETTLE_TURN_SECONDS = 0.010
 _MAX_TURN = 256
+# A start that replayed this many writes (into the graph, ~1 ms each) snapshots at the next check.
+SNAPSHOT_AFTER_REPLAYING = 1_000
 
 
 def next_turn(count: int, seconds: float, budget: float = SETTLE_TURN_SECONDS) -> int:
@@ -91,6 +93,9 @@ class Collection(GraphUpkeep):
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     writes_since_snapshot: int = 0
+    # Snapshot at the next check, whatever the writes since: work a start or the graph's upkeep did that a crash
+    # would make the next start do again (a rebuild, a new analysis, an ef_search measurement; QA).
+    snapshot_soon: bool = False
     dropped: bool = False  # set under the write lock when the collection is deleted
     shared: SharedWrites | None = None  # set when the store is shared by replicas
     applied_seq: int = 0  # shared store: every change up to this sequence is in the indexes (set under the lock)
@@ -177,7 +182,8 @@ class Collection(GraphUpkeep):
             analysed += len(covered)
             if len(covered) < len(rows):  # the rest came after the snapshot: replayed with the store's tail
                 break
-        self.writes_since_snapshot += analysed  # so a snapshot soon holds the new analysis
+        self.writes_since_snapshot += analysed
+        self.snapshot_soon = True  # else only 20,000 more writes or a clean stop kept it: a crash analysed again
         log.info("collection %s: snapshot's lexical index held another analysis; %d documents analysed again in "
                  "%.1f s", self.name, analysed, time.perf_counter() - started)
 
@@ -190,6 +196,8 @@ class Collection(GraphUpkeep):
             self._index_rows(rows, vectors)
             replayed += len(rows)
         self.writes_since_snapshot += replayed + len(dead)
+        # A long replay (no snapshot, or an old one) is work a crash would make the next start do again.
+        self.snapshot_soon = self.snapshot_soon or replayed + len(dead) >= SNAPSHOT_AFTER_REPLAYING
         log.info("collection %s: %d documents (snapshot seq %d, replayed %d writes)",
                  self.name, len(self.lexical), after_seq, self.writes_since_snapshot)
 
@@ -305,6 +313,7 @@ class Collection(GraphUpkeep):
                                            uid=self.record.uid, seq=seq, store=self.store.identity(),
                                            analysis=self.tokenizer.config()))
             self.writes_since_snapshot -= written
+            self.snapshot_soon = False
         try:
             self.store.prune_tombstones(self.name, seq)
         except StoreUnavailable as exc:  # only compaction is put off: the snapshot stands, the next one prunes

@@ -317,7 +317,8 @@ class SearchEngine:
 
     def snapshot_due(self) -> None:
         self._snapshot([collection for collection in self.list_collections()
-                        if collection.writes_since_snapshot >= self.settings.snapshot_every_writes], "periodic")
+                        if collection.writes_since_snapshot >= self.settings.snapshot_every_writes
+                        or collection.snapshot_soon], "periodic")
 
     @staticmethod
     def _snapshot(collections: list[Collection], when: str) -> None:

@@ -34,6 +34,7 @@ class GraphUpkeep:
     recall_target: float
     dropped: bool
     writes_since_snapshot: int
+    snapshot_soon: bool
     settle: Callable[[], None]
     _upkeeper: threading.Thread | None
     _upkeep_guard: threading.Lock
@@ -125,7 +126,8 @@ class GraphUpkeep:
             if self.dropped:
                 return False
             self.dense.adopt(graph, built)
-            self.writes_since_snapshot += 1  # so the next snapshot saves the smaller graph
+            self.writes_since_snapshot += 1
+            self.snapshot_soon = True  # the smaller graph, at the next check: a crash would rebuild it again
         # `built` counts every node the rebuild inserted, some deleted again while it ran.
         log.info("collection %s: graph rebuilt without its %d deleted nodes (%d nodes inserted, %.1f s)",
                  self.record.name, deleted, len(built), time.perf_counter() - start)
@@ -170,7 +172,8 @@ class GraphUpkeep:
             if self.dropped:
                 return False
             self.dense.tuning = tuning
-            self.writes_since_snapshot += 1  # so the next snapshot keeps it: a restart need not measure again
+            self.writes_since_snapshot += 1
+            self.snapshot_soon = True  # kept at the next check: a restart, a crash too, need not measure again
         log.info("collection %s: ef_search %d (recall@%d %.3f, target %.2f, %d vectors)", self.record.name,
                  tuning.ef_search, tuning.k, tuning.recall, tuning.target, tuning.measured_at)
         return True

@@ -47,6 +47,10 @@ def test_ef_search_is_tuned_as_the_collection_grows_and_kept_across_a_restart(ma
         assert second["measured_at"] == 2100 and second["recall"] >= 0.95
         engine: SearchEngine = client.app.state.engine  # type: ignore[attr-defined]
         assert engine.collection("grow").dense.ef_search == second["ef_search"]  # what searches walk with
+        # Kept by the next check's snapshot, not only by a clean stop: a crash measured again at every start (QA)
+        assert engine.collection("grow").snapshot_soon
+        engine.snapshot_due()
+        assert engine.collection("grow").writes_since_snapshot == 0  # so the stop below snapshots nothing
     with make_client() as client:
         engine = client.app.state.engine  # type: ignore[attr-defined]
         assert engine.collection("grow")._upkeeper is None  # loaded from the snapshot: nothing re-measured
