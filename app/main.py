@@ -52,8 +52,11 @@ def _load_engine(app: FastAPI, settings: Settings, embedder: Encoder | None, exi
             log.error("start-up failed: %s", exc.message, extra={"details": exc.details})
             app.state.startup_failure = exc.message
         else:
-            log.exception("start-up failed%s", "; shutting down" if exit_on_failure else "")
+            # The cause in the line itself, as a log viewer shows it; the traceback after it (QA: a bad
+            # SEARCH_MODEL said only "start-up failed; shutting down", its reason the last of 13 traceback lines).
             app.state.startup_failure = f"{type(exc).__name__}: {exc}"
+            log.exception("start-up failed: %s%s", app.state.startup_failure,
+                          "; shutting down" if exit_on_failure else "")
         # A server that can never become ready should exit and let its supervisor see that: it shuts down as
         # on SIGTERM, then the lifespan ends the process with STARTUP_FAILED (uvicorn re-raises the SIGTERM it
         # caught once it has stopped, and a death by SIGTERM reads as a stop, not a failure, to systemd). An

@@ -2,11 +2,17 @@
 
 import asyncio
 import json
+import logging
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.client import ApiError
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import wait_ready
 from tests.helpers import ANIMALS
 
 SEARCH = "/v1/collections/animals/search"
@@ -225,3 +231,15 @@ def test_an_api_path_with_a_trailing_slash_is_served_as_the_path_without_it(anim
     assert animals.get("/v1/collections/animals/documents/cat/").status_code == 404  # "cat/" is another id
     missing = animals.get("/v1/nothing/here/", follow_redirects=False)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_start_that_fails_says_why_in_its_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A SEARCH_MODEL that is no model logged "start-up failed; shutting down", its reason only the last of 13
+    traceback lines (QA); /ready says it too."""
+    settings = Settings(data_dir=tmp_path / "data", model=str(tmp_path / "no-model"))
+    with caplog.at_level(logging.ERROR), TestClient(create_app(settings)) as client:
+        with pytest.raises(ApiError) as failed:
+            wait_ready(client)
+        assert failed.value.code == "startup_failed"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("start-up failed")]
+    assert "no-model" in line and "Error: " in line, line
