@@ -283,7 +283,7 @@ class RelevanceStatus(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
-    details: list[Any] = []
+    details: list[Any]  # always sent (API.md: every error body has it), so required in the schema too (QA)
 
 
 class ErrorBody(BaseModel):

@@ -69,6 +69,9 @@ def test_unknown_collection_and_bad_names(client: TestClient) -> None:
     bad = client.put("/v1/collections/-bad name")
     assert bad.status_code == 422
     assert set(bad.json()["error"]) == {"code", "message", "details"}
+    # and the OpenAPI document says every error has all three (it had details optional: QA)
+    error = client.get("/openapi.json").json()["components"]["schemas"]["ErrorDetail"]
+    assert set(error["required"]) == {"code", "message", "details"}
 
 
 def test_a_name_holding_an_escaped_slash_is_a_422_like_any_name_outside_the_pattern(client: TestClient) -> None:
