@@ -38,9 +38,10 @@ _WHEN = {
     404: "unknown collection or document",
     409: "the collection exists with other settings",
     413: "body or batch over the limits",
-    415: "unsupported content type",
+    415: "unsupported content type or content encoding",
     422: "the request failed validation",
-    503: "the service is still loading its model and indexes",
+    503: "not ready (still loading its model and indexes, or stopping), or the shared PostgreSQL store cannot be "
+         "reached or refused the call: nothing was done; retry after Retry-After",
     507: "the store's disk is full: nothing of the write was stored",
 }
 
