@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from app.api import collections, documents, relevance, search, system, ui
 from app.api.cors import CorsMiddleware
@@ -34,6 +35,7 @@ from app.store.lock import DataDirLock
 
 log = logging.getLogger("app")
 STARTUP_FAILED = 3  # the exit status uvicorn gives a start-up that failed in the lifespan itself
+DOCS_FILES = "/docs-files"  # where /docs loads Swagger UI's files from
 # Start-up failures whose message says what to do: logged in one line, without a traceback.
 _SAYS_WHAT_TO_DO = (EncoderMismatch, StoreSchemaMismatch, StoreUnavailable, DataDirUnusable)
 
@@ -120,8 +122,12 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
                 logging.shutdown()
                 os._exit(STARTUP_FAILED)
 
-    app = FastAPI(title="Hybrid search", version="1.0.0", lifespan=lifespan,
-                  description="Hybrid (BM25 + HNSW) search with Cosine Adapter relevance filtering.")
+    # FastAPIOffline: FastAPI whose /docs page loads Swagger UI from the service, not a CDN (offline it was a blank
+    # page, and online every visitor's browser fetched third-party scripts; QA). No /redoc: ReDoc still fetches
+    # its logo from its CDN.
+    app = FastAPIOffline(title="Hybrid search", version="1.0.0", lifespan=lifespan, static_url=DOCS_FILES,
+                         redoc_url=None,
+                         description="Hybrid (BM25 + HNSW) search with Cosine Adapter relevance filtering.")
     app.state.settings = settings
     app.state.engine = None
     app.state.startup_failure = None

@@ -465,3 +465,15 @@ def test_a_link_to_a_collection_the_service_lacks_says_which_one_the_page_shows(
     wait.until(lambda d: _hits(d) and "hits" in d.find_element(By.ID, "status").text)
     assert not browser.find_element(By.ID, "status").text.startswith("No collection")
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_api_documentation_pages_render_offline(live_server: Server, browser: Any) -> None:
+    """/docs loaded Swagger UI from a CDN: on a machine with no internet, as this one, it was a blank page (QA).
+    Served by the service, it shows the operations, and the browser fetched nothing from elsewhere."""
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{live_server.url}/docs")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) >= 10)
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/v1/collections/{name}/search" in paths
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched and all(url.startswith(live_server.url) for url in fetched), fetched
