@@ -200,15 +200,32 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     environment source ignores them, so a typo would otherwise leave the default in place without a word.
     Settings are read whatever the case of their names (pydantic compares them lower-cased); the other variables
     only as written."""
+    return [f"{name} is not a setting and is ignored" + (f" (did you mean SEARCH_{near.upper()}?)" if near else "")
+            for name, near in _unknown(environ)]
+
+
+def _unknown(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each SEARCH_* variable no setting reads, with the setting whose name is nearest (if any is near)."""
     settings = {f"search_{name}" for name in Settings.model_fields}
-    lines = []
+    unknown = []
     for name in sorted(environ):
         if not name.lower().startswith("search_") or name.lower() in settings or name in OTHER_VARIABLES:
             continue
         near = difflib.get_close_matches(name.lower().removeprefix("search_"), sorted(Settings.model_fields), n=1)
-        lines.append(f"{name} is not a setting and is ignored"
-                     + (f" (did you mean SEARCH_{near[0].upper()}?)" if near else ""))
-    return lines
+        unknown.append((name, near[0] if near else None))
+    return unknown
+
+
+def _refuse_open_by_mistake(settings: Settings, environ: Mapping[str, str]) -> None:
+    """A server with no keys whose environment holds a near miss of a key setting (SEARCH_API_KEY, the commands'
+    variable, for SEARCH_API_KEYS) was meant to have keys: it started open to anyone, with only a warning (QA)."""
+    if settings.api_keys or settings.admin_keys:
+        return
+    for name, near in _unknown(environ):
+        if near in ("api_keys", "admin_keys"):
+            raise SystemExit(f"{name} is set but is not a setting, and the service has no keys: it would start "
+                             f"open to anyone. Set SEARCH_{near.upper()} for the server (SEARCH_API_KEY is the key "
+                             f"the commands send); to serve without keys, unset {name}.")
 
 
 def load_settings() -> Settings:
@@ -217,7 +234,7 @@ def load_settings() -> Settings:
     from pydantic import ValidationError
 
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(f"SEARCH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
                              for error in exc.errors())
@@ -231,3 +248,5 @@ def load_settings() -> Settings:
         raise SystemExit(f"bad settings: {os.environ.get('SEARCH_CONFIG', DEFAULT_CONFIG)} is not valid TOML: "
                          f"{exc}") from None
 
+    _refuse_open_by_mistake(settings, os.environ)
+    return settings

@@ -109,6 +109,20 @@ def test_a_process_starting_on_bad_settings_ends_with_one_line_naming_them(
         load_settings()
 
 
+@pytest.mark.parametrize("name", ["SEARCH_API_KEY", "SEARCH_ADMIN_KEY", "search_api_key"])
+def test_a_server_without_keys_whose_environment_misspells_one_does_not_start_open(
+        config: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """SEARCH_API_KEY (the commands' variable) on a server started it open to anyone, with only a warning (QA)."""
+    monkeypatch.setenv(name, "secret-key")
+    with pytest.raises(SystemExit) as ended:
+        load_settings()
+    message = str(ended.value.code)
+    assert f"{name} is set but is not a setting" in message and "open to anyone" in message
+    assert "secret-key" not in message
+    monkeypatch.setenv("SEARCH_ADMIN_KEYS", "a-real-key")  # keys configured: the commands' variable may be there
+    assert load_settings().admin_keys == ["a-real-key"]
+
+
 def test_settings_that_do_not_parse_end_with_one_line_naming_them(config: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A JSON setting or a TOML file with a syntax error: a traceback through pydantic-settings before."""
