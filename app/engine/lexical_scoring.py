@@ -87,6 +87,12 @@ class LexicalScoring:
             idf = math.log(n - df + 0.5) - math.log(df + 0.5)
             if idf < 0:  # rank_bm25 floors terms in over half the documents at a share of the mean
                 idf = self.epsilon * self._average_idf(n)
+            if idf <= 0:
+                # Where that is no floor (a term in exactly half the documents, or a mean below zero: most terms of
+                # a small collection are in most of its documents), a document holding the term scored 0 or below
+                # (QA: "solar panels" -0.30 in a collection of two), and convex fusion's tm2c2 takes BM25 to be at
+                # least 0. Lucene's idf instead, positive for every df: the only place the scores leave rank_bm25's.
+                idf = math.log1p((n - df + 0.5) / (df + 0.5))
             tids.append(tid)
             weights.append(idf * count * (self.k1 + 1))
         runs = []
