@@ -94,7 +94,9 @@ class TrainingJobs:
             self._claim(job)
         except BaseException:
             with self._lock:
-                del self._jobs[job.id], self._running[collection]
+                del self._jobs[job.id]
+                if self._running.get(collection, (None,))[0] is job:  # (not if the collection was dropped since)
+                    del self._running[collection]
             raise
         with self._lock:
             if self._board is not None and self._heartbeat is None:
