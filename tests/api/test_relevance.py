@@ -517,12 +517,9 @@ def test_a_collection_dropped_during_its_training_never_gets_the_adapter(
     assert _engine(client).store.load_adapter("topics") is None  # none written where the new one loads its own
 
 
-def test_a_collection_deleted_while_it_trains_can_train_again_at_once(client: TestClient,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deleted and created again under its name, a collection was refused a training with a 409 naming its old
-    job, which every job route answered 404 for, until that job's next step (QA). The old job ends failed there
-    without touching the new collection's adapter."""
-    by_topic = _load(client)
+def _held_training(client: TestClient, by_topic: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+                   ) -> tuple[Any, threading.Event, threading.Event]:
+    """A training started as a job (202), held inside its fit until `release` is set; `fitting` once it is."""
     fitting, release = threading.Event(), threading.Event()
     fit = own_adapter_module.train_and_calibrate
 
@@ -534,6 +531,17 @@ def test_a_collection_deleted_while_it_trains_can_train_again_at_once(client: Te
     monkeypatch.setattr(own_adapter_module, "train_and_calibrate", held)
     response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
     assert response.status_code == 202, response.text
+    return response, fitting, release
+
+
+def test_a_collection_deleted_while_it_trains_can_train_again_at_once(client: TestClient,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted and created again under its name, a collection was refused a training with a 409 naming its old
+    job, which every job route answered 404 for, until that job's next step (QA). The old job ends failed there
+    without touching the new collection's adapter."""
+    by_topic = _load(client)
+    fit = own_adapter_module.train_and_calibrate
+    response, fitting, release = _held_training(client, by_topic, monkeypatch)
     old = _engine(client).training_jobs.get("topics", response.json()["job"])
     try:
         assert fitting.wait(timeout=300)
@@ -556,17 +564,7 @@ def test_a_cancelled_job_ends_failed_and_leaves_the_adapter(client: TestClient,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     by_topic = _load(client)
     before = client.get("/v1/collections/topics/relevance").json()
-    fitting, release = threading.Event(), threading.Event()
-    fit = own_adapter_module.train_and_calibrate
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        fitting.set()
-        assert release.wait(timeout=300)
-        return fit(*args, **kwargs)
-
-    monkeypatch.setattr(own_adapter_module, "train_and_calibrate", held)
-    response = client.post("/v1/collections/topics/relevance/train?wait=false", json={"examples": _examples(by_topic)})
-    assert response.status_code == 202, response.text
+    response, fitting, release = _held_training(client, by_topic, monkeypatch)
     location = response.headers["location"]
     try:
         assert fitting.wait(timeout=300)
