@@ -138,10 +138,12 @@ RETRY_AFTER_SECONDS = 1
 def _allowed(request: Request) -> str:
     """The methods some route takes at this path: Starlette's 405 names only the first route that matched the
     path (GET for a collection, which also takes PUT and DELETE). Asked of the router method by method, through
-    `matches` (how routes are nested is FastAPI's business)."""
+    `matches` (how routes are nested is FastAPI's business). HEAD wherever GET is: `HeadAsGet` answers it."""
     routes = request.app.router.routes
-    return ", ".join(m for m in _METHODS
-                     if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes))
+    taken = [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)]
+    if "GET" in taken and "HEAD" not in taken:
+        taken.insert(taken.index("GET") + 1, "HEAD")
+    return ", ".join(taken)
 
 
 def _slash_in_name(request: Request) -> bool:

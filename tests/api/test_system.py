@@ -191,9 +191,10 @@ def test_head_is_answered_as_get_without_the_body(animals: TestClient) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
-    ("post", "/v1/collections/x", "GET, PUT, DELETE"),  # three routes share the path: all three are named
+    ("post", "/v1/collections/x", "GET, HEAD, PUT, DELETE"),  # three routes share the path: all are named
+    ("post", "/health", "GET, HEAD"),  # HeadAsGet answers HEAD wherever GET is
     ("put", "/v1/collections/x/search", "POST"),
-    ("delete", "/v1/collections", "GET"),
+    ("delete", "/v1/collections", "GET, HEAD"),
 ])
 def test_a_wrong_method_is_405_with_the_methods_the_path_takes(client: TestClient, method: str, path: str,
                                                                allow: str) -> None:
