@@ -445,6 +445,32 @@ def test_while_the_store_is_down_writes_are_refused_at_once_and_searches_are_not
                       json={"documents": [{"id": "new-0", "text": "A parrot repeats words."}]}).status_code == 200
 
 
+def test_a_store_that_stops_answering_under_a_steady_write_load_reads_as_degraded(
+        replica: Replica, postgres: Any) -> None:
+    """While writes through a replica are under way its following loop waits for them and does not reach the
+    store, so with loaders writing without pause through a paused database, every write answered 503 and `/ready`
+    said ready throughout (QA). A write held open here stands for that load."""
+    fresh = [{"id": "new-1", "text": "A parrot repeats words."}]
+    with replica("a", database_timeout_seconds=1) as a:
+        assert a.put("/v1/collections/animals").status_code == 201
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS}).status_code == 200
+        follower = engine_of(a).follower
+        assert follower is not None
+        with follower.writing():  # another loader's write in flight: the loop waits
+            time.sleep(0.3)  # the loop is past its last catch-up and waiting
+            postgres.stop()
+            try:
+                refused = a.post("/v1/collections/animals/documents", json={"documents": fresh})
+                assert refused.json()["error"]["code"] == "store_unavailable"
+                ready = a.get("/ready")
+                assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
+            finally:
+                postgres.start()
+            wait_for(lambda: a.post("/v1/collections/animals/documents",
+                                    json={"documents": fresh}).status_code == 200)
+            assert a.get("/ready").json()["status"] == "ready"  # the write that went through says so
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     """Polls a condition a user would observe, bounded."""
     deadline = time.monotonic() + timeout

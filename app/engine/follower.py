@@ -110,16 +110,12 @@ class Follower:
                     listener = self.store.shared.listener()
                 self._await_own_writes()
                 self.catch_up()
-                if self._degraded is not None:
-                    log.warning("the store is reachable again; following resumed at sequence %d", self._applied)
-                    self._degraded = None
+                self._reached()
                 announced = listener.wait(POLL_SECONDS)
                 if announced is not None:
                     self._saw(announced)
             except StoreUnavailable as exc:
-                if self._degraded is None:
-                    log.error("following stopped: %s; serving reads from memory, retrying", exc.message)
-                self._degraded = exc.message
+                self._unreachable(exc.message)
                 if listener is not None:
                     with suppress(Exception):
                         listener.close()
@@ -130,6 +126,16 @@ class Follower:
                 self._stop.wait(RETRY_SECONDS)
         if listener is not None:
             listener.close()
+
+    def _unreachable(self, why: str) -> None:
+        if self._degraded is None:
+            log.error("following stopped: %s; serving reads from memory, retrying", why)
+        self._degraded = why
+
+    def _reached(self) -> None:
+        if self._degraded is not None:
+            log.warning("the store is reachable again; following resumed at sequence %d", self._applied)
+            self._degraded = None
 
     def _await_own_writes(self) -> None:
         """Waits while writes through this replica are under way. Each one's `sync` applies its batch as it is;
@@ -145,11 +151,19 @@ class Follower:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Held by an upsert through this replica from its store call to the end of its `sync`."""
+        """Held by an upsert through this replica from its store call to the end of its `sync`. What the write
+        finds of the store is this replica's state too: while writes are under way the loop waits for them and
+        does not reach the store, so under a steady load a store that stopped answering (its server paused) was
+        seen only by the writes, which answered 503 while `/ready` said ready (QA)."""
         with self._own_writes_done:
             self._own_writes += 1
         try:
             yield
+        except StoreUnavailable as exc:
+            self._unreachable(exc.message)
+            raise
+        else:
+            self._reached()
         finally:
             with self._own_writes_done:
                 self._own_writes -= 1
