@@ -7,7 +7,7 @@ const PAGE = 10; // hits a page
 // filter: no prototype, so that a metadata key "__proto__" is a key like any other (QA: its facet did nothing).
 const state = {
   filter: Object.create(null), facetFields: [], features: new Set(), seq: 0, inFlight: null, offset: 0,
-  refocus: null, // [container id, field]: where keyboard focus goes once the next answer is shown
+  refocus: null, // () => the element keyboard focus goes to once the next answer is shown (`refocus`)
   maxOffset: undefined, // the largest offset the service takes (its OpenAPI document)
   standIn: null, // {named, shown}: the address named a collection the service lacks, and the page shows this one
 };
@@ -216,14 +216,22 @@ function render(answer, collection, body) {
   refocus();
 }
 
-// Facet buttons and filter chips are made anew with each answer, so the one a keyboard user pressed is gone:
-// focus goes to what now stands for it, the filter's chip or the field's first facet, else the query (QA).
+// A control a keyboard user pressed can be gone from the next answer: facet buttons and filter chips are made
+// anew, "Show them" hides, Next is disabled on the last page. Focus then fell to <body> (QA); it goes to what
+// now stands for the control (the filter's chip or the field's first facet, the relevance box, the other
+// pager button), else the query.
 function refocus() {
-  if (!state.refocus) return;
-  const [where, field] = state.refocus;
+  const pick = state.refocus;
   state.refocus = null;
-  const buttons = [...$(where).querySelectorAll("button")];
-  (buttons.find((button) => button.dataset.field === field) || $("query")).focus();
+  if (pick) (pick() || $("query")).focus();
+}
+
+function fieldButton(where, field) {
+  return [...$(where).querySelectorAll("button")].find((button) => button.dataset.field === field);
+}
+
+function usable(...ids) {
+  return ids.map($).find((element) => !element.disabled && element.getClientRects().length);
 }
 
 // Text from documents goes in isolated: a value's right-to-left override (U+202E) reversed every field after it
@@ -310,7 +318,7 @@ function renderFacet(field, values) {
     button.append(isolated(shown(value)), ` (${count})`);
     button.addEventListener("click", () => {
       state.filter[field] = value;
-      state.refocus = ["filters", field];
+      state.refocus = () => fieldButton("filters", field);
       search({ push: true });
     });
     $("facets").append(button);
@@ -325,7 +333,7 @@ function renderFilters() {
     chip.append(isolated(field), ": ", isolated(shown(value)), " ✕");
     chip.addEventListener("click", () => {
       delete state.filter[field];
-      state.refocus = ["facets", field];
+      state.refocus = () => fieldButton("facets", field);
       search({ push: true });
     });
     return chip;
@@ -362,15 +370,21 @@ $("api-key").addEventListener("change", async () => {
   search();
 });
 $("show-all").addEventListener("click", () => {
+  state.refocus = () => usable("relevance");
   $("relevance").checked = false;
   $("recall").disabled = true;
   search({ push: true });
 });
 $("previous").addEventListener("click", () => {
+  state.refocus = () => usable("previous", "next");
   state.offset = Math.max(0, state.offset - PAGE);
   search({ keepPage: true, push: true });
 });
-$("next").addEventListener("click", () => { state.offset += PAGE; search({ keepPage: true, push: true }); });
+$("next").addEventListener("click", () => {
+  state.refocus = () => usable("next", "previous");
+  state.offset += PAGE;
+  search({ keepPage: true, push: true });
+});
 // Back and Forward: the controls as that step's address set them, and its search again.
 window.addEventListener("popstate", () => {
   typed.cancel(); // a keystroke's search still waiting would rewrite the step gone back to (QA)

@@ -293,6 +293,46 @@ def test_the_pager_hides_focus_follows_a_facet_values_are_isolated_and_a_failed_
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
+def test_long_words_wrap_and_focus_stays_on_a_control_the_answer_disables_or_hides(
+        live_server: Server, browser: Any) -> None:
+    """From a QA pass in a real browser: a title holding a 121-character URL pushed the facets off the page (it
+    scrolled sideways); Next pressed to the last page, Previous to the first and "Show them" dropped keyboard
+    focus to <body>."""
+    wait = _open_with(live_server, browser, "ui-long")
+    url = "https://doi.org/10.1000/journal.pone.0123456/supplementary_materials/dataset_S1_full_genotype_table.xlsx"
+    with SearchClient(live_server.url) as client:
+        client.ingest("ui-long", [{"id": f"cat-{n:02}", "title": f"Cat {n}: {url}", "text": f"cat number {n} purrs",
+                                   "metadata": {"kind": "x" * 300}} for n in range(11)])
+    browser.find_element(By.ID, "relevance").click()  # filter off: all 17 documents, two pages
+    status = browser.find_element(By.ID, "status")
+    browser.find_element(By.ID, "query").send_keys("cat purrs")
+    wait.until(lambda d: status.text.startswith(_showing(1, 10, 17)))
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    facets = browser.find_element(By.ID, "facets")
+    assert facets.location["x"] + facets.size["width"] <= width
+    assert "dataset_S1" in " ".join(t.text for t in browser.find_elements(By.CSS_SELECTOR, "#hits .title"))
+
+    following, previous = browser.find_element(By.ID, "next"), browser.find_element(By.ID, "previous")
+    following.send_keys(Keys.ENTER)  # to the last page: Next is disabled, focus goes to Previous
+    wait.until(lambda d: status.text.startswith(_showing(11, 17, 17)))
+    wait.until(lambda d: d.switch_to.active_element == previous)
+    previous.send_keys(Keys.ENTER)  # back to the first: Previous is disabled, focus goes to Next
+    wait.until(lambda d: status.text.startswith(_showing(1, 10, 17)))
+    wait.until(lambda d: d.switch_to.active_element == following)
+
+    relevance = browser.find_element(By.ID, "relevance")
+    relevance.click()  # the filter on again: "Show them" shows, pressed it hides, focus to the relevance box
+    query = browser.find_element(By.ID, "query")
+    query.clear()
+    query.send_keys("a rocket launched into space")
+    wait.until(lambda d: d.find_element(By.ID, "more").is_displayed())
+    browser.find_element(By.ID, "show-all").send_keys(Keys.ENTER)
+    wait.until(lambda d: not d.find_element(By.ID, "more").is_displayed())
+    wait.until(lambda d: d.switch_to.active_element == relevance)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
 def test_the_address_keeps_the_search_so_a_reload_or_a_link_shows_it_again(live_server: Server,
                                                                           browser: Any) -> None:
     """The page kept nothing in its address: a reload, or a link sent to someone, lost the query, the page of
