@@ -17,9 +17,19 @@ from urllib.parse import quote
 
 import httpx
 
-from app.client_retry import RETRY_STATUSES, ApiError, ClientError, NotReadyError, Resend, Retry, may_resend
+from app.client_retry import (
+    RETRY_STATUSES,
+    ApiError,
+    ClientError,
+    DocumentTooLarge,
+    NotReadyError,
+    Resend,
+    Retry,
+    may_resend,
+)
 
-__all__ = ["ApiError", "ClientError", "Hit", "NotReadyError", "Retry", "SearchClient", "SearchResult", "UpsertResult"]
+__all__ = ["ApiError", "ClientError", "DocumentTooLarge", "Hit", "NotReadyError", "Retry", "SearchClient",
+           "SearchResult", "UpsertResult"]
 
 log = logging.getLogger("app.client")
 
@@ -228,17 +238,23 @@ class SearchClient:
         stored, with the batch's length (the service's `upserted` counts an id a batch names twice twice too,
         but a caller counting lines should not depend on that). An id given twice ends as its last document
         says: a batch that names an id an earlier batch still in flight names waits for that batch (QA: with
-        two in flight, the older line won for ids repeated 256 lines apart)."""
+        two in flight, the older line won for ids repeated 256 lines apart).
+
+        A batch the service refuses as too large (413) is sent again in halves, so long documents load whatever
+        `batch` is; a document over the limit alone raises `DocumentTooLarge`, naming its place in the batch.
+        Interrupted (Ctrl-C, SIGTERM), it waits for the batches already sent, which the service stores anyway,
+        and acknowledges those stored before it stops (QA: a resumed load sent the last ~500 lines again)."""
         if batch < 1 or concurrency < 1:
             raise ValueError(f"batch and concurrency must be at least 1, got {batch} and {concurrency}")
         total = 0
         with ThreadPoolExecutor(concurrency) as pool:
-            pending: deque[tuple[Future[UpsertResult], int, set[str]]] = deque()
+            pending: deque[tuple[Future[None], int, set[str]]] = deque()
 
             def finish_oldest() -> None:
                 nonlocal total
-                future, sent, _ = pending.popleft()
-                future.result()
+                future, sent, _ = pending[0]
+                future.result()  # (an interruption here leaves the batch pending)
+                pending.popleft()
                 total += sent
                 if on_batch:
                     on_batch(sent)
@@ -248,14 +264,36 @@ class SearchClient:
                     ids = {str(doc.get("id")) for doc in chunk}
                     while pending and (len(pending) >= concurrency or any(ids & named for *_, named in pending)):
                         finish_oldest()
-                    pending.append((pool.submit(self.upsert, collection, chunk), len(chunk), ids))
+                    pending.append((pool.submit(self._upsert_halving, collection, chunk), len(chunk), ids))
                 while pending:
                     finish_oldest()
+            except (KeyboardInterrupt, SystemExit):
+                for future, *_ in pending:
+                    future.cancel()
+                while pending and not pending[0][0].cancelled():
+                    try:
+                        finish_oldest()
+                    except Exception:  # this one's failure is not the one to report: the interruption is
+                        break
+                raise
             except BaseException:
                 for future, *_ in pending:
                     future.cancel()
                 raise
         return total
+
+    def _upsert_halving(self, collection: str, documents: list[dict[str, Any]], first: int = 0) -> None:
+        """`documents` stored, in halves (in order) while the service answers 413; see `ingest`."""
+        try:
+            self.upsert(collection, documents)
+        except ApiError as error:
+            if error.status != 413:
+                raise
+            if len(documents) == 1:
+                raise DocumentTooLarge(error, first) from None
+            half = len(documents) // 2
+            self._upsert_halving(collection, documents[:half], first)
+            self._upsert_halving(collection, documents[half:], first + half)
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", _document_path(collection, doc_id)))

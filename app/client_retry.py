@@ -45,6 +45,15 @@ class ApiError(ClientError):
             return cls(response.status_code, "http_error", response.text[:500])
 
 
+class DocumentTooLarge(ApiError):
+    """A 413 for one document of a batch on its own (`SearchClient.ingest` halves a batch the service refuses as
+    too large): `index` is its place in the batch."""
+
+    def __init__(self, error: ApiError, index: int) -> None:
+        super().__init__(error.status, error.code, error.message, error.details)
+        self.index = index
+
+
 class NotReadyError(ApiError):
     pass
 

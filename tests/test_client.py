@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.client import ApiError, ClientError, Retry, SearchClient
+from app.client import ApiError, ClientError, DocumentTooLarge, Retry, SearchClient
 from tests.api.test_relevance import QUERIES, TOPICS
 from tests.helpers import ANIMALS
 
@@ -99,6 +99,52 @@ def test_an_id_given_twice_ends_as_its_last_document_says_with_batches_in_flight
              {"id": "c", "text": "3"}, {"id": "x", "text": "new"}, {"id": "d", "text": "4"}]
     assert api.ingest("c", lines, batch=2, concurrency=3) == 6
     assert stored == {"x": "new", "a": "1", "b": "2", "c": "3", "d": "4"}
+
+
+def test_a_batch_over_the_body_limit_is_sent_in_halves_and_a_document_over_it_alone_is_named() -> None:
+    """A loader's --batch too large for long documents failed the load ("run again with a smaller --batch"), and
+    a 40 MB line was named only at --batch 1 (QA). A service whose limit is 100 bytes shows it."""
+    stored: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if len(request.content) > 100:
+            return httpx.Response(413, json={"error": {"code": "payload_too_large", "message": "over 100 bytes",
+                                                       "details": []}})
+        docs = json.loads(request.content)["documents"]
+        stored.extend(doc["id"] for doc in docs)
+        return httpx.Response(200, json={"upserted": len(docs), "ids": [doc["id"] for doc in docs]})
+
+    api = SearchClient(http=httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(handler)))
+    lines = [{"id": f"d{n}", "text": "short"} for n in range(8)]
+    acknowledged: list[int] = []
+    assert api.ingest("c", lines, batch=8, on_batch=acknowledged.append) == 8
+    assert stored == [f"d{n}" for n in range(8)] and acknowledged == [8]  # in order, in pieces that fit
+    lines[5] = {"id": "long", "text": "x" * 200}
+    stored.clear()
+    with pytest.raises(DocumentTooLarge) as refused:
+        api.ingest("c", lines, batch=8)
+    assert refused.value.index == 5 and refused.value.status == 413
+    assert stored == ["d0", "d1", "d2", "d3", "d4"]  # the halves before it are stored
+
+
+def test_an_interrupted_load_acknowledges_the_batches_already_sent() -> None:
+    """The batches in flight when Ctrl-C came are stored by the service anyway; the loader waited for them but did
+    not record them, so a resume sent them again (QA: ~500 documents)."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        docs = json.loads(request.content)["documents"]
+        time.sleep(0.2)
+        return httpx.Response(200, json={"upserted": len(docs), "ids": [doc["id"] for doc in docs]})
+
+    api = SearchClient(http=httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(handler)))
+    acknowledged: list[int] = []
+
+    def on_batch(n: int) -> None:
+        acknowledged.append(n)
+        if len(acknowledged) == 1:
+            raise KeyboardInterrupt  # Ctrl-C, with the second batch in flight
+    with pytest.raises(KeyboardInterrupt):
+        api.ingest("c", [{"id": f"d{n}", "text": "t"} for n in range(6)], batch=2, concurrency=2, on_batch=on_batch)
+    assert acknowledged == [2, 2]  # the third batch was never sent
 
 
 def _scripted(answers: list[Callable[[httpx.Request], httpx.Response]]) -> tuple[SearchClient, list[httpx.Request]]:

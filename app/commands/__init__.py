@@ -37,7 +37,10 @@ def _ingest(args: argparse.Namespace) -> int:
         said, status = stopped_by(exc)
         print(f"{said}: run the same command again to resume", file=sys.stderr)
         return status
-    except (NotResumable, OSError) as exc:  # (OSError: the input is not there, or not readable)
+    except FileNotFoundError as exc:  # an argument that names nothing: exit 2, as argparse's refusals
+        print(f"python -m app ingest: argument path: {exc}", file=sys.stderr)
+        return 2
+    except (NotResumable, OSError) as exc:  # (OSError: the input is not readable)
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 1
     except ApiError as exc:  # the service's 4xx (a bad key, say) would answer a re-run the same way

@@ -8,20 +8,22 @@ replaced, not duplicated.
 """
 
 import codecs
+import gzip
 import json
 import os
 import sys
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from tqdm import tqdm
 
 from app.cli_args import strict_json
-from app.client import ApiError, SearchClient
+from app.client import ApiError, DocumentTooLarge, SearchClient
 
 
 class NotResumable(Exception):
@@ -34,17 +36,22 @@ class BadLine(Exception):
         self.number, self.reason = number, reason
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 @dataclass
 class Source:
-    """The JSONL file to read: PATH itself, or PATH/corpus.jsonl for a BEIR folder."""
+    """The JSONL file to read: PATH itself, or PATH/corpus.jsonl for a BEIR folder; gzip-compressed or not (known
+    by its first bytes: a `.jsonl.gz` was read as lines that were not UTF-8, QA)."""
 
     path: Path
 
     @classmethod
     def at(cls, path: Path) -> "Source":
         if path.is_dir():
-            corpus = path / "corpus.jsonl"
-            if not corpus.is_file():
+            corpus = next((path / name for name in ("corpus.jsonl", "corpus.jsonl.gz") if (path / name).is_file()),
+                          None)
+            if corpus is None:
                 raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (a BEIR dataset has one)")
             return cls(corpus)
         if not path.exists():
@@ -56,19 +63,29 @@ class Source:
                                     "again from a line number)")
         return cls(path)
 
-    def count_documents(self, skip: int) -> tuple[int, int, int]:
-        """Non-blank lines in all, among the first `skip` lines, and lines in all."""
-        total = before = number = 0
+    def open(self) -> BinaryIO:
         with self.path.open("rb") as f:
-            for number, line in enumerate(f, start=1):
-                if line.strip():
-                    total += 1
-                    before += number <= skip
+            compressed = f.read(2) == GZIP_MAGIC
+        return cast(BinaryIO, gzip.open(self.path, "rb")) if compressed else self.path.open("rb")
+
+    def count_documents(self, skip: int) -> tuple[int, int, int]:
+        """Non-blank lines in all, among the first `skip` lines, and lines in all. Reads it all before anything is
+        sent, so a damaged gzip file is refused here."""
+        total = before = number = 0
+        try:
+            with self.open() as f:
+                for number, line in enumerate(f, start=1):
+                    if line.strip():
+                        total += 1
+                        before += number <= skip
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise NotResumable(f"{self.path} is a damaged gzip file ({exc or 'it ends early'}) after line "
+                               f"{number}: compress it again") from None
         return total, before, number
 
     def lines(self, skip: int) -> Iterator[tuple[int, bytes]]:
         # Bytes: a line that is not UTF-8 is then a bad line with its number, not a crash of the whole run.
-        with self.path.open("rb") as f:
+        with self.open() as f:
             for number, line in enumerate(f, start=1):
                 if number == 1:
                     line = line.removeprefix(codecs.BOM_UTF8)  # editors on Windows write one
@@ -190,6 +207,13 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
         raise NotResumable(f"{progress.path} records lines 1-{done} as stored, but {source.path} has {in_file} "
                            "lines: it is not the input that run read. Run with --restart to send it from line 1 "
                            "(documents already stored are upserted again, unchanged)")
+    opening = next(source.lines(skip=done), None)
+    if opening is not None:  # a bad first line created the collection and stored nothing (QA)
+        try:
+            parse_line(*opening)
+        except BadLine as exc:
+            print(f"{source.path}: {exc}. Nothing was sent; fix the line and run the same command.", file=sys.stderr)
+            return 1
     if done:
         print(f"resuming after line {done} ({progress.path} records lines 1-{done} as stored; --restart ignores it)",
               file=sys.stderr)
@@ -241,6 +265,8 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
         client.ingest(collection, documents(), batch=batch, concurrency=concurrency, on_batch=acknowledge)
     except ApiError as error:
         failed = list(sent)[:batch]
+        if isinstance(error, DocumentTooLarge):  # the rest of its batch may be stored, not acknowledged
+            failed = failed[error.index:error.index + 1]
         refused = _server_bad_line(error, failed) if error.status == 422 else None
         if refused is None:
             if error.status in (413, 422):

@@ -1,5 +1,6 @@
 """`python -m app ingest` against a live server: JSONL and BEIR input, a bad line, and a resume."""
 
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -68,6 +69,36 @@ def test_beir_folder_is_read_from_its_corpus(live_server: Server, tmp_path: Path
     with SearchClient(live_server.url) as client:
         assert client.get("load-beir", "d1")["title"] == "Vitamin D"
         assert client.get("load-beir", "d2")["title"] is None
+
+
+def test_a_gzip_file_or_beir_folder_is_read_decompressed(live_server: Server, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A `.jsonl.gz` was read as raw bytes: "line 1: not UTF-8 ... fix the line", and an empty collection (QA)."""
+    raw = "".join(json.dumps(doc) + "\n" for doc in ANIMALS).encode()
+    (tmp_path / "animals.jsonl.gz").write_bytes(gzip.compress(raw))
+    assert _ingest(live_server, "load-gz", tmp_path / "animals.jsonl.gz") == 0
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl.gz").write_bytes(gzip.compress(raw))
+    assert _ingest(live_server, "load-gz-beir", beir) == 0
+    assert len(_ids(live_server, "load-gz")) == len(_ids(live_server, "load-gz-beir")) == len(ANIMALS)
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(raw)[:-30])  # a download cut short
+    capsys.readouterr()
+    assert _ingest(live_server, "load-gz-cut", tmp_path / "cut.jsonl.gz") == 1
+    assert "damaged gzip file" in capsys.readouterr().err
+    with SearchClient(live_server.url) as client:
+        assert "load-gz-cut" not in [c["name"] for c in client.list_collections()]  # refused before anything
+
+
+def test_a_bad_first_line_creates_no_collection_and_a_missing_input_is_an_argument_error(
+        live_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _ingest(live_server, "load-first", _write(tmp_path / "ids.jsonl", [{"id": 7, "text": "x"}])) == 1
+    assert "line 1: 'id' must be a non-empty string" in capsys.readouterr().err
+    assert _ingest(live_server, "load-first", tmp_path / "nowhere.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "argument path" in err and "does not exist" in err
+    with SearchClient(live_server.url) as client:
+        assert "load-first" not in [c["name"] for c in client.list_collections()]
 
 
 def test_a_bad_line_stops_the_load_and_a_rerun_resumes_from_it(live_server: Server, tmp_path: Path,
@@ -292,8 +323,8 @@ def test_a_number_json_cannot_carry_is_a_bad_line(value: str, why: str, live_ser
 @pytest.mark.parametrize(("given", "said"), [("-", "standard input cannot be read twice"),
                                              ("/dev/null", "is not a regular file")])
 def test_an_input_that_is_not_a_file_says_so(given: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """"-" and /dev/stdin were said not to exist."""
-    assert main(["ingest", "--url", "http://127.0.0.1:9", "--collection", "c", given]) == 1
+    """"-" and /dev/stdin were said not to exist. An argument error: exit 2, as a missing file's."""
+    assert main(["ingest", "--url", "http://127.0.0.1:9", "--collection", "c", given]) == 2
     assert said in capsys.readouterr().err
 
 
