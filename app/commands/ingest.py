@@ -102,7 +102,8 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     try:
         doc = strict_json(line)
     except json.JSONDecodeError as exc:
-        raise BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        # ("Invalid control character at": its message ends where json's own position would follow)
+        raise BadLine(number, f"not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     except ValueError as exc:  # NaN, Infinity or 1e400, which Python's json reads and no JSON body can carry
         raise BadLine(number, str(exc)) from None
     if not isinstance(doc, dict):
@@ -287,9 +288,8 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     # as a miscount (QA). (Another writer's documents would show here too.)
     beyond = " (more than were acknowledged: batches in flight when the load stopped were stored too)" \
         if count - before > upserted else ""
-    upserted_text = "1 document" if upserted == 1 else f"{upserted} documents"
-    print(f"{upserted_text} upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of {source.path.name} "
-          f"stored; collection {collection!r} holds {count} documents ({count - before:+d}){beyond}",
+    print(f"{_documents(upserted)} upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of {source.path.name} "
+          f"stored; collection {collection!r} holds {_documents(count)} ({count - before:+d}){beyond}",
           file=sys.stderr)
     if bad:  # the reader may stop at a later line than a batch in flight is refused for: name the first
         first = min(bad, key=lambda line: line.number)
@@ -298,3 +298,7 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
         return 1
     progress.clear()
     return 0
+
+
+def _documents(n: int) -> str:
+    return "1 document" if n == 1 else f"{n} documents"

@@ -16,8 +16,9 @@ def plain(fragment: str) -> str:
 
 
 # C0 and C1 control characters: a document's escape sequences would reach the terminal (clear it, set its window's
-# title, open a hyperlink; QA). Whitespace among them is made spaces first.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# title, open a hyperlink; QA). Whitespace among them is made spaces first. And the bidi embeddings, overrides and
+# isolates: a value's U+202E reversed the table's columns after it in a terminal that renders bidi text (QA).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _clip(text: str, width: int) -> str:

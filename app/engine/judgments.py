@@ -138,14 +138,16 @@ def better_of(base: CosineAdapter, tuned: CosineAdapter, tuned_out_of_fold: list
         chosen = base.with_calibration(shipped)
     then = (f"its thresholds were chosen on these judgments (recall {recalibrated.calibration.metrics['recall']:.3f}"
             " on the queries each threshold was not chosen on)" if off_target else "its thresholds were kept")
+    # With the trained one kept, what the default's thresholds would have been read as serving (QA).
+    thresholds = ("the trained one's own, chosen in its training on these judgments" if keep_tuned
+                  else f"{why_thresholds}, so {then}")
     chosen.info["selection"] = {
         "kept": "trained" if keep_tuned else "default, recalibrated" if off_target else KEPT_DEFAULT,
         "why": f"out-of-sample PR-AUC on these judgments: trained {tuned_auc:.3f} (out of fold, "
                f"{'warm-started from the default' if warm else f'a {tuned.family} map fitted from scratch'}) vs "
                f"default {base_auc:.3f}; the trained one is kept only when it is better "
                f"by more than {needed:.3f} (the larger of {SELECTION_MARGIN} and {SIGNIFICANCE:g} standard "
-               f"errors of the difference, by a bootstrap over the judged queries). Thresholds: {why_thresholds}, "
-               f"so {then}",
+               f"errors of the difference, by a bootstrap over the judged queries). Thresholds: {thresholds}",
         "margin": needed,
         "recall_margin": recall_margin,
         "trained": dict(tuned.calibration.metrics) if tuned.calibration else {},
@@ -204,7 +206,8 @@ def resolve_ids(collection: Collection, examples: Sequence[TrainingExample]) -> 
     found = collection.store.labels_for_ids(collection.name, wanted)
     missing = [i for i in wanted if i not in found]
     if missing:
-        raise InvalidInput(f"{len(missing)} judged ids are not in collection {collection.name!r}",
+        raise InvalidInput(f"{len(missing)} judged {'id is' if len(missing) == 1 else 'ids are'} not in collection "
+                           f"{collection.name!r}",
                            [{"unknown_ids": missing[:100]}])
     return found
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import main
 from app.client import ApiError, SearchClient
-from app.commands.ingest import _refused_batch, ingest
+from app.commands.ingest import BadLine, _refused_batch, ingest, parse_line
 from tests.helpers import ANIMALS
 from tests.server import Server
 
@@ -376,3 +376,10 @@ def test_sigterm_is_said_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("app.commands.ingest.ingest", terminated)
     assert main(["ingest", "--collection", "c", str(tmp_path / "x.jsonl")]) == 143
     assert "terminated: run the same command again to resume" in capsys.readouterr().err
+
+
+def test_a_line_with_a_raw_control_character_says_where_once() -> None:
+    """json's message for it ends in "at", and the line read "Invalid control character at at column 29" (QA)."""
+    with pytest.raises(BadLine) as bad:
+        parse_line(5, b'{"id": "a", "text": "tab\there"}')
+    assert str(bad.value) == "line 5: not valid JSON (Invalid control character at column 25)"

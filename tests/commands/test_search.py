@@ -45,6 +45,9 @@ def test_control_characters_in_a_document_never_reach_the_terminal() -> None:
     _, row, _ = render(result, width=200).splitlines()
     assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in row), repr(row)
     assert "d?[2J1" in row and "T?]0;owned?itle" in row and "b c" in row
+    result["hits"][0]["title"] = "evil\u202eyrt\u202c and \u2067isolated\u2069"
+    _, row, _ = render(result, width=200).splitlines()
+    assert "evil?yrt? and ?isolated?" in row  # a right-to-left override would reorder the columns after it
 
 
 def test_an_unknown_collection_is_a_message_not_a_traceback(live_server: Server,

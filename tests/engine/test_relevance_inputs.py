@@ -253,6 +253,9 @@ def test_a_judgment_set_that_teaches_something_keeps_the_trained_adapter() -> No
     kept = better_of(base, tuned, out_of_fold, _training_set(q, xs, ys, lex, stats), 0.95)
     assert kept.info["selection"]["kept"] == "trained"
     assert kept is tuned
+    # Its why says whose thresholds serve: it ended on the default's, as if the default were serving (QA).
+    assert kept.info["selection"]["why"].endswith("Thresholds: the trained one's own, chosen in its training on "
+                                                  "these judgments")
 
 
 def test_a_gain_within_the_noise_of_a_small_judgment_set_keeps_the_default() -> None:
