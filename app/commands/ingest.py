@@ -79,7 +79,7 @@ class Source:
                         total += 1
                         before += number <= skip
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise NotResumable(f"{self.path} is a damaged gzip file ({exc or 'it ends early'}) after line "
+            raise NotResumable(f"{self.path} is a damaged gzip file ({str(exc) or 'it ends early'}) after line "
                                f"{number}: compress it again") from None
         return total, before, number
 
