@@ -249,7 +249,7 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     stored = done
     # disable=None: no bar when stderr is not a terminal, where its frames ran together on one line of a log.
     bar = tqdm(total=total, initial=skipped, unit="doc", desc=f"ingest {collection}", disable=True if quiet else None,
-               dynamic_ncols=True, smoothing=0.1)
+               smoothing=0.1, **_bar_width())
 
     upserted = 0  # acknowledged: the count survives a batch that fails after others were stored
 
@@ -302,3 +302,14 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
 
 def _documents(n: int) -> str:
     return "1 document" if n == 1 else f"{n} documents"
+
+
+def _bar_width() -> dict[str, Any]:
+    """The progress bar's width: the terminal's, followed as it changes, unless the terminal says it has none (a
+    new pseudo-terminal is 0 x 0 until its owner sets a size, as under `script` or some `docker exec -t`), where
+    tqdm drew nothing for the whole run (QA; it hides a bar below a screen of 0 rows): 80 x 24 then."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):  # not a terminal, or a stream without a descriptor: tqdm's own rules
+        return {"dynamic_ncols": True}
+    return {"dynamic_ncols": True} if size.columns and size.lines else {"ncols": 80, "nrows": 24}

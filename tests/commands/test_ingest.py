@@ -2,6 +2,10 @@
 
 import gzip
 import json
+import os
+import pty
+import select
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -383,3 +387,28 @@ def test_a_line_with_a_raw_control_character_says_where_once() -> None:
     with pytest.raises(BadLine) as bad:
         parse_line(5, b'{"id": "a", "text": "tab\there"}')
     assert str(bad.value) == "line 5: not valid JSON (Invalid control character at column 25)"
+
+
+def test_a_terminal_that_reports_no_size_still_gets_the_bar(live_server: Server, tmp_path: Path) -> None:
+    """A new pseudo-terminal is 0 x 0 until its owner sets a size (`script`, some `docker exec -t`): tqdm drew
+    nothing there for the whole run (QA)."""
+    path = _write(tmp_path / "a.jsonl", ANIMALS)
+    main_side, terminal = pty.openpty()  # never sized: 0 x 0
+    try:
+        done = subprocess.run([sys.executable, "-m", "app", "ingest", "--url", live_server.url, "--collection",
+                               "load-pty", str(path), "--batch", "2"], stderr=terminal, stdout=subprocess.DEVNULL,
+                              timeout=120, check=False)
+    finally:
+        os.close(terminal)
+    written = b""
+    while select.select([main_side], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(main_side, 65536)
+        except OSError:  # (Linux: the other side closed)
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(main_side)
+    assert done.returncode == 0
+    assert f"{len(ANIMALS)}/{len(ANIMALS)}" in written.decode() and "doc/s]" in written.decode()
