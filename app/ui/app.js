@@ -285,12 +285,14 @@ async function explain(details, id, collection, body) {
 function learnFacetFields(hits) {
   if (state.facetFields.length || !state.features.has("facets")) return;
   const fields = new Set();
+  const measured = new Set(); // a field with a fraction in some hit is a measure, not a category (QA: a score)
   for (const hit of hits) {
     for (const [key, value] of Object.entries(hit.metadata)) {
-      if (typeof value === "string" || Number.isInteger(value) || Array.isArray(value)) fields.add(key);
+      if (typeof value === "number" && !Number.isInteger(value)) measured.add(key);
+      else if (typeof value === "string" || Number.isInteger(value) || Array.isArray(value)) fields.add(key);
     }
   }
-  state.facetFields = [...fields].slice(0, 5);
+  state.facetFields = [...fields].filter((key) => !measured.has(key)).slice(0, 5);
 }
 
 // A string that would read as a number or a boolean is shown quoted: a year stored as 2021 in some documents and

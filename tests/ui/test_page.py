@@ -297,12 +297,13 @@ def test_long_words_wrap_and_focus_stays_on_a_control_the_answer_disables_or_hid
         live_server: Server, browser: Any) -> None:
     """From a QA pass in a real browser: a title holding a 121-character URL pushed the facets off the page (it
     scrolled sideways); Next pressed to the last page, Previous to the first and "Show them" dropped keyboard
-    focus to <body>."""
+    focus to <body>; a float field was offered as a facet of one-count buttons."""
     wait = _open_with(live_server, browser, "ui-long")
     url = "https://doi.org/10.1000/journal.pone.0123456/supplementary_materials/dataset_S1_full_genotype_table.xlsx"
     with SearchClient(live_server.url) as client:
         client.ingest("ui-long", [{"id": f"cat-{n:02}", "title": f"Cat {n}: {url}", "text": f"cat number {n} purrs",
-                                   "metadata": {"kind": "x" * 300}} for n in range(11)])
+                                   "metadata": {"kind": "x" * 300, "weight": n + 0.5 if n % 2 else n}}
+                                  for n in range(11)])
     browser.find_element(By.ID, "relevance").click()  # filter off: all 17 documents, two pages
     status = browser.find_element(By.ID, "status")
     browser.find_element(By.ID, "query").send_keys("cat purrs")
@@ -312,6 +313,9 @@ def test_long_words_wrap_and_focus_stays_on_a_control_the_answer_disables_or_hid
     facets = browser.find_element(By.ID, "facets")
     assert facets.location["x"] + facets.size["width"] <= width
     assert "dataset_S1" in " ".join(t.text for t in browser.find_elements(By.CSS_SELECTOR, "#hits .title"))
+    # A measure with fractions in some hits is no facet, though others hold whole numbers (one button a value).
+    assert browser.find_elements(By.CSS_SELECTOR, "#facets button[data-field='kind']")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#facets button[data-field='weight']")
 
     following, previous = browser.find_element(By.ID, "next"), browser.find_element(By.ID, "previous")
     following.send_keys(Keys.ENTER)  # to the last page: Next is disabled, focus goes to Previous
