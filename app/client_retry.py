@@ -33,7 +33,10 @@ class ApiError(ClientError):
     """A non-2xx answer; `code`, `message` and `details` come from the service's error body."""
 
     def __init__(self, status: int, code: str, message: str, details: list[Any] | None = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
+        # A 422's details say which field and why: "the request failed validation" alone did not (QA)
+        why = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}" for d in details or []
+                        if isinstance(d, dict) and "msg" in d)
+        super().__init__(f"{status} {code}: {message}" + (f" ({why})" if why else ""))
         self.status, self.code, self.message, self.details = status, code, message, details or []
 
     @classmethod

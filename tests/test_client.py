@@ -78,6 +78,7 @@ def test_bad_input_raises_the_services_error_without_retrying(client: TestClient
     with pytest.raises(ApiError) as bad:
         api.upsert("animals", [{"id": "x"}])  # no text
     assert bad.value.status == 422 and bad.value.details
+    assert str(bad.value).endswith("(body.documents.0.text: Field required)")  # which field, printed as it is
 
 
 def test_an_id_given_twice_ends_as_its_last_document_says_with_batches_in_flight() -> None:

@@ -45,7 +45,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     except ApiError as exc:  # the service's 4xx (a bad key, say) would answer a re-run the same way
         again = exc.status >= 500 or exc.status == 429
-        print(f"ingest failed: {exc}{_why(exc)}" + ("; run the same command again to resume" if again else ""),
+        print(f"ingest failed: {exc}" + ("; run the same command again to resume" if again else ""),
               file=sys.stderr)
         return 1
     except ClientError as exc:  # the URL is not one
@@ -58,13 +58,6 @@ def _ingest(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
-
-
-def _why(exc: ApiError) -> str:
-    """The validation details of a 422 (which field, what is wrong), as " (loc: msg; ...)", else ""."""
-    why = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}" for d in exc.details
-                    if isinstance(d, dict) and "msg" in d)
-    return f" ({why})" if why else ""
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -85,7 +78,7 @@ def _search(args: argparse.Namespace) -> int:
         with _client(args, SEARCH_RETRY) as client:
             print(render(client.search(args.collection, args.query, **body), offset=args.offset))
     except ApiError as exc:
-        print(f"search failed: {exc}{_why(exc)}", file=sys.stderr)
+        print(f"search failed: {exc}", file=sys.stderr)
         return 1
     except ClientError as exc:
         print(f"search failed: {exc}", file=sys.stderr)
