@@ -1,5 +1,6 @@
 """Facet counts: how many of the hits carry each value of a metadata field."""
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,8 +19,8 @@ def _key(value: Any) -> tuple[int, Any] | None:
         return (1, int(value))
     if isinstance(value, int | float):
         return (1, value)
-    if isinstance(value, str):
-        return (2, value)
+    if isinstance(value, str):  # written composed or decomposed, one value, shown composed (as filters match it)
+        return (2, unicodedata.normalize("NFC", value))
     return None
 
 

@@ -2,6 +2,7 @@
 SQLite's flattened `metadata_values`, or a condition over PostgreSQL's jsonb."""
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,10 +24,22 @@ def _sql_value(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
+def _forms(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The values, with each string's composed (NFC) and decomposed (NFD) forms beside it: the same text as a
+    reader sees it, written either way ("Café" typed on macOS is decomposed), is the same value (QA: two "Café"
+    facets, and a filter on one missed the other). Stored values are kept as written."""
+    forms: dict[Any, None] = {}
+    for value in values:
+        forms[value] = None
+        if isinstance(value, str) and not value.isascii():
+            forms.update(dict.fromkeys((unicodedata.normalize("NFC", value), unicodedata.normalize("NFD", value))))
+    return tuple(forms)
+
+
 def _typed_in(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
     """`value IN (...)` per JSON type, so that 1 never matches true (nor "1" 1), as with an exact match."""
     by_types: dict[str, list[Any]] = {}
-    for value in values:
+    for value in _forms(values):
         by_types.setdefault(_json_types(value), []).append(_sql_value(value))
     parts = [f"(type IN {types} AND value IN ({','.join('?' * len(group))}))" for types, group in by_types.items()]
     return "(" + " OR ".join(parts) + ")", [v for group in by_types.values() for v in group]
@@ -95,8 +108,7 @@ def condition_queries(collection: str, conditions: Mapping[str, FilterCondition]
                     values.append(bound)
             predicate = " AND ".join(parts)
         elif isinstance(condition, Equals):
-            predicate = f"value = ? AND type IN {_json_types(condition.value)}"
-            values = [_sql_value(condition.value)]
+            predicate, values = _typed_in((condition.value,))
         else:
             raise TypeError(f"not a filter condition: {condition!r}")
         queries.append((f"SELECT label FROM metadata_values WHERE collection = ? AND key = ? AND {predicate}",
@@ -115,9 +127,10 @@ def compile_jsonb_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str
     clauses: list[str] = []
     params: list[Any] = []
     for key, condition in conditions.items():
-        if isinstance(condition, In):
+        if isinstance(condition, In | Equals):
             predicate = "e.v = ANY(%s::jsonb[])"
-            values: list[Any] = [[json.dumps(v) for v in condition.values]]
+            given = condition.values if isinstance(condition, In) else (condition.value,)
+            values: list[Any] = [[json.dumps(v) for v in _forms(given)]]
         elif isinstance(condition, Range):
             parts, values = [], []
             for name, op in _RANGE_OPS.items():
@@ -131,8 +144,6 @@ def compile_jsonb_filter(conditions: Mapping[str, FilterCondition]) -> tuple[str
                     parts.append(f"(CASE WHEN jsonb_typeof(e.v) = 'number' THEN (e.v)::numeric {op} %s END)")
                 values.append(bound)
             predicate = " AND ".join(parts)
-        elif isinstance(condition, Equals):
-            predicate, values = "e.v = %s::jsonb", [json.dumps(condition.value)]
         else:
             raise TypeError(f"not a filter condition: {condition!r}")
         clauses.append(f"EXISTS (SELECT 1 FROM {_JSONB_ELEMENTS} AS e(v) WHERE {predicate})")

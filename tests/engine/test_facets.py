@@ -37,3 +37,10 @@ def test_at_most_limit_values() -> None:
     docs = [{"n": i % 5} for i in range(12)]  # 0 and 1 three times; 2, 3 and 4 twice
     assert count_facets(docs, ["n"], limit=3) == {
         "n": [{"value": 0, "count": 3}, {"value": 1, "count": 3}, {"value": 2, "count": 2}]}
+
+
+def test_a_string_written_composed_or_decomposed_is_one_value_shown_composed() -> None:
+    """Two "Café" buttons that looked the same and filtered apart (QA)."""
+    places = count_facets([{"place": "Cafe\u0301"}, {"place": "Caf\u00e9"}, {"place": ["Cafe\u0301", "Cafe"]}],
+                          ["place"])["place"]
+    assert places == [{"value": "Caf\u00e9", "count": 3}, {"value": "Cafe", "count": 1}]
