@@ -5,7 +5,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import quote
 
 import pytest
@@ -56,6 +56,13 @@ def _showing(first: int, last: int, total: int) -> str:
 
 def _hits(driver: Any) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, "#hits .hit"))
+
+
+def _shown_ids(wait: Any) -> list[str]:
+    """The ids of the hits shown, read through the wait: an answer can be rendered twice (its facets' fields,
+    learnt from its hits, are asked for once more), and a hit read between the two is stale (CI)."""
+    return cast(list[str], wait.until(
+        lambda d: [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(d)]))
 
 
 def _open_with(live_server: Server, browser: Any, collection: str) -> Any:
@@ -206,12 +213,12 @@ def test_the_pager_moves_through_the_hits_and_a_new_query_starts_at_the_first_pa
     status = browser.find_element(By.ID, "status")
     browser.find_element(By.ID, "query").send_keys("cat purrs")
     wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)))
-    first = [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)]
+    first = _shown_ids(wait)
     previous, following = browser.find_element(By.ID, "previous"), browser.find_element(By.ID, "next")
     assert not previous.is_enabled() and following.is_enabled()
     following.click()
     wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)))
-    second = [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)]
+    second = _shown_ids(wait)
     assert len(second) == 10 and not set(first) & set(second)
     following.click()
     wait.until(lambda d: status.text.startswith(_showing(21, 25, 25)))
@@ -353,7 +360,7 @@ def test_the_address_keeps_the_search_so_a_reload_or_a_link_shows_it_again(live_
     wait.until(lambda d: status.text.startswith(_showing(1, 10, 25)))
     browser.find_element(By.ID, "next").click()
     wait.until(lambda d: status.text.startswith(_showing(11, 20, 25)))
-    second = [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(browser)]
+    second = _shown_ids(wait)
     address = browser.current_url
     assert all(part in address for part in ("q=cat+purrs", "collection=ui-address", "mode=dense", "relevance=off",
                                             "offset=10"))
@@ -374,8 +381,7 @@ def test_the_address_keeps_the_search_so_a_reload_or_a_link_shows_it_again(live_
     status = browser.find_element(By.ID, "status")
     wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(_showing(11, 20, 25)))
     # read through the wait: a reload may render the answer twice (a stale hit was read in a loaded CI run)
-    wait.until(lambda d: [hit.find_element(By.CSS_SELECTOR, ".meta").text.split(" · ")[0] for hit in _hits(d)]
-               == second)
+    wait.until(lambda d: _shown_ids(wait) == second)
     assert browser.find_element(By.ID, "query").get_attribute("value") == "cat purrs"
     assert Select(browser.find_element(By.ID, "mode")).first_selected_option.get_attribute("value") == "dense"
     assert not browser.find_element(By.ID, "relevance").is_selected()
