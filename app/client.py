@@ -8,15 +8,14 @@ import json
 import logging
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, NotRequired, Protocol, TypedDict, cast
 from urllib.parse import quote
 
 import httpx
 
+from app.client_batches import upsert_in_batches
 from app.client_retry import (
     RETRY_STATUSES,
     ApiError,
@@ -244,56 +243,8 @@ class SearchClient:
         `batch` is; a document over the limit alone raises `DocumentTooLarge`, naming its place in the batch.
         Interrupted (Ctrl-C, SIGTERM), it waits for the batches already sent, which the service stores anyway,
         and acknowledges those stored before it stops (QA: a resumed load sent the last ~500 lines again)."""
-        if batch < 1 or concurrency < 1:
-            raise ValueError(f"batch and concurrency must be at least 1, got {batch} and {concurrency}")
-        total = 0
-        with ThreadPoolExecutor(concurrency) as pool:
-            pending: deque[tuple[Future[None], int, set[str]]] = deque()
-
-            def finish_oldest() -> None:
-                nonlocal total
-                future, sent, _ = pending[0]
-                future.result()  # (an interruption here leaves the batch pending)
-                pending.popleft()
-                total += sent
-                if on_batch:
-                    on_batch(sent)
-
-            try:
-                for chunk in batched(documents, batch):
-                    ids = {str(doc.get("id")) for doc in chunk}
-                    while pending and (len(pending) >= concurrency or any(ids & named for *_, named in pending)):
-                        finish_oldest()
-                    pending.append((pool.submit(self._upsert_halving, collection, chunk), len(chunk), ids))
-                while pending:
-                    finish_oldest()
-            except (KeyboardInterrupt, SystemExit):
-                for future, *_ in pending:
-                    future.cancel()
-                while pending and not pending[0][0].cancelled():
-                    try:
-                        finish_oldest()
-                    except Exception:  # this one's failure is not the one to report: the interruption is
-                        break
-                raise
-            except BaseException:
-                for future, *_ in pending:
-                    future.cancel()
-                raise
-        return total
-
-    def _upsert_halving(self, collection: str, documents: list[dict[str, Any]], first: int = 0) -> None:
-        """`documents` stored, in halves (in order) while the service answers 413; see `ingest`."""
-        try:
-            self.upsert(collection, documents)
-        except ApiError as error:
-            if error.status != 413:
-                raise
-            if len(documents) == 1:
-                raise DocumentTooLarge(error, first) from None
-            half = len(documents) // 2
-            self._upsert_halving(collection, documents[:half], first)
-            self._upsert_halving(collection, documents[half:], first + half)
+        return upsert_in_batches(lambda chunk: self.upsert(collection, chunk), documents, batch=batch,
+                                 concurrency=concurrency, on_batch=on_batch)
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", _document_path(collection, doc_id)))
@@ -365,14 +316,3 @@ def _json_body(body: Any) -> bytes:
 
 def _base(http: Session) -> str:
     return str(getattr(http, "base_url", "")) or "the service"
-
-
-def batched(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -2,6 +2,7 @@
 
     ClientError                  anything the client raises on purpose
      └── ApiError                the service answered non-2xx: .status, .code, .message, .details
+          ├── DocumentTooLarge   ingest: one document of a batch over the body limit on its own (.index)
           └── NotReadyError      /ready did not answer 200 within wait_ready's timeout, or said its
                                  start-up failed
 
