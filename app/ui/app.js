@@ -109,9 +109,11 @@ async function search({ keepPage = false, push = false } = {}) {
       state.offset = Math.floor((answer.total - 1) / PAGE) * PAGE;
       return search({ keepPage: true });
     }
+    // The facet fields are learnt from the first answer's hits: ask once more for their counts, and show only
+    // that answer (showing both drew the hits twice: a flicker, and a stale hit for whoever read between).
+    if (learning) learnFacetFields(answer.hits);
+    if (learning && state.facetFields.length) return search({ keepPage: true });
     render(answer, collection, body);
-    // The facet fields are learnt from the first answer's hits: ask once more for their counts.
-    if (learning && state.facetFields.length) search({ keepPage: true });
   } catch (error) {
     if (error.name === "AbortError" || seq !== state.seq) return;
     render(null, collection, body); // not the previous query's hits under this query's error
