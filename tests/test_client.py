@@ -293,7 +293,7 @@ def test_the_ingest_command_rides_out_a_restart_that_the_default_retry_does_not(
     """A replica answers 503 for 6-11 s while it loads; ingest's budget was the client's default 6 attempts (QA)."""
     from dataclasses import replace
 
-    from app.commands import INGEST_RETRY
+    from app.commands import ingest_retry
 
     loading = [_status(503)] * 15
 
@@ -303,7 +303,7 @@ def test_the_ingest_command_rides_out_a_restart_that_the_default_retry_does_not(
                             transport=httpx.MockTransport(lambda request: answers.pop(0)(request)))
         return SearchClient(http=http, retry=replace(retry, backoff=0.0))
 
-    assert scripted(INGEST_RETRY).ingest("c", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]) == 2
+    assert scripted(ingest_retry()).ingest("c", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]) == 2
     with pytest.raises(ApiError) as gave_up:
         scripted(Retry()).ingest("c", [{"id": "a", "text": "x"}])
     assert gave_up.value.status == 503

@@ -11,9 +11,15 @@ from app.client import ApiError, ClientError, Retry, SearchClient
 from app.runtime import stopped_by
 
 # A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
-# runs, and the client's default 6 attempts gave up after 5-8 s. 20 attempts wait ~20 s of 503s, or up to ~2 min
-# of refused connections (the backoff doubles to 10 s).
-INGEST_RETRY = Retry(attempts=20)
+# runs, and the client's default 6 attempts gave up after 5-8 s. 20 retries wait ~20 s of 503s, or up to ~2 min
+# of refused connections (the backoff doubles to 10 s); `--retries` changes it (0: a wrong --url fails at once).
+INGEST_RETRIES = 20
+
+
+def ingest_retry(retries: int = INGEST_RETRIES) -> Retry:
+    return Retry(attempts=retries + 1)
+
+
 # A person waits at the terminal: one more try after a short wait (a 503's Retry-After, at most 2 s), so a server
 # that is down is said so in under a second instead of after the client's default ~7 s of retries (QA).
 SEARCH_RETRY = Retry(attempts=2, max_wait=2.0)
@@ -23,13 +29,18 @@ def _client(args: argparse.Namespace, retry: Retry | None = None) -> SearchClien
     return SearchClient(args.url, api_key=types.api_key(args), retry=retry, timeout=args.timeout)
 
 
+def _retried(args: argparse.Namespace) -> str:
+    spent = f"{args.retries} retr{'y' if args.retries == 1 else 'ies'}"
+    return f" (after {spent}: --retries sets how many)" if args.retries else ""
+
+
 def _ingest(args: argparse.Namespace) -> int:
     import httpx
 
     from app.commands.ingest import NotResumable, ingest
 
     try:
-        with _client(args, INGEST_RETRY) as client:
+        with _client(args, ingest_retry(args.retries)) as client:
             return ingest(client, Path(args.path), args.collection, url=args.url, batch=args.batch,
                           concurrency=args.concurrency, resume=not args.restart, quiet=args.quiet,
                           progress_file=args.progress_file)
@@ -45,7 +56,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     except ApiError as exc:  # the service's 4xx (a bad key, say) would answer a re-run the same way
         again = exc.status >= 500 or exc.status == 429
-        print(f"ingest failed: {exc}" + ("; run the same command again to resume" if again else ""),
+        print(f"ingest failed: {exc}" + (f"{_retried(args)}; run the same command again to resume" if again else ""),
               file=sys.stderr)
         return 1
     except ClientError as exc:  # the URL is not one
@@ -54,6 +65,9 @@ def _ingest(args: argparse.Namespace) -> int:
     except httpx.ReadTimeout:  # not sent again: the service may still be storing it (app/client.py)
         print(f"ingest failed: no answer to a batch within {args.timeout:g} s; the service may still be storing it. "
               "Run the same command again to resume, with a smaller --batch or a larger --timeout", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:  # the retries spent: say how many, and how to wait longer or not at all
+        print(f"ingest failed: {exc}{_retried(args)}; run the same command again to resume", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         print(f"ingest failed: {exc}; run the same command again to resume", file=sys.stderr)
@@ -147,6 +161,9 @@ def add_commands(commands: Any) -> None:
                                    "or a BEIR folder (its corpus.jsonl: _id, title, text)")
     load.add_argument("--batch", type=types.positive, default=256, help="documents a request (default %(default)s)")
     load.add_argument("--concurrency", type=types.positive, default=2, help="requests in flight (default %(default)s)")
+    load.add_argument("--retries", type=types.integer(0), default=INGEST_RETRIES,
+                      help="times a request that finds no server, or a 429 or 503, is sent again, with a growing "
+                           "wait (default %(default)s: rides out a restart; 0 fails at once)")
     load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
     load.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a "
                                                            "terminal)")

@@ -5,8 +5,10 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +414,22 @@ def test_a_terminal_that_reports_no_size_still_gets_the_bar(live_server: Server,
     os.close(main_side)
     assert done.returncode == 0
     assert f"{len(ANIMALS)}/{len(ANIMALS)}" in written.decode() and "doc/s]" in written.decode()
+
+
+def test_no_server_fails_at_once_with_no_retries_and_says_how_many_were_spent(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --url was retried for ~100 s, with no way to ask for less (QA)."""
+    path = _write(tmp_path / "animals.jsonl", ANIMALS[:1])
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    started = time.monotonic()
+    assert main(["ingest", "--url", url, "--collection", "c", "--retries", "0", str(path)]) == 1
+    assert time.monotonic() - started < 10  # the default's 20 retries of a refused connection take ~100 s
+    err = capsys.readouterr().err
+    assert "ingest failed:" in err and "retries" not in err and "run the same command again" in err
+    assert main(["ingest", "--url", url, "--collection", "c", "--retries", "1", str(path)]) == 1
+    assert "(after 1 retry: --retries sets how many)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", "--url", url, "--collection", "c", "--retries", "-1", str(path)])
+    assert exit_info.value.code == 2

@@ -194,7 +194,8 @@ def test_first_search_has_facets_unscored_hits_say_so_and_an_error_clears_the_hi
     drawn too, just before the one with their counts (a flicker)."""
     wait = _open_with(unfiltered_server, browser, "ui-first")
     browser.execute_script("const hits = document.getElementById('hits'), clear = hits.replaceChildren.bind(hits);"
-                           "window.drawn = 0; hits.replaceChildren = (...nodes) => { window.drawn++; clear(...nodes); };")
+                           "window.drawn = 0;"
+                           "hits.replaceChildren = (...nodes) => { window.drawn++; clear(...nodes); };")
     browser.find_element(By.ID, "query").send_keys("cats")
     wait.until(lambda d: _hits(d) and d.find_elements(By.CSS_SELECTOR, "#facets button"))
     assert "relevance —" in _hits(browser)[0].find_element(By.CSS_SELECTOR, ".meta").text
