@@ -10,12 +10,26 @@ from app.api.errors import error_responses
 from app.api.params import CollectionName, locate
 from app.engine import slots
 from app.errors import ClientGone, InvalidInput
+from app.schemas import MAX_CANDIDATES
 from app.schemas.search import FacetValue, Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(401, 404, 422, 503))
 # Where each engine query field comes from in the body, for the errors the engine raises about one.
 _LOCATIONS = {"recall_target": ("body", "relevance", "recall_target"),
               "threshold": ("body", "relevance", "threshold")}
+
+
+def _check_depth(body: SearchRequest) -> None:
+    """API.md: `candidates` is "at least k + offset". One below it asked for a page the list cannot reach: it was
+    answered empty, or short, with a 200 (QA). Left out, `candidates` is the default depth, and a page past the
+    list's `total` is empty, as every page of a query is a slice of one list."""
+    if body.candidates is not None and body.candidates < body.k + body.offset:
+        raise InvalidInput(f"candidates ({body.candidates}) is below k + offset ({body.k + body.offset}): the page "
+                           f"lies past the list it ranks. Send candidates of at least {body.k + body.offset} with "
+                           "every page of this query (up to "
+                           f"{MAX_CANDIDATES:,}), or leave it out for the default",
+                           [{"loc": ["body", "candidates"], "msg": "must be at least k + offset",
+                             "type": "value_error"}])
 
 
 @router.post("/search", response_model=SearchResponse, responses=error_responses(413, 415))
@@ -29,6 +43,7 @@ def search(name: CollectionName, body: SearchRequest, engine: ReadEngineDep, req
     # there; the engine asks again while it waits for a search slot.
     if start - getattr(request.state, "arrived", start) > slots.STILL_WANTED_EVERY and not still_wanted():
         raise ClientGone("the client closed its connection before the search began")
+    _check_depth(body)
     try:
         outcome = engine.search(name, body.to_engine(), still_wanted)
     except InvalidInput as exc:

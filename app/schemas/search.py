@@ -145,9 +145,9 @@ class SearchRequest(Options):
     mode: types.Mode = "hybrid"
     fusion: Fusion = Fusion()
     candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES, description=(
-        "how deep each retriever goes before fusion (default 100; at least k). Every page of a query with the same "
-        "candidates and k is a slice of one list of `total` hits; to page further, ask for more candidates on "
-        "every page")), JsonInteger] | None = None
+        "how deep each retriever goes before fusion (default 100); when given, at least k + offset (else 422). "
+        "Every page of a query with the same candidates and k is a slice of one list of `total` hits, so a page "
+        "past `total` is empty; to page further, ask for more candidates on every page")), JsonInteger] | None = None
     filter: Filter | None = None
     relevance: RelevanceOptions = RelevanceOptions()
     explain: StrictBool = Field(False, description=(

@@ -119,7 +119,7 @@ def test_every_hit_carries_its_cosine(client: TestClient, embedder: Embedder) ->
             for i, v in enumerate(vectors)]
     client.post("/v1/collections/cos/documents", json={"documents": docs})
     query = embedder.encode_query("garden tomatoes")
-    hits = search(client, "garden tomatoes", "cos", k=150, candidates=100, explain=True, relevance=OFF)["hits"]
+    hits = search(client, "garden tomatoes", "cos", k=150, explain=True, relevance=OFF)["hits"]
     dense = [h for h in hits if h["explain"]["dense_rank"]]
     lexical_only = [h for h in hits if not h["explain"]["dense_rank"]]
     assert dense and lexical_only
@@ -299,20 +299,30 @@ def test_search_before_ready_is_503_and_the_key_check_comes_first(tmp_path: Path
     assert response.status_code == 503
 
 
-@pytest.mark.parametrize("candidates", [None, 30])
-def test_deep_pages_are_slices_of_one_list(client: TestClient, candidates: int | None) -> None:
+def test_deep_pages_are_slices_of_one_list(client: TestClient) -> None:
     """Pages past the candidate depth rank the same list: before, offset 140 deepened the retrievers, the
     total grew page by page (137, then 197) and pages overlapped."""
     client.put("/v1/collections/deep")
     docs = [{"id": f"d{i}", "text": f"note {i} about gardening, tomatoes and {'soil ' * (i % 9)}"} for i in range(400)]
     client.post("/v1/collections/deep/documents", json={"documents": docs})
-    extra = {} if candidates is None else {"candidates": candidates}
-    pages = [search(client, "gardening tomatoes soil", "deep", k=20, offset=o, relevance=OFF, **extra)
+    pages = [search(client, "gardening tomatoes soil", "deep", k=20, offset=o, relevance=OFF)
              for o in range(0, 420, 20)]
     totals = {page["total"] for page in pages}
     assert len(totals) == 1, totals
     listed = [doc for page in pages for doc in ids(page)]
     assert len(listed) == len(set(listed)) == totals.pop() < 400
+    # A depth that is sent must reach the page (API.md: "at least k + offset"): it was an empty page (QA).
+    deep = [search(client, "gardening tomatoes soil", "deep", k=20, offset=o, candidates=240, relevance=OFF)
+            for o in range(0, 240, 20)]
+    assert [doc for page in deep for doc in ids(page)] == ids(search(client, "gardening tomatoes soil", "deep", k=240,
+                                                                     candidates=240, relevance=OFF))
+    for k, offset, candidates in ((20, 240, 240), (20, 20, 30), (10, 0, 5)):
+        response = client.post("/v1/collections/deep/search", json={"query": "gardening", "k": k, "offset": offset,
+                                                                    "candidates": candidates})
+        assert response.status_code == 422, (k, offset, candidates)
+        error = response.json()["error"]
+        assert error["details"][0]["loc"] == ["body", "candidates"]
+        assert f"at least {k + offset}" in error["message"]
 
 
 def test_null_means_the_default(animals: TestClient) -> None:
