@@ -91,6 +91,9 @@ def test_writes_through_either_replica_are_served_by_both(replica: Replica) -> N
         assert b.put("/v1/collections/animals").status_code == 200  # exists there too, same settings
         assert "dog" in ids(b.post("/v1/collections/animals/search", json=query))
         assert b.get("/v1/collections/animals/documents/dog").json()["id"] == "dog"
+        listed = b.get("/v1/collections/animals/documents", params={"vectors": True, "limit": 1000}).json()
+        assert sorted(d["id"] for d in listed["documents"]) == sorted(d["id"] for d in ANIMALS)
+        assert all(len(d["vector"]) == 384 for d in listed["documents"])  # the mirror has none: the index's
 
         assert b.delete("/v1/collections/animals/documents/dog").status_code == 204
         assert "dog" not in ids(b.post("/v1/collections/animals/search", json=query))

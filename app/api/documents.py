@@ -1,11 +1,11 @@
-"""Documents: bulk ingest (JSON or NDJSON, all-or-nothing), get and delete by id."""
+"""Documents: bulk ingest (JSON or NDJSON, all-or-nothing), a listing in id order, get and delete by id."""
 
 import codecs
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
@@ -15,7 +15,16 @@ from app.api.errors import error_responses
 from app.api.params import CollectionName, PathDocumentId
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.memory import release_free_heap
-from app.schemas import Document, DocumentBatch, StoredDocument, UpsertResult
+from app.schemas import (
+    MAX_LISTED,
+    Document,
+    DocumentBatch,
+    DocumentId,
+    DocumentPage,
+    ListedDocument,
+    StoredDocument,
+    UpsertResult,
+)
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"],
                    responses=error_responses(401, 404, 422, 503))
@@ -116,6 +125,28 @@ async def upsert_documents(name: CollectionName, request: Request, engine: Engin
     del docs
     await run_in_threadpool(release_free_heap)
     return UpsertResult(upserted=len(ids), ids=ids)
+
+
+@router.get("", response_model=DocumentPage, response_model_exclude_unset=True, dependencies=[ReadAccess],
+            summary="The collection's documents in id order, a page at a time")
+def list_documents(name: CollectionName, engine: EngineDep,
+                   after: Annotated[DocumentId | None, Query(description=(
+                       "the last id of the page before (its answer's `next`); left out, the first page"))] = None,
+                   limit: Annotated[int, Query(ge=1, le=MAX_LISTED, description="documents a page")] = 100,
+                   vectors: Annotated[bool, Query(description=(
+                       "each document with its stored unit vector: an export that loads elsewhere (POST "
+                       "…/documents) without encoding again"))] = False) -> DocumentPage:
+    """What a backup, a move to another service (one replica over PostgreSQL, say) or a check of a load needs:
+    Elasticsearch's scroll, Meilisearch's and Qdrant's document listings. Pages follow ids, so a write between
+    two pages neither repeats a document nor skips one it did not touch."""
+    rows, found = engine.collection(name).list_documents(after, limit, vectors)
+    listed = []
+    for i, row in enumerate(rows):
+        document = ListedDocument(id=row.id, text=row.text, title=row.title, metadata=row.metadata)
+        if found is not None:
+            document.vector = found[i].tolist()
+        listed.append(document)
+    return DocumentPage(documents=listed, next=rows[-1].id if len(rows) == limit else None)
 
 
 # `:anypath` (app/api/params.py): an id may hold "/" (a file path, say); without it such an id could not be read

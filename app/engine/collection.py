@@ -263,6 +263,19 @@ class Collection(GraphUpkeep):
         self.upkeep()
         return True
 
+    def list_documents(self, after: str | None, limit: int, vectors: bool
+                       ) -> tuple[list[StoredRow], np.ndarray | None]:
+        """A page of the collection in id order (`DocumentStore.list_rows`), with each document's stored unit vector
+        when asked, read from the dense index under the read lock, so that rows and vectors are one state (a
+        replica's mirror keeps no vectors)."""
+        with self.lock.read():
+            self.check_live()
+            rows = self.store.list_rows(self.name, after, limit)
+            found = None
+            if vectors:
+                found = self.dense.vectors(np.asarray([row.label for row in rows], dtype=np.int64))
+        return rows, found
+
     def check_live(self) -> None:
         """Under the lock: a write that waited on it while the collection was deleted must not resurrect it, and
         a search must not read the rows a deletion removed (their labels are still in the indexes)."""

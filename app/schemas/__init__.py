@@ -231,6 +231,19 @@ class StoredDocument(BaseModel):
     metadata: dict[str, Any] = {}
 
 
+MAX_LISTED = 1_000
+
+
+class ListedDocument(StoredDocument):
+    vector: list[float] | None = Field(None, description="the stored unit vector, when asked for (`vectors`)")
+
+
+class DocumentPage(BaseModel):
+    documents: list[ListedDocument]
+    next: str | None = Field(description=(
+        "the `after` of the next page: the last id of this one while it is full, null at the end"))
+
+
 # --- relevance ----------------------------------------------------------------------------------
 
 

@@ -267,6 +267,13 @@ class PostgresStore(JobBoardTables):
                                "WHERE collection = %s AND id = %s", (collection, doc_id)).fetchone()
         return None if row is None else stored_row(*row)
 
+    def list_rows(self, collection: str, after: str | None, limit: int) -> list[StoredRow]:
+        with self._connections.connection() as conn:
+            rows = conn.execute("SELECT label, id, text, title, metadata FROM search_documents "
+                                "WHERE collection = %s AND id > %s ORDER BY id LIMIT %s",
+                                (collection, "" if after is None else after, limit)).fetchall()
+        return [stored_row(*row) for row in rows]
+
     def encoded_texts(self, collection: str, ids: Sequence[str]) -> dict[str, EncodedText]:
         with self._connections.connection() as conn:
             rows = conn.execute("SELECT id, title, text, vector FROM search_documents "

@@ -93,6 +93,9 @@ class ReplicaStore:
     def labels_for_ids(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
         return self.mirror.labels_for_ids(collection, ids)
 
+    def list_rows(self, collection: str, after: str | None, limit: int) -> list[StoredRow]:
+        return self.mirror.list_rows(collection, after, limit)
+
     def filter_labels(self, collection: str, conditions: Mapping[str, FilterCondition]) -> np.ndarray:
         return self.mirror.filter_labels(collection, conditions)
 

@@ -231,6 +231,12 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else StoredRow(row[0], row[1], row[2], row[3], json.loads(row[4]))
 
+    def list_rows(self, collection: str, after: str | None, limit: int) -> list[StoredRow]:
+        rows = self._reader().execute(
+            "SELECT label, id, text, title, metadata FROM documents WHERE collection = ? AND id > ? ORDER BY id "
+            "LIMIT ?", (collection, "" if after is None else after, limit)).fetchall()
+        return [StoredRow(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
     def _rows_in(self, select: str, collection: str, keys: Sequence[Any]) -> Iterator[Any]:
         """The rows of `select`, whose `{marks}` stands for the keys of one chunk (SQLite bounds a statement's
         parameters; 500 stays far below every build's limit) and whose first `?` is the collection."""

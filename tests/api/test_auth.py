@@ -26,7 +26,8 @@ def test_keys_are_enforced_on_every_route(make_client: AppFactory, caplog: pytes
                   ("DELETE", "/v1/collections/k/relevance", None),
                   ("DELETE", "/v1/collections/k", None)]
         reads = [("GET", "/v1/collections", None), ("GET", "/v1/collections/k", None),
-                 ("GET", "/v1/collections/k/documents/1", None), ("POST", "/v1/collections/k/search", {"query": "q"}),
+                 ("GET", "/v1/collections/k/documents/1", None), ("GET", "/v1/collections/k/documents", None),
+                 ("POST", "/v1/collections/k/search", {"query": "q"}),
                  ("GET", "/v1/collections/k/relevance", None)]
         for method, path, body in writes + reads:
             for headers in ({}, _auth("wrong"), {"Authorization": "Basic abc"}):
