@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, NotRequired, Protocol, TypedDict, cast
 from urllib.parse import quote
@@ -251,6 +251,17 @@ class SearchClient:
 
     def delete(self, collection: str, doc_id: str) -> None:
         self.request("DELETE", _document_path(collection, doc_id))
+
+    def documents(self, collection: str, *, vectors: bool = False, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every document of the collection in id order, `page` a request; with `vectors`, each with its stored
+        unit vector, so that they can be upserted elsewhere as they are."""
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page, "vectors": vectors, **({} if after is None else {"after": after})}
+            answer = self.request("GET", _collection_path(collection, "documents"), params=params)
+            yield from answer["documents"]
+            if (after := answer["next"]) is None:
+                return
 
     # --- search and relevance ------------------------------------------------------------------------
 

@@ -74,6 +74,27 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
 
 
+def _export(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.commands.export import export
+
+    try:
+        with _client(args, SEARCH_RETRY) as client:
+            export(client, args.collection, Path(args.path), vectors=args.vectors, quiet=args.quiet)
+    except KeyboardInterrupt as exc:
+        said, status = stopped_by(exc)
+        print(f"{said}: no file written", file=sys.stderr)
+        return status
+    except (ClientError, OSError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"export failed: could not reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     import httpx
 
@@ -154,7 +175,7 @@ def _remote(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: Any) -> None:
-    """Adds ingest, search, reencode and export-onnx to the command line's subparsers."""
+    """Adds ingest, export, search, reencode and export-onnx to the command line's subparsers."""
     load = commands.add_parser("ingest", help="load a JSONL file or a BEIR folder into a running server")
     _remote(load)
     load.add_argument("path", help="JSONL file (one document a line, as the documents route takes them) "
@@ -171,6 +192,17 @@ def add_commands(commands: Any) -> None:
                       help="where to record progress (default: PATH.progress.json beside the input, or beside a "
                            "BEIR folder's corpus.jsonl)")
     load.set_defaults(func=_ingest, extra=None)
+
+    dump = commands.add_parser("export", help="write a collection of a running server to a JSONL file that ingest "
+                                              "loads")
+    _remote(dump)
+    dump.add_argument("path", type=types.output_file, help="the JSONL file to write (gzip-compressed when it ends in "
+                                                           ".gz); it appears only once complete")
+    dump.add_argument("--vectors", action="store_true",
+                      help="each document with its stored vector: the load encodes nothing again (a move to replicas "
+                           "over PostgreSQL, say)")
+    dump.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    dump.set_defaults(func=_export, extra=None)
 
     find = commands.add_parser("search", help="search a running server and print the hits as a table")
     _remote(find)

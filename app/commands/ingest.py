@@ -249,7 +249,7 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     stored = done
     # disable=None: no bar when stderr is not a terminal, where its frames ran together on one line of a log.
     bar = tqdm(total=total, initial=skipped, unit="doc", desc=f"ingest {collection}", disable=True if quiet else None,
-               smoothing=0.1, **_bar_width())
+               smoothing=0.1, **bar_width())
 
     upserted = 0  # acknowledged: the count survives a batch that fails after others were stored
 
@@ -288,9 +288,9 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     # as a miscount (QA). (Another writer's documents would show here too.)
     beyond = " (more than were acknowledged: batches in flight when the load stopped were stored too)" \
         if count - before > upserted else ""
-    print(f"{_documents(upserted)} upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of {source.path.name} "
-          f"stored; collection {collection!r} holds {_documents(count)} ({count - before:+d}){beyond}",
-          file=sys.stderr)
+    print(f"{documents_phrase(upserted)} upserted in {seconds:.1f} s ({rate:.0f} docs/s); {lines} of "
+          f"{source.path.name} stored; collection {collection!r} holds {documents_phrase(count)} "
+          f"({count - before:+d}){beyond}", file=sys.stderr)
     if bad:  # the reader may stop at a later line than a batch in flight is refused for: name the first
         first = min(bad, key=lambda line: line.number)
         print(f"{source.path}: {first}. Lines before it are stored; fix the line and run the same command to "
@@ -300,11 +300,11 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     return 0
 
 
-def _documents(n: int) -> str:
+def documents_phrase(n: int) -> str:
     return "1 document" if n == 1 else f"{n} documents"
 
 
-def _bar_width() -> dict[str, Any]:
+def bar_width() -> dict[str, Any]:
     """The progress bar's width: the terminal's, followed as it changes, unless the terminal says it has none (a
     new pseudo-terminal is 0 x 0 until its owner sets a size, as under `script` or some `docker exec -t`), where
     tqdm drew nothing for the whole run (QA; it hides a bar below a screen of 0 rows): 80 x 24 then."""
