@@ -37,7 +37,7 @@ def _segment(text: str) -> str:
     """One path segment, escaped whole: an id may hold "/", "?", "#" or "%", and "." or ".." alone, which an
     HTTP client resolves as a path step (DELETE of document ".." went to the collection itself)."""
     if not text:  # the path would name the parent ("/v1/collections/" redirects; a document, the collection)
-        raise ValueError("a collection name or document id cannot be empty")
+        raise ClientError("a collection name or document id cannot be empty")
     segment = quote(text, safe="")
     return segment.replace(".", "%2E") if segment in (".", "..") else segment
 

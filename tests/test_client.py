@@ -202,9 +202,10 @@ def test_a_key_no_header_can_carry_is_refused_and_one_copied_with_a_line_end_is_
 
 
 def test_an_empty_name_or_id_is_refused_before_anything_is_sent() -> None:
+    """A ClientError, as a bad URL or a NaN is: it was a bare ValueError (QA)."""
     api, seen = _scripted([])
     for call in (lambda: api.create_collection(""), lambda: api.get("c", ""), lambda: api.delete("", "x")):
-        with pytest.raises(ValueError, match="cannot be empty"):
+        with pytest.raises(ClientError, match="cannot be empty"):
             call()
     assert seen == []
 
