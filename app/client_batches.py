@@ -19,14 +19,22 @@ def upsert_in_batches(upsert: Upsert, documents: Iterable[dict[str, Any]], *, ba
     with ThreadPoolExecutor(concurrency) as pool:
         pending: deque[tuple[Future[None], int, set[str]]] = deque()
 
-        def finish_oldest() -> None:
+        def acknowledge(stored: int) -> None:
             nonlocal total
+            total += stored
+            if on_batch and stored:
+                on_batch(stored)
+
+        def finish_oldest() -> None:
             future, sent, _ = pending[0]
-            future.result()  # (an interruption here leaves the batch pending)
+            try:
+                future.result()  # (an interruption here leaves the batch pending)
+            except DocumentTooLarge as refused:  # the halves before it were stored, in order: acknowledged (QA:
+                pending.popleft()  # a resume sent them again)
+                acknowledge(refused.index)
+                raise
             pending.popleft()
-            total += sent
-            if on_batch:
-                on_batch(sent)
+            acknowledge(sent)
 
         try:
             for chunk in batched(documents, batch):

@@ -122,10 +122,12 @@ def test_a_batch_over_the_body_limit_is_sent_in_halves_and_a_document_over_it_al
     assert stored == [f"d{n}" for n in range(8)] and acknowledged == [8]  # in order, in pieces that fit
     lines[5] = {"id": "long", "text": "x" * 200}
     stored.clear()
+    acknowledged.clear()
     with pytest.raises(DocumentTooLarge) as refused:
-        api.ingest("c", lines, batch=8)
+        api.ingest("c", lines, batch=8, on_batch=acknowledged.append)
     assert refused.value.index == 5 and refused.value.status == 413
-    assert stored == ["d0", "d1", "d2", "d3", "d4"]  # the halves before it are stored
+    assert stored == ["d0", "d1", "d2", "d3", "d4"]  # the halves before it are stored ...
+    assert acknowledged == [5]  # ... and acknowledged, so a resume does not send them again (QA)
 
 
 def test_an_interrupted_load_acknowledges_the_batches_already_sent() -> None:

@@ -264,10 +264,11 @@ def ingest(client: SearchClient, path: Path, collection: str, *, url: str, batch
     started = time.perf_counter()
     try:
         client.ingest(collection, documents(), batch=batch, concurrency=concurrency, on_batch=acknowledge)
+    except DocumentTooLarge as error:  # the lines before it, its batch's halves too, are stored and acknowledged
+        bad.append(BadLine(sent[0][0], f"refused by the service as too large on its own ({error.message}): it is "
+                                       "over the body limit (SEARCH_MAX_BODY_BYTES); shorten it"))
     except ApiError as error:
         failed = list(sent)[:batch]
-        if isinstance(error, DocumentTooLarge):  # the rest of its batch may be stored, not acknowledged
-            failed = failed[error.index:error.index + 1]
         refused = _server_bad_line(error, failed) if error.status == 422 else None
         if refused is None:
             if error.status in (413, 422):

@@ -433,3 +433,35 @@ def test_no_server_fails_at_once_with_no_retries_and_says_how_many_were_spent(
     with pytest.raises(SystemExit) as exit_info:
         main(["ingest", "--url", url, "--collection", "c", "--retries", "-1", str(path)])
     assert exit_info.value.code == 2
+
+
+def test_a_line_too_large_alone_is_a_bad_line_and_the_lines_before_it_are_recorded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Within a batch sent in halves, the halves before the line were stored but not recorded, so a re-run sent
+    them again, and the message did not say they were stored (QA). A service whose body limit is 400 bytes."""
+    stored: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            if len(request.content) > 400:
+                return httpx.Response(413, json={"error": {"code": "payload_too_large", "message": "over 400 bytes",
+                                                           "details": []}})
+            docs = json.loads(request.content)["documents"]
+            stored.update((doc["id"], doc["text"]) for doc in docs)
+            return httpx.Response(200, json={"upserted": len(docs), "ids": [doc["id"] for doc in docs]})
+        return httpx.Response(200, json={"name": "c", "count": len(stored)})  # PUT and GET of the collection
+
+    client = SearchClient(http=httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(handler)))
+    lines = [{"id": f"d{n}", "text": f"line {n} " + "words " * 8} for n in range(1, 13)]
+    lines[8] = {"id": "d9", "text": "x" * 500}
+    path = _write(tmp_path / "long.jsonl", lines)
+    assert ingest(client, path, "c", url="http://search.test", batch=12, concurrency=1, quiet=True) == 1
+    err = capsys.readouterr().err
+    assert "line 9: refused by the service as too large on its own (over 400 bytes)" in err
+    assert "lines 1-8 of long.jsonl stored" in err and "Lines before it are stored" in err
+    assert sorted(stored) == sorted(f"d{n}" for n in range(1, 9))
+    lines[8]["text"] = "fixed"
+    path = _write(path, lines)
+    stored.clear()  # what the re-run sends: the lines after the record only
+    assert ingest(client, path, "c", url="http://search.test", batch=12, concurrency=1, quiet=True) == 0
+    assert sorted(stored) == sorted(f"d{n}" for n in range(9, 13))
