@@ -135,17 +135,24 @@ def within_depth(candidates: Candidates, depth: int) -> Candidates:
                       dense_rank[keep])
 
 
-def as_listed(collection: Collection, candidates: Candidates, query: np.ndarray) -> Candidates:
-    """The candidates with the cosines a STATS_DEPTH-deep retrieval gives them, as the adapter reads them: the
-    graph's own for the dense top STATS_DEPTH, the int8 copy's for the rest. A deeper walk has the exact cosine
-    of more of them, and with it a hit's probability moved with the depth asked for (QA: by up to 0.003 on
-    SciFact between candidates 100 and 1000, where the default threshold is 0.005)."""
-    deep = candidates.dense_rank > STATS_DEPTH
-    if candidates.cosine is None or not deep.any():
+def as_listed(collection: Collection, candidates: Candidates, context: Candidates, query: np.ndarray) -> Candidates:
+    """The candidates with the cosines the query's own list (`context`: the unfiltered STATS_DEPTH-deep retrieval
+    the adapter reads) gives them: the graph's for its dense hits, the int8 copy's for every other. A deeper or
+    filtered walk has the exact cosine of others (and, approximate, a slightly different top), and with it a hit's
+    probability moved with the depth asked for or the filter (QA: by up to 0.003 on SciFact between candidates
+    100 and 1000, where the default threshold is 0.005; 0.00015 with a filter)."""
+    if candidates is context or candidates.cosine is None or context.cosine is None:
         return candidates
-    cosine = candidates.cosine.copy()
-    cosine[deep] = collection.dense.cosines(candidates.labels[deep], query)
+    walked = context.dense_rank > 0
+    cosine = _filled(candidates.labels, *_within(candidates.labels, context.labels[walked], context.cosine[walked]),
+                     lambda rest: collection.dense.cosines(rest, query), np.float32)
     return Candidates(candidates.labels, candidates.bm25, cosine, candidates.bm25_rank, candidates.dense_rank)
+
+
+def _within(labels: np.ndarray, known: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Those of `known` (sorted) that are among `labels` (sorted), with their `values`."""
+    inside = np.isin(known, labels, assume_unique=True)
+    return known[inside], values[inside]
 
 
 def fuse(candidates: Candidates, request: SearchQuery, defaults: SearchDefaults) -> np.ndarray:
@@ -294,17 +301,15 @@ def search(collection: Collection, request: SearchQuery, query: np.ndarray | Non
             boosts = boost_base(candidates, fused, request, defaults), boost_weights(collection, candidates.labels,
                                                                                     request)
         scores = fused if boosts is None else boosts[0] + boosts[1]
-        # What the adapter reads of the query's list (its STATS, its scale, BM25's best) is the list the query
-        # has in the whole collection: a metadata filter restricts which hits show, never a hit's probability
-        # (filtered, a hit that passed unfiltered was dropped: the best of a restricted list is lower).
+        # What the adapter reads of the query's list (its STATS, its scale, BM25's best, each candidate's cosine)
+        # is the list the query has in the whole collection, STATS_DEPTH deep as it was trained: a metadata
+        # filter restricts which hits show, and `candidates` how many, never a hit's probability (filtered, a hit
+        # that passed unfiltered was dropped: the best of a restricted list is lower).
         context = retrieved
-        if adapter is not None and query is not None and request.filter:
+        if adapter is not None and query is not None and (request.filter or (listed and depth > STATS_DEPTH)):
             context = retrieve(collection, replace(request, filter=None), searched, query,
-                               max(depth, STATS_DEPTH) if listed else depth, beside)
-        judged = candidates
-        if listed and query is not None and depth > STATS_DEPTH:  # deeper: the list as the adapter was trained on it
-            context = within_depth(as_listed(collection, context, query), STATS_DEPTH)
-            judged = as_listed(collection, candidates, query)
+                               STATS_DEPTH if listed else depth, beside)
+        judged = candidates if adapter is None or query is None else as_listed(collection, candidates, context, query)
         stats = candidate_stats(context, len(tokens)) if adapter is not None and adapter.uses_stats else None
         reference = None
         if listed:  # the deeper list, fused alike; at the default depth it is the candidates themselves
