@@ -252,6 +252,11 @@ class SearchClient:
     def delete(self, collection: str, doc_id: str) -> None:
         self.request("DELETE", _document_path(collection, doc_id))
 
+    def delete_many(self, collection: str, ids: Sequence[str]) -> dict[str, Any]:
+        """Deletes the ids the collection holds, all in one transaction: `{"deleted", "ids", "missing"}`."""
+        return cast(dict[str, Any], self.request("POST", _collection_path(collection, "documents", "delete"),
+                                                 json={"ids": list(ids)}))
+
     def documents(self, collection: str, *, vectors: bool = False, page: int = 500) -> Iterator[dict[str, Any]]:
         """Every document of the collection in id order, `page` a request; with `vectors`, each with its stored
         unit vector, so that they can be upserted elsewhere as they are."""

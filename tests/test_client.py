@@ -310,3 +310,16 @@ def test_the_ingest_command_rides_out_a_restart_that_the_default_retry_does_not(
     with pytest.raises(ApiError) as gave_up:
         scripted(Retry()).ingest("c", [{"id": "a", "text": "x"}])
     assert gave_up.value.status == 503
+
+
+def test_delete_many_posts_the_ids_once_and_answers_what_the_service_did() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"deleted": 1, "ids": ["a/1"], "missing": ["b"]})
+
+    api = SearchClient(http=httpx.Client(base_url="http://search.test", transport=httpx.MockTransport(handler)))
+    assert api.delete_many("c d", ["a/1", "b"]) == {"deleted": 1, "ids": ["a/1"], "missing": ["b"]}
+    assert [(r.method, r.url.raw_path) for r in seen] == [("POST", b"/v1/collections/c%20d/documents/delete")]
+    assert json.loads(seen[0].content) == {"ids": ["a/1", "b"]}

@@ -100,6 +100,11 @@ def test_writes_through_either_replica_are_served_by_both(replica: Replica) -> N
         wait_applied(a, b.get("/v1/collections/animals").json()["applied_seq"])
         assert "dog" not in ids(a.post("/v1/collections/animals/search", json=query))
         assert a.get("/v1/collections/animals/documents/dog").status_code == 404
+        bulk = a.post("/v1/collections/animals/documents/delete", json={"ids": ["cat", "eagle", "dog"]}).json()
+        assert bulk == {"deleted": 2, "ids": ["cat", "eagle"], "missing": ["dog"]}
+        wait_applied(b, a.get("/v1/collections/animals").json()["applied_seq"])
+        assert b.get("/v1/collections/animals").json()["count"] == len(ANIMALS) - 3
+        assert not {"cat", "eagle"} & set(ids(b.post("/v1/collections/animals/search", json={**query, "k": 100})))
 
         metrics = b.get("/metrics").text
         assert 'search_collection_applied_seq{collection="animals"}' in metrics

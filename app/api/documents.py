@@ -1,4 +1,5 @@
-"""Documents: bulk ingest (JSON or NDJSON, all-or-nothing), a listing in id order, get and delete by id."""
+"""Documents: bulk ingest (JSON or NDJSON, all-or-nothing), a listing in id order, get and delete by id, and
+bulk delete (all-or-nothing)."""
 
 import codecs
 import json
@@ -10,13 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from app.api.batch_size import json_over, ndjson_over
-from app.api.deps import AdminAccess, EngineDep, ReadAccess, SettingsDep, refuse_untyped
+from app.api.deps import AdminAccess, EngineDep, JsonBody, ReadAccess, SettingsDep, refuse_untyped
 from app.api.errors import error_responses
 from app.api.params import CollectionName, PathDocumentId
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.memory import release_free_heap
 from app.schemas import (
     MAX_LISTED,
+    DeleteRequest,
+    DeleteResult,
     Document,
     DocumentBatch,
     DocumentId,
@@ -147,6 +150,18 @@ def list_documents(name: CollectionName, engine: EngineDep,
             document.vector = found[i].tolist()
         listed.append(document)
     return DocumentPage(documents=listed, next=rows[-1].id if len(rows) == limit else None)
+
+
+@router.post("/delete", response_model=DeleteResult, dependencies=[AdminAccess, JsonBody],
+             responses=error_responses(403, 415, 507), summary="Delete documents by id, all in one transaction")
+def delete_documents(name: CollectionName, body: DeleteRequest, engine: EngineDep) -> DeleteResult:
+    """What a sync job that mirrors a source needs (Elasticsearch's bulk deletes, Qdrant's points/delete,
+    Meilisearch's delete-batch): answered once every one is durably gone, and none is if the write fails. An id
+    the collection does not hold is listed in `missing`, not an error: deleting it again finds it gone."""
+    gone = set(engine.collection(name).delete_many(body.ids))
+    asked = list(dict.fromkeys(body.ids))
+    return DeleteResult(deleted=len(gone), ids=[i for i in asked if i in gone],
+                        missing=[i for i in asked if i not in gone])
 
 
 # `:anypath` (app/api/params.py): an id may hold "/" (a file path, say); without it such an id could not be read

@@ -3,6 +3,7 @@
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
@@ -246,22 +247,26 @@ class Collection(GraphUpkeep):
             count = next_turn(count, seconds)
 
     def delete(self, doc_id: str) -> bool:
+        return bool(self.delete_many([doc_id]))
+
+    def delete_many(self, ids: Sequence[str]) -> list[str]:
+        """Deletes those of `ids` that exist, in one store transaction; returns them."""
         if self.shared is not None:
             self.check_live()
-            if self.store.delete(self.name, doc_id) is None:
-                return False
-            self.shared.sync(self.store.seq())  # at least this delete's sequence
-            return True
+            found = self.store.delete_many(self.name, ids)
+            if found:
+                self.shared.sync(self.store.seq())  # at least this delete's sequence
+            return list(found)
         with self.lock.write():
             self.check_live()
-            label = self.store.delete(self.name, doc_id)
-            if label is None:
-                return False
-            self.lexical.delete([label])
-            self.dense.delete([label])
+            found = self.store.delete_many(self.name, ids)
+            if not found:
+                return []
+            self.lexical.delete(list(found.values()))
+            self.dense.delete(list(found.values()))
             self.writes_since_snapshot += 1
         self.upkeep()
-        return True
+        return list(found)
 
     def list_documents(self, after: str | None, limit: int, vectors: bool
                        ) -> tuple[list[StoredRow], np.ndarray | None]:

@@ -232,6 +232,17 @@ class StoredDocument(BaseModel):
 
 
 MAX_LISTED = 1_000
+MAX_DELETED = 10_000
+
+
+class DeleteRequest(Strict):
+    ids: Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_DELETED)]
+
+
+class DeleteResult(BaseModel):
+    deleted: int
+    ids: list[str] = Field(description="the ids deleted, in the order asked (each once)")
+    missing: list[str] = Field(description="the ids asked for that the collection did not hold")
 
 
 class ListedDocument(StoredDocument):

@@ -112,6 +112,11 @@ class DocumentStore(Protocol):
         """Deletes one document; returns its label, or None when there was none."""
         ...
 
+    def delete_many(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
+        """Deletes the documents of `ids` that exist, in ONE transaction (committed durably, or not at all);
+        returns the label of each one deleted, by id."""
+        ...
+
     def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
         """Tombstones covered by an index snapshot are no longer needed for replay."""
         ...

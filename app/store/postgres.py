@@ -193,16 +193,23 @@ class PostgresStore(JobBoardTables):
         return WriteResult(new_labels, old_labels, last)
 
     def delete(self, collection: str, doc_id: str) -> int | None:
+        return self.delete_many(collection, [doc_id]).get(doc_id)
+
+    def delete_many(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
         with self._write() as conn:
-            # The lock first, then the look-up: no other writer can change this id in between.
+            # The lock first, then the look-up: no other writer can change these ids in between.
             seq = self._take_seq(conn, 1)
             _mark_changed(conn, collection, seq)
-            row = conn.execute("DELETE FROM search_documents WHERE collection = %s AND id = %s RETURNING label",
-                               (collection, doc_id)).fetchone()
-            if row is None:
+            found = {doc_id: int(label) for doc_id, label in conn.execute(
+                "DELETE FROM search_documents WHERE collection = %s AND id = ANY(%s) RETURNING id, label",
+                (collection, list(ids))).fetchall()}
+            if not found:
                 raise psycopg.Rollback()  # nothing to delete: give the sequence number back
-            conn.execute("INSERT INTO search_tombstones VALUES (%s, %s, %s)", (collection, row[0], seq))
-        return None if row is None else int(row[0])
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO search_tombstones VALUES (%s, %s, %s)",
+                                [(collection, label, seq) for label in found.values()])
+        return found
 
     def replace_vectors(self, collection: str, batches: Iterable[tuple[Sequence[int], np.ndarray]],
                         dimension: int, settings: dict[str, Any]) -> ReplacedVectors:

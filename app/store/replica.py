@@ -57,6 +57,9 @@ class ReplicaStore:
     def delete(self, collection: str, doc_id: str) -> int | None:
         return self.shared.delete(collection, doc_id)
 
+    def delete_many(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
+        return self.shared.delete_many(collection, ids)
+
     def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
         self.shared.prune_tombstones(collection, up_to_seq)
 

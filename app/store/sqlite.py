@@ -187,16 +187,22 @@ class SqliteStore:
 
     def delete(self, collection: str, doc_id: str) -> int | None:
         """Deletes one document; returns its label, or None when there was none."""
+        return self.delete_many(collection, [doc_id]).get(doc_id)
+
+    def delete_many(self, collection: str, ids: Sequence[str]) -> dict[str, int]:
         with self._write_lock, self._transaction():
-            old = self._writer.execute(
-                "SELECT label FROM documents WHERE collection = ? AND id = ?", (collection, doc_id)
-            ).fetchone()
-            if old is None:
-                return None
-            seq = self._next_seq(1)
-            self._writer.execute("DELETE FROM documents WHERE collection = ? AND id = ?", (collection, doc_id))
-            self._writer.execute("INSERT INTO tombstones VALUES (?, ?, ?)", (collection, old[0], seq))
-        return int(old[0])
+            found: dict[str, int] = {}
+            for start in range(0, len(ids), 500):  # SQLite bounds a statement's parameters (`_rows_in`)
+                chunk, marks = list(ids[start:start + 500]), ",".join("?" * len(ids[start:start + 500]))
+                found.update(self._writer.execute(  # (no RETURNING: SQLite before 3.35 lacks it)
+                    f"SELECT id, label FROM documents WHERE collection = ? AND id IN ({marks})", (collection, *chunk)))
+                self._writer.execute(f"DELETE FROM documents WHERE collection = ? AND id IN ({marks})",
+                                     (collection, *chunk))
+            if found:
+                seq = self._next_seq(1)
+                self._writer.executemany("INSERT INTO tombstones VALUES (?, ?, ?)",
+                                         [(collection, label, seq) for label in found.values()])
+        return {doc_id: int(label) for doc_id, label in found.items()}
 
     def prune_tombstones(self, collection: str, up_to_seq: int) -> None:
         """Tombstones covered by an index snapshot are no longer needed for replay."""

@@ -22,6 +22,7 @@ def test_keys_are_enforced_on_every_route(make_client: AppFactory, caplog: pytes
         writes = [("PUT", "/v1/collections/k", None),
                   ("POST", "/v1/collections/k/documents", {"documents": [{"id": "1", "text": "hello"}]}),
                   ("DELETE", "/v1/collections/k/documents/1", None),
+                  ("POST", "/v1/collections/k/documents/delete", {"ids": ["1"]}),
                   ("POST", "/v1/collections/k/relevance/train", {"examples": [{"query": "q", "relevant_ids": ["1"]}]}),
                   ("DELETE", "/v1/collections/k/relevance", None),
                   ("DELETE", "/v1/collections/k", None)]

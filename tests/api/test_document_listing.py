@@ -78,3 +78,35 @@ def test_bad_listing_requests_are_refused(client: TestClient) -> None:
         assert response.json()["error"]["code"]
     assert client.get("/v1/collections/missing/documents").status_code == 404
     assert client.get("/v1/collections/b/documents").json() == {"documents": [], "next": None}
+
+
+def test_a_bulk_delete_removes_every_id_it_finds_at_once_and_names_the_others(animals: TestClient) -> None:
+    before = animals.get("/v1/collections/animals").json()["count"]
+    response = animals.post("/v1/collections/animals/documents/delete",
+                            json={"ids": ["dog", "nope", "cat", "dog", "salmon"]})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"deleted": 3, "ids": ["dog", "cat", "salmon"], "missing": ["nope"]}
+    assert animals.get("/v1/collections/animals").json()["count"] == before - 3
+    for gone in ("dog", "cat", "salmon"):
+        assert animals.get(f"/v1/collections/animals/documents/{gone}").status_code == 404
+    for mode in ("lexical", "dense", "hybrid"):
+        hits = animals.post("/v1/collections/animals/search", json={
+            "query": "dog cat salmon", "mode": mode, "k": 100, "relevance": {"enabled": False}}).json()["hits"]
+        assert not {"dog", "cat", "salmon"} & {h["id"] for h in hits}, mode
+    again = animals.post("/v1/collections/animals/documents/delete", json={"ids": ["dog"]}).json()
+    assert again == {"deleted": 0, "ids": [], "missing": ["dog"]}  # deleting twice finds it gone: no error
+
+
+def test_bad_bulk_deletes_are_refused_and_delete_nothing(animals: TestClient) -> None:
+    before = animals.get("/v1/collections/animals").json()["count"]
+    for body in ({"ids": []}, {"ids": "dog"}, {"ids": ["dog", ""]}, {"ids": ["dog"], "extra": 1}, {},
+                 {"ids": [f"d{i}" for i in range(10_001)]}):
+        response = animals.post("/v1/collections/animals/documents/delete", json=body)
+        assert response.status_code == 422, body
+    assert animals.post("/v1/collections/animals/documents/delete", content=b'{"ids": ["dog"]}').status_code == 415
+    assert animals.post("/v1/collections/missing/documents/delete", json={"ids": ["dog"]}).status_code == 404
+    assert animals.get("/v1/collections/animals").json()["count"] == before
+    # A document whose id is "delete" is still read and deleted by its own path.
+    animals.post("/v1/collections/animals/documents", json={"documents": [{"id": "delete", "text": "an id"}]})
+    assert animals.get("/v1/collections/animals/documents/delete").json()["id"] == "delete"
+    assert animals.delete("/v1/collections/animals/documents/delete").status_code == 204

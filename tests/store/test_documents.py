@@ -380,3 +380,18 @@ def test_a_listing_pages_through_the_live_documents_in_id_order(store: DocumentS
     assert [row.id for row in mirror.list_rows("c", "a", 10)] == ["b"]
     mirror.close()
 
+
+
+def test_a_bulk_delete_is_one_write_of_the_ids_found(store: DocumentStore) -> None:
+    written = store.upsert("c", [_doc(i) for i in ("a", "b", "c", "d")])
+    store.upsert("other", [_doc("a")])
+    s = store.seq()
+    assert store.delete_many("c", ["b", "zz", "d", "b"]) == {"b": written.new_labels[1], "d": written.new_labels[3]}
+    assert store.seq() == s + 1  # one sequence number: a follower applies the deletes together
+    assert sorted(store.tombstones_after("c", s)) == [written.new_labels[1], written.new_labels[3]]
+    assert [row.id for row in store.list_rows("c", None, 10)] == ["a", "c"]
+    assert store.delete_many("c", ["zz"]) == {} and store.seq() == s + 1  # nothing found: nothing written
+    assert [row.id for row in store.list_rows("other", None, 10)] == ["a"]
+    many = [f"m{i}" for i in range(1200)]  # past SQLite's parameters a statement: chunks, one transaction
+    store.upsert("c", [_doc(i) for i in many])
+    assert len(store.delete_many("c", many)) == 1200 and store.count("c") == 2
