@@ -29,14 +29,16 @@ class TrailingSlash:
     """Serves an API path written with a trailing slash (`POST /v1/collections/x/search/`) as the path without
     it. Starlette's router answered those with an empty-bodied 307 redirect: a non-2xx without the error body
     the contract promises, and a redirected POST that many clients do not follow (QA). A path that some route
-    takes as it is (a document id ending in "/") is left alone."""
+    takes as it is (a document id ending in "/") is left alone, except `…/documents/`, whose id would be empty,
+    which no document has: it is the listing (it was a 422 for the missing id)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith("/v1/") and path.endswith("/") and route_for(scope) is None:
+        if scope["type"] == "http" and path.startswith("/v1/") and path.endswith("/") and (
+                path.endswith("/documents/") or route_for(scope) is None):
             trimmed = {**scope, "path": path.rstrip("/")}
             if route_for(trimmed) is not None:
                 raw = scope.get("raw_path")

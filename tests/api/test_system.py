@@ -230,6 +230,9 @@ def test_an_api_path_with_a_trailing_slash_is_served_as_the_path_without_it(anim
     assert animals.post("/v1/collections/animals/documents", json={"documents": [doc]}).status_code == 200
     assert animals.get("/v1/collections/animals/documents/notes/").json()["id"] == "notes/"
     assert animals.get("/v1/collections/animals/documents/cat/").status_code == 404  # "cat/" is another id
+    # No document's id is empty: `…/documents/` is the listing (it was a 422 for the missing id).
+    page = animals.get("/v1/collections/animals/documents/", params={"limit": 2}, follow_redirects=False)
+    assert page.status_code == 200 and len(page.json()["documents"]) == 2
     missing = animals.get("/v1/nothing/here/", follow_redirects=False)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
