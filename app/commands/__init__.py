@@ -79,8 +79,8 @@ def _export(args: argparse.Namespace) -> int:
 
     from app.commands.export import export
 
-    try:
-        with _client(args, SEARCH_RETRY) as client:
+    try:  # retried as a load is: a replica's restart midway must not cost the pages read so far
+        with _client(args, ingest_retry(args.retries)) as client:
             export(client, args.collection, Path(args.path), vectors=args.vectors, quiet=args.quiet)
     except KeyboardInterrupt as exc:
         said, status = stopped_by(exc)
@@ -90,7 +90,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
-        print(f"export failed: could not reach {args.url}: {exc}", file=sys.stderr)
+        print(f"export failed: could not reach {args.url}: {exc}{_retried(args)}", file=sys.stderr)
         return 1
     return 0
 
@@ -174,6 +174,12 @@ def _remote(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for each answer (default %(default)g)")
 
 
+def _retries(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retries", type=types.integer(0), default=INGEST_RETRIES,
+                        help="times a request that finds no server, or a 429 or 503, is sent again, with a growing "
+                             "wait (default %(default)s: rides out a restart; 0 fails at once)")
+
+
 def add_commands(commands: Any) -> None:
     """Adds ingest, export, search, reencode and export-onnx to the command line's subparsers."""
     load = commands.add_parser("ingest", help="load a JSONL file or a BEIR folder into a running server")
@@ -182,9 +188,7 @@ def add_commands(commands: Any) -> None:
                                    "or a BEIR folder (its corpus.jsonl: _id, title, text)")
     load.add_argument("--batch", type=types.positive, default=256, help="documents a request (default %(default)s)")
     load.add_argument("--concurrency", type=types.positive, default=2, help="requests in flight (default %(default)s)")
-    load.add_argument("--retries", type=types.integer(0), default=INGEST_RETRIES,
-                      help="times a request that finds no server, or a 429 or 503, is sent again, with a growing "
-                           "wait (default %(default)s: rides out a restart; 0 fails at once)")
+    _retries(load)
     load.add_argument("--restart", action="store_true", help="ignore the progress file of an interrupted run")
     load.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a "
                                                            "terminal)")
@@ -201,6 +205,7 @@ def add_commands(commands: Any) -> None:
     dump.add_argument("--vectors", action="store_true",
                       help="each document with its stored vector: the load encodes nothing again (a move to replicas "
                            "over PostgreSQL, say)")
+    _retries(dump)
     dump.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     dump.set_defaults(func=_export, extra=None)
 

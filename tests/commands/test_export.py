@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,12 @@ def test_an_export_cut_short_leaves_no_file(live_server: Server, tmp_path: Path,
     assert main(["export", "--url", live_server.url, "--collection", "exp-d", "--quiet", str(path)]) == 1
     assert "export failed: could not reach" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither the file nor its .partial
+
+
+def test_no_server_fails_at_once_with_no_retries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    assert main(["export", "--url", url, "--collection", "c", "--retries", "0", str(tmp_path / "c.jsonl")]) == 1
+    assert f"export failed: could not reach {url}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
