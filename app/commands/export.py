@@ -34,7 +34,8 @@ def export(client: SearchClient, collection: str, path: Path, *, vectors: bool =
                 out.write(json.dumps(document, ensure_ascii=False) + "\n")
                 written += 1
                 bar.update(1)
-        _sync(partial)  # on disk before it takes the name: a backup that a power cut leaves empty is none
+        with partial.open("rb") as written:  # on disk before it takes the name: a backup a power cut empties is none
+            os.fsync(written.fileno())
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -42,14 +43,6 @@ def export(client: SearchClient, collection: str, path: Path, *, vectors: bool =
     if not quiet:
         print(f"{documents_phrase(written)} of {collection!r} written to {path}", file=sys.stderr)
     return written
-
-
-def _sync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _open(path: Path, gzipped: bool) -> IO[str]:
