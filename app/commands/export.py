@@ -34,8 +34,8 @@ def export(client: SearchClient, collection: str, path: Path, *, vectors: bool =
                 out.write(json.dumps(document, ensure_ascii=False) + "\n")
                 written += 1
                 bar.update(1)
-        with partial.open("rb") as written:  # on disk before it takes the name: a backup a power cut empties is none
-            os.fsync(written.fileno())
+        with partial.open("rb") as synced:  # on disk before it takes the name: a backup a power cut empties is none
+            os.fsync(synced.fileno())
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
