@@ -153,7 +153,7 @@ def list_documents(name: CollectionName, engine: EngineDep,
 
 
 @router.post("/delete", response_model=DeleteResult, dependencies=[AdminAccess, JsonBody],
-             responses=error_responses(403, 415, 507), summary="Delete documents by id, all in one transaction")
+             responses=error_responses(403, 413, 415, 507), summary="Delete documents by id, all in one transaction")
 def delete_documents(name: CollectionName, body: DeleteRequest, engine: EngineDep) -> DeleteResult:
     """What a sync job that mirrors a source needs (Elasticsearch's bulk deletes, Qdrant's points/delete,
     Meilisearch's delete-batch): answered once every one is durably gone, and none is if the write fails. An id
