@@ -24,10 +24,11 @@ from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
 from app.engine.jobs import Progress
 from app.engine.types import DocumentInput
-from app.errors import DocumentNotFound
+from app.errors import DocumentNotFound, InsufficientStorage
 from app.main import create_app
 from app.settings import Settings
 from app.store.base import StoredRow
+from app.store.mirror import MirrorStore
 from app.store.postgres_feed import FeedView
 from tests.conftest import wait_ready
 from tests.helpers import ANIMALS
@@ -567,3 +568,33 @@ def test_a_replica_cancels_a_training_job_that_another_runs(replica: Replica) ->
         seen = b.get(url).json()
         assert seen["status"] == "failed" and seen["error"]["code"] == "training_cancelled"
         assert b.delete(url).json()["error"]["code"] == "job_finished"
+
+
+def test_a_replica_whose_disk_is_full_says_the_write_is_stored_and_reads_as_degraded(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its 507 said "nothing of this write was stored" of writes committed in PostgreSQL and served by the other
+    replicas, and /ready stayed "ready" while it fell behind, logging a traceback every half second (QA)."""
+    full = threading.Event()
+    applying = MirrorStore.apply
+
+    def apply(self: MirrorStore, *args: Any, **kwargs: Any) -> None:
+        if full.is_set():
+            raise InsufficientStorage("the data dir's disk is full: nothing of this write was stored (test)",
+                                      [{"reason": "disk_full"}])
+        applying(self, *args, **kwargs)
+
+    monkeypatch.setattr(MirrorStore, "apply", apply)
+    with replica("a") as a, replica("b") as b:
+        a.put("/v1/collections/animals")
+        full.set()  # both replicas' disks, as the test's patch is process-wide: B's write path is A's
+        answer = a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:2]})
+        assert answer.status_code == 507
+        error = answer.json()["error"]
+        assert "stored in PostgreSQL" in error["message"] and "need not be sent again" in error["message"]
+        assert error["details"] == [{"reason": "replica_disk_full"}]
+        wait_for(lambda: a.get("/ready").json()["status"] == "degraded")
+        full.clear()  # room again: it catches up on its own, and reads as ready
+        wait_for(lambda: a.get("/ready").json()["status"] == "ready")
+        wait_applied(b, engine_of(a).follower.status().applied_seq)  # type: ignore[union-attr]
+        for client in (a, b):
+            assert client.get("/v1/collections/animals").json()["count"] == 2

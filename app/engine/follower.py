@@ -27,7 +27,7 @@ from app.engine.collection import Collection, OwnWrite
 from app.engine.embedder import document_text
 from app.engine.encoders import recorded_encoder
 from app.engine.relevance import CosineAdapter
-from app.errors import StoreUnavailable
+from app.errors import InsufficientStorage, StoreUnavailable
 from app.store.base import StoredRow
 from app.store.postgres_feed import CollectionState, FeedView, Listener
 from app.store.replica import ReplicaStore
@@ -114,6 +114,9 @@ class Follower:
                 announced = listener.wait(POLL_SECONDS)
                 if announced is not None:
                     self._saw(announced)
+            except InsufficientStorage as exc:  # its own disk: behind until there is room (/ready says so), and
+                self._unreachable(f"this replica cannot apply the store's changes: {exc.message}")  # one log line
+                self._stop.wait(RETRY_SECONDS)
             except StoreUnavailable as exc:
                 self._unreachable(exc.message)
                 if listener is not None:
@@ -134,7 +137,7 @@ class Follower:
 
     def _reached(self) -> None:
         if self._degraded is not None:
-            log.warning("the store is reachable again; following resumed at sequence %d", self._applied)
+            log.warning("following resumed at sequence %d (the store reachable, the data dir writable)", self._applied)
             self._degraded = None
 
     def _await_own_writes(self) -> None:
@@ -172,13 +175,19 @@ class Follower:
     def sync(self, seq: int, own: OwnWrite | None = None) -> None:
         """Returns once this replica has applied every change up to `seq` (a write it just committed). `own`, that
         write's batch, is applied as it is when it is the only change since the last one applied."""
-        with self._catch_up_lock:
-            if self._applied >= seq:
-                return
-            if own is not None and self._applied == own.result.new_labels[0] - 1:
-                self._apply_own(own)
-                return
-        self.catch_up(at_least=seq)
+        try:
+            with self._catch_up_lock:
+                if self._applied >= seq:
+                    return
+                if own is not None and self._applied == own.result.new_labels[0] - 1:
+                    self._apply_own(own)
+                    return
+            self.catch_up(at_least=seq)
+        except InsufficientStorage as exc:  # committed in the store: "nothing was stored" would be false (QA)
+            raise InsufficientStorage(
+                f"the write is stored in PostgreSQL (the other replicas serve it), but this replica cannot apply it: "
+                f"{exc.message}; free space in its data dir (it catches up then). The write need not be sent again",
+                [{"reason": "replica_disk_full"}]) from exc
 
     def _apply_own(self, own: OwnWrite) -> None:
         collection, result, kept = own.collection, own.result, own.kept()
