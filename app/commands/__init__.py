@@ -8,6 +8,7 @@ from typing import Any
 
 from app import cli_args as types
 from app.client import ApiError, ClientError, Retry, SearchClient
+from app.client_retry import RETRY_STATUSES
 from app.runtime import stopped_by
 
 # A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
@@ -56,7 +57,8 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     except ApiError as exc:  # the service's 4xx (a bad key, say) would answer a re-run the same way
         again = exc.status >= 500 or exc.status == 429
-        print(f"ingest failed: {exc}" + (f"{_retried(args)}; run the same command again to resume" if again else ""),
+        retried = _retried(args) if exc.status in RETRY_STATUSES else ""  # (a 507 is not sent again: QA)
+        print(f"ingest failed: {exc}" + (f"{retried}; run the same command again to resume" if again else ""),
               file=sys.stderr)
         return 1
     except ClientError as exc:  # the URL is not one

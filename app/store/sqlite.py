@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.types import FilterCondition
-from app.errors import CollectionNotFound, InsufficientStorage
+from app.errors import CollectionNotFound, InsufficientStorage, StoreUnavailable
 from app.store.base import (
     CollectionRecord,
     DocumentStore,
@@ -331,8 +331,19 @@ class _Transaction:
         if _is_full(exc):
             raise InsufficientStorage(f"the data dir's disk is full: nothing of this write was stored ({exc})",
                                       [{"reason": "disk_full"}]) from exc
+        if _is_unwritable(exc):  # a filesystem remounted read-only after a disk error: a 500 "internal error" (QA)
+            raise StoreUnavailable(f"the data dir cannot be written ({exc}; a read-only or failing disk?): nothing "
+                                   "of this write was stored; searches go on", [{"reason": "data_dir_unwritable"}]) \
+                from exc
         if exc_type is None:  # the commit failed otherwise
             raise exc
+
+
+def _is_unwritable(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        # (the primary code: SQLite's extended ones, such as SQLITE_IOERR_WRITE, carry it in their low byte)
+        return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)
+    return isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EIO, errno.EACCES)
 
 
 def _is_full(exc: BaseException) -> bool:

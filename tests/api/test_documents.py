@@ -435,3 +435,41 @@ def test_a_full_disk_is_a_507_that_writes_nothing_and_the_service_goes_on(animal
         writer.execute("PRAGMA max_page_count = 1073741823")
     assert animals.post("/v1/collections/animals/documents", json={"documents": big}).status_code == 200
     assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS) + len(big)
+
+
+class _Unwritable:
+    """The store's writer on a filesystem remounted read-only after a disk error: every write's statement fails
+    as SQLite's does then (disk I/O error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith(("INSERT", "UPDATE", "DELETE")):
+            failed = sqlite3.OperationalError("disk I/O error")
+            failed.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE
+            raise failed
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        return self.execute(sql, *args)
+
+
+def test_a_data_dir_that_cannot_be_written_is_a_503_that_says_why_and_writes_nothing(animals: TestClient) -> None:
+    """Every write was a 500 "internal error" with no reason (QA: ext4 remounted read-only after a disk error)."""
+    store = animals.app.state.engine.store  # type: ignore[attr-defined]
+    writer = store._writer
+    store._writer = _Unwritable(writer)
+    try:
+        for refused in (animals.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:1]}),
+                        animals.post("/v1/collections/animals/documents/delete", json={"ids": ["cat"]})):
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["details"] == [{"reason": "data_dir_unwritable"}] and "cannot be written" in error["message"]
+        assert "cat" in ids(search(animals, "cats purr", k=3))  # searches go on
+    finally:
+        store._writer = writer
+    assert animals.get("/v1/collections/animals").json()["count"] == len(ANIMALS)

@@ -465,3 +465,27 @@ def test_a_line_too_large_alone_is_a_bad_line_and_the_lines_before_it_are_record
     stored.clear()  # what the re-run sends: the lines after the record only
     assert ingest(client, path, "c", url="http://search.test", batch=12, concurrency=1, quiet=True) == 0
     assert sorted(stored) == sorted(f"d{n}" for n in range(9, 13))
+
+
+def test_a_refusal_that_is_not_sent_again_does_not_claim_retries(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A 507 said "after 20 retries" where none was made (QA)."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(507, json={"error": {"code": "insufficient_storage", "message": "disk full",
+                                                       "details": []}})
+        return httpx.Response(200, json={"name": "c", "count": 0})
+
+    transport = httpx.MockTransport(handler)
+    original = SearchClient.__init__
+
+    def mocked(self: SearchClient, *args: Any, **kwargs: Any) -> None:
+        original(self, http=httpx.Client(base_url="http://search.test", transport=transport),
+                 retry=kwargs.get("retry"))
+
+    path = _write(tmp_path / "a.jsonl", ANIMALS[:1])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SearchClient, "__init__", mocked)
+        assert main(["ingest", "--url", "http://search.test", "--collection", "c", "--quiet", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "507 insufficient_storage: disk full; run the same command again" in err and "retries" not in err
