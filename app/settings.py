@@ -118,7 +118,10 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+            keys = [key.strip() for key in value.split(",") if key.strip()]
+            if value.strip() and not keys:  # "," (a template that lost its value) started the service open (QA)
+                raise ValueError(f"{value!r} names no key: leave it empty or unset for a service with none")
+            return keys
         return value
 
     @field_validator("api_keys", "admin_keys")

@@ -193,3 +193,15 @@ def test_a_replica_whose_database_cannot_be_reached_at_start_says_why_and_exits_
     assert "the PostgreSQL store is unreachable" in errors[0]["message"], done.stderr
     assert "refused" in errors[0]["message"].lower(), errors[0]["message"]  # the cause, from a connection of its own
     assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr
+
+
+@pytest.mark.parametrize("value", [",", " , ", ",,"])
+def test_a_key_list_that_names_no_key_is_refused_not_taken_as_none(value: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEARCH_API_KEYS="," started the service open to anyone (QA); "" still means none, as compose sets it."""
+    for name in ("SEARCH_API_KEYS", "SEARCH_ADMIN_KEYS"):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit, match=f"{name}: Value error, .* names no key"):
+            load_settings()
+        monkeypatch.setenv(name, "")
+    assert load_settings().api_keys == []
