@@ -4,6 +4,7 @@ start-up replays, rebuilds or refuses snapshots as the store requires."""
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from app.engine.embedder import Embedder
 from app.engine.engine import SearchEngine
 from app.engine.jobs import Progress
 from app.engine.types import DocumentInput
-from app.errors import DocumentNotFound, InsufficientStorage
+from app.errors import DocumentNotFound, InsufficientStorage, StoreUnavailable
 from app.main import create_app
 from app.settings import Settings
 from app.store.base import StoredRow
@@ -598,3 +599,40 @@ def test_a_replica_whose_disk_is_full_says_the_write_is_stored_and_reads_as_degr
         wait_applied(b, engine_of(a).follower.status().applied_seq)  # type: ignore[union-attr]
         for client in (a, b):
             assert client.get("/v1/collections/animals").json()["count"] == 2
+
+
+@pytest.mark.parametrize("write", ["upsert", "bulk delete"])
+def test_a_write_committed_before_the_replica_fails_to_apply_it_says_it_is_stored(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch, write: str) -> None:
+    """Its data dir (the mirror) unwritable, or the store gone, between a write's commit and its catch-up: the 503
+    said "nothing of this write was stored" of a write the other replicas served (QA)."""
+    unwritable = threading.Event()
+    applying = MirrorStore.apply
+
+    def apply(self: MirrorStore, *args: Any, **kwargs: Any) -> None:
+        if unwritable.is_set():
+            try:
+                raise sqlite3.OperationalError("attempt to write a readonly database")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable("the data dir cannot be written: nothing of this write was stored",
+                                       [{"reason": "data_dir_unwritable"}]) from exc
+        applying(self, *args, **kwargs)
+
+    monkeypatch.setattr(MirrorStore, "apply", apply)
+    with replica("a") as a, replica("b") as b:
+        a.put("/v1/collections/animals")
+        assert a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:3]}).status_code == 200
+        unwritable.set()
+        answer = (a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[3:5]})
+                  if write == "upsert" else
+                  a.post("/v1/collections/animals/documents/delete", json={"ids": [ANIMALS[0]["id"]]}))
+        assert answer.status_code == 503, answer.text
+        error = answer.json()["error"]
+        assert "stored in PostgreSQL" in error["message"] and "need not be sent again" in error["message"]
+        assert "readonly database" in error["message"] and "nothing of this write" not in error["message"]
+        assert error["details"] == [{"reason": "replica_behind"}]
+        unwritable.clear()  # it catches up on its own
+        wait_for(lambda: a.get("/ready").json()["status"] == "ready")
+        expected = 5 if write == "upsert" else 2
+        for client in (a, b):
+            wait_for(lambda client=client: client.get("/v1/collections/animals").json()["count"] == expected)

@@ -31,7 +31,7 @@ class SharedWrites(Protocol):
     store's change feed (app/engine/follower.py), so a write commits to the store and then waits until this
     replica has applied the store's changes up to it."""
 
-    def sync(self, seq: int, own: "OwnWrite | None" = None) -> None: ...
+    def sync(self, seq: int | None, own: "OwnWrite | None" = None) -> None: ...
     def writing(self) -> AbstractContextManager[None]:
         """Held from a write's store call to the end of its `sync`."""
         ...
@@ -255,7 +255,7 @@ class Collection(GraphUpkeep):
             self.check_live()
             found = self.store.delete_many(self.name, ids)
             if found:
-                self.shared.sync(self.store.seq())  # at least this delete's sequence
+                self.shared.sync(None)  # the store's head: this delete's sequence or later
             return list(found)
         with self.lock.write():
             self.check_live()

@@ -172,22 +172,26 @@ class Follower:
                 self._own_writes -= 1
                 self._own_writes_done.notify_all()
 
-    def sync(self, seq: int, own: OwnWrite | None = None) -> None:
-        """Returns once this replica has applied every change up to `seq` (a write it just committed). `own`, that
-        write's batch, is applied as it is when it is the only change since the last one applied."""
+    def sync(self, seq: int | None, own: OwnWrite | None = None) -> None:
+        """Returns once this replica has applied every change up to `seq` (a write it just committed; None: the
+        store's head, which holds it). `own`, that write's batch, is applied as it is when it is the only change
+        since the last one applied. The write is committed in the store whatever happens here, so a failure says
+        so: "nothing was stored" would be false (QA: a 507, and a 503 when the store or the data dir failed
+        between the commit and the catch-up)."""
         try:
             with self._catch_up_lock:
-                if self._applied >= seq:
+                if seq is not None and self._applied >= seq:
                     return
                 if own is not None and self._applied == own.result.new_labels[0] - 1:
                     self._apply_own(own)
                     return
             self.catch_up(at_least=seq)
-        except InsufficientStorage as exc:  # committed in the store: "nothing was stored" would be false (QA)
-            raise InsufficientStorage(
-                f"the write is stored in PostgreSQL (the other replicas serve it), but this replica cannot apply it: "
-                f"{exc.message}; free space in its data dir (it catches up then). The write need not be sent again",
-                [{"reason": "replica_disk_full"}]) from exc
+        except InsufficientStorage as exc:
+            raise InsufficientStorage(_stored_not_applied(exc, "once its data dir has room"),
+                                      [{"reason": "replica_disk_full"}]) from exc
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(_stored_not_applied(exc, "once the store and its data dir answer again"),
+                                   [{"reason": "replica_behind"}]) from exc
 
     def _apply_own(self, own: OwnWrite) -> None:
         collection, result, kept = own.collection, own.result, own.kept()
@@ -338,3 +342,12 @@ class Follower:
         then loads it (or goes back to the default)."""
         meta, weights = (None, None) if adapter is None else adapter.to_bytes()
         self.sync(self.store.shared.save_adapter(collection, meta, weights))
+
+
+def _stored_not_applied(exc: InsufficientStorage | StoreUnavailable, when: str) -> str:
+    """What a write through this replica that committed in the store but could not be applied here answers: its
+    cause, without the cause's own "nothing of this write was stored"."""
+    cause = exc.message if exc.__cause__ is None else f"{type(exc.__cause__).__name__}: {str(exc.__cause__).strip()}"
+    return (f"the write is stored in PostgreSQL (the other replicas serve it), but this replica could not apply it "
+            f"({cause}); it catches up by itself {when}. The write need not be sent again")
+
