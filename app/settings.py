@@ -150,6 +150,15 @@ class Settings(BaseSettings):
                                  f"leaves out, so it would never match: write {origin.rpartition(':')[0]!r}")
         return value
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _named_dir(cls, value: object) -> object:
+        """An empty SEARCH_DATA_DIR read as "." and served (and wrote) from whatever directory the process started
+        in (QA): a typo for "unset" is refused instead."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: name a directory, or leave SEARCH_DATA_DIR unset for ./data")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgresql_url(cls, value: str) -> str:

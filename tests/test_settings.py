@@ -205,3 +205,12 @@ def test_a_key_list_that_names_no_key_is_refused_not_taken_as_none(value: str,
             load_settings()
         monkeypatch.setenv(name, "")
     assert load_settings().api_keys == []
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_data_dir_is_refused_not_read_as_the_working_directory(value: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEARCH_DATA_DIR="" served, and wrote its store, from whatever directory the process started in (QA)."""
+    monkeypatch.setenv("SEARCH_DATA_DIR", value)
+    with pytest.raises(SystemExit, match="SEARCH_DATA_DIR: Value error, is empty"):
+        load_settings()
