@@ -3,7 +3,9 @@
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -247,3 +249,28 @@ def test_a_start_that_fails_says_why_in_its_log_line(tmp_path: Path, caplog: pyt
         assert failed.value.code == "startup_failed"
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("start-up failed")]
     assert "no-model" in line and "Error: " in line, line
+
+
+@pytest.mark.parametrize(("flag", "free", "said"), [(os.ST_RDONLY, 1000, "read-only filesystem"),
+                                                    (0, 0, "disk is full")])
+def test_ready_says_degraded_while_the_data_dir_cannot_take_a_write(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, flag: int, free: int, said: str) -> None:
+    """A data dir remounted read-only (or full) answered every write 503 (or 507) while /ready said "ready" (QA).
+    It stays a 200 (searches are served) and clears with the disk."""
+    real = os.statvfs
+    data_dir = str(client.app.state.settings.data_dir)  # type: ignore[attr-defined]
+
+    def statvfs(path: Any) -> os.statvfs_result:
+        got = real(path)
+        if str(path) != data_dir:
+            return got
+        fields = list(got)
+        fields[3], fields[4], fields[8] = free, free, got.f_flag | flag  # f_bfree, f_bavail, f_flag
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    answer = client.get("/ready")
+    assert answer.status_code == 200 and answer.json()["status"] == "degraded"
+    assert said in answer.json()["reason"] and "searches are served" in answer.json()["reason"]
+    monkeypatch.setattr(os, "statvfs", real)
+    assert client.get("/ready").json() == {"status": "ready"}
