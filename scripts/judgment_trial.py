@@ -36,7 +36,7 @@ def _figures(report: dict[str, object]) -> dict[str, object]:
     return {"pr_auc": adapter_metrics["pr_auc"], **{name: report[name] for name in FIGURES}}
 
 
-def trial(dataset: BeirDataset, data_dir: Path, post: int, seed: int) -> dict[str, object]:
+def trial(dataset: BeirDataset, data_dir: Path, post: int, seed: int, family: str | None = None) -> dict[str, object]:
     collection = f"eval-{dataset.name}"  # the collection `python -m app evaluate` makes: its data dir serves
     judged = sorted(qid for qid, grades in dataset.qrels.items() if qid in dataset.queries and max(grades.values()) > 0)
     posted = set(random.Random(seed).sample(judged, post))
@@ -49,7 +49,7 @@ def trial(dataset: BeirDataset, data_dir: Path, post: int, seed: int) -> dict[st
         ensure_corpus(client, collection, dataset.corpus)
         client.reset_relevance(collection)
         before = _figures(relevance_report(client, collection, held_out))
-        answer = client.train(collection, examples, wait=True)
+        answer = client.train(collection, examples, family=family, wait=True)
         after = _figures(relevance_report(client, collection, held_out))
         client.reset_relevance(collection)
     info = answer["info"]
@@ -63,13 +63,14 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="DIR:SPLIT (a train or dev split)")
     parser.add_argument("--post", type=int, default=100, help="judged queries posted to the training")
     parser.add_argument("--seeds", default="0", help="comma-separated: one draw of posted queries each")
+    parser.add_argument("--family", help="the map family to train (another than the default's: fitted from scratch)")
     parser.add_argument("--data-dir", help="data dir to use (kept; reused if it already holds the corpus)")
     args = parser.parse_args()
     path, _, split = args.dataset.partition(":")
     dataset = load_beir(Path(path), split or "train")
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="judgment-trial-"))
     for seed in (int(s) for s in args.seeds.split(",")):
-        print(json.dumps(trial(dataset, data_dir, args.post, seed)), flush=True)
+        print(json.dumps(trial(dataset, data_dir, args.post, seed, args.family)), flush=True)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,26 @@ def test_reencode_of_a_data_dir_with_no_store_says_so_and_creates_nothing(
     assert not (tmp_path / "data").exists()
 
 
+def test_reencode_stopped_by_a_full_disk_says_what_is_done_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was a 42-line traceback, after one collection had been committed (QA)."""
+    import app.commands.reencode as module
+    from app.errors import InsufficientStorage
+
+    def fails(*args: object, **kwargs: object) -> None:
+        done = [module.Outcome("notes", "m (torch)", "m (onnx-int8)", 3, snapshotted=True)]
+        raise module.ReencodeFailed(done, "papers", InsufficientStorage("the data dir's disk is full"))
+
+    monkeypatch.setenv("SEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(module, "reencode", fails)
+    assert main(["reencode"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["notes: 3 documents re-encoded, m (torch) -> m (onnx-int8)"]
+    assert err.splitlines() == ["reencode: 'papers' was not re-encoded (the data dir's disk is full): it keeps its "
+                                "old vectors and encoder, as nothing of it was written; mend that (free space) and "
+                                "run reencode again for the collections not done"]
+
+
 def _no_work(*args: object, **kwargs: object) -> None:
     raise AssertionError("the command started its work")
 

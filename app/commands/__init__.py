@@ -4,12 +4,15 @@ reencode and export-onnx work on the data directory and the environment while no
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import cli_args as types
 from app.client import ApiError, ClientError, Retry, SearchClient
 from app.client_retry import RETRY_STATUSES
 from app.runtime import stopped_by
+
+if TYPE_CHECKING:
+    from app.commands.reencode import Outcome
 
 # A bulk load rides out a server's restart: a replica answers 503 (Retry-After: 1) while it loads, 6-11 s in QA's
 # runs, and the client's default 6 attempts gave up after 5-8 s. 20 retries wait ~20 s of 503s, or up to ~2 min
@@ -127,7 +130,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _reencode(args: argparse.Namespace) -> int:
-    from app.commands.reencode import reencode
+    from app.commands.reencode import ReencodeFailed, reencode
     from app.errors import DataDirLocked
     from app.settings import load_settings
 
@@ -145,6 +148,15 @@ def _reencode(args: argparse.Namespace) -> int:
     except (KeyError, FileNotFoundError) as exc:
         print(f"reencode: {exc.args[0]}", file=sys.stderr)
         return 2
+    except ReencodeFailed as exc:
+        _print_reencoded(exc.done)
+        print(f"reencode: {exc}", file=sys.stderr)
+        return 1
+    _print_reencoded(outcomes)
+    return 0
+
+
+def _print_reencoded(outcomes: "list[Outcome]") -> None:
     for outcome in outcomes:
         if outcome.skipped:
             print(f"{outcome.collection}: already encoded by {outcome.after}; nothing to do")
@@ -154,7 +166,6 @@ def _reencode(args: argparse.Namespace) -> int:
                  "their text" if outcome.brought else "")
               + ("; its own relevance adapter (fitted on the old model) was removed: post its judgments again"
                  if outcome.adapter_removed else ""))
-    return 0
 
 
 def _export_onnx(args: argparse.Namespace) -> int:

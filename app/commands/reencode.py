@@ -7,6 +7,7 @@ from the store and snapshotted, so the next start is quick.
 """
 
 import logging
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -17,6 +18,7 @@ from app.engine.collection import Collection
 from app.engine.embedder import document_text
 from app.engine.encoders import Encoder, recorded_encoder
 from app.engine.storage import embedded_store_path, index_root, open_store
+from app.errors import SearchServiceError
 from app.settings import Settings
 from app.store.base import CollectionRecord, DocumentStore
 from app.store.lock import DataDirLock
@@ -36,6 +38,24 @@ class Outcome:
     brought: int = 0  # documents whose own vectors (the client's) were replaced by the encoder's of their text
     skipped: bool = False
     adapter_removed: bool = False
+    snapshotted: bool = False  # its rebuilt indexes written (else the service's next start rebuilds them)
+
+
+class ReencodeFailed(Exception):
+    """A collection's re-encoding failed on the disk or the store (a full disk): `done` holds the outcomes of the
+    collections before it, and its own when its new vectors were committed before the failure."""
+
+    def __init__(self, done: list[Outcome], collection: str, cause: BaseException) -> None:
+        super().__init__(collection, cause)
+        self.done, self.collection, self.cause = done, collection, cause
+
+    def __str__(self) -> str:
+        cause = getattr(self.cause, "message", None) or str(self.cause)
+        if self.done and self.done[-1].collection == self.collection:
+            return (f"{self.collection!r} is re-encoded in the store, but its index snapshots could not be written "
+                    f"({cause}); the service's next start rebuilds them from the store")
+        return (f"{self.collection!r} was not re-encoded ({cause}): it keeps its old vectors and encoder, as nothing "
+                "of it was written; mend that (free space) and run reencode again for the collections not done")
 
 
 def reencode(settings: Settings, names: Sequence[str] | None, encoder: Encoder | None = None,
@@ -54,21 +74,29 @@ def reencode(settings: Settings, names: Sequence[str] | None, encoder: Encoder |
         if unknown:
             raise KeyError(f"no collection {', '.join(map(repr, unknown))}; there are: {', '.join(sorted(records))}")
         encoder = encoder or settings.load_encoder(document_threads=settings.ingest_thread_count())
+        done: list[Outcome] = []
         # Each once: a name given twice was re-encoded twice (the records are read before the first).
-        return [_reencode_one(settings, store, records[name], encoder, progress)
-                for name in dict.fromkeys(names or sorted(records))]
+        for name in dict.fromkeys(names or sorted(records)):
+            try:
+                _reencode_one(settings, store, records[name], encoder, progress, done)
+            except (SearchServiceError, OSError, sqlite3.Error) as exc:  # a full disk was a 42-line traceback (QA)
+                raise ReencodeFailed(done, name, exc) from exc
+        return done
     finally:
         store.close()
         lock.release()
 
 
 def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRecord, encoder: Encoder,
-                  progress: bool) -> Outcome:
+                  progress: bool, done: list[Outcome]) -> None:
+    """Re-encodes one collection; its outcome goes into `done` once its new vectors are committed (or it had
+    nothing to do)."""
     before = recorded_encoder(record.settings, encoder.model_name)
     outcome = Outcome(record.name, str(before), str(encoder.identity), store.count(record.name))
     if before == encoder.identity:
         outcome.skipped = True
-        return outcome
+        done.append(outcome)
+        return
     snapshots = SnapshotDir(index_root(settings) / record.uid)
     snapshots.discard()
     new_settings = {**record.settings, "encoder": encoder.identity.to_dict()}
@@ -76,6 +104,7 @@ def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRe
         replaced = store.replace_vectors(record.name, _encoded(store, record.name, encoder, bar), encoder.dim,
                                          new_settings)
     outcome.brought = replaced.brought
+    done.append(outcome)
     if before.model != encoder.model_name:
         # The collection's own relevance adapter read the old model's query embeddings.
         legacy = SnapshotDir(snapshots.root / "adapter")  # where versions before 2026-12-02 kept it
@@ -89,7 +118,7 @@ def _reencode_one(settings: Settings, store: DocumentStore, record: CollectionRe
     rebuilt_collection = Collection.open(store, rebuilt, index_root(settings), settings.ingest_thread_count(),
                                          recall_target=settings.hnsw_recall_target, tune=False)
     rebuilt_collection.snapshot()
-    return outcome
+    outcome.snapshotted = True
 
 
 def _encoded(store: DocumentStore, name: str, encoder: Encoder, bar: tqdm

@@ -5,20 +5,22 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from app.client import NotReadyError, SearchClient
-from app.commands.reencode import reencode
+from app.commands.reencode import ReencodeFailed, reencode
+from app.engine.collection import Collection
 from app.engine.embedder import normalise
 from app.engine.encoders import Backend, EncoderIdentity, check_encoders
 from app.engine.engine import SearchEngine
 from app.engine.relevance import CosineAdapter
 from app.engine.shipped_adapters import fits_encoder
 from app.engine.types import DocumentInput, SearchQuery
-from app.errors import DataDirLocked, EncoderMismatch
+from app.errors import DataDirLocked, EncoderMismatch, InsufficientStorage
 from app.main import create_app
 from app.settings import Settings
 from app.store.base import CollectionRecord
@@ -203,6 +205,34 @@ def test_a_reencode_that_dies_midway_leaves_the_old_vectors_and_encoder(made_by_
     assert all(np.array_equal(before[label], after[label]) for label in before)
     # The next start with the old encoder rebuilds the indexes (their snapshots were discarded) from the store.
     assert _dense_top(made_by_torch, StubEncoder("torch"), DOCS[7].text) == "d7"
+
+
+def test_a_reencode_that_fills_the_disk_says_which_collections_are_done(made_by_torch: Settings,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the second collection was a 42-line traceback, after the first had been committed (QA)."""
+    replacing = SqliteStore.replace_vectors
+
+    def replace_vectors(self: SqliteStore, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "papers":
+            raise InsufficientStorage("the data dir's disk is full: nothing of this write was stored (test)")
+        return replacing(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteStore, "replace_vectors", replace_vectors)
+    with pytest.raises(ReencodeFailed) as failed:
+        reencode(made_by_torch, None, StubEncoder("onnx-int8"), progress=False)
+    assert [(o.collection, o.snapshotted) for o in failed.value.done] == [("notes", True)]
+    assert "'papers' was not re-encoded" in str(failed.value) and "disk is full" in str(failed.value)
+    assert _stored(made_by_torch, "papers")[0]["encoder"] == {"model": "stub-model", "backend": "torch"}
+    assert _stored(made_by_torch, "notes")[0]["encoder"] == {"model": "stub-model", "backend": "onnx-int8"}
+    monkeypatch.setattr(SqliteStore, "replace_vectors", replacing)
+    # Committed, then its snapshot cannot be written: done in the store, and said so.
+    monkeypatch.setattr(Collection, "snapshot", lambda self: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(ReencodeFailed) as failed:
+        reencode(made_by_torch, None, StubEncoder("onnx-int8"), progress=False)
+    assert [(o.collection, o.skipped, o.snapshotted) for o in failed.value.done] == [("notes", True, False),
+                                                                                   ("papers", False, False)]
+    assert "'papers' is re-encoded in the store" in str(failed.value) and "next start rebuilds" in str(failed.value)
+    assert _stored(made_by_torch, "papers")[0]["encoder"] == {"model": "stub-model", "backend": "onnx-int8"}
 
 
 def test_reencode_refuses_while_the_service_holds_the_data_dir(made_by_torch: Settings) -> None:
