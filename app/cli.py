@@ -40,13 +40,14 @@ def missing_extra(extra: str) -> list[str]:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.logs import log_config
+    from app.logs import configure_logging
     from app.settings import load_settings
 
     settings = load_settings()
+    configure_logging(settings.log_level)  # here, not by uvicorn's log_config: Python's warnings are logged too
     # One worker: the process holds its indexes in memory and owns the data dir exclusively.
     uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=1,
-                timeout_graceful_shutdown=30, log_config=log_config(settings.log_level))
+                timeout_graceful_shutdown=30, log_config=None)
     return 0
 
 

@@ -53,7 +53,17 @@ def log_config(level: str = "info") -> dict[str, Any]:
             "psycopg": {"handlers": ["stderr"], "level": "DEBUG" if level == "debug" else max(
                 level.upper(), "WARNING", key=logging.getLevelName), "propagate": False},
         },
+        # Every other library's warnings (and Python's, through `configure_logging`) as JSON lines too: the first
+        # start's ONNX export wrote plain-text warnings among the JSON ones (QA), and onnxruntime's quantiser's
+        # `logging.warning` set up a plain-text root handler of its own.
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
+
+
+def configure_logging(level: str) -> None:
+    """The service's logs: `log_config`, and Python's warnings through the logging (logger "py.warnings")."""
+    logging.config.dictConfig(log_config(level))
+    logging.captureWarnings(True)
 
 
 def adopt_uvicorn_default_logging(level: str) -> bool:
@@ -70,7 +80,7 @@ def adopt_uvicorn_default_logging(level: str) -> bool:
         return False
     if not all(isinstance(handler.formatter, ColourizedFormatter) for handler in uvicorn_handlers):
         return False
-    logging.config.dictConfig(log_config(level))
+    configure_logging(level)
     return True
 
 

@@ -69,6 +69,38 @@ def test_the_extras_the_commands_check_are_declared() -> None:
         missing_extra("evall")
 
 
+def test_warnings_of_python_and_of_other_libraries_are_json_lines_too() -> None:
+    """The first start's ONNX export wrote the tracer's warnings and onnxruntime's root-logger advice as plain
+    text among the JSON lines (QA)."""
+    import warnings
+
+    from app.logs import configure_logging
+
+    names = ("", "app", "uvicorn", "uvicorn.access", "uvicorn.error", "psycopg", "py.warnings")
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate, lg.filters[:])
+             for name, lg in ((n, logging.getLogger(n)) for n in names)}
+    try:
+        configure_logging("info")
+        stream = io.StringIO()
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a tensor read as a Python boolean", UserWarning, stacklevel=1)
+        logging.warning("please consider pre-processing")  # a library logging on the root logger
+        logging.getLogger("onnxruntime").info("an info line of a library: not shown")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [(line["logger"], line["level"]) for line in lines] == [("py.warnings", "WARNING"),
+                                                                       ("root", "WARNING")]
+        assert "a tensor read as a Python boolean" in lines[0]["message"]
+    finally:
+        logging.captureWarnings(False)
+        for name, (handlers, level, propagate, filters) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:], lg.level, lg.propagate, lg.filters[:] = handlers, level, propagate, filters
+
+
 def test_bare_uvicorn_logs_json_lines_as_serve_does() -> None:
     """uvicorn's own default logging (what `uvicorn app.main:app` sets up) is switched to serve's JSON lines."""
     from uvicorn.config import LOGGING_CONFIG
