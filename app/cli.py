@@ -41,9 +41,14 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.logs import configure_logging
+    from app.runtime import STARTUP_FAILED
     from app.settings import load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SystemExit as refused:  # the status of every other start that fails (exit 1 before; QA)
+        print(refused.code, file=sys.stderr)
+        return STARTUP_FAILED
     configure_logging(settings.log_level)  # here, not by uvicorn's log_config: Python's warnings are logged too
     # One worker: the process holds its indexes in memory and owns the data dir exclusively.
     uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=1,

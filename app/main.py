@@ -2,7 +2,7 @@
 
 # `uvicorn app.main:app` enters here: the thread caps must be in the environment before the imports
 # below load numpy and torch (see app/runtime.py).
-from app.runtime import configure_environment
+from app.runtime import STARTUP_FAILED, configure_environment
 
 configure_environment()
 
@@ -34,7 +34,6 @@ from app.settings import Settings, load_settings, unknown_variables
 from app.store.lock import DataDirLock
 
 log = logging.getLogger("app")
-STARTUP_FAILED = 3  # the exit status uvicorn gives a start-up that failed in the lifespan itself
 DOCS_FILES = "/docs-files"  # where /docs loads Swagger UI's files from
 # Start-up failures whose message says what to do: logged in one line, without a traceback.
 _SAYS_WHAT_TO_DO = (EncoderMismatch, StoreSchemaMismatch, StoreUnavailable, DataDirUnusable)

@@ -6,6 +6,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# The exit status of a server that could not start (uvicorn's for a start-up that failed in the lifespan): a
+# data dir in use, a store that cannot be reached, bad settings.
+STARTUP_FAILED = 3
+
 # Thread pools must be capped before numpy/torch load their BLAS/OpenMP runtimes: on 2 cores the
 # default pools oversubscribe and a 10 ms query encode was measured at a 500 ms p99.
 THREAD_CAPS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",

@@ -58,8 +58,9 @@ def check_database_url(value: str) -> str:
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused value may be a secret (a key, the database URL with its password).
+    # allow_inf_nan=False: "nan" was refused as out of range (QA), and "inf" taken where a bound allowed it.
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid", validate_default=True,
-                                      hide_input_in_errors=True)
+                                      hide_input_in_errors=True, allow_inf_nan=False)
 
     data_dir: Path = Path("./data")
     # postgresql://...: the shared store of record that any number of replicas follow; empty: the embedded
@@ -240,6 +241,15 @@ def _refuse_open_by_mistake(settings: Settings, environ: Mapping[str, str]) -> N
                              f"the commands send); to serve without keys, unset {name}.")
 
 
+def _setting_named(loc: tuple[int | str, ...]) -> str:
+    """The variable a refused value came from, and the field within it: "SEARCH_COLLECTION_DEFAULTS (bm25.k1)".
+    Joined into one name, "SEARCH_COLLECTION_DEFAULTS_BM25_K1" named a variable that does not exist (QA)."""
+    if not loc:
+        return "settings"
+    inner = ".".join(str(part) for part in loc[1:])
+    return f"SEARCH_{str(loc[0]).upper()}" + (f" ({inner})" if inner else "")
+
+
 def load_settings() -> Settings:
     """Settings() for a process starting: a refused value or a missing SEARCH_CONFIG ends it with one line a
     problem, naming the variable (and never its value), instead of a traceback."""
@@ -248,8 +258,7 @@ def load_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"SEARCH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-                             for error in exc.errors())
+        problems = "; ".join(f"{_setting_named(error['loc'])}: {error['msg']}" for error in exc.errors())
         raise SystemExit(f"bad settings (environment or {os.environ.get('SEARCH_CONFIG', DEFAULT_CONFIG)}): "
                          f"{problems}") from None
     except FileNotFoundError as exc:

@@ -214,3 +214,30 @@ def test_an_empty_data_dir_is_refused_not_read_as_the_working_directory(value: s
     monkeypatch.setenv("SEARCH_DATA_DIR", value)
     with pytest.raises(SystemExit, match="SEARCH_DATA_DIR: Value error, is empty"):
         load_settings()
+
+
+def test_a_refused_value_names_the_variable_it_came_from_and_nan_is_not_a_number(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nested field was named as a variable that does not exist ("SEARCH_COLLECTION_DEFAULTS_BM25_K1"), and
+    "nan" was refused as out of range (QA)."""
+    monkeypatch.setenv("SEARCH_COLLECTION_DEFAULTS", '{"bm25": {"k1": -1}}')
+    monkeypatch.setenv("SEARCH_HNSW_RECALL_TARGET", "nan")
+    monkeypatch.setenv("SEARCH_SNAPSHOT_CHECK_SECONDS", "inf")
+    with pytest.raises(SystemExit) as ended:
+        load_settings()
+    message = str(ended.value.code)
+    assert "SEARCH_COLLECTION_DEFAULTS (bm25.k1): Input should be greater than or equal to 0" in message
+    assert "SEARCH_HNSW_RECALL_TARGET: Input should be a finite number" in message
+    assert "SEARCH_SNAPSHOT_CHECK_SECONDS: Input should be a finite number" in message
+
+
+def test_a_server_on_bad_settings_exits_3_as_any_start_that_fails(tmp_path: Path) -> None:
+    """Bad settings ended `serve` with 1, every other failed start (a data dir in use, a store unreachable) 3."""
+    env = {**os.environ, "SEARCH_DATA_DIR": str(tmp_path / "data"), "SEARCH_THREADS": "abc"}
+    done = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.splitlines() == ["bad settings (environment or "
+                                        f"{DEFAULT_CONFIG}): SEARCH_THREADS: Input should be a valid integer, "
+                                        "unable to parse string as an integer"]
+    assert not (tmp_path / "data").exists()
