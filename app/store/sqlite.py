@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.types import FilterCondition
-from app.errors import CollectionNotFound, InsufficientStorage, StoreUnavailable
+from app.errors import CollectionNotFound, DataDirUnusable, InsufficientStorage, StoreUnavailable
 from app.store.base import (
     CollectionRecord,
     DocumentStore,
@@ -60,10 +60,14 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._local = threading.local()
-        self._writer = self._connect()
-        self._writer.executescript(_SCHEMA)
-        self._writer.commit()
-        self._fill_metadata_values()
+        try:
+            self._writer = self._connect()
+            self._writer.executescript(_SCHEMA)
+            self._writer.commit()
+            self._fill_metadata_values()
+        except (sqlite3.Error, OSError) as exc:  # a traceback, not naming the file, at start (QA)
+            raise DataDirUnusable(f"the store {path} cannot be opened for reading and writing: {exc} (its "
+                                  "permissions, or a read-only or failing disk?)") from exc
 
     def _fill_metadata_values(self) -> None:
         """Flattens every document's metadata into `metadata_values` once: a store written before the table

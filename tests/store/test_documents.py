@@ -395,3 +395,14 @@ def test_a_bulk_delete_is_one_write_of_the_ids_found(store: DocumentStore) -> No
     many = [f"m{i}" for i in range(1200)]  # past SQLite's parameters a statement: chunks, one transaction
     store.upsert("c", [_doc(i) for i in many])
     assert len(store.delete_many("c", many)) == 1200 and store.count("c") == 2
+
+
+def test_an_embedded_store_that_cannot_be_opened_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A store file that cannot be opened for writing (unwritable; here a folder in its place) ended the start
+    with a traceback whose message did not name it (QA)."""
+    from app.errors import DataDirUnusable
+    from app.store.sqlite import SqliteStore
+
+    (tmp_path / "documents.sqlite3").mkdir()
+    with pytest.raises(DataDirUnusable, match=f"the store {tmp_path / 'documents.sqlite3'} cannot be opened"):
+        SqliteStore(tmp_path / "documents.sqlite3")
