@@ -160,6 +160,16 @@ class Settings(BaseSettings):
             raise ValueError("is empty: name a directory, or leave SEARCH_DATA_DIR unset for ./data")
         return value
 
+    @field_validator("adapter_dir", "fallback_adapter_dir")
+    @classmethod
+    def _existing_dir(cls, value: Path) -> Path:
+        """A mistyped folder served with no filter (or the fallback) after one warning line (QA); an empty folder
+        still says "none" on purpose."""
+        if not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a folder (a typo?): name an adapter's folder, or an empty folder "
+                             "to serve without one")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgresql_url(cls, value: str) -> str:

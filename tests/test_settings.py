@@ -241,3 +241,16 @@ def test_a_server_on_bad_settings_exits_3_as_any_start_that_fails(tmp_path: Path
                                         f"{DEFAULT_CONFIG}): SEARCH_THREADS: Input should be a valid integer, "
                                         "unable to parse string as an integer"]
     assert not (tmp_path / "data").exists()
+
+
+def test_a_mistyped_adapter_folder_is_refused_and_an_empty_one_means_none(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo served without the default filter after one warning line (QA)."""
+    for name in ("SEARCH_ADAPTER_DIR", "SEARCH_FALLBACK_ADAPTER_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "adaptr"))
+        with pytest.raises(SystemExit, match=f"{name}: Value error, .*adaptr' is not a folder"):
+            load_settings()
+        monkeypatch.delenv(name)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("SEARCH_ADAPTER_DIR", str(tmp_path / "empty"))
+    assert load_settings().adapter_dir == tmp_path / "empty"

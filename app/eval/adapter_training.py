@@ -21,7 +21,7 @@ from app.engine.relevance import (
 from app.engine.types import TrainingExample
 from app.eval.beir import load_beir
 from app.eval.relevance_report import contentless_queries, nonword_queries, pseudoword_queries
-from app.eval.runner import engine_of, ensure_corpus, in_process_client
+from app.eval.runner import engine_of, ensure_corpus, in_process_client, no_adapter
 
 # A collection with many judged queries is cut to this many (drawn at random), so that it does not decide the
 # map alone; the loss also weighs every collection the same (train_and_calibrate's groups).
@@ -143,7 +143,7 @@ def train_default_adapter(datasets: Sequence[tuple[Path, str]], out: Path, data_
     adapter that reads only the dimension-free STATS (for collections whose encoder is not the one `out` was
     trained for). The report gives each dataset's out-of-fold figures at the chosen threshold."""
     # No default adapter while collecting candidates: training must not depend on a previous one.
-    with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
+    with in_process_client(data_dir, adapter_dir=no_adapter(data_dir)) as client:
         collected = collect(client, datasets, nonwords, seed, contentless, pseudowords)
         encoder = engine_of(client).embedder.identity.to_dict()
     data = collected.data

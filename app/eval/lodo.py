@@ -27,7 +27,7 @@ from app.engine.relevance import (
 from app.engine.types import TrainingExample
 from app.eval.adapter_training import TRAINING_CONTENTLESS, TRAINING_NONWORDS, TRAINING_PSEUDOWORDS, collect
 from app.eval.relevance_report import evaluation_junk
-from app.eval.runner import engine_of, in_process_client
+from app.eval.runner import engine_of, in_process_client, no_adapter
 
 RECALIBRATION_QUERIES = (10, 25, 50)
 RECALIBRATION_DRAWS = 5
@@ -96,7 +96,7 @@ def leave_one_domain_out(datasets: Sequence[tuple[Path, str]], data_dir: Path, *
     non-word, pseudo-word and contentless queries it is measured on are the evaluation's (another seed than
     training's)."""
     measured_junk = evaluation_junk()
-    with in_process_client(data_dir, adapter_dir=data_dir / "no-adapter") as client:
+    with in_process_client(data_dir, adapter_dir=no_adapter(data_dir)) as client:
         collected = collect(client, datasets, TRAINING_NONWORDS, seed=0, contentless=contentless,
                             pseudowords=pseudowords)
         engine = engine_of(client)

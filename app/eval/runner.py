@@ -57,6 +57,13 @@ def in_process_client(data_dir: Path, **settings: Any) -> Iterator[SearchClient]
         yield client
 
 
+def no_adapter(data_dir: Path) -> Path:
+    """An empty adapter folder in `data_dir`: `adapter_dir` for an app that serves no default adapter."""
+    folder = data_dir / "no-adapter"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def engine_of(client: SearchClient) -> "SearchEngine":
     """The engine behind a client of `in_process_client` (training reads the indexes directly)."""
     engine: SearchEngine = client.http.app.state.engine  # type: ignore[attr-defined]  # Starlette's TestClient

@@ -62,6 +62,7 @@ class StubEncoder:
 
 
 def _settings(tmp_path: Path) -> Settings:
+    (tmp_path / "none").mkdir(exist_ok=True)  # no adapters
     return Settings(data_dir=tmp_path / "data", adapter_dir=tmp_path / "none", fallback_adapter_dir=tmp_path / "none")
 
 

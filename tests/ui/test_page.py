@@ -180,6 +180,7 @@ def test_highlights_and_facets_are_shown_and_a_facet_filters(live_server: Server
 def unfiltered_server(tmp_path: Path) -> Iterator[Server]:
     """A server with no relevance adapter at all (neither the default nor the fallback): its hits carry
     `"relevance": null`."""
+    (tmp_path / "no-adapter").mkdir()  # an empty folder: no adapter
     nowhere = str(tmp_path / "no-adapter")
     server = Server(tmp_path / "data", SEARCH_ADAPTER_DIR=nowhere, SEARCH_FALLBACK_ADAPTER_DIR=nowhere).start()
     yield server
