@@ -481,6 +481,50 @@ def test_a_store_that_stops_answering_under_a_steady_write_load_reads_as_degrade
             assert a.get("/ready").json()["status"] == "ready"  # the write that went through says so
 
 
+def test_a_text_write_that_finds_the_store_gone_says_degraded_whatever_the_loop_last_read(
+        replica: Replica, postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text write reads the store (its stored texts) before `writing`: through a stopped database it answered 503
+    while /ready said ready unless the following loop happened to notice (the test above failed under load). And a
+    catch-up that had read the store before it stopped, ending after a write had found it gone, said ready again."""
+    from app.engine.follower import Follower
+
+    reached, release = threading.Event(), threading.Event()
+    catching_up = Follower.catch_up
+
+    def held(self: Follower, at_least: int | None = None) -> int:
+        applied = catching_up(self, at_least)
+        if threading.current_thread().name == "follower" and not release.is_set():  # the loop's
+            reached.set()
+            release.wait(30)
+        return applied
+
+    said: list[str | None] = []  # what the loop's catch-up left /ready saying, once released
+    reaching = Follower._reached
+
+    def noted(self: Follower, *args: Any) -> None:
+        reaching(self, *args)
+        if threading.current_thread().name == "follower" and release.is_set() and not said:
+            said.append(self.status().degraded)
+
+    with replica("a", database_timeout_seconds=1) as a:
+        assert a.put("/v1/collections/animals").status_code == 201
+        monkeypatch.setattr(Follower, "catch_up", held)
+        monkeypatch.setattr(Follower, "_reached", noted)
+        assert reached.wait(10)  # the loop's catch-up has read the store, and not yet said so
+        postgres.stop()
+        try:
+            refused = a.post("/v1/collections/animals/documents", json={"documents": ANIMALS[:1]})
+            assert refused.json()["error"]["code"] == "store_unavailable"
+            assert a.get("/ready").json()["status"] == "degraded"
+            release.set()
+            wait_for(lambda: bool(said))  # the loop's catch-up has ended
+            assert said[0] is not None  # still degraded: what it read predates the failure
+        finally:
+            release.set()
+            postgres.start()
+        wait_for(lambda: a.get("/ready").json()["status"] == "ready")
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     """Polls a condition a user would observe, bounded."""
     deadline = time.monotonic() + timeout

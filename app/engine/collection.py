@@ -35,6 +35,9 @@ class SharedWrites(Protocol):
     def writing(self) -> AbstractContextManager[None]:
         """Held from a write's store call to the end of its `sync`."""
         ...
+    def noticing(self) -> AbstractContextManager[None]:
+        """Around a write's other calls to the store: what they find of it is this replica's state."""
+        ...
     def save_adapter(self, collection: str, adapter: CosineAdapter | None) -> None: ...
 
 @dataclass
@@ -253,9 +256,10 @@ class Collection(GraphUpkeep):
         """Deletes those of `ids` that exist, in one store transaction; returns them."""
         if self.shared is not None:
             self.check_live()
-            found = self.store.delete_many(self.name, ids)
-            if found:
-                self.shared.sync(None)  # the store's head: this delete's sequence or later
+            with self.shared.writing():
+                found = self.store.delete_many(self.name, ids)
+                if found:
+                    self.shared.sync(None)  # the store's head: this delete's sequence or later
             return list(found)
         with self.lock.write():
             self.check_live()

@@ -6,6 +6,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,8 @@ class SearchEngine:
         stored with this very title and text, and a vector the service made from them, takes that vector again:
         a loader that re-posts a whole collection waits for the encoder only for what changed (the collection's
         encoder is the one that made its vectors, app/engine/encoders.py)."""
-        stored = self.store.encoded_texts(collection.name, [documents[i].id for i in positions])
+        with nullcontext() if collection.shared is None else collection.shared.noticing():
+            stored = self.store.encoded_texts(collection.name, [documents[i].id for i in positions])
         fresh = []
         for i in positions:
             doc, same = documents[i], stored.get(documents[i].id)

@@ -65,6 +65,7 @@ class Follower:
         self._store_seq = 0
         self._behind_since: float | None = None
         self._degraded: str | None = None
+        self._troubles = 0  # how many times the store or the data dir has failed: see _reached
         self._refused: dict[str, str] = {}  # collections another encoder made, not served here: why (logged once)
         self._received: list[Collection] = []  # given documents by the catch-up under way: to settle after it
         self._own_writes = 0  # upserts through this replica between their store call and the end of their sync
@@ -109,8 +110,9 @@ class Follower:
                     # Listening before catching up: a change committed meanwhile is announced, not missed.
                     listener = self.store.shared.listener()
                 self._await_own_writes()
+                troubles = self._troubles
                 self.catch_up()
-                self._reached()
+                self._reached(troubles)
                 announced = listener.wait(POLL_SECONDS)
                 if announced is not None:
                     self._saw(announced)
@@ -134,9 +136,13 @@ class Follower:
         if self._degraded is None:
             log.error("following stopped: %s; serving reads from memory, retrying", why)
         self._degraded = why
+        self._troubles += 1
 
-    def _reached(self) -> None:
-        if self._degraded is not None:
+    def _reached(self, troubles: int) -> None:
+        """The store answered a call that began when `troubles` failures had been seen. One that began before a
+        later failure says nothing of it: a catch-up that started before the store stopped answering, and ended
+        after a write had found it gone, said "ready" again (a flaky test under load)."""
+        if self._degraded is not None and troubles == self._troubles:
             log.warning("following resumed at sequence %d (the store reachable, the data dir writable)", self._applied)
             self._degraded = None
 
@@ -161,16 +167,26 @@ class Follower:
         with self._own_writes_done:
             self._own_writes += 1
         try:
+            with self.noticing():
+                yield
+        finally:
+            with self._own_writes_done:
+                self._own_writes -= 1
+                self._own_writes_done.notify_all()
+
+    @contextmanager
+    def noticing(self) -> Iterator[None]:
+        """Around a write's calls to the store: one that finds it unreachable makes this replica degraded, one it
+        answers ready again. A text write reads the store before `writing` (its stored texts, not to encode them
+        again): through a paused database those writes answered 503 while `/ready` said ready (QA; a flaky test)."""
+        troubles = self._troubles
+        try:
             yield
         except StoreUnavailable as exc:
             self._unreachable(exc.message)
             raise
         else:
-            self._reached()
-        finally:
-            with self._own_writes_done:
-                self._own_writes -= 1
-                self._own_writes_done.notify_all()
+            self._reached(troubles)
 
     def sync(self, seq: int | None, own: OwnWrite | None = None) -> None:
         """Returns once this replica has applied every change up to `seq` (a write it just committed; None: the
