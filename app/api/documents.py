@@ -17,6 +17,7 @@ from app.api.params import CollectionName, PathDocumentId
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.memory import release_free_heap
 from app.schemas import (
+    MAX_DELETED,
     MAX_LISTED,
     DeleteRequest,
     DeleteResult,
@@ -158,6 +159,8 @@ def delete_documents(name: CollectionName, body: DeleteRequest, engine: EngineDe
     """What a sync job that mirrors a source needs (Elasticsearch's bulk deletes, Qdrant's points/delete,
     Meilisearch's delete-batch): answered once every one is durably gone, and none is if the write fails. An id
     the collection does not hold is listed in `missing`, not an error: deleting it again finds it gone."""
+    if len(body.ids) > MAX_DELETED:
+        raise PayloadTooLarge(f"{len(body.ids)} ids in one bulk delete; the limit is {MAX_DELETED:,}: split it")
     gone = set(engine.collection(name).delete_many(body.ids))
     asked = list(dict.fromkeys(body.ids))
     return DeleteResult(deleted=len(gone), ids=[i for i in asked if i in gone],
