@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
@@ -23,6 +23,7 @@ from app.api import collections, documents, relevance, search, system, ui
 from app.api.cors import CorsMiddleware
 from app.api.errors import UnexpectedErrors, install_handlers
 from app.api.limits import BodyLimitMiddleware
+from app.api.params import known_query
 from app.api.routing import HeadAsGet, TrailingSlash
 from app.engine.encoders import Encoder
 from app.engine.engine import SearchEngine
@@ -138,8 +139,9 @@ def create_app(settings: Settings | None = None, embedder: Encoder | None = None
     app.state.metrics.watch_query_encoder(lambda: _query_encoder_counts(app))
     app.state.metrics.watch_search_slots(lambda: _search_slot_counts(app))
     install_handlers(app)
-    for module in (system, collections, documents, search, relevance, ui):
-        app.include_router(module.router)
+    for module in (system, collections, documents, search, relevance):
+        app.include_router(module.router, dependencies=[Depends(known_query)])
+    app.include_router(ui.router)  # the page's own address may carry what a browser adds
     app.mount("/ui", ui.PageFiles(), name="ui")
     app.add_middleware(UnexpectedErrors)  # innermost: the others see its 500 as an answer
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -114,3 +114,16 @@ def test_bad_bulk_deletes_are_refused_and_delete_nothing(animals: TestClient) ->
     animals.post("/v1/collections/animals/documents", json={"documents": [{"id": "delete", "text": "an id"}]})
     assert animals.get("/v1/collections/animals/documents/delete").json()["id"] == "delete"
     assert animals.delete("/v1/collections/animals/documents/delete").status_code == 204
+
+
+def test_a_query_parameter_a_route_does_not_take_is_refused(animals: TestClient) -> None:
+    """`?limt=5` was read as no limit at all, silently (the fuzz test sent `?=null` to the listing: 200)."""
+    answer = animals.get("/v1/collections/animals/documents", params={"limt": 5})
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert "unknown query parameter 'limt'; this route takes after, limit, vectors" in error["message"]
+    assert error["details"] == [{"loc": ["query", "limt"], "msg": "not a parameter of this route",
+                                 "type": "extra_forbidden"}]
+    assert animals.get("/v1/collections/animals?x=1").status_code == 422  # "this route takes none"
+    assert animals.get("/v1/collections/animals/documents", params={"limit": 1}).status_code == 200
+    assert animals.get("/ui/?q=dog").status_code == 200  # the page's own address is left alone
