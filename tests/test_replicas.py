@@ -487,6 +487,7 @@ def test_a_text_write_that_finds_the_store_gone_says_degraded_whatever_the_loop_
     while /ready said ready unless the following loop happened to notice (the test above failed under load). And a
     catch-up that had read the store before it stopped, ending after a write had found it gone, said ready again."""
     from app.engine.follower import Follower
+    from app.engine.store_health import StoreHealth
 
     reached, release = threading.Event(), threading.Event()
     catching_up = Follower.catch_up
@@ -499,17 +500,17 @@ def test_a_text_write_that_finds_the_store_gone_says_degraded_whatever_the_loop_
         return applied
 
     said: list[str | None] = []  # what the loop's catch-up left /ready saying, once released
-    reaching = Follower._reached
+    reaching = StoreHealth.reached
 
-    def noted(self: Follower, *args: Any) -> None:
-        reaching(self, *args)
+    def noted(self: StoreHealth, mark: int) -> None:
+        reaching(self, mark)
         if threading.current_thread().name == "follower" and release.is_set() and not said:
-            said.append(self.status().degraded)
+            said.append(self.degraded)
 
     with replica("a", database_timeout_seconds=1) as a:
         assert a.put("/v1/collections/animals").status_code == 201
         monkeypatch.setattr(Follower, "catch_up", held)
-        monkeypatch.setattr(Follower, "_reached", noted)
+        monkeypatch.setattr(StoreHealth, "reached", noted)
         assert reached.wait(10)  # the loop's catch-up has read the store, and not yet said so
         postgres.stop()
         try:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from app.engine.collection import Collection, OwnWrite
 from app.engine.embedder import document_text
 from app.engine.encoders import recorded_encoder
 from app.engine.relevance import CosineAdapter
+from app.engine.store_health import StoreHealth
 from app.errors import InsufficientStorage, StoreUnavailable
 from app.store.base import StoredRow
 from app.store.postgres_feed import CollectionState, FeedView, Listener
@@ -64,8 +65,7 @@ class Follower:
         self._applied = 0
         self._store_seq = 0
         self._behind_since: float | None = None
-        self._degraded: str | None = None
-        self._troubles = 0  # how many times the store or the data dir has failed: see _reached
+        self.health = StoreHealth(lambda: self._applied)
         self._refused: dict[str, str] = {}  # collections another encoder made, not served here: why (logged once)
         self._received: list[Collection] = []  # given documents by the catch-up under way: to settle after it
         self._own_writes = 0  # upserts through this replica between their store call and the end of their sync
@@ -76,7 +76,7 @@ class Follower:
     def status(self) -> ReplicationStatus:
         behind = self._behind_since
         lag = 0.0 if behind is None or self._applied >= self._store_seq else time.monotonic() - behind
-        return ReplicationStatus(self._applied, max(self._store_seq, self._applied), lag, self._degraded)
+        return ReplicationStatus(self._applied, max(self._store_seq, self._applied), lag, self.health.degraded)
 
     def _saw(self, seq: int) -> None:
         if seq > self._store_seq:
@@ -110,17 +110,17 @@ class Follower:
                     # Listening before catching up: a change committed meanwhile is announced, not missed.
                     listener = self.store.shared.listener()
                 self._await_own_writes()
-                troubles = self._troubles
+                mark = self.health.mark()
                 self.catch_up()
-                self._reached(troubles)
+                self.health.reached(mark)
                 announced = listener.wait(POLL_SECONDS)
                 if announced is not None:
                     self._saw(announced)
             except InsufficientStorage as exc:  # its own disk: behind until there is room (/ready says so), and
-                self._unreachable(f"this replica cannot apply the store's changes: {exc.message}")  # one log line
+                self.health.failed(f"this replica cannot apply the store's changes: {exc.message}")  # one log line
                 self._stop.wait(RETRY_SECONDS)
             except StoreUnavailable as exc:
-                self._unreachable(exc.message)
+                self.health.failed(exc.message)
                 if listener is not None:
                     with suppress(Exception):
                         listener.close()
@@ -131,20 +131,6 @@ class Follower:
                 self._stop.wait(RETRY_SECONDS)
         if listener is not None:
             listener.close()
-
-    def _unreachable(self, why: str) -> None:
-        if self._degraded is None:
-            log.error("following stopped: %s; serving reads from memory, retrying", why)
-        self._degraded = why
-        self._troubles += 1
-
-    def _reached(self, troubles: int) -> None:
-        """The store answered a call that began when `troubles` failures had been seen. One that began before a
-        later failure says nothing of it: a catch-up that started before the store stopped answering, and ended
-        after a write had found it gone, said "ready" again (a flaky test under load)."""
-        if self._degraded is not None and troubles == self._troubles:
-            log.warning("following resumed at sequence %d (the store reachable, the data dir writable)", self._applied)
-            self._degraded = None
 
     def _await_own_writes(self) -> None:
         """Waits while writes through this replica are under way. Each one's `sync` applies its batch as it is;
@@ -167,26 +153,16 @@ class Follower:
         with self._own_writes_done:
             self._own_writes += 1
         try:
-            with self.noticing():
+            with self.health.noticing():
                 yield
         finally:
             with self._own_writes_done:
                 self._own_writes -= 1
                 self._own_writes_done.notify_all()
 
-    @contextmanager
-    def noticing(self) -> Iterator[None]:
-        """Around a write's calls to the store: one that finds it unreachable makes this replica degraded, one it
-        answers ready again. A text write reads the store before `writing` (its stored texts, not to encode them
-        again): through a paused database those writes answered 503 while `/ready` said ready (QA; a flaky test)."""
-        troubles = self._troubles
-        try:
-            yield
-        except StoreUnavailable as exc:
-            self._unreachable(exc.message)
-            raise
-        else:
-            self._reached(troubles)
+    def noticing(self) -> AbstractContextManager[None]:
+        """Around a write's other calls to the store (StoreHealth.noticing)."""
+        return self.health.noticing()
 
     def sync(self, seq: int | None, own: OwnWrite | None = None) -> None:
         """Returns once this replica has applied every change up to `seq` (a write it just committed; None: the
@@ -366,4 +342,3 @@ def _stored_not_applied(exc: InsufficientStorage | StoreUnavailable, when: str) 
     cause = exc.message if exc.__cause__ is None else f"{type(exc.__cause__).__name__}: {str(exc.__cause__).strip()}"
     return (f"the write is stored in PostgreSQL (the other replicas serve it), but this replica could not apply it "
             f"({cause}); it catches up by itself {when}. The write need not be sent again")
-
