@@ -47,6 +47,7 @@ from app.store.postgres_feed import (
     collection_states,
     open_pool,
     stored_row,
+    why_unreachable,
 )
 from app.store.postgres_jobs import JobBoardTables
 from app.store.postgres_schema import ensure_schema
@@ -87,7 +88,7 @@ class PostgresStore(JobBoardTables):
         except StoreUnavailable as exc:
             self._pool.close()
             # The pool says only that no connection came in time; its reasons went to its own warnings (QA).
-            raise StoreUnavailable(f"{exc.message} ({_why_unreachable(url, timeout)})", exc.details) from None
+            raise StoreUnavailable(f"{exc.message} ({why_unreachable(url, timeout)})", exc.details) from None
         except BaseException:
             self._pool.close()
             raise
@@ -342,13 +343,3 @@ def _mark_changed(conn: psycopg.Connection[Any], collection: str, seq: int) -> N
 
 
 _satisfies_protocol: type[DocumentStore] = PostgresStore  # mypy checks PostgresStore against the Protocol
-
-
-def _why_unreachable(url: str, timeout: float) -> str:
-    """Why a connection to `url` fails, from one attempt of its own: psycopg's message names the host and port
-    and the cause (refused, no such socket, authentication), never the password."""
-    try:
-        with psycopg.connect(url, connect_timeout=max(1, round(timeout))):
-            return "a connection just made succeeded: it was unreachable for a moment"
-    except psycopg.Error as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__

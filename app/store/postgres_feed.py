@@ -2,7 +2,7 @@
 a follower (Listener), and what both share with the store itself (app/store/postgres.py, whose docstring says
 why a snapshot's sequence H covers exactly the changes numbered up to H): how errors map (`reachable`) and the
 pooled connections with their circuit breaker (Connections), each waiting a bounded time for an answer
-(AnsweringConnection, opened by `open_pool`)."""
+(AnsweringConnection, opened by `open_pool`), and why a connection fails (`why_unreachable`)."""
 
 import threading
 from collections.abc import Iterator
@@ -97,6 +97,16 @@ class AnsweringConnection(psycopg.Connection[Any]):
             self.close()  # mid-statement: never handed out again (the pool discards a closed connection)
             raise psycopg.OperationalError(f"no answer within {self.answer_seconds:g} s "
                                            "(SEARCH_DATABASE_ANSWER_SECONDS); the connection was closed") from None
+
+
+def why_unreachable(url: str, timeout: float) -> str:
+    """Why a connection to `url` fails, from one attempt of its own: psycopg's message names the host and port
+    and the cause (refused, no such socket, authentication), never the password."""
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, round(timeout))):
+            return "a connection just made succeeded: it was unreachable for a moment"
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def open_pool(url: str, timeout: float, answer_seconds: float, size: int
